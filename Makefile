@@ -1,0 +1,25 @@
+# The two commands of the README. Each does its own set-up on a fresh machine:
+# creates .venv if missing and installs the kit with the pinned constraints.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.mattingkit-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test install clean-demo
+
+$(STAMP): pyproject.toml constraints/ci.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints/ci.txt -e '.[lab,dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## make demo: demo data + the whole 01 -> 05 pipeline headless on CPU -> submissions/demo.csv
+demo: $(STAMP)
+	$(BIN)/mattingkit run --config demo --name demo
+
+## make test: the test suite (exit code 5, "no tests collected", is an error here too)
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,391 @@
+"""Typed configuration: YAML files -> a tree of dataclasses, with dotted overrides.
+
+One config tree drives everything (data, trimaps, augmentation, model, losses, training, inference,
+submission). The dataclass defaults below are the paper-style AlphaGAN recipe; the YAML files in
+``mattingkit/configs/`` only state what they change. An unknown key or a wrong type is an error that
+names the key and lists the valid ones.
+
+Example:
+    >>> from mattingkit.config import load_config
+    >>> cfg = load_config("demo", overrides=["train.lr_g=2e-4", "model.backbone=resnet18"])
+    >>> cfg.train.lr_g
+    0.0002
+    >>> cfg.model.backbone
+    'resnet18'
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration key or value is wrong; the message names the key and the valid choices."""
+
+
+# --------------------------------------------------------------------------------------------
+# The tree. Keep field comments short: they are the config reference the README points to.
+# --------------------------------------------------------------------------------------------
+@dataclass
+class RunConfig:
+    name: str = "run"                 # run folder name under runs_root
+    seed: int = 0                     # every random choice derives from this
+    device: str = "auto"              # auto | cpu | cuda | cuda:N
+    runs_root: str | None = None      # default: mattingkit.env.runs_root()
+    data_root: str | None = None      # default: mattingkit.env.data_root()
+    smoke: bool = False               # tiny budgets everywhere (CI / quick checks)
+    deterministic: bool = False       # torch deterministic algorithms (CPU tests)
+
+
+@dataclass
+class DataConfig:
+    layout: str = "aim500"            # synthetic | competition | aim500 | adobe | alphamatting | folder
+    root: str = "aim500"              # dataset folder, relative to data_root unless absolute
+    backgrounds: str | None = "bg20k"  # background pool folder (relative to data_root unless absolute)
+    eval_root: str | None = None      # optional separate evaluation set (alphamatting layout etc.)
+    manifest: str | None = None       # explicit manifest CSV; default: written by the scan step
+    val_fraction: float = 0.1         # split by foreground identity
+    foreground: str = "estimate"      # estimate (cached) | given (dataset has fg) | photo (use the photo)
+    crop_sizes: list[int] = field(default_factory=lambda: [320, 480, 640])
+    image_size: int = 320             # crops are resized to this (multiple of 32)
+    batch_size: int = 8
+    num_workers: int = 2
+    val_max_side: int = 1024          # full-resolution evaluation, capped on the long side
+    val_limit: int | None = None      # evaluate at most this many images (None = all)
+    kaggle_competition: str | None = None   # competition slug for download
+    kaggle_datasets: list[str] = field(default_factory=list)  # owner/name slugs for download
+
+
+@dataclass
+class TrimapConfig:
+    method: str = "erode_dilate"      # erode_dilate (DIM recipe) | band (distance transform) | mixed
+    kernel_range: list[int] = field(default_factory=lambda: [1, 30])   # elliptical kernel size
+    iterations: int = 1               # erode/dilate iterations per application
+    band_width: int = 10              # px, for method=band (random in [band_width_min, band_width])
+    band_width_min: int = 5
+    fg_threshold: float = 0.95        # from-mask thresholds (trimap-free second pass)
+    bg_threshold: float = 0.05
+    mask_band: int = 15               # px of unknown around the mask edge
+
+
+@dataclass
+class AugmentConfig:
+    affine: bool = True               # random rotation/scale/shear/flip of the foreground
+    rotation: float = 15.0            # degrees
+    scale: list[float] = field(default_factory=lambda: [0.8, 1.25])
+    shear: float = 10.0               # degrees
+    flip: bool = True
+    hsv_jitter: bool = True
+    two_fg_prob: float = 0.5          # composite two foregrounds (alpha = 1-(1-a1)(1-a2))
+    trimap_dropout: float = 0.0       # probability of an all-unknown trimap (trimap-free training)
+    densify: float = 0.0              # competition-style dense alpha strength; 0 = off
+
+
+@dataclass
+class ModelConfig:
+    name: str = "alphagan"            # alphagan | dim | u2netp
+    backbone: str = "resnet50"        # resnet18 | resnet34 | resnet50 (alphagan); vgg16_bn (dim)
+    pretrained: bool = True           # ImageNet weights when available (offline -> random init + message)
+    weights_path: str | None = None   # local torchvision state dict for the backbone
+    output_stride: int = 8            # 8 or 16
+    aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])  # at output stride 16; doubled at 8
+    norm: str = "bn"                  # bn | gn
+    use_trimap: bool = True           # False: trimap-free (the trimap input is ignored / all-unknown)
+    dim_stage: str = "joint"          # encoder_decoder | refinement | joint (DIM only)
+    disc_channels: int = 64           # PatchGAN width
+    disc_layers: int = 3              # PatchGAN depth
+    disc_spectral_norm: bool = False
+    sync_bn: bool = False             # convert BatchNorm to SyncBatchNorm under multi-process training
+
+
+@dataclass
+class LossConfig:
+    alpha: float = 0.5                # alpha-prediction loss weight
+    comp: float = 0.5                 # composition loss weight
+    gan: float = 1.0                  # generator adversarial weight (when train.use_gan)
+    gan_type: str = "bce"             # bce | lsgan | hinge
+    grad: float = 0.0                 # gradient loss weight
+    laplacian: float = 0.0            # Laplacian-pyramid loss weight
+    eps: float = 1e-6                 # Charbonnier epsilon
+    region: str = "unknown"           # unknown | all (trimap-free recipes use all)
+    # competition (trimap-free) MSE family
+    mse: float = 0.0
+    thin_mse: float = 0.0
+    bg_penalty: float = 0.0
+    grad_mse: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 100000               # optimizer steps (iterations)
+    optimizer: str = "adam"           # adam | adamw
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    weight_decay: float = 0.0
+    schedule: str = "cosine"          # constant | cosine | cyclic | plateau
+    warmup_steps: int = 1000
+    min_lr_ratio: float = 0.01        # cosine floor / cyclic base as a fraction of lr
+    cycle_steps: int = 2000           # cyclic schedule period
+    plateau_patience: int = 3         # validations without improvement before reducing (plateau)
+    plateau_factor: float = 0.5
+    use_gan: bool = True
+    g_warmup_steps: int = 1000        # generator-only steps before D switches on
+    d_every: int = 1                  # update D every N batches
+    grad_clip: float | None = 1.0     # max grad norm (None = off)
+    accum_steps: int = 1              # gradient accumulation
+    amp: str = "auto"                 # auto (GPU: bf16 if supported else fp16; CPU: off) | off | bf16 | fp16
+    channels_last: bool = False
+    max_nonfinite: int = 10           # stop after this many non-finite losses in a row
+    log_every: int = 50
+    image_every: int = 500
+    val_every: int = 2000
+    ckpt_every: int = 1000
+    best_metric: str = "sad"          # sad | mse | grad | conn | competition_mse
+    best_mode: str = "min"            # min | max
+    resume: bool = True               # continue from runs/NAME/checkpoints/last.pt when present
+
+
+@dataclass
+class InferConfig:
+    pixel_budget: int = 2048 * 2048   # above this, overlapped tiling
+    tile_size: int = 1024
+    tile_overlap: int = 128
+    tta_flip: bool = False
+    two_pass: bool = False            # trimap-free: coarse pass -> trimap from mask -> refine
+    amp: str = "auto"
+    write_rgba: bool = False          # also write RGBA cut-outs with estimated foreground colours
+
+
+@dataclass
+class SubmissionConfig:
+    size: int = 1024                  # output PNG side (the competition's test images are 1024x1024)
+    sample_csv: str | None = None     # organisers' sample submission (row order); else sorted stems
+    test_dir: str | None = None       # test images folder (relative to data_root unless absolute)
+    name: str = "submission"          # submissions/NAME.csv
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    trimap: TrimapConfig = field(default_factory=TrimapConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def copy(self) -> "Config":
+        return from_dict(self.to_dict())
+
+
+# --------------------------------------------------------------------------------------------
+# Type checking / coercion
+# --------------------------------------------------------------------------------------------
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; allow the lossless int -> float promotion."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is list:
+        (item_tp,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        where = prefix or "config"
+        raise ConfigError(
+            f"unknown key {'.'.join(filter(None, [prefix, str(unknown[0])]))!r} in {where}; "
+            f"valid keys: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in data:
+            continue
+        tp = hints[name]
+        key = f"{prefix}.{name}" if prefix else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, data[name] or {}, key)
+        else:
+            kwargs[name] = _coerce(data[name], tp, key)
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any]) -> Config:
+    """Build a :class:`Config` from a (possibly partial) nested mapping, checking every key and type."""
+    return _build(Config, data or {}, "")
+
+
+def _merge(base: dict, upd: Mapping) -> dict:
+    out = dict(base)
+    for k, v in upd.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``key=value`` as YAML (so 2e-4, true, [1,2], null work)."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # YAML 1.1 reads "2e-4" as a string; accept it as a number.
+    if isinstance(value, str):
+        try:
+            return float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            return value
+    return value
+
+
+def parse_overrides(overrides: Iterable[str] | Mapping[str, Any] | None) -> dict[str, Any]:
+    """Turn ``["train.lr_g=2e-4", ...]`` or ``{"train.lr_g": 2e-4}`` into a nested dict."""
+    if not overrides:
+        return {}
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, Mapping):
+        items = [(str(k), v) for k, v in overrides.items()]
+    else:
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError(f"override {text!r} must look like section.key=value")
+            k, v = text.split("=", 1)
+            items.append((k.strip(), _parse_value(v.strip())))
+    nested: dict[str, Any] = {}
+    for key, value in items:
+        parts = key.split(".")
+        if len(parts) != 2 or not all(parts):
+            sections = ", ".join(f.name for f in dataclasses.fields(Config))
+            raise ConfigError(f"override key {key!r} must be section.key (sections: {sections})")
+        nested.setdefault(parts[0], {})[parts[1]] = value
+    return nested
+
+
+def available_configs() -> list[str]:
+    """Names of the configs shipped with the package (``default``, ``demo``, ``ecom``, ``aim500``)."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _read_yaml(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown config {str(name_or_path)!r}; shipped configs: {', '.join(available_configs())} "
+                "(or pass a path to a .yaml file)"
+            )
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    base = data.pop("base", None)
+    if base:
+        parent = _read_yaml(base if Path(str(base)).suffix else base)
+        data = _merge(parent, data)
+    return data
+
+
+def load_config(
+    name_or_path: str | os.PathLike = "default",
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+) -> Config:
+    """Load a shipped config by name (or a YAML path) and apply dotted overrides.
+
+    A YAML file may say ``base: demo`` to start from another config.
+
+    Example:
+        >>> cfg = load_config("demo", {"train.steps": 10})
+        >>> cfg.train.steps
+        10
+    """
+    data = _merge(_read_yaml(name_or_path), parse_overrides(overrides))
+    return from_dict(data)
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any] | None) -> Config:
+    """Return a new config with dotted overrides applied (the input is not modified)."""
+    return from_dict(_merge(cfg.to_dict(), parse_overrides(overrides)))
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the fully resolved config as YAML (atomically)."""
+    from .io import atomic_write_bytes
+
+    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,169 @@
+"""Where am I running? Colab, Kaggle or a local machine — and where do data and runs live there.
+
+Detection uses only environment variables and well-known paths, so it also works inside papermill
+child kernels (which inherit the parent's environment).
+
+- Colab: ``COLAB_RELEASE_TAG`` (or ``COLAB_GPU``) set, or ``/var/colab/hostname`` exists.
+- Kaggle: ``KAGGLE_KERNEL_RUN_TYPE`` set, or ``/kaggle/working`` exists.
+- Otherwise local.
+
+Roots (each overridable by ``MATTINGKIT_DATA_ROOT`` / ``MATTINGKIT_RUNS_ROOT`` or the config):
+
+=========  ==================================  ==============================================
+platform   data root                           runs root
+=========  ==================================  ==============================================
+local      ``<repo>/data`` (or ``./data``)     ``<repo>/runs`` (or ``./runs``)
+colab      ``/content/data``                   ``/content/drive/MyDrive/mattingkit/runs`` when
+                                               Drive is mounted, else ``/content/runs``
+kaggle     ``/kaggle/working/data`` (written);  ``/kaggle/working/runs``
+           read-only sources in ``/kaggle/input``
+=========  ==================================  ==============================================
+
+Example:
+    >>> from mattingkit import env
+    >>> env.detect_platform({"KAGGLE_KERNEL_RUN_TYPE": "Interactive"})
+    'kaggle'
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Mapping
+
+COLAB_DRIVE = Path("/content/drive/MyDrive")
+KAGGLE_INPUT = Path("/kaggle/input")
+KAGGLE_WORKING = Path("/kaggle/working")
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def _exists(path: str | Path) -> bool:
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
+def detect_platform(environ: Mapping[str, str] | None = None, check_paths: bool = True) -> str:
+    """Return ``"colab"``, ``"kaggle"`` or ``"local"``.
+
+    Example:
+        >>> detect_platform({"COLAB_RELEASE_TAG": "release-colab_20260101"}, check_paths=False)
+        'colab'
+    """
+    e = _env(environ)
+    if e.get("COLAB_RELEASE_TAG") or "COLAB_GPU" in e:
+        return "colab"
+    if e.get("KAGGLE_KERNEL_RUN_TYPE") or e.get("KAGGLE_URL_BASE"):
+        return "kaggle"
+    if check_paths:
+        if _exists("/var/colab/hostname"):
+            return "colab"
+        if _exists(KAGGLE_WORKING):
+            return "kaggle"
+    return "local"
+
+
+def repo_root() -> Path | None:
+    """The checkout this package runs from (a folder with pyproject.toml above the package), if any."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else None
+
+
+def drive_mounted() -> bool:
+    return _exists(COLAB_DRIVE)
+
+
+def data_root(environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
+    """Folder where datasets are downloaded / generated (writable).
+
+    Example:
+        >>> str(data_root({"MATTINGKIT_DATA_ROOT": "/tmp/d"}))
+        '/tmp/d'
+    """
+    e = _env(environ)
+    if e.get("MATTINGKIT_DATA_ROOT"):
+        return Path(e["MATTINGKIT_DATA_ROOT"])
+    platform = platform or detect_platform(environ)
+    if platform == "kaggle":
+        return KAGGLE_WORKING / "data"
+    if platform == "colab":
+        return Path("/content/data")
+    root = repo_root()
+    return (root / "data") if root else Path.cwd() / "data"
+
+
+def runs_root(environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
+    """Folder where run folders (checkpoints, logs, predictions) are written.
+
+    On Colab with Google Drive mounted this is on Drive, so checkpoints survive a disconnect.
+
+    Example:
+        >>> str(runs_root({"MATTINGKIT_RUNS_ROOT": "/tmp/r"}))
+        '/tmp/r'
+    """
+    e = _env(environ)
+    if e.get("MATTINGKIT_RUNS_ROOT"):
+        return Path(e["MATTINGKIT_RUNS_ROOT"])
+    platform = platform or detect_platform(environ)
+    if platform == "kaggle":
+        return KAGGLE_WORKING / "runs"
+    if platform == "colab":
+        return (COLAB_DRIVE / "mattingkit" / "runs") if drive_mounted() else Path("/content/runs")
+    root = repo_root()
+    return (root / "runs") if root else Path.cwd() / "runs"
+
+
+def input_roots(environ: Mapping[str, str] | None = None, platform: str | None = None) -> list[Path]:
+    """Read-only places where datasets may already be (Kaggle's attached inputs), searched before downloading."""
+    platform = platform or detect_platform(environ)
+    if platform == "kaggle" and _exists(KAGGLE_INPUT):
+        return sorted(p for p in KAGGLE_INPUT.iterdir() if p.is_dir())
+    return []
+
+
+def in_notebook() -> bool:
+    """True inside a Jupyter/IPython kernel (including a papermill child kernel)."""
+    ip = sys.modules.get("IPython")
+    if ip is None:
+        return False
+    try:
+        shell = ip.get_ipython()
+    except Exception:
+        return False
+    return shell is not None and shell.__class__.__name__ == "ZMQInteractiveShell"
+
+
+def is_headless(environ: Mapping[str, str] | None = None) -> bool:
+    """True when nobody watches a live widget: papermill runs, CI, plain scripts without a TTY.
+
+    ``MATTINGKIT_HEADLESS=1/0`` forces the answer. Papermill sets ``PAPERMILL_EXECUTION=1`` only if
+    asked, so our runner exports ``MATTINGKIT_HEADLESS=1`` for the kernels it starts.
+    """
+    e = _env(environ)
+    forced = e.get("MATTINGKIT_HEADLESS")
+    if forced is not None and forced != "":
+        return forced.lower() not in ("0", "false", "no")
+    if e.get("PAPERMILL_EXECUTION") or e.get("CI"):
+        return True
+    if in_notebook():
+        return False
+    try:
+        return not sys.stderr.isatty()
+    except Exception:
+        return True
+
+
+def summary(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A small dict describing the environment (safe to log: no secrets)."""
+    p = detect_platform(environ)
+    return {
+        "platform": p,
+        "data_root": str(data_root(environ, p)),
+        "runs_root": str(runs_root(environ, p)),
+        "headless": str(is_headless(environ)),
+        "python": sys.version.split()[0],
+    }
