@@ -1,0 +1,277 @@
+"""AlphaGAN (Lutz, Amplianitis & Smolić, BMVC 2018): the generator and a PatchGAN discriminator.
+
+Generator = ResNet encoder (4-channel input: ImageNet-normalised RGB + trimap) with dilated last
+blocks -> ASPP -> a small decoder with skip connections, max-unpooling and an RGB shortcut ->
+sigmoid alpha. Discriminator = a PatchGAN over (composite RGB, trimap).
+
+::
+
+    image (N,3,H,W) [0,1] ──normalise──┐
+    trimap (N,1,H,W) {0,.5,1} ─────────┴─cat─> conv1/2 ─> stem (H/2, 64) ─maxpool(idx)─> layer1 (H/4)
+        ─> layer2 (H/8) ─> layer3, layer4 (dilated: H/8 at OS8, H/16 at OS16) ─> ASPP (256)
+    decoder: up to H/4 ⊕ 1x1(layer1) ─> 2 convs ─> max-unpool with the stem's pool indices (H/2)
+             ⊕ 1x1(stem) ─> 2 convs ─> bilinear x2 (H) ⊕ normalised RGB ─> 3 convs ─> sigmoid
+
+Where the paper is ambiguous, this implementation chooses:
+
+- **Encoder input**: RGB is ImageNet-normalised inside the model; the trimap channel is fed as is
+  ({0, 0.5, 1}). When ImageNet weights are loaded the 4th-channel filters of conv1 start at zero
+  (the network initially behaves like the pretrained RGB model); with random init they are
+  Kaiming-initialised like the rest.
+- **Dilation**: output stride 8 dilates layer3 (2) and layer4 (4); output stride 16 dilates layer4
+  (2), exactly torchvision's ``replace_stride_with_dilation`` for Bottleneck ResNets. For the
+  BasicBlock ResNets (18/34), which torchvision refuses to dilate, the same rule is applied by hand:
+  the first block of a dilated stage keeps the previous dilation (and loses its stride), later
+  blocks use the new one. The weights are unchanged, so ImageNet state dicts load the same way.
+- **ASPP**: DeepLabv3-style, 1x1 + three 3x3 atrous branches (``model.aspp_rates`` at OS16,
+  doubled at OS8) + image pooling, 256 channels, no dropout. The image-pooling branch has a bias and
+  no norm layer, so batch size 1 trains with BatchNorm.
+- **Decoder**: the paper describes skip connections from early encoder stages, unpooling with the
+  encoder's max-pool indices and feeding the RGB image before the final convolutions, without all
+  widths. We use: ASPP output bilinearly upsampled to H/4, concatenated with a 48-channel 1x1
+  projection of layer1 (DeepLabv3+ style), two 3x3 convs (256 -> 64); max-unpooling with the stem
+  max-pool indices to H/2, concatenated with a 32-channel projection of the stem, two 3x3 convs (64);
+  bilinear x2 to full resolution, concatenated with the normalised RGB image, 3x3 convs 32 -> 32 -> 1.
+- **Norm**: ``bn`` (BatchNorm) or ``gn`` (GroupNorm, largest divisor of C that is <= 32 groups),
+  applied everywhere, including inside the encoder (pretrained BN scale/shift are copied into GN).
+- **Output**: sigmoid computed in float32, so ``alpha`` is float32 even under autocast. Known trimap
+  regions are *not* overwritten here (that is the loss's / inference's job).
+- **Discriminator**: pix2pix's NLayerDiscriminator: 4x4 convs, stride 2 for ``disc_layers`` layers
+  (width doubling up to 8x ``disc_channels``), then two stride-1 4x4 convs to one logit map;
+  LeakyReLU 0.2; norm after every conv but the first and the last (``model.norm``); with
+  ``disc_spectral_norm`` every conv is spectrally normalised and the norm layers are dropped. The
+  4 input channels (composite RGB in [0, 1], trimap) are mapped to [-1, 1].
+
+Note: max-unpooling is not deterministic on CUDA (overlapping 3x3 pooling windows may write the
+same location); CPU results are deterministic.
+
+Example:
+    >>> import torch
+    >>> from mattingkit.config import ModelConfig
+    >>> g = AlphaGANGenerator.from_config(ModelConfig(backbone="resnet18", pretrained=False))
+    >>> out = g(torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5))
+    >>> tuple(out["alpha"].shape)
+    (1, 1, 64, 64)
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from .common import (
+    ImageNetNormalize,
+    alpha_from_logits,
+    conv_norm_act,
+    convert_bn_to_gn,
+    expand_input_channels,
+    init_weights,
+    load_matching,
+    make_norm,
+    prepare_inputs,
+    torchvision_state_dict,
+    upsample_to,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import ModelConfig
+
+RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+def _dilate_basic_layer(layer: nn.Sequential, previous: int, dilation: int) -> None:
+    """Turn a strided BasicBlock stage into a dilated one (what torchvision does for Bottleneck)."""
+    for i, block in enumerate(layer):
+        d = previous if i == 0 else dilation
+        for conv in (block.conv1, block.conv2):
+            conv.stride = (1, 1)
+            conv.dilation = (d, d)
+            conv.padding = (d, d)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+        block.stride = 1
+
+
+class ResNetEncoder(nn.Module):
+    """torchvision ResNet with an N-channel conv1, dilated last stages and pool indices.
+
+    ``forward`` returns a dict: ``stem`` (H/2, 64 ch), ``indices`` (stem max-pool indices),
+    ``layer1`` (H/4), ``out`` (H/output_stride).
+    """
+
+    def __init__(self, arch: str = "resnet50", output_stride: int = 8, norm: str = "bn",
+                 in_channels: int = 4, pretrained: bool = False,
+                 weights_path: str | None = None) -> None:
+        super().__init__()
+        if arch not in RESNETS:
+            raise ValueError(f"model.backbone must be one of {', '.join(RESNETS)} for alphagan, got {arch!r}")
+        if output_stride not in (8, 16):
+            raise ValueError(f"model.output_stride must be 8 or 16, got {output_stride}")
+        bottleneck = arch == "resnet50"
+        ctor = getattr(torchvision.models, arch)
+        if bottleneck:
+            net = ctor(weights=None, replace_stride_with_dilation=[False, output_stride == 8, True])
+        else:
+            net = ctor(weights=None)
+        self.pretrained_loaded = False
+        if pretrained:
+            sd = torchvision_state_dict(arch, weights_path)
+            if sd is not None:
+                load_matching(net, sd, source=f"ImageNet weights for {arch}"
+                              + (f" ({weights_path})" if weights_path else ""),
+                              ignore_prefixes=("fc.",))
+                self.pretrained_loaded = True
+        if not bottleneck:
+            if output_stride == 8:
+                _dilate_basic_layer(net.layer3, 1, 2)
+                _dilate_basic_layer(net.layer4, 2, 4)
+            else:
+                _dilate_basic_layer(net.layer4, 1, 2)
+        self.conv1 = expand_input_channels(net.conv1, in_channels, zero_new=self.pretrained_loaded)
+        self.bn1, self.relu = net.bn1, net.relu
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, return_indices=True)
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.stem_channels = 64
+        self.skip_channels = 256 if bottleneck else 64
+        self.out_channels = 2048 if bottleneck else 512
+        self.output_stride = output_stride
+        if norm == "gn":
+            convert_bn_to_gn(self)
+        elif norm != "bn":
+            raise ValueError(f"model.norm must be 'bn' or 'gn', got {norm!r}")
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        stem = self.relu(self.bn1(self.conv1(x)))
+        pooled, indices = self.maxpool(stem)
+        l1 = self.layer1(pooled)
+        out = self.layer4(self.layer3(self.layer2(l1)))
+        return {"stem": stem, "indices": indices, "layer1": l1, "out": out}
+
+
+class ASPP(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLabv3): 1x1, atrous 3x3 per rate, image pooling."""
+
+    def __init__(self, in_channels: int, rates: Sequence[int], channels: int = 256,
+                 norm: str = "bn") -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            [conv_norm_act(in_channels, channels, 1, norm)]
+            + [conv_norm_act(in_channels, channels, 3, norm, dilation=int(r)) for r in rates]
+        )
+        # No norm layer on the 1x1 pooled map: BatchNorm cannot normalise one value per channel.
+        self.image_pool = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_channels, channels, 1, bias=True), nn.ReLU(inplace=True)
+        )
+        self.project = conv_norm_act(channels * (len(rates) + 2), channels, 1, norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = [branch(x) for branch in self.branches]
+        pooled = self.image_pool(x)
+        outs.append(pooled.expand(-1, -1, x.shape[2], x.shape[3]).to(outs[0].dtype))
+        return self.project(torch.cat(outs, dim=1))
+
+
+class AlphaGANGenerator(nn.Module):
+    """AlphaGAN generator: ``model(image, trimap) -> {"alpha": (N,1,H,W) float32 in [0,1]}``."""
+
+    def __init__(self, backbone: str = "resnet50", output_stride: int = 8,
+                 aspp_rates: Sequence[int] = (6, 12, 18), norm: str = "bn", use_trimap: bool = True,
+                 pretrained: bool = False, weights_path: str | None = None) -> None:
+        super().__init__()
+        self.use_trimap = use_trimap
+        self.normalize = ImageNetNormalize()
+        self.encoder = ResNetEncoder(backbone, output_stride, norm, in_channels=4,
+                                     pretrained=pretrained, weights_path=weights_path)
+        scale = 2 if output_stride == 8 else 1
+        self.aspp_rates = [int(r) * scale for r in aspp_rates]
+        enc = self.encoder
+        self.aspp = ASPP(enc.out_channels, self.aspp_rates, 256, norm)
+        self.skip4 = conv_norm_act(enc.skip_channels, 48, 1, norm)
+        self.dec4 = nn.Sequential(conv_norm_act(256 + 48, 256, 3, norm),
+                                  conv_norm_act(256, enc.stem_channels, 3, norm))
+        self.skip2 = conv_norm_act(enc.stem_channels, 32, 1, norm)
+        self.dec2 = nn.Sequential(conv_norm_act(enc.stem_channels + 32, 64, 3, norm),
+                                  conv_norm_act(64, 64, 3, norm))
+        self.dec1 = nn.Sequential(conv_norm_act(64 + 3, 32, 3, norm), conv_norm_act(32, 32, 3, norm))
+        self.head = nn.Conv2d(32, 1, 3, padding=1)
+        for m in (self.aspp, self.skip4, self.dec4, self.skip2, self.dec2, self.dec1, self.head):
+            init_weights(m)
+
+    @classmethod
+    def from_config(cls, cfg: "ModelConfig") -> "AlphaGANGenerator":
+        return cls(backbone=cfg.backbone, output_stride=cfg.output_stride, aspp_rates=cfg.aspp_rates,
+                   norm=cfg.norm, use_trimap=cfg.use_trimap, pretrained=cfg.pretrained,
+                   weights_path=cfg.weights_path)
+
+    def forward(self, image: torch.Tensor, trimap: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        image, trimap = prepare_inputs(image, trimap, model="alphagan", use_trimap=self.use_trimap)
+        rgb = self.normalize(image)
+        feats = self.encoder(torch.cat([rgb, trimap], dim=1))
+        x = upsample_to(self.aspp(feats["out"]), feats["layer1"])
+        x = self.dec4(torch.cat([x, self.skip4(feats["layer1"])], dim=1))
+        stem = feats["stem"]
+        x = F.max_unpool2d(x.to(stem.dtype), feats["indices"], kernel_size=3, stride=2, padding=1,
+                           output_size=stem.shape[-2:])
+        x = self.dec2(torch.cat([x, self.skip2(stem)], dim=1))
+        x = upsample_to(x, image)
+        x = self.dec1(torch.cat([x, rgb.to(x.dtype)], dim=1))
+        return {"alpha": alpha_from_logits(self.head(x))}
+
+
+class PatchGANDiscriminator(nn.Module):
+    """PatchGAN over ``cat(composite RGB, trimap)`` -> a logit map (N, 1, h, w)."""
+
+    def __init__(self, in_channels: int = 4, channels: int = 64, layers: int = 3, norm: str = "bn",
+                 spectral_norm: bool = False) -> None:
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"model.disc_layers must be >= 1, got {layers}")
+        if channels < 1:
+            raise ValueError(f"model.disc_channels must be >= 1, got {channels}")
+        self.in_channels, self.layers = in_channels, layers
+        use_norm = "none" if spectral_norm else norm
+        sn = nn.utils.parametrizations.spectral_norm if spectral_norm else (lambda m: m)
+
+        def block(cin: int, cout: int, stride: int, normed: bool) -> list[nn.Module]:
+            conv = sn(nn.Conv2d(cin, cout, 4, stride=stride, padding=1, bias=not normed or spectral_norm))
+            mods: list[nn.Module] = [conv]
+            if normed:
+                mods.append(make_norm(use_norm, cout))
+            mods.append(nn.LeakyReLU(0.2, inplace=True))
+            return mods
+
+        mods = block(in_channels, channels, 2, normed=False)
+        mult = 1
+        for n in range(1, layers):
+            prev, mult = mult, min(2 ** n, 8)
+            mods += block(channels * prev, channels * mult, 2, normed=True)
+        prev, mult = mult, min(2 ** layers, 8)
+        mods += block(channels * prev, channels * mult, 1, normed=True)
+        mods.append(sn(nn.Conv2d(channels * mult, 1, 4, stride=1, padding=1)))
+        self.net = nn.Sequential(*mods)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and not spectral_norm:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_config(cls, cfg: "ModelConfig") -> "PatchGANDiscriminator":
+        return cls(in_channels=4, channels=cfg.disc_channels, layers=cfg.disc_layers, norm=cfg.norm,
+                   spectral_norm=cfg.disc_spectral_norm)
+
+    def min_size(self) -> int:
+        """The smallest input side that still gives a non-empty logit map."""
+        return 3 * 2 ** self.layers
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"PatchGAN: input must be (N, {self.in_channels}, H, W) = cat(composite RGB, "
+                             f"trimap), got {tuple(x.shape)}")
+        if min(x.shape[2:]) < self.min_size():
+            raise ValueError(f"PatchGAN with {self.layers} layers needs inputs of at least "
+                             f"{self.min_size()}x{self.min_size()}, got {x.shape[2]}x{x.shape[3]}")
+        return self.net(x * 2.0 - 1.0)

@@ -1,0 +1,384 @@
+"""Headless runs of the numbered notebooks with papermill, batch sweeps, and the run folder.
+
+A run is one folder ``runs/NAME/`` holding the resolved ``config.yaml``, the executed notebooks
+(``notebooks/``), ``metrics.json`` (one section per notebook), checkpoints, logs and predictions.
+
+- :func:`prepare_run` is what every notebook calls right after its ``parameters`` cell: it resolves the
+  config (name + dotted overrides + smoke budgets), creates the run folder and saves ``config.yaml``.
+- :func:`run_pipeline` executes ``01 -> 05`` through papermill, stopping at the first failure and
+  printing the failing notebook, cell and error.
+- :func:`run_sweep` runs a grid of parameter sets (one run folder each; finished runs are skipped on a
+  re-run; a failed run does not stop the sweep) and writes ``results.csv``, ``results.md`` and a plot.
+
+Credentials are never papermill parameters: notebooks read them from the environment.
+
+Example:
+    >>> from mattingkit.runner import sweep_points
+    >>> sweep_points({"train.lr_g": [1e-4, 2e-4], "model.norm": ["bn", "gn"]})[:2]
+    [{'train.lr_g': 0.0001, 'model.norm': 'bn'}, {'train.lr_g': 0.0001, 'model.norm': 'gn'}]
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from . import env
+from .config import Config, apply_overrides, load_config, save_config
+from .io import atomic_write_text
+
+NOTEBOOK_DIR_NAME = "notebooks"
+NOTEBOOKS = ["01_data_download", "02_trimap_synthesis", "03_train_gan", "04_inference", "05_submission"]
+DONE_MARKER = "DONE"
+
+#: Budgets applied on top of any config when ``smoke=True`` (CI: every notebook in a minute or two).
+SMOKE_OVERRIDES: dict[str, Any] = {
+    "run.smoke": True,
+    "train.steps": 12,
+    "train.warmup_steps": 2,
+    "train.g_warmup_steps": 4,
+    "train.log_every": 2,
+    "train.image_every": 6,
+    "train.val_every": 6,
+    "train.ckpt_every": 6,
+    "data.num_workers": 0,
+    "data.val_limit": 2,
+}
+
+
+def _safe_name(text: str) -> str:
+    """A folder name that is safe on Drive/Windows/Kaggle: no colons, slashes or spaces."""
+    s = re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("._")
+    return s[:120] or "run"
+
+
+def repo_notebooks_dir() -> Path:
+    """The ``notebooks/`` folder of the checkout (the kit is installed editable from the repo)."""
+    root = env.repo_root()
+    candidates = [root / NOTEBOOK_DIR_NAME] if root else []
+    candidates.append(Path.cwd() / NOTEBOOK_DIR_NAME)
+    for c in candidates:
+        if c.is_dir():
+            return c
+    raise FileNotFoundError("cannot find the notebooks/ folder; run from the mattingkit repository checkout")
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    run_dir: Path
+    data_root: Path
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    def data_path(self, rel: str | None) -> Path | None:
+        """Resolve a config path: absolute stays, relative is under the data root."""
+        if rel is None:
+            return None
+        p = Path(rel)
+        return p if p.is_absolute() else self.data_root / p
+
+
+def resolve_config(config: str | os.PathLike | Config, overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                   smoke: bool = False) -> Config:
+    """Config name/path/object + dotted overrides (+ smoke budgets, applied before the user's overrides)."""
+    cfg = config.copy() if isinstance(config, Config) else load_config(config)
+    if smoke:
+        cfg = apply_overrides(cfg, SMOKE_OVERRIDES)
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def prepare_run(config: str | os.PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                run_name: str | None = None, runs_root: str | os.PathLike | None = None,
+                smoke: bool = False, save: bool = True) -> RunContext:
+    """Resolve the config and create the run folder (``runs_root/run_name``); save ``config.yaml`` there.
+
+    Example:
+        >>> import tempfile
+        >>> ctx = prepare_run("demo", ["train.steps=5"], run_name="x", runs_root=tempfile.mkdtemp())
+        >>> ctx.cfg.train.steps, (ctx.run_dir / "config.yaml").exists()
+        (5, True)
+    """
+    cfg = resolve_config(config, overrides, smoke)
+    name = _safe_name(run_name or cfg.run.name)
+    if name != cfg.run.name:
+        cfg = apply_overrides(cfg, {"run.name": name})
+    root = Path(runs_root) if runs_root else (Path(cfg.run.runs_root) if cfg.run.runs_root else env.runs_root())
+    data_root = Path(cfg.run.data_root) if cfg.run.data_root else env.data_root()
+    run_dir = root / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if save:
+        save_config(cfg, run_dir / "config.yaml")
+    return RunContext(cfg=cfg, run_dir=run_dir, data_root=data_root)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
+    p = Path(run_dir) / "metrics.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def update_metrics(run_dir: str | os.PathLike, section: str, values: Mapping[str, Any]) -> Path:
+    """Merge ``values`` into ``run_dir/metrics.json`` under ``section`` (atomic write)."""
+    data = read_metrics(run_dir)
+    data.setdefault(section, {}).update(_jsonable(values))
+    return atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(data, indent=2, sort_keys=True))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "item") and callable(x.item):
+        try:
+            return x.item()
+        except (ValueError, TypeError):
+            pass
+    return x
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PipelineResult:
+    ok: bool
+    run_dir: Path
+    executed: list[str] = field(default_factory=list)
+    failed_notebook: str | None = None
+    failed_cell: int | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        if self.ok:
+            return f"run {self.run_dir.name}: {len(self.executed)} notebooks ok in {self.seconds:.0f}s -> {self.run_dir}"
+        return (f"run {self.run_dir.name}: FAILED in {self.failed_notebook} (cell {self.failed_cell}): "
+                f"{self.error}\n  executed notebook: {self.run_dir / NOTEBOOK_DIR_NAME / (self.failed_notebook or '')}")
+
+
+def _select(notebooks: Iterable[str] | None) -> list[str]:
+    if not notebooks:
+        return list(NOTEBOOKS)
+    chosen = []
+    for want in notebooks:
+        match = [n for n in NOTEBOOKS if n == want or n.startswith(str(want))]
+        if not match:
+            raise ValueError(f"unknown notebook {want!r}; choose from {', '.join(NOTEBOOKS)}")
+        chosen += [m for m in match if m not in chosen]
+    return [n for n in NOTEBOOKS if n in chosen]
+
+
+def run_pipeline(config: str | os.PathLike = "demo", overrides: Iterable[str] | None = None,
+                 name: str | None = None, smoke: bool = False, runs_root: str | os.PathLike | None = None,
+                 notebooks: Iterable[str] | None = None, kernel_name: str | None = None,
+                 notebooks_dir: str | os.PathLike | None = None, quiet: bool = False) -> PipelineResult:
+    """Execute the numbered notebooks with papermill into ``runs/NAME/notebooks/``.
+
+    Stops at the first failing notebook and prints which notebook, which cell and the error.
+    Parameters passed to every notebook: ``config``, ``overrides``, ``run_name``, ``runs_root``, ``smoke``.
+    """
+    import papermill as pm
+
+    overrides = list(overrides or [])
+    ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke)
+    src_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
+    out_dir = ctx.run_dir / NOTEBOOK_DIR_NAME
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (ctx.run_dir / DONE_MARKER).unlink(missing_ok=True)
+    params = {
+        "config": str(config),
+        "overrides": overrides,
+        "run_name": ctx.name,
+        "runs_root": str(ctx.run_dir.parent),
+        "smoke": bool(smoke),
+    }
+    # The kernels papermill starts inherit this environment: headless progress, same data root.
+    os.environ["MATTINGKIT_HEADLESS"] = "1"
+    result = PipelineResult(ok=True, run_dir=ctx.run_dir)
+    t0 = time.monotonic()
+    for nb in _select(notebooks):
+        src = src_dir / f"{nb}.ipynb"
+        dst = out_dir / f"{nb}.ipynb"
+        if not quiet:
+            print(f"[{ctx.name}] {nb} ...", flush=True)
+        t1 = time.monotonic()
+        try:
+            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name or _kernel_name(),
+                                cwd=str(src_dir), progress_bar=False, log_output=False,
+                                report_mode=False, request_save_on_cell_execute=True)
+        except Exception as e:  # papermill's PapermillExecutionError or a kernel/startup failure
+            result.ok = False
+            result.failed_notebook = f"{nb}.ipynb"
+            result.failed_cell = getattr(e, "exec_count", None) or getattr(e, "cell_index", None)
+            ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
+            result.error = f"{ename}: {evalue}".strip()
+            if not quiet:
+                print(result.summary(), file=sys.stderr, flush=True)
+            break
+        result.executed.append(nb)
+        if not quiet:
+            print(f"[{ctx.name}] {nb} ok ({time.monotonic() - t1:.0f}s)", flush=True)
+    result.seconds = time.monotonic() - t0
+    if result.ok:
+        atomic_write_text(ctx.run_dir / DONE_MARKER, json.dumps({"notebooks": result.executed,
+                                                                 "seconds": round(result.seconds, 1)}))
+        if not quiet:
+            print(result.summary(), flush=True)
+    return result
+
+
+def _kernel_name() -> str:
+    """The Jupyter kernel of this interpreter (ipykernel installs ``python3`` into sys.prefix)."""
+    return os.environ.get("MATTINGKIT_KERNEL", "python3")
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps
+# --------------------------------------------------------------------------------------------
+def sweep_points(grid: Mapping[str, list]) -> list[dict[str, Any]]:
+    """The cartesian product of a ``{key: [values]}`` grid, in a stable order."""
+    keys = list(grid)
+    for k in keys:
+        if not isinstance(grid[k], list) or not grid[k]:
+            raise ValueError(f"sweep grid entry {k!r} must be a non-empty list of values")
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def point_name(index: int, point: Mapping[str, Any]) -> str:
+    parts = [f"{k.split('.')[-1]}={v}" for k, v in point.items()]
+    return _safe_name(f"{index:02d}_" + "_".join(parts))
+
+
+@dataclass
+class SweepResult:
+    ok: bool
+    sweep_dir: Path
+    rows: list[dict[str, Any]]
+    results_csv: Path | None = None
+    results_md: Path | None = None
+    plot: Path | None = None
+
+
+def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None = None,
+              quiet: bool = False) -> SweepResult:
+    """Run every point of a sweep file; skip finished runs; continue past failures; tabulate metrics.
+
+    The YAML file::
+
+        name: lr_norm              # sweep folder under runs_root
+        config: demo               # base config
+        smoke: true                # optional
+        overrides: [train.steps=20]
+        notebooks: ["01", "02", "03", "04"]   # optional subset
+        metric: 04_inference.sad   # main metric (a flattened key of metrics.json)
+        mode: min
+        grid:
+          train.lr_g: [1.0e-4, 5.0e-4]
+          model.norm: [bn, gn]
+    """
+    spec = yaml.safe_load(Path(grid_yaml).read_text(encoding="utf-8")) or {}
+    unknown = set(spec) - {"name", "config", "smoke", "overrides", "notebooks", "metric", "mode", "grid"}
+    if unknown:
+        raise ValueError(f"{grid_yaml}: unknown sweep keys {sorted(unknown)}")
+    if "grid" not in spec:
+        raise ValueError(f"{grid_yaml}: a sweep needs a 'grid' mapping of key: [values]")
+    name = _safe_name(spec.get("name") or Path(grid_yaml).stem)
+    root = Path(runs_root) if runs_root else env.runs_root()
+    sweep_dir = root / name
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    metric = spec.get("metric")
+    rows = []
+    all_ok = True
+    for i, point in enumerate(sweep_points(spec["grid"])):
+        run_name = point_name(i, point)
+        run_dir = sweep_dir / run_name
+        status = "skipped (done)"
+        if not (run_dir / DONE_MARKER).exists():
+            overrides = list(spec.get("overrides") or []) + [f"{k}={json.dumps(v)}" for k, v in point.items()]
+            try:
+                res = run_pipeline(spec.get("config", "demo"), overrides, name=run_name, runs_root=sweep_dir,
+                                   smoke=bool(spec.get("smoke", False)), notebooks=spec.get("notebooks"),
+                                   quiet=quiet)
+                status = "ok" if res.ok else f"failed: {res.failed_notebook}: {res.error}"
+            except Exception as e:  # a broken point never stops the sweep
+                status = f"failed: {type(e).__name__}: {e}"
+                if not quiet:
+                    traceback.print_exc()
+            all_ok &= status == "ok"
+        row = {"run": run_name, **point, "status": status}
+        row.update({k: v for k, v in flatten(read_metrics(run_dir)).items() if isinstance(v, (int, float, str))})
+        rows.append(row)
+    result = SweepResult(ok=all_ok, sweep_dir=sweep_dir, rows=rows)
+    _write_sweep_tables(result, metric, spec.get("mode", "min"), list(spec["grid"]))
+    if not quiet:
+        print(f"sweep {name}: {sum(r['status'] != 'ok' and not r['status'].startswith('skipped') for r in rows)} "
+              f"failed of {len(rows)}; results: {result.results_csv}")
+    return result
+
+
+def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys: list[str]) -> None:
+    import pandas as pd
+
+    df = pd.DataFrame(result.rows)
+    result.results_csv = result.sweep_dir / "results.csv"
+    atomic_write_text(result.results_csv, df.to_csv(index=False))
+    cols = ["run", *keys, "status"] + ([metric] if metric and metric in df.columns else [])
+    view = df[cols].copy()
+    if metric and metric in df.columns:
+        view = view.sort_values(metric, ascending=(mode == "min"), na_position="last")
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in view.iterrows():
+        lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
+    result.results_md = result.sweep_dir / "results.md"
+    atomic_write_text(result.results_md, "\n".join(lines) + "\n")
+    if metric and metric in df.columns and df[metric].notna().any():
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(max(4, 0.6 * len(df) + 2), 3.2))
+        vals = pd.to_numeric(df[metric], errors="coerce")
+        ax.bar(range(len(df)), vals.fillna(0), color=["C0" if s == "ok" or s.startswith("skipped") else "C3"
+                                                        for s in df["status"]])
+        ax.set_xticks(range(len(df)), df["run"], rotation=45, ha="right", fontsize=7)
+        ax.set_ylabel(metric)
+        ax.set_title(f"{result.sweep_dir.name}: {metric} ({mode} is better)")
+        fig.tight_layout()
+        result.plot = result.sweep_dir / "results.png"
+        fig.savefig(result.plot, dpi=100)
+        plt.close(fig)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.5g}"
+    return str(v)
