@@ -62,7 +62,9 @@ class DataConfig:
     val_max_side: int = 1024          # full-resolution evaluation, capped on the long side
     val_limit: int | None = None      # evaluate at most this many images (None = all)
     kaggle_competition: str | None = None   # competition slug for download
-    kaggle_datasets: list[str] = field(default_factory=list)  # owner/name slugs for download
+    kaggle_datasets: list[str] = field(default_factory=list)  # "owner/name" or "owner/name:folder" slugs
+    group_regex: str | None = None    # foreground identity from the id (1st capture group); None = id
+    check_pixels: bool | None = None  # validation decodes pixels (trimap/alpha checks); None = if <= 1000 items
 
 
 @dataclass
@@ -75,6 +77,7 @@ class TrimapConfig:
     fg_threshold: float = 0.95        # from-mask thresholds (trimap-free second pass)
     bg_threshold: float = 0.05
     mask_band: int = 15               # px of unknown around the mask edge
+    mixed_band_prob: float = 0.5      # method=mixed: probability of band, else erode_dilate
 
 
 @dataclass
@@ -122,6 +125,7 @@ class LossConfig:
     thin_mse: float = 0.0
     bg_penalty: float = 0.0
     grad_mse: float = 0.0
+    aux: float = 1.0                  # deep supervision: same pixel terms on DIM alpha_raw / U2-Net side outputs
 
 
 @dataclass
@@ -153,13 +157,19 @@ class TrainConfig:
     best_metric: str = "sad"          # sad | mse | grad | conn | competition_mse
     best_mode: str = "min"            # min | max
     resume: bool = True               # continue from runs/NAME/checkpoints/last.pt when present
+    init_from: str | None = None      # fresh runs: initialise G from this checkpoint/export (DIM stages)
+    val_at_start: bool = False        # validate the untrained model at step 0 (a baseline point)
+    time_limit_min: float | None = None  # stop cleanly (saving last.pt) after this many minutes
+    tensorboard: bool = True          # write TensorBoard events to runs/NAME/tb
+    find_unused_parameters: bool = False  # DDP: set when some G parameters get no gradient
 
 
 @dataclass
 class InferConfig:
     pixel_budget: int = 2048 * 2048   # above this, overlapped tiling
     tile_size: int = 1024
-    tile_overlap: int = 128
+    tile_overlap: int = 128           # exact tiling when the model's receptive-field radius <= overlap/4
+    pad_margin: int = 32              # reflect padding on every side before rounding up to a multiple of 32
     tta_flip: bool = False
     two_pass: bool = False            # trimap-free: coarse pass -> trimap from mask -> refine
     amp: str = "auto"

@@ -96,16 +96,18 @@ def _levels(a, name: str) -> np.ndarray:
         return a.astype(np.float64) * 255.0
     if not np.issubdtype(a.dtype, np.floating):
         raise TypeError(f"{name}: expected float values in [0, 1] or uint8, got dtype {a.dtype}")
-    a = a.astype(np.float64)
-    if not np.all(np.isfinite(a)):
+    lo, hi = float(a.min()), float(a.max())  # NaN propagates into min / max
+    if math.isnan(lo) or math.isnan(hi) or math.isinf(lo) or math.isinf(hi):
         raise ValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(a.min()), float(a.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
         raise ValueError(
             f"{name} has values in [{lo:.4g}, {hi:.4g}]; expected float values in [0, 1] "
             "(pass uint8 for 0-255 data)"
         )
-    return np.rint(np.clip(a, 0.0, 1.0) * 255.0)
+    out = a.astype(np.float64) * 255.0
+    if lo < 0 or hi > 1:
+        np.clip(out, 0.0, 255.0, out=out)
+    return np.rint(out, out=out)
 
 
 def _unknown_mask(trimap, name: str = "trimap") -> np.ndarray:
@@ -146,13 +148,18 @@ def _octave_sum2(x: np.ndarray) -> np.float32:
     """``sum(sum(x))`` of a single matrix as Octave computes it.
 
     Octave sums each column sequentially in float32, then the row of column sums sequentially.
-    An HxW NumPy array is the transpose-free equivalent of the MATLAB matrix, so column sums
-    are ``add.accumulate`` along axis 0 (``accumulate`` is sequential by definition, unlike
-    ``np.sum`` which may use pairwise summation).
+    An HxW NumPy array is the MATLAB matrix itself, so the column sums are built by adding the
+    rows one after the other (``np.sum`` would use pairwise summation and differ in the last
+    bits, ~1e-6 relative on a real image).
     """
     x = np.asarray(x, dtype=_F32)
-    cols = np.add.accumulate(x, axis=0, dtype=_F32)[-1]
-    return np.add.accumulate(cols, dtype=_F32)[-1]
+    cols = x[0].copy()
+    for row in x[1:]:
+        cols += row
+    total = _F32(0)
+    for c in cols.tolist():
+        total = _F32(total + _F32(c))
+    return total
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,48 +276,68 @@ def _grad(p: np.ndarray, g: np.ndarray, u: np.ndarray) -> float:
 
 
 def _largest_component(mask: np.ndarray) -> np.ndarray:
-    """The largest 4-connected component of ``mask`` (ties: the first in column-major order).
+    """The largest 4-connected component of ``mask`` (ties: the lowest label).
 
-    Octave's ``bwconncomp`` numbers components by their first pixel in column-major order and
-    ``max`` returns the first of equal sizes; labelling the transpose gives the same numbering.
+    ``mask`` is given transposed (MATLAB's column-major order is NumPy's row-major order of the
+    transpose): Octave's ``bwconncomp`` numbers components by their first pixel in column-major
+    order and ``max`` returns the first of equal sizes. An empty mask gives an empty component
+    (where the official code stops with an "invalid empty index list" error).
     """
-    labels_t, n = ndimage.label(mask.T)  # default structure = 4-connectivity in 2-D
+    labels, n = ndimage.label(mask)  # default structure = 4-connectivity in 2-D
     if n == 0:
-        return np.zeros_like(mask)
-    sizes = np.bincount(labels_t.ravel(), minlength=n + 1)
+        return np.zeros(mask.shape, bool)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
     sizes[0] = 0
-    return (labels_t == int(np.argmax(sizes))).T
+    return labels == int(np.argmax(sizes))
+
+
+# Single(k) / 255 for every 8-bit level k, and, per threshold, the first level that reaches it
+# (``pred >= thr`` compares the single value with the double threshold, exactly, in double).
+_LEVEL_VALUES = np.arange(256, dtype=_F32) / _F32(255)
+_CONN_FIRST_LEVEL = tuple(
+    int(np.searchsorted(_LEVEL_VALUES.astype(np.float64), t, side="left")) for t in _CONN_THRESHOLDS
+)
 
 
 def conn(pred, gt, trimap) -> float:
     """Connectivity error over the unknown region, / 1000 (official ``compute_connectivity_error``).
 
     Thresholds 0:0.1:1, theta 0.15, 4-connectivity; mattes scaled by ``single(x) / 255``.
+    Where no pixel reaches a threshold in both mattes the official code fails ("invalid empty
+    index list"); here that threshold's largest component is simply empty.
 
     Example:
         >>> import numpy as np
         >>> g = np.zeros((8, 8), np.float32); g[2:6, 2:6] = 1; t = np.full((8, 8), .5, np.float32)
         >>> p = g.copy(); p[0, 0] = 1   # an isolated speck, disconnected from the matte
-        >>> conn(g, g, t), conn(p, g, t)
+        >>> conn(g, g, t), round(conn(p, g, t), 9)   # float32 results, like the official code
         (0.0, 0.001)
     """
     return _public(_conn, pred, gt, trimap)
 
 
 def _conn(p8: np.ndarray, g8: np.ndarray, u: np.ndarray) -> float:
-    p = p8.astype(_F32) / _F32(255)
-    g = g8.astype(_F32) / _F32(255)
-    # Comparisons of single values with double thresholds are exact in double.
-    p64, g64 = p.astype(np.float64), g.astype(np.float64)
-    l_map = np.full(p.shape, -1.0)
+    # Work on the transposes (C order = MATLAB's column order) so labels and sums run in
+    # MATLAB's element order; (p >= t) & (g >= t) is min(p, g) >= t on the 8-bit levels.
+    pk = np.ascontiguousarray(p8.T).astype(np.uint8)
+    gk = np.ascontiguousarray(g8.T).astype(np.uint8)
+    both = np.minimum(pk, gk)
+    # index of the threshold each pixel's round-down value comes from; -1 = not set yet
+    l_idx = np.full(both.shape, -1, np.int8)
+    unset = np.ones(both.shape, bool)
     for i in range(1, len(_CONN_THRESHOLDS)):
-        t = _CONN_THRESHOLDS[i]
-        omega = _largest_component((p64 >= t) & (g64 >= t))
-        l_map[(l_map == -1.0) & ~omega] = _CONN_THRESHOLDS[i - 1]
-    l_map[l_map == -1.0] = 1.0
-    l32 = l_map.astype(_F32)
+        omega = _largest_component(both >= _CONN_FIRST_LEVEL[i])
+        newly = unset & ~omega
+        l_idx[newly] = i - 1
+        unset &= omega
+    # back to the original layout for the per-pixel maths and the column-wise sum
+    l_values = np.array(_CONN_THRESHOLDS + (1.0,), np.float64).astype(_F32)  # index -1 -> 1.0
+    l32 = l_values[np.ascontiguousarray(l_idx.T)]
+    p = _LEVEL_VALUES[p8.astype(np.uint8)]
+    g = _LEVEL_VALUES[g8.astype(np.uint8)]
     pd_ = p - l32
     gd = g - l32
+    # float32 >= 0.15: no value lies within 1e-3 of theta, so single vs double makes no difference
     p_phi = _F32(1) - pd_ * (pd_ >= _CONN_THETA).astype(_F32)
     g_phi = _F32(1) - gd * (gd >= _CONN_THETA).astype(_F32)
     err = np.abs(p_phi - g_phi) * u.astype(_F32)
@@ -333,24 +360,23 @@ def competition_mse(pred, gt, scale: str = "01", quantize: bool = True) -> float
     if scale not in ("01", "255"):
         raise ValueError(f"scale must be '01' or '255', got {scale!r}")
 
-    def _vals(a, name):
+    def _vals255(a, name):
         a2 = _as_2d(a, name)
+        levels = _levels(a2, name)  # also validates dtype / range / finiteness
         if quantize or a2.dtype in (np.uint8, bool):
-            return _levels(a2, name) / 255.0
-        _levels(a2, name)  # validates dtype / range / finiteness
-        return np.clip(a2.astype(np.float64), 0.0, 1.0)
+            return levels
+        return np.clip(a2.astype(np.float64), 0.0, 1.0) * 255.0
 
-    p, g = _vals(pred, "pred"), _vals(gt, "gt")
+    p, g = _vals255(pred, "pred"), _vals255(gt, "gt")
     if p.shape != g.shape:
         raise ValueError(f"shape mismatch: pred {p.shape}, gt {g.shape}")
     return _competition_mse(p, g, scale)
 
 
-def _competition_mse(p: np.ndarray, g: np.ndarray, scale: str) -> float:
-    d = p - g
-    if scale == "255":
-        d = d * 255.0
-    return float(np.mean(d * d))
+def _competition_mse(p255: np.ndarray, g255: np.ndarray, scale: str) -> float:
+    d = p255 - g255
+    m = float(np.mean(d * d))
+    return m if scale == "255" else m / 65025.0
 
 
 def compute_metrics(pred, gt, trimap=None, metrics: Sequence[str] = METRICS) -> dict[str, float]:
@@ -373,7 +399,7 @@ def compute_metrics(pred, gt, trimap=None, metrics: Sequence[str] = METRICS) -> 
     out: dict[str, float] = {}
     for name in metrics:
         if name == "competition_mse":
-            out[name] = _competition_mse(p / 255.0, g / 255.0, "01")
+            out[name] = _competition_mse(p, g, "01")
         else:
             out[name] = 0.0 if empty else _FUNCS[name](p, g, u)
     return out
@@ -527,8 +553,9 @@ def mean_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
-def format_table(df: pd.DataFrame, digits: int = 4) -> str:
-    """Text for printing: the mean of each metric (and how many images), then any problems.
+def format_table(df: pd.DataFrame, digits: int = 4, max_problems: int = 50) -> str:
+    """Text for printing: the mean of each metric (and how many images), then any problems
+    (from ``df.attrs["errors"]``, at most ``max_problems`` of them listed).
 
     Example:
         >>> print(format_table(pd.DataFrame({"image": ["a", "b"], "sad": [1.0, 3.0], "mse": [.01, .03]})))
@@ -546,5 +573,7 @@ def format_table(df: pd.DataFrame, digits: int = 4) -> str:
     errors: list[Mapping] = df.attrs.get("errors", []) if hasattr(df, "attrs") else []
     if errors:
         lines.append(f"{len(errors)} problem(s):")
-        lines += [f"  {e['image']}: {e['file']}: {e['reason']}" for e in errors]
+        lines += [f"  {e['image']}: {e['file']}: {e['reason']}" for e in errors[:max_problems]]
+        if len(errors) > max_problems:
+            lines.append(f"  ... and {len(errors) - max_problems} more")
     return "\n".join(lines)

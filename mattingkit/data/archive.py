@@ -318,6 +318,8 @@ def _extract_zip(archive: Path, root: Path, report: ExtractReport, limits: _Limi
                 raise ArchiveError(archive, f"corrupt or unsupported member ({e})", name) from None
             except IsADirectoryError:
                 raise ArchiveError(archive, "a file and a folder with the same path", name) from None
+            except OSError as e:  # disk full, permissions
+                raise ArchiveError(archive, f"cannot write ({e.strerror or e})", name) from None
             report.files += 1
 
 

@@ -1,0 +1,566 @@
+"""Inference: one image (:func:`predict`) or a folder (:func:`predict_folder`) to alpha mattes.
+
+:func:`predict` takes NumPy in and gives NumPy out (image float32 RGB ``HxWx3`` in [0, 1], trimap
+float32 ``HxW`` in {0, .5, 1} or ``None``; alpha float32 ``HxW``) and hides what the models need:
+
+- **Padding.** The image is reflect-padded by ``pad_margin`` on every side and then up to a multiple
+  of 32 (models downsample by up to 32); the output is cropped back to exactly ``HxW``.
+- **Known regions.** Where the trimap says 0 or 1 the alpha is set to 0 or 1.
+- **TTA.** ``tta_flip=True`` averages the prediction with that of the horizontally flipped input.
+- **AMP.** ``amp`` = ``off`` | ``auto`` | ``bf16`` | ``fp16`` (``auto``: bf16/fp16 on CUDA, off on CPU).
+- **Tiling.** When ``H*W > pixel_budget`` the padded image is cut into overlapping
+  ``tile_size`` tiles (origins on the 32-pixel grid) that are blended with a separable window which
+  is never zero (see :func:`blend_window`) and normalised by the summed weights. Tiles without any
+  unknown pixel are not run (their pixels are known and come from the trimap).
+
+  *Equivalence guarantee.* Let ``r`` be the model's receptive-field radius (an output pixel depends
+  on inputs at most ``r`` pixels away). If ``r <= tile_overlap / 4`` — the receptive field
+  (``2r+1`` pixels) fits in half the overlap — every tile whose window weight exceeds the floor
+  sees the pixel's whole receptive field, and ``|tiled - untiled| <= 12 * WINDOW_FLOOR`` (< 1/255).
+  Models with global operations (GroupNorm statistics, image-level pooling in ASPP, attention)
+  have an unbounded receptive field: tiling then approximates; ``tests/test_infer.py`` measures it.
+- **Trimap-free two-pass** (the competition): pass 1 with an all-unknown trimap (``coarse_model``,
+  default ``model``) gives a coarse alpha, :func:`mattingkit.trimap.trimap_from_mask` turns it into
+  a trimap, pass 2 refines with ``model``. ``two_pass=False`` runs pass 1 only; pass 2 alone is
+  ``predict(model, image, trimap)``. :func:`predict_passes` returns all three stages.
+
+Example:
+    >>> import numpy as np, torch
+    >>> class Gray(torch.nn.Module):          # a "model": alpha = mean colour
+    ...     def forward(self, image, trimap):
+    ...         return {"alpha": image.mean(1, keepdim=True)}
+    >>> img = np.full((50, 70, 3), 0.25, np.float32)
+    >>> a = predict(Gray(), img)
+    >>> a.shape, a.dtype, float(a[0, 0])
+    ((50, 70), dtype('float32'), 0.25)
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .io import IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, read_alpha, read_image, read_trimap, write_png
+
+#: Models downsample by up to this factor: padded sizes and tile origins are multiples of it.
+PAD_MULTIPLE = 32
+#: Smallest blending weight: the window never reaches zero, so the normalisation never divides by 0.
+WINDOW_FLOOR = 2e-4
+
+_DEFAULTS = dict(pixel_budget=2048 * 2048, tile_size=1024, tile_overlap=128, pad_margin=32)
+
+
+class InferenceInputError(ValueError):
+    """An input to inference is wrong (shape, range, missing trimap); the message says which."""
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``.
+
+    Example:
+        >>> resolve_device("cpu").type
+        'cpu'
+    """
+    if isinstance(device, torch.device):
+        return device
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (``None`` = full float32).
+
+    Example:
+        >>> resolve_amp("auto", torch.device("cpu")) is None
+        True
+    """
+    if amp in (None, "off", False):
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        return torch.float16
+    raise InferenceInputError(f"amp must be 'off', 'auto', 'bf16' or 'fp16', got {amp!r}")
+
+
+def infer_kwargs(cfg: Any) -> dict[str, Any]:
+    """Keyword arguments for :func:`predict` / :func:`predict_folder` from a ``Config`` or ``InferConfig``.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> infer_kwargs(load_config("demo"))["tile_size"]
+        1024
+    """
+    infer = getattr(cfg, "infer", cfg)
+    out = dict(
+        tta_flip=infer.tta_flip, amp=infer.amp, pixel_budget=infer.pixel_budget, tile_size=infer.tile_size,
+        tile_overlap=infer.tile_overlap, two_pass=infer.two_pass,
+        pad_margin=getattr(infer, "pad_margin", _DEFAULTS["pad_margin"]),
+    )
+    if hasattr(cfg, "trimap"):
+        out["trimap_cfg"] = cfg.trimap
+    if hasattr(cfg, "run"):
+        out["device"] = cfg.run.device
+    return out
+
+
+def _check_image(image: Any) -> np.ndarray:
+    a = np.asarray(image)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise InferenceInputError(f"image must be an HxWx3 RGB array, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        raise InferenceInputError("image must be float32 in [0, 1], got uint8 (use mattingkit.io.read_image)")
+    if not np.issubdtype(a.dtype, np.floating):
+        raise InferenceInputError(f"image must be float32 in [0, 1], got dtype {a.dtype}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise InferenceInputError(f"image is empty (shape {a.shape})")
+    a = a.astype(np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise InferenceInputError("image contains NaN or infinite values")
+    if a.min() < -1e-3 or a.max() > 1 + 1e-3:
+        raise InferenceInputError(f"image values must be in [0, 1], got [{a.min():.3g}, {a.max():.3g}] "
+                                  "(did you pass 0..255?)")
+    return np.clip(a, 0.0, 1.0)
+
+
+def _check_trimap(trimap: Any, shape: tuple[int, int]) -> np.ndarray:
+    t = np.asarray(trimap)
+    if t.ndim == 3 and t.shape[2] == 1:
+        t = t[:, :, 0]
+    if t.shape != shape:
+        raise InferenceInputError(f"trimap shape {t.shape} does not match the image's {shape}")
+    t = t.astype(np.float32)
+    bad = ~(np.isclose(t, 0) | np.isclose(t, 0.5) | np.isclose(t, 1))
+    if bad.any():
+        raise InferenceInputError(f"trimap values must be 0, 0.5 or 1 (got e.g. {np.unique(t[bad])[:5].tolist()}; "
+                                  "read trimaps with mattingkit.io.read_trimap)")
+    return np.rint(t * 2) / 2
+
+
+def padding(h: int, w: int, margin: int = 32, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)``: ``margin`` on each side, the rest at the bottom/right to a multiple.
+
+    Example:
+        >>> padding(100, 64, margin=0)
+        (0, 28, 0, 0)
+        >>> padding(100, 64, margin=16)
+        (16, 44, 16, 16)
+    """
+    hp = -(-(h + 2 * margin) // multiple) * multiple
+    wp = -(-(w + 2 * margin) // multiple) * multiple
+    return margin, hp - h - margin, margin, wp - w - margin
+
+
+def blend_window(length: int, overlap: int, ramp_start: bool, ramp_end: bool,
+                 floor: float = WINDOW_FLOOR) -> np.ndarray:
+    """1-D blending weights for a tile of ``length`` px; never below ``floor``.
+
+    On a side that overlaps a neighbour (``ramp_start`` / ``ramp_end``) the weight is ``floor`` for the
+    outer quarter of the overlap, rises as a raised cosine across the middle half and is 1 beyond. Two
+    neighbours overlapping by exactly ``overlap`` sum to 1 (+ floor) there. Sides on the image border
+    keep weight 1 (no neighbour to hand over to).
+
+    Example:
+        >>> w = blend_window(8, 4, True, False)
+        >>> bool(w.min() > 0), float(w[-1])
+        (True, 1.0)
+    """
+    x = np.arange(length, dtype=np.float64) + 0.5          # pixel centres, distance to the start
+    w = np.ones(length, np.float64)
+
+    def ramp(d: np.ndarray) -> np.ndarray:
+        t = np.clip((d - overlap / 4) / (overlap / 2), 0.0, 1.0)
+        return 0.5 - 0.5 * np.cos(np.pi * t)
+
+    if overlap > 0:
+        if ramp_start:
+            w = np.minimum(w, ramp(x))
+        if ramp_end:
+            w = np.minimum(w, ramp(length - x))
+    return (floor + (1.0 - floor) * w).astype(np.float32)
+
+
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = PAD_MULTIPLE) -> list[int]:
+    """Tile origins along one axis: multiples of ``multiple``, last tile flush with the end.
+
+    Example:
+        >>> tile_starts(2048, 1024, 128)
+        [0, 896, 1024]
+    """
+    if length <= tile:
+        return [0]
+    stride = max(multiple, (tile - overlap) // multiple * multiple)
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
+    return None
+
+
+def _forward(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor, amp_dtype: torch.dtype | None,
+             tta_flip: bool) -> torch.Tensor:
+    """Run the model on one padded (1,3,H,W) image: float32 (1,1,H,W) alpha in [0, 1]."""
+
+    def once(img: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+        ctx = (torch.autocast(device_type=img.device.type, dtype=amp_dtype) if amp_dtype is not None
+               else contextlib.nullcontext())
+        with ctx:
+            out = model(img, tri)
+        alpha = out["alpha"] if isinstance(out, dict) else out
+        if not isinstance(alpha, torch.Tensor) or alpha.shape != (img.shape[0], 1, *img.shape[2:]):
+            got = tuple(alpha.shape) if isinstance(alpha, torch.Tensor) else type(alpha).__name__
+            raise RuntimeError(f"the model returned alpha of shape {got}, expected "
+                               f"{(img.shape[0], 1, *img.shape[2:])}")
+        return alpha.float()
+
+    alpha = once(image, trimap)
+    if tta_flip:
+        alpha = 0.5 * (alpha + once(image.flip(-1), trimap.flip(-1)).flip(-1))
+    return alpha.clamp_(0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction
+# --------------------------------------------------------------------------------------------
+def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, *, device: torch.device,
+                         tta_flip: bool, amp_dtype: torch.dtype | None, pixel_budget: int, tile_size: int,
+                         tile_overlap: int, pad_margin: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    tri = np.full((h, w), 0.5, np.float32) if trimap is None else trimap
+    top, bottom, left, right = padding(h, w, pad_margin)
+    img_p = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    tri_p = np.pad(tri, ((top, bottom), (left, right)), mode="reflect")
+    hp, wp = tri_p.shape
+    img_t = torch.from_numpy(np.ascontiguousarray(img_p.transpose(2, 0, 1)))[None]
+    tri_t = torch.from_numpy(np.ascontiguousarray(tri_p))[None, None]
+    del img_p
+
+    if h * w <= pixel_budget:
+        alpha_p = _forward(model, img_t.to(device), tri_t.to(device), amp_dtype, tta_flip)[0, 0].cpu()
+    else:
+        tile = max(PAD_MULTIPLE, -(-tile_size // PAD_MULTIPLE) * PAD_MULTIPLE)
+        overlap = int(np.clip(tile_overlap, 0, tile - PAD_MULTIPLE))
+        th, tw = min(tile, hp), min(tile, wp)
+        acc = torch.zeros((hp, wp), dtype=torch.float32)
+        wsum = torch.zeros((hp, wp), dtype=torch.float32)
+        unknown = tri_t[0, 0] == 0.5
+        for y0 in tile_starts(hp, th, overlap):
+            wy = torch.from_numpy(blend_window(th, overlap, y0 > 0, y0 + th < hp))
+            for x0 in tile_starts(wp, tw, overlap):
+                if not bool(unknown[y0:y0 + th, x0:x0 + tw].any()):
+                    continue  # all known: filled from the trimap below
+                wx = torch.from_numpy(blend_window(tw, overlap, x0 > 0, x0 + tw < wp))
+                sl = (slice(None), slice(None), slice(y0, y0 + th), slice(x0, x0 + tw))
+                a = _forward(model, img_t[sl].to(device), tri_t[sl].to(device), amp_dtype, tta_flip)[0, 0].cpu()
+                weight = wy[:, None] * wx[None, :]
+                acc[y0:y0 + th, x0:x0 + tw] += a * weight
+                wsum[y0:y0 + th, x0:x0 + tw] += weight
+        covered = wsum > 0
+        alpha_p = torch.where(covered, acc / wsum.clamp_min(1e-12), tri_t[0, 0])
+        del acc, wsum
+
+    alpha = alpha_p[top:top + h, left:left + w].numpy().astype(np.float32, copy=True)
+    if alpha.shape != (h, w):  # the contract: exactly the input size
+        raise RuntimeError(f"internal error: cropped alpha {alpha.shape} != input {(h, w)}")
+    if trimap is not None:
+        alpha[trimap == 0] = 0.0
+        alpha[trimap == 1] = 1.0
+    return alpha
+
+
+def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *,
+                   device: str | torch.device = "cpu", tta_flip: bool = False, amp: str = "off",
+                   pixel_budget: int = _DEFAULTS["pixel_budget"], tile_size: int = _DEFAULTS["tile_size"],
+                   tile_overlap: int = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
+                   two_pass: bool = False, trimap_cfg: Any = None,
+                   coarse_model: nn.Module | None = None) -> dict[str, np.ndarray]:
+    """Like :func:`predict`, returning every stage: ``{"alpha"}`` plus, when ``two_pass``,
+    ``{"coarse", "trimap"}`` (pass-1 alpha and the trimap synthesised from it).
+
+    Example:
+        >>> import numpy as np, torch
+        >>> class Gray(torch.nn.Module):
+        ...     def forward(self, image, trimap):
+        ...         return {"alpha": image.mean(1, keepdim=True)}
+        >>> out = predict_passes(Gray(), np.zeros((40, 40, 3), np.float32), two_pass=True)
+        >>> sorted(out), float(out["trimap"].max())
+        (['alpha', 'coarse', 'trimap'], 0.0)
+    """
+    if not isinstance(model, nn.Module):
+        raise InferenceInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    img = _check_image(image)
+    h, w = img.shape[:2]
+    tri = None if trimap is None else _check_trimap(trimap, (h, w))
+    if pixel_budget < 1 or tile_size < 1 or tile_overlap < 0 or pad_margin < 0:
+        raise InferenceInputError("pixel_budget and tile_size must be >= 1, tile_overlap and pad_margin >= 0")
+    dev = resolve_device(device)
+    amp_dtype = resolve_amp(amp, dev)
+    kw = dict(device=dev, tta_flip=tta_flip, amp_dtype=amp_dtype, pixel_budget=int(pixel_budget),
+              tile_size=int(tile_size), tile_overlap=int(tile_overlap), pad_margin=int(pad_margin))
+    for m in (model, coarse_model):
+        md = None if m is None else _model_device(m)
+        if md is not None and md.type != dev.type:
+            raise InferenceInputError(f"the model is on {md} but device={dev}; move it with model.to({str(dev)!r})")
+
+    with torch.inference_mode():
+        if not two_pass:
+            with _eval_mode(model):
+                return {"alpha": _predict_single_pass(model, img, tri, **kw)}
+        if tri is not None:
+            raise InferenceInputError("two_pass is trimap-free prediction: pass trimap=None (or two_pass=False "
+                                      "to refine with the given trimap)")
+        from .trimap import trimap_from_mask
+
+        first = coarse_model if coarse_model is not None else model
+        with _eval_mode(first):
+            coarse = _predict_single_pass(first, img, None, **kw)
+        tkw = {}
+        if trimap_cfg is not None:
+            tkw = dict(fg_threshold=trimap_cfg.fg_threshold, bg_threshold=trimap_cfg.bg_threshold,
+                       band=trimap_cfg.mask_band)
+        tri2 = np.asarray(trimap_from_mask(coarse, **tkw), np.float32)
+        with _eval_mode(model):
+            alpha = _predict_single_pass(model, img, _check_trimap(tri2, (h, w)), **kw)
+        return {"alpha": alpha, "coarse": coarse, "trimap": tri2}
+
+
+def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *,
+            device: str | torch.device = "cpu", tta_flip: bool = False, amp: str = "off",
+            pixel_budget: int = _DEFAULTS["pixel_budget"], tile_size: int = _DEFAULTS["tile_size"],
+            tile_overlap: int = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
+            two_pass: bool = False, trimap_cfg: Any = None, coarse_model: nn.Module | None = None) -> np.ndarray:
+    """Alpha matte (float32 ``HxW`` in [0, 1]) for one image; see the module docstring for the details.
+
+    ``image`` float RGB ``HxWx3`` in [0, 1]; ``trimap`` ``HxW`` in {0, .5, 1} or ``None`` (all unknown).
+    ``trimap_cfg`` (a ``TrimapConfig``) sets the pass-2 trimap thresholds and band for ``two_pass``.
+    The model must already be on ``device``; it is run in eval mode and its mode is restored after.
+
+    Example:
+        >>> import numpy as np, torch
+        >>> net = torch.nn.Conv2d(4, 1, 3, padding=1)
+        >>> class Net(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__(); self.conv = net
+        ...     def forward(self, image, trimap):
+        ...         return {"alpha": torch.sigmoid(self.conv(torch.cat([image, trimap], 1)))}
+        >>> tri = np.full((33, 47), 0.5, np.float32); tri[:5] = 0
+        >>> a = predict(Net(), np.random.default_rng(0).random((33, 47, 3), np.float32), tri, tta_flip=True)
+        >>> a.shape, float(a[:5].max())
+        ((33, 47), 0.0)
+    """
+    return predict_passes(model, image, trimap, device=device, tta_flip=tta_flip, amp=amp,
+                          pixel_budget=pixel_budget, tile_size=tile_size, tile_overlap=tile_overlap,
+                          pad_margin=pad_margin, two_pass=two_pass, trimap_cfg=trimap_cfg,
+                          coarse_model=coarse_model)["alpha"]
+
+
+# --------------------------------------------------------------------------------------------
+# Folders
+# --------------------------------------------------------------------------------------------
+@dataclass
+class PredictReport:
+    """What :func:`predict_folder` did: stems written, skipped (already done) and failed (with reasons)."""
+
+    out_dir: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)   # (input path or stem, reason)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def summary(self) -> str:
+        lines = [f"predict_folder -> {self.out_dir}: {len(self.written)} written, {len(self.skipped)} already done, "
+                 f"{len(self.failed)} failed, {self.seconds:.1f}s"]
+        for name, reason in self.failed:
+            lines.append(f"  FAILED {name}: {reason}")
+        return "\n".join(lines)
+
+
+def _find_by_stem(folder: Path, stem: str) -> Path | None:
+    for ext in (".png",) + tuple(e for e in IMAGE_EXTENSIONS if e != ".png"):
+        for cand in (folder / f"{stem}{ext}", folder / f"{stem}{ext.upper()}"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def _items(images: Any) -> list[tuple[str, Path, Path | None]]:
+    """``(stem, image_path, trimap_path_or_None)`` from a folder, a manifest DataFrame or a list of paths."""
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        pd = None
+    if pd is not None and isinstance(images, pd.DataFrame):
+        if "image" not in images.columns:
+            raise InferenceInputError(f"the DataFrame needs an 'image' column (has {list(images.columns)})")
+        out = []
+        for _, row in images.iterrows():
+            img = str(row["image"])
+            stem = str(row["id"]) if "id" in images.columns and str(row["id"]) not in ("", "nan") else Path(img).stem
+            tri = row.get("trimap", "")
+            tri = Path(str(tri)) if isinstance(tri, str) and tri.strip() and tri != "nan" else None
+            out.append((stem, Path(img), tri))
+        return out
+    if isinstance(images, (str, os.PathLike)):
+        folder = Path(images)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: image folder not found")
+        return [(p.stem, p, None) for p in list_images(folder, recursive=False)]
+    return [(Path(p).stem, Path(p), None) for p in images]
+
+
+def _done(path: Path) -> bool:
+    """A finished output: exists and has a readable image header (writes are atomic, so no partial PNGs)."""
+    if not path.is_file():
+        return False
+    try:
+        image_size(path)
+        return True
+    except ImageReadError:
+        return False
+
+
+def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
+                   trimap_dir: str | os.PathLike | None = None, *, skip_existing: bool = True,
+                   write_rgba: bool = False, rgba_dir: str | os.PathLike | None = None,
+                   headless: bool | None = None, verbose: bool = True, **predict_kwargs: Any) -> PredictReport:
+    """Predict every image of a folder (or manifest DataFrame with ``id``/``image``[/``trimap``] columns,
+    or list of paths) to ``out_dir/<stem>.png`` (8-bit, rounded). Returns a :class:`PredictReport`.
+
+    - Trimaps: ``trimap_dir/<stem>.<ext>`` when ``trimap_dir`` is given, else the DataFrame's ``trimap``
+      column, else none (trimap-free). A missing trimap in ``trimap_dir`` is a per-image failure.
+    - Resumable: with ``skip_existing`` an image whose output exists (and, with ``write_rgba``, whose
+      cut-out exists) is skipped. Writes are atomic, so an interrupted run never leaves a partial PNG.
+    - Unreadable inputs are recorded and reported at the end; the loop continues.
+    - ``write_rgba``: also ``rgba_dir/<stem>.png`` (default ``out_dir/rgba``), RGBA with foreground
+      colours from :func:`mattingkit.data.foreground.estimate_foreground`.
+    - ``predict_kwargs`` go to :func:`predict` (e.g. ``**infer_kwargs(cfg)``).
+
+    Example:
+        >>> import tempfile, numpy as np, torch
+        >>> from mattingkit.io import write_png
+        >>> class Gray(torch.nn.Module):
+        ...     def forward(self, image, trimap):
+        ...         return {"alpha": image.mean(1, keepdim=True)}
+        >>> src = tempfile.mkdtemp(); _ = write_png(f"{src}/0007.png", np.full((8, 8, 3), .5, np.float32))
+        >>> rep = predict_folder(Gray(), src, tempfile.mkdtemp(), verbose=False, headless=True)
+        >>> rep.written
+        ['0007']
+    """
+    from .progress import progress
+
+    t0 = time.monotonic()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rgba_root = Path(rgba_dir) if rgba_dir is not None else out_dir / "rgba"
+    tri_root = Path(trimap_dir) if trimap_dir is not None else None
+    if tri_root is not None and not tri_root.is_dir():
+        raise FileNotFoundError(f"{tri_root}: trimap folder not found")
+    if tri_root is not None and predict_kwargs.get("two_pass"):
+        raise InferenceInputError("two_pass is trimap-free: do not pass trimap_dir with two_pass=True")
+    items = _items(images)
+    report = PredictReport(out_dir=out_dir)
+    seen: dict[str, Path] = {}
+    bar = progress(items, desc="predict", headless=headless, unit="img")
+    for stem, img_path, tri_path in bar:
+        if stem in seen:
+            report.failed.append((str(img_path), f"duplicate stem {stem!r} (also {seen[stem].name}); not written"))
+            continue
+        seen[stem] = img_path
+        out_path = out_dir / f"{stem}.png"
+        rgba_path = rgba_root / f"{stem}.png"
+        alpha_done = skip_existing and _done(out_path)
+        rgba_needed = write_rgba and not (skip_existing and _done(rgba_path))
+        if alpha_done and not rgba_needed:
+            report.skipped.append(stem)
+            continue
+        try:
+            image = read_image(img_path)
+            if alpha_done:
+                alpha = read_alpha(out_path)
+                if alpha.shape != image.shape[:2]:
+                    raise InferenceInputError(f"existing {out_path.name} is {alpha.shape}, image is {image.shape[:2]}")
+            else:
+                if tri_root is not None:
+                    tri_path = _find_by_stem(tri_root, stem)
+                    if tri_path is None:
+                        raise InferenceInputError(f"no trimap named {stem}.* in {tri_root}")
+                trimap = read_trimap(tri_path) if tri_path is not None else None
+                if trimap is not None and trimap.shape != image.shape[:2]:
+                    raise InferenceInputError(f"trimap {tri_path} is {trimap.shape[1]}x{trimap.shape[0]}, "
+                                              f"image is {image.shape[1]}x{image.shape[0]}")
+                alpha = predict(model, image, trimap, **predict_kwargs)
+                write_png(out_path, alpha)
+            if rgba_needed:
+                from .data.foreground import estimate_foreground
+
+                fg = np.clip(np.asarray(estimate_foreground(image, alpha), np.float32), 0, 1)
+                write_png(rgba_path, np.concatenate([fg, alpha[:, :, None]], axis=2))
+        except (ImageReadError, InferenceInputError) as e:
+            report.failed.append((str(img_path), str(e)))
+            continue
+        report.written.append(stem)
+    report.seconds = time.monotonic() - t0
+    if verbose:
+        print(report.summary())
+    return report
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+    """Load a generator for inference from ``best.pt`` / ``last.pt`` or the inference-only export.
+
+    Returns ``(model, cfg)`` — the model on ``device`` in eval mode and the run's config (use
+    ``infer_kwargs(cfg)`` for its inference settings). Delegates to
+    :func:`mattingkit.checkpoint.load_generator` (``torch.load(weights_only=True)``).
+
+    Example:
+        >>> model, cfg = load_model("runs/demo/checkpoints/best.pt")  # doctest: +SKIP
+    """
+    from .checkpoint import load_generator
+
+    dev = resolve_device(device)
+    model, cfg = load_generator(path, dev)
+    model.eval()
+    return model, cfg
+
+
+__all__ = [
+    "InferenceInputError", "PredictReport", "blend_window", "infer_kwargs", "load_model", "padding", "predict",
+    "predict_folder", "predict_passes", "resolve_amp", "resolve_device", "tile_starts", "PAD_MULTIPLE",
+    "WINDOW_FLOOR",
+]

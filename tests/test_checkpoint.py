@@ -1,0 +1,198 @@
+"""Checkpoints: atomic writes (also under SIGKILL), verified loads, fallback, weights_only, RNG, export."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mattingkit import checkpoint as ckpt
+from mattingkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _state(step: int, size: int = 1000) -> dict:
+    g = torch.Generator().manual_seed(step)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()
+    return {"format": ckpt.FORMAT, "step": step, "big": torch.randn(size, generator=g),
+            "generator": model.state_dict(), "opt_g": opt.state_dict(), "rng": ckpt.rng_state(),
+            "config": {"train": {"steps": 10, "betas": [0.5, 0.999], "grad_clip": None}}, "best": None}
+
+
+def test_roundtrip_is_weights_only_loadable(tmp_path):
+    state = _state(3)
+    p = save_checkpoint(state, tmp_path / "last.pt")
+    raw = torch.load(p, weights_only=True)  # the plain torch call works: no allowlisting needed
+    assert raw["step"] == 3 and torch.equal(raw["big"], state["big"])
+    got = load_checkpoint(p)
+    assert got["_path"] == str(p)
+    for k, v in state["generator"].items():
+        assert torch.equal(got["generator"][k], v)
+    side = json.loads((tmp_path / "last.pt.json").read_text())
+    assert side["size"] == p.stat().st_size and side["sha256"] == ckpt.file_sha256(p)
+    assert side["previous"] is None and side["step"] == 3
+    # exactly the checkpoint and its sidecar, no temp files, no symlinks
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["last.pt", "last.pt.json"]
+    assert not any(x.is_symlink() for x in tmp_path.iterdir())
+
+
+def test_overwrite_keeps_two_files(tmp_path):
+    for s in range(3):
+        save_checkpoint(_state(s), tmp_path / "last.pt")
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["last.pt", "last.pt.json"]
+
+
+def test_refuses_non_plain_state_and_colons(tmp_path):
+    with pytest.raises(TypeError, match="weights_only"):
+        save_checkpoint({"model": torch.nn.Linear(2, 2)}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="':'"):
+        save_checkpoint({"step": 1}, tmp_path / "step:1.pt")
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_corrupt_or_truncated_file_is_a_clear_error(tmp_path):
+    p = save_checkpoint(_state(1), tmp_path / "last.pt")
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, same size
+    p.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"last\.pt.*SHA-256"):
+        load_checkpoint(p)
+    p.write_bytes(bytes(data[: len(data) // 3]))  # truncated
+    with pytest.raises(CheckpointError, match=r"last\.pt.*size"):
+        load_checkpoint(p)
+    p.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty"):
+        load_checkpoint(p)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_truncated_file_without_sidecar_fails_in_torch_load(tmp_path):
+    p = save_checkpoint(_state(1), tmp_path / "last.pt")
+    ckpt.sidecar_path(p).unlink()
+    p.write_bytes(p.read_bytes()[:500])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CheckpointError, match="torch.load"):
+            load_checkpoint(p)
+
+
+def test_fallback_to_best_with_warning(tmp_path):
+    save_checkpoint(_state(5), tmp_path / "best.pt")
+    last = save_checkpoint(_state(9), tmp_path / "last.pt")
+    last.write_bytes(last.read_bytes()[:-100])
+    with pytest.warns(UserWarning, match=r"last\.pt.*falling back to .*best\.pt"):
+        got = load_checkpoint(last, fallback=tmp_path / "best.pt")
+    assert got["step"] == 5 and got["_fallback_from"] == str(last)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
+
+
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path):
+    marker = tmp_path / "pwned.txt"
+    p = tmp_path / "last.pt"
+    torch.save({"step": 1, "payload": _Evil(marker)}, p)
+    # a matching sidecar, so only the unpickler stands in the way
+    side = {"size": p.stat().st_size, "sha256": ckpt.file_sha256(p), "previous": None}
+    ckpt.sidecar_path(p).write_text(json.dumps(side))
+    with pytest.raises(CheckpointError, match="refused"):
+        load_checkpoint(p)
+    assert not marker.exists()
+    # the fallback path is used instead when given, still without running the payload
+    save_checkpoint({"step": 0, "format": ckpt.FORMAT}, tmp_path / "best.pt")
+    with pytest.warns(UserWarning, match="falling back"):
+        assert load_checkpoint(p, fallback=tmp_path / "best.pt")["step"] == 0
+    assert not marker.exists()
+
+
+def test_rng_state_roundtrip():
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    s = ckpt.rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(2))
+    random.seed(99), np.random.seed(99), torch.manual_seed(99)
+    ckpt.set_rng_state(s)
+    b = (random.random(), np.random.rand(), torch.rand(2))
+    assert a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2])
+
+
+_WRITER = textwrap.dedent("""
+    import os, signal, sys, torch
+    from mattingkit import checkpoint as ckpt
+    path, mode = sys.argv[1], sys.argv[2]
+    step = 0
+    def state(step):
+        g = torch.Generator().manual_seed(step)
+        return {"format": ckpt.FORMAT, "step": step, "w": torch.randn(3_000_000, generator=g)}
+    if mode == "hook":
+        ckpt.save_checkpoint(state(1), path)          # a good last.pt
+        def die(tmp):                                # new bytes are on disk, sidecar updated, no rename yet
+            os.kill(os.getpid(), signal.SIGKILL)
+        ckpt._BEFORE_REPLACE_HOOK = die
+        ckpt.save_checkpoint(state(2), path)
+    else:
+        while True:                                  # killed from outside at a random moment
+            step += 1
+            ckpt.save_checkpoint(state(step), path)
+            print(step, flush=True)
+""")
+
+
+def _run_writer(tmp_path: Path, mode: str) -> subprocess.Popen:
+    script = tmp_path / "writer.py"
+    script.write_text(_WRITER)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.Popen([sys.executable, str(script), str(tmp_path / "ck" / "last.pt"), mode],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def test_killed_between_write_and_rename_keeps_previous(tmp_path):
+    proc = _run_writer(tmp_path, "hook")
+    proc.wait(timeout=120)
+    assert proc.returncode == -signal.SIGKILL
+    folder = tmp_path / "ck"
+    got = load_checkpoint(folder / "last.pt")  # previous content, and the sidecar still verifies it
+    assert got["step"] == 1
+    assert torch.equal(got["w"], torch.randn(3_000_000, generator=torch.Generator().manual_seed(1)))
+    assert any(p.name.endswith(".tmp") for p in folder.iterdir())  # the orphan the next run removes
+    ckpt.cleanup_temp_files(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "last.pt.json"]
+    save_checkpoint({"step": 3}, folder / "last.pt")  # and writing continues normally
+    assert load_checkpoint(folder / "last.pt")["step"] == 3
+
+
+def test_killed_from_outside_while_writing_keeps_a_loadable_file(tmp_path):
+    rng = random.Random(0)
+    for attempt in range(3):
+        sub = tmp_path / f"a{attempt}"
+        sub.mkdir()
+        proc = _run_writer(sub, "loop")
+        first = proc.stdout.readline()  # one complete checkpoint exists
+        assert first.strip() == "1"
+        time.sleep(rng.uniform(0.05, 0.6))  # ~12 MB files: a kill lands mid-write most of the time
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        got = load_checkpoint(sub / "ck" / "last.pt")
+        step = got["step"]
+        assert step >= 1
+        assert torch.equal(got["w"], torch.randn(3_000_000, generator=torch.Generator().manual_seed(step)))

@@ -1,0 +1,496 @@
+"""Kaggle downloads: credential discovery, error mapping, secrecy, and the real client against a fake server.
+
+No network is used: the end-to-end test drives the installed ``kaggle`` client (unpatched) against
+``tests/kaggle_fake_server.py`` on 127.0.0.1 in a fresh interpreter; the offline tests make real
+connections to a closed loopback port.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+
+from mattingkit.data import download as dl
+from mattingkit.data.archive import MARKER_NAME
+
+REPO = Path(__file__).resolve().parents[1]
+
+FAKE = {  # fake credentials, one per supported form; the tests check none of them ever leaks
+    "token_env": "TOKENENV_q8w7e6r5t4y3u2i1",
+    "token_file": "TOKENFILE_a1s2d3f4g5h6j7k8",
+    "key_env": "KEYENV_z9x8c7v6b5n4m3l2",
+    "key_json": "KEYJSON_p0o9i8u7y6t5r4e3",
+}
+
+
+def all_files_text(root: Path, skip: set[Path] = frozenset()) -> str:
+    parts = []
+    for p in root.rglob("*"):
+        if p.is_file() and p not in skip:
+            parts.append(p.read_bytes().decode("latin-1"))
+    return "\n".join(parts)
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    for name, value in FAKE.items():
+        assert value not in text, f"credential {name} leaked into {where}"
+
+
+def closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# ------------------------------------------------------------------------------------------
+# find_credentials: every supported form, reporting the source only
+# ------------------------------------------------------------------------------------------
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    h = tmp_path / "home"
+    (h / ".kaggle").mkdir(parents=True)
+    return h
+
+
+def test_find_credentials_each_form(home: Path, tmp_path: Path):
+    cases = []
+    cases.append(({"KAGGLE_API_TOKEN": FAKE["token_env"]}, "KAGGLE_API_TOKEN environment variable",
+                  "access_token"))
+    tokfile = tmp_path / "tok.txt"
+    tokfile.write_text(FAKE["token_file"])
+    cases.append(({"KAGGLE_API_TOKEN": str(tokfile)}, "KAGGLE_API_TOKEN environment variable (token file)",
+                  "access_token"))
+    cases.append(({"KAGGLE_USERNAME": "me", "KAGGLE_KEY": FAKE["key_env"]},
+                  "KAGGLE_USERNAME/KAGGLE_KEY environment variables", "legacy_key"))
+    for environ, source, kind in cases:
+        info = dl.find_credentials(environ, home=home)
+        assert (info.source, info.kind, info.found) == (source, kind, True)
+        for text in (str(info), repr(info)):
+            assert_no_secret(text, "CredentialInfo")
+
+    (home / ".kaggle" / "access_token").write_text(FAKE["token_file"] + "\n")
+    info = dl.find_credentials({}, home=home)
+    assert (info.source, info.kind) == ("~/.kaggle/access_token file", "access_token")
+    # the env var wins over the file, as in the kaggle client
+    assert dl.find_credentials({"KAGGLE_API_TOKEN": FAKE["token_env"]}, home=home).source.startswith(
+        "KAGGLE_API_TOKEN")
+    (home / ".kaggle" / "access_token").unlink()
+
+    kj = home / ".kaggle" / "kaggle.json"
+    kj.write_text(json.dumps({"username": "me", "key": FAKE["key_json"]}))
+    info = dl.find_credentials({}, home=home)
+    assert info.kind == "legacy_key" and "kaggle.json" in info.source and str(kj) in info.source
+    assert_no_secret(repr(info), "CredentialInfo")
+
+    # KAGGLE_CONFIG_DIR moves kaggle.json
+    kj.unlink()
+    cfgdir = tmp_path / "cfg"
+    cfgdir.mkdir()
+    (cfgdir / "kaggle.json").write_text(json.dumps({"username": "me", "key": FAKE["key_json"]}))
+    assert dl.find_credentials({}, home=home).found is False
+    assert str(cfgdir) in dl.find_credentials({"KAGGLE_CONFIG_DIR": str(cfgdir)}, home=home).source
+
+
+def test_find_credentials_absent_or_unusable(home: Path):
+    assert not dl.find_credentials({}, home=home).found
+    half = dl.find_credentials({"KAGGLE_USERNAME": "me"}, home=home)
+    assert not half.found and "both" in half.note
+    (home / ".kaggle" / "kaggle.json").write_text("{not json")
+    bad = dl.find_credentials({}, home=home)
+    assert not bad.found and "not valid JSON" in bad.note
+    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "me"}))
+    assert "lacks" in dl.find_credentials({}, home=home).note
+
+
+def test_xdg_config_kaggle_json(tmp_path: Path):
+    h = tmp_path / "h"
+    (h / ".config" / "kaggle").mkdir(parents=True)  # no ~/.kaggle: the client falls back to XDG
+    (h / ".config" / "kaggle" / "kaggle.json").write_text(json.dumps({"username": "u", "key": FAKE["key_json"]}))
+    if sys.platform.startswith("linux"):
+        assert dl.find_credentials({}, home=h).kind == "legacy_key"
+
+
+def test_secret_values_cover_every_form(home: Path):
+    (home / ".kaggle" / "access_token").write_text(FAKE["token_file"])
+    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "me", "key": FAKE["key_json"]}))
+    environ = {"KAGGLE_API_TOKEN": FAKE["token_env"], "KAGGLE_KEY": FAKE["key_env"]}
+    secrets = dl.secret_values(environ, home=home)
+    for v in FAKE.values():
+        assert v in secrets
+    text = " ".join(f"<{v}>" for v in FAKE.values())
+    red = dl.redact(text, secrets)
+    assert_no_secret(red, "redacted text")
+    assert red.count("***") == 4
+
+
+def test_redact_authorization_headers():
+    text = "{'Authorization': 'Basic dXNlcjprZXk=', 'X': 1} Authorization: Bearer abc.DEF-123"
+    out = dl.redact(text, [])
+    assert "dXNlcjprZXk" not in out and "abc.DEF-123" not in out
+    assert out.count("***") == 2
+
+
+# ------------------------------------------------------------------------------------------
+# status -> message mapping (pure)
+# ------------------------------------------------------------------------------------------
+def test_explain_http_error_messages():
+    kind, msg = dl.explain_http_error(403, "ecom-comp", "competition", "KAGGLE_API_TOKEN environment variable")
+    assert kind == "rules" and "https://www.kaggle.com/competitions/ecom-comp/rules" in msg
+    kind, msg = dl.explain_http_error(401, "ecom-comp", source="kaggle.json (/x/kaggle.json)")
+    assert kind == "auth" and "kaggle.json (/x/kaggle.json)" in msg and "settings/api" in msg
+    assert dl.explain_http_error(403, "o/d", "dataset")[0] == "forbidden"
+    kind, msg = dl.explain_http_error(404, "o/d", "dataset")
+    assert kind == "not_found" and "https://www.kaggle.com/datasets/o/d" in msg
+    assert dl.explain_http_error(429, "x")[0] == "rate_limited"
+    assert dl.explain_http_error(503, "x")[0] == "server"
+    assert dl.explain_http_error(418, "x")[0] == "other"
+
+
+def _http_error(status: int, text: str) -> requests.HTTPError:
+    resp = requests.Response()
+    resp.status_code = status
+    resp._content = text.encode()
+    return requests.HTTPError(text, response=resp)
+
+
+def test_explain_exception_redacts_and_maps():
+    info = dl.CredentialInfo("KAGGLE_API_TOKEN environment variable", "access_token")
+    secret = FAKE["token_env"]
+    err = dl.explain_exception(_http_error(401, f"bad token {secret}"), "c", "competition", info, [secret])
+    assert err.kind == "auth" and secret not in str(err) and "KAGGLE_API_TOKEN" in str(err)
+    err = dl.explain_exception(_http_error(403, "rules"), "c", "competition", info, [secret])
+    assert err.kind == "rules"
+    err = dl.explain_exception(requests.ConnectionError(f"Failed to resolve host {secret}"), "c",
+                               "competition", info, [secret])
+    assert err.kind == "offline" and "mattingkit demo-data" in str(err) and secret not in str(err)
+    err = dl.explain_exception(RuntimeError(f"boom {secret}"), "c", "competition", info, [secret])
+    assert err.kind == "other" and secret not in str(err)
+
+
+# ------------------------------------------------------------------------------------------
+# in-process: no credentials, and a real connection failure (offline), checked with caplog
+# ------------------------------------------------------------------------------------------
+def test_no_credentials_is_clear_and_touches_nothing(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(dl.DownloadError) as ei:
+        dl.download_competition("some-comp", tmp_path / "data" / "comp")
+    assert ei.value.kind == "no_credentials"
+    assert "KAGGLE_API_TOKEN" in str(ei.value) and "mattingkit demo-data" in str(ei.value)
+    assert not (tmp_path / "data").exists()
+
+
+def test_load_colab_secrets_outside_colab_sets_nothing(monkeypatch):
+    # google.colab is absent here: the helper must be a no-op
+    if "google.colab" in sys.modules:
+        pytest.skip("running on Colab")
+    monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
+    assert dl.load_colab_secrets() == []
+    assert "KAGGLE_API_TOKEN" not in os.environ
+
+
+def test_colab_hint_when_on_colab(tmp_path: Path):
+    msg = dl.no_credentials_message(dl.CredentialInfo(), {"COLAB_RELEASE_TAG": "x"})
+    assert "Colab secrets" in msg and "papermill" in msg
+
+
+def test_offline_real_connection_failure(tmp_path: Path, monkeypatch, caplog, capsys):
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "me", "key": FAKE["key_json"]}))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("KAGGLE_API_TOKEN", FAKE["token_env"])
+    monkeypatch.setenv("KAGGLE_USERNAME", "me")
+    monkeypatch.setenv("KAGGLE_KEY", FAKE["key_env"])
+    proxy = f"http://127.0.0.1:{closed_port()}"  # every request goes to a closed loopback port
+    for k in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.setenv(k, proxy)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("no_proxy", "")
+    caplog.set_level(logging.DEBUG)
+    dest = tmp_path / "data" / "comp"
+    with pytest.raises(dl.DownloadError) as ei:
+        dl.download_competition("some-comp", dest, quiet=False)
+    err = ei.value
+    assert err.kind == "offline", str(err)
+    assert "mattingkit demo-data" in str(err) and "make demo" in str(err)
+    out = capsys.readouterr()
+    for text, where in ((str(err), "message"), (caplog.text, "log records"), (out.out + out.err, "output"),
+                        (all_files_text(tmp_path, {home / ".kaggle" / "kaggle.json"}), "files")):
+        assert_no_secret(text, where)
+    for rec in caplog.records:
+        assert_no_secret(rec.getMessage(), "a log record")
+    assert not dest.exists()  # nothing half-written
+    downloads = tmp_path / "data" / "downloads"
+    assert not downloads.exists() or list(downloads.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------
+# end-to-end: the real kaggle client against a fake Kaggle on 127.0.0.1
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fake_kaggle_run(tmp_path_factory) -> dict:
+    pytest.importorskip("kaggle")
+    work = tmp_path_factory.mktemp("kaggle_e2e")
+    home = work / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    env.update(HOME=str(home), FAKE_SECRETS=json.dumps(FAKE), PYTHONPATH=str(REPO),
+               MATTINGKIT_DATA_ROOT=str(work / "data"))
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--fake-kaggle", str(work)],
+                          capture_output=True, text=True, env=env, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS "))
+    return {"results": json.loads(line[len("RESULTS "):]), "stdout": proc.stdout, "stderr": proc.stderr,
+            "work": work, "home": home}
+
+
+def test_e2e_error_kinds_and_messages(fake_kaggle_run):
+    r = fake_kaggle_run["results"]
+    assert r["no_credentials"]["kind"] == "no_credentials" and r["no_credentials"]["requests"] == []
+    rules = r["rules_403"]
+    assert rules["kind"] == "rules"
+    assert "https://www.kaggle.com/competitions/ecom-test/rules" in rules["message"]
+    assert "KAGGLE_USERNAME/KAGGLE_KEY environment variables" in rules["message"]  # names the source
+    tok = r["token_401"]
+    assert tok["kind"] == "auth" and "KAGGLE_API_TOKEN environment variable" in tok["message"]
+    kj = r["kaggle_json_401"]
+    assert kj["kind"] == "auth" and "kaggle.json" in kj["message"]
+    off = r["offline"]
+    assert off["kind"] == "offline" and "mattingkit demo-data" in off["message"] and off["requests"] == []
+
+
+def test_e2e_success_extracts_and_second_call_is_offline_noop(fake_kaggle_run):
+    r = fake_kaggle_run["results"]
+    ok = r["success_competition"]
+    assert ok["ok"], ok
+    assert ok["requests"][-1].endswith("/files/ecom-test.zip")  # the zip was really fetched
+    assert {"train_dataset/images/0001.jpg", "train_dataset/masks/0001.png", MARKER_NAME} <= set(ok["files"])
+    again = r["success_again"]
+    assert again["ok"] and again["requests"] == []  # idempotent: no network at all
+    ds = r["success_dataset"]
+    assert ds["ok"] and ds["requests"][0].endswith("/DownloadDataset")
+    work = fake_kaggle_run["work"]
+    downloads = work / "data" / "downloads"
+    assert [p.name for p in downloads.iterdir()] == []  # no partial folders, archives removed
+    # the downloaded competition is scannable by the layouts module
+    from mattingkit.data.layouts import scan_competition
+
+    rows = scan_competition(work / "data" / "ecom")
+    assert rows["id"].tolist() == ["0001"]
+
+
+def test_e2e_no_credential_anywhere(fake_kaggle_run):
+    run = fake_kaggle_run
+    assert_no_secret(run["stdout"], "stdout")
+    assert_no_secret(run["stderr"], "stderr (DEBUG logs of every logger)")
+    for name, res in run["results"].items():
+        assert_no_secret(json.dumps(res), f"scenario {name}")
+    creds = {run["home"] / ".kaggle" / "kaggle.json", run["home"] / ".kaggle" / "access_token"}
+    assert_no_secret(all_files_text(run["work"], creds), "files written")
+
+
+# ------------------------------------------------------------------------------------------
+# attached inputs / existing copies: no download
+# ------------------------------------------------------------------------------------------
+def test_ensure_dataset_uses_attached_input_in_place(tmp_path: Path):
+    inputs = tmp_path / "kaggle_input"
+    (inputs / "aim-500" / "original").mkdir(parents=True)
+    (inputs / "competitions" / "ecom-comp").mkdir(parents=True)
+    roots = sorted(p for p in inputs.iterdir())
+    assert dl.ensure_dataset("someone/aim-500", tmp_path / "data" / "aim500", roots=roots) == inputs / "aim-500"
+    got = dl.ensure_dataset("ecom-comp", tmp_path / "data" / "ecom", competition=True, roots=roots)
+    assert got == inputs / "competitions" / "ecom-comp"
+    assert not (tmp_path / "data").exists()
+
+
+def test_ensure_dataset_existing_local_copy(tmp_path: Path, monkeypatch):
+    for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    dest = tmp_path / "data" / "aim500"
+    dest.mkdir(parents=True)
+    (dest / "x.png").write_bytes(b"x")
+    assert dl.ensure_dataset("o/aim-500", dest, roots=[]) == dest
+
+
+def test_existing_archive_is_extracted_without_network(tmp_path: Path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    downloads = tmp_path / "data" / "downloads"
+    downloads.mkdir(parents=True)
+    with zipfile.ZipFile(downloads / "comp.zip", "w") as z:
+        z.writestr("train_dataset/images/0001.jpg", "x")
+    out = dl.download_competition("comp", tmp_path / "data" / "comp", keep_archive=True)
+    assert (out / "train_dataset" / "images" / "0001.jpg").exists()
+    assert (downloads / "comp.zip").exists()
+
+
+def test_parse_dataset_spec_and_config(tmp_path: Path):
+    assert dl.parse_dataset_spec("a/b") == ("a/b", "b")
+    assert dl.parse_dataset_spec("a/b:c") == ("a/b", "c")
+    for bad in ("ab", "a/b/c", "/b", "a/"):
+        with pytest.raises(ValueError):
+            dl.parse_dataset_spec(bad)
+    from mattingkit.config import load_config
+
+    cfg = load_config("default", {"data.kaggle_datasets": ["o/aim-500:aim500"], "run.data_root": str(tmp_path)})
+    (tmp_path / "aim500").mkdir()
+    (tmp_path / "aim500" / "f.txt").write_text("present")
+    assert dl.ensure_config_data(cfg) == {"o/aim-500": tmp_path / "aim500"}  # present: no download
+
+
+# ------------------------------------------------------------------------------------------
+# The fake Kaggle (run in a fresh interpreter: python tests/test_download.py --fake-kaggle WORKDIR)
+# ------------------------------------------------------------------------------------------
+def run_fake_kaggle(work: str) -> None:
+    """Start a fake Kaggle API on 127.0.0.1 and drive the real kaggle client through mattingkit's code.
+
+    The kaggle package fixes its endpoint (KAGGLE_API_ENVIRONMENT=LOCALHOST -> http://localhost) and
+    config folder at import time, so this runs in a fresh interpreter. Requests reach the server as
+    an HTTP proxy (HTTP_PROXY), which is how ``requests`` routes plain-http URLs; no kaggle code is
+    patched or mocked. Prints one ``RESULTS {json}`` line with every scenario's outcome.
+    """
+    import base64
+    import io
+    import shutil
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    WORK = Path(work)
+    HOME = Path(os.environ["HOME"])
+    os.environ["KAGGLE_API_ENVIRONMENT"] = "LOCALHOST"
+    for k in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        os.environ.pop(k, None)
+
+    # Fake credentials, one per supported form (none of them is real).
+    SECRETS = json.loads(os.environ["FAKE_SECRETS"])
+    USER = "tester"
+
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, force=True)
+
+    def make_zip() -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("train_dataset/images/0001.jpg", b"\xff\xd8fakejpeg\xff\xd9")
+            z.writestr("train_dataset/masks/0001.png", b"fakepng")
+            z.writestr("sample_submission.csv", "filename,image_utf\n0001,\n")
+        return buf.getvalue()
+
+    ZIP = make_zip()
+    STATE: dict = {"mode": "", "requests": []}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):  # keep the output clean
+            pass
+
+        def _send(self, code: int, body: bytes = b"", ctype: str = "application/json", headers=None):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _auth_ok(self) -> bool:
+            auth = self.headers.get("Authorization", "")
+            if auth.startswith("Bearer "):
+                return auth[7:] in (SECRETS["token_env"], SECRETS["token_file"])
+            if auth.startswith("Basic "):
+                user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+                return user == USER and key in (SECRETS["key_env"], SECRETS["key_json"])
+            return False
+
+        def do_POST(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            self.rfile.read(n)
+            STATE["requests"].append(self.path)
+            mode = STATE["mode"]
+            if self.path.endswith("/IntrospectToken"):
+                if mode == "token_401":
+                    return self._send(401, b'{"code": 401, "message": "Unauthenticated"}')
+                return self._send(200, json.dumps({"active": True, "username": USER}).encode())
+            if self.path.endswith(("/DownloadDataFiles", "/DownloadDataset")):
+                if not self._auth_ok() or mode == "key_401":
+                    return self._send(401, b'{"code": 401, "message": "Unauthenticated"}')
+                if mode == "rules_403":
+                    msg = {"code": 403, "message": "You must accept this competition's rules before you'll "
+                                                   "be able to download files."}
+                    return self._send(403, json.dumps(msg).encode())
+                name = "ecom-test.zip" if "DataFiles" in self.path else "aim-demo.zip"
+                return self._send(302, b"", "text/plain", {"Location": f"http://localhost/files/{name}"})
+            return self._send(404, b'{"code": 404, "message": "not found"}')
+
+        def do_GET(self):
+            STATE["requests"].append(self.path)
+            if "/files/" in self.path:
+                return self._send(200, ZIP, "application/zip")
+            return self._send(404, b"")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    PROXY = f"http://127.0.0.1:{server.server_port}"
+
+    def set_creds(form: str | None) -> None:
+        for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
+            os.environ.pop(k, None)
+        shutil.rmtree(HOME / ".kaggle", ignore_errors=True)
+        (HOME / ".kaggle").mkdir()
+        if form == "token_env":
+            os.environ["KAGGLE_API_TOKEN"] = SECRETS["token_env"]
+        elif form == "token_file":
+            (HOME / ".kaggle" / "access_token").write_text(SECRETS["token_file"])
+        elif form == "key_env":
+            os.environ["KAGGLE_USERNAME"] = USER
+            os.environ["KAGGLE_KEY"] = SECRETS["key_env"]
+        elif form == "key_json":
+            (HOME / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": USER, "key": SECRETS["key_json"]}))
+
+    SCENARIOS = [
+        # name, credential form, server mode, proxy, call
+        ("no_credentials", None, "", PROXY, "competition"),
+        ("rules_403", "key_env", "rules_403", PROXY, "competition"),
+        ("token_401", "token_env", "token_401", PROXY, "competition"),
+        ("kaggle_json_401", "key_json", "key_401", PROXY, "competition"),
+        ("offline", "key_env", "", f"http://127.0.0.1:{closed_port()}", "competition"),
+        ("success_competition", "token_file", "", PROXY, "competition"),
+        ("success_again", "token_file", "", PROXY, "competition"),
+        ("success_dataset", "key_json", "", PROXY, "dataset"),
+    ]
+    results = {}
+    for name, form, mode, proxy, call in SCENARIOS:
+        set_creds(form)
+        os.environ["HTTP_PROXY"] = os.environ["http_proxy"] = proxy
+        STATE["mode"] = mode
+        STATE["requests"] = []
+        out = {"source": dl.find_credentials().source}
+        try:
+            if call == "competition":
+                path = dl.download_competition("ecom-test", WORK / "data" / "ecom", quiet=False)
+            else:
+                path = dl.download_dataset("owner/aim-demo", WORK / "data" / "aim", quiet=False)
+            out.update(ok=True, path=str(path), files=sorted(str(p.relative_to(path)) for p in path.rglob("*")))
+        except dl.DownloadError as e:
+            out.update(ok=False, kind=e.kind, message=str(e))
+        out["requests"] = list(STATE["requests"])
+        results[name] = out
+        print(f"scenario {name}: {json.dumps(out)}", file=sys.stderr)
+
+    print("RESULTS " + json.dumps(results))
+    server.shutdown()
+
+
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--fake-kaggle":
+    run_fake_kaggle(sys.argv[2])

@@ -1,0 +1,414 @@
+"""Inference: padding/cropping, known-region clamp, TTA, AMP, tiling equivalence on real photos,
+trimap-free two-pass, folder prediction (resumable, failures reported), model loading."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from mattingkit.infer import (
+    WINDOW_FLOOR, InferenceInputError, blend_window, infer_kwargs, padding, predict, predict_folder,
+    predict_passes, tile_starts,
+)
+from mattingkit.io import read_alpha, read_image, read_trimap, to_uint8, write_png
+
+
+# --------------------------------------------------------------------------------------------
+# Small real models
+# --------------------------------------------------------------------------------------------
+class SmallConvNet(nn.Module):
+    """A randomly initialised (seeded) fully-convolutional net: 3x3 convs, one stride-2 stage and a
+    bilinear upsample, ReLU, sigmoid. Local receptive field (radius measured in the test)."""
+
+    def __init__(self, seed: int = 0, width: int = 16):
+        super().__init__()
+        self.c1 = nn.Conv2d(4, width, 3, padding=1)
+        self.c2 = nn.Conv2d(width, width, 3, stride=2, padding=1)
+        self.c3 = nn.Conv2d(width, width, 3, padding=1)
+        self.c4 = nn.Conv2d(width, 1, 3, padding=1)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for conv in (self.c1, self.c2, self.c3, self.c4):
+                fan_in = conv.in_channels * 9
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+                conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.1)
+        self.calls = 0
+        self.shapes: list[tuple[int, ...]] = []
+
+    def forward(self, image, trimap):
+        self.calls += 1
+        self.shapes.append(tuple(image.shape))
+        x = torch.cat([image * 4 - 2, trimap * 4 - 2], 1)
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(x))
+        x = torch.relu(self.c3(x))
+        x = nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        return {"alpha": torch.sigmoid(4 * self.c4(x))}
+
+
+class ChannelMean(nn.Module):
+    """Pointwise: alpha = mean colour. Any crop/pad offset shows up as a mismatch."""
+
+    def forward(self, image, trimap):
+        return {"alpha": image.mean(1, keepdim=True)}
+
+
+class ModeRecorder(nn.Module):
+    """Records whether it ran in training mode and with gradients enabled."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 1)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, image, trimap):
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        return {"alpha": torch.sigmoid(self.conv(image))}
+
+
+def receptive_radius(model: nn.Module, size: int = 128) -> int:
+    """Largest |offset| of an input pixel with a non-zero gradient on a centre output pixel."""
+    g = torch.Generator().manual_seed(1)
+    r = 0
+    for cy, cx in [(64, 64), (65, 63), (63, 66)]:
+        image = torch.rand((1, 3, size, size), generator=g).requires_grad_(True)
+        trimap = torch.full((1, 1, size, size), 0.5, requires_grad=True)
+        out = model(image, trimap)["alpha"]
+        out[0, 0, cy, cx].backward()
+        grad = image.grad.abs().sum(1)[0] + trimap.grad.abs()[0, 0]
+        ys, xs = torch.nonzero(grad > 0, as_tuple=True)
+        r = max(r, int((ys - cy).abs().max()), int((xs - cx).abs().max()))
+    return r
+
+
+def _rng_image(h, w, seed=0):
+    return np.random.default_rng(seed).random((h, w, 3), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Padding, cropping, clamping, TTA, AMP, modes
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("h,w", [(1, 1), (33, 47), (64, 64), (5, 130), (97, 31)])
+def test_output_is_exact_input_size_and_pointwise_aligned(h, w):
+    img = _rng_image(h, w)
+    a = predict(ChannelMean(), img)
+    assert a.shape == (h, w) and a.dtype == np.float32
+    np.testing.assert_allclose(a, img.mean(2), atol=1e-6)
+
+
+def test_model_sees_multiples_of_32_with_margin():
+    net = SmallConvNet()
+    predict(net, _rng_image(33, 47), pad_margin=16)
+    (shape,) = net.shapes
+    assert shape[2] % 32 == 0 and shape[3] % 32 == 0
+    assert shape[2] >= 33 + 32 and shape[3] >= 47 + 32
+    assert padding(33, 47, 16) == (16, shape[2] - 33 - 16, 16, shape[3] - 47 - 16)
+
+
+def test_known_regions_clamped_unknown_untouched():
+    img = _rng_image(40, 50, seed=3)
+    tri = np.full((40, 50), 0.5, np.float32)
+    tri[:10] = 0
+    tri[-10:] = 1
+    a = predict(ChannelMean(), img, tri)
+    assert (a[:10] == 0).all() and (a[-10:] == 1).all()
+    np.testing.assert_allclose(a[10:-10], img[10:-10].mean(2), atol=1e-6)
+
+
+def test_tta_flip_is_mean_of_prediction_and_flipped_prediction():
+    net = SmallConvNet(seed=5)
+    img = _rng_image(45, 70, seed=2)
+    plain = predict(net, img)
+    flipped = predict(net, img[:, ::-1].copy())[:, ::-1]
+    assert np.abs(plain - flipped).max() > 1e-3  # the net is not flip-symmetric: the test can fail
+    tta = predict(net, img, tta_flip=True)
+    np.testing.assert_allclose(tta, 0.5 * (plain + flipped), atol=1e-5)
+
+
+def test_amp_bf16_runs_on_cpu_and_is_close():
+    net = SmallConvNet(seed=1)
+    img = _rng_image(64, 64)
+    full = predict(net, img, amp="off")
+    half = predict(net, img, amp="bf16")
+    assert half.dtype == np.float32
+    assert np.abs(full - half).max() < 0.05
+    assert predict(net, img, amp="auto").tobytes() == full.tobytes()  # auto = off on CPU
+
+
+def test_eval_mode_and_no_grad_inside_mode_restored_after():
+    m = ModeRecorder().train()
+    predict(m, _rng_image(20, 20))
+    assert m.seen == [(False, False)]
+    assert m.training
+
+
+def test_input_errors_are_clear():
+    net = ChannelMean()
+    with pytest.raises(InferenceInputError, match="uint8"):
+        predict(net, np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(InferenceInputError, match="0..255"):
+        predict(net, np.full((8, 8, 3), 200.0, np.float32))
+    with pytest.raises(InferenceInputError, match="HxWx3"):
+        predict(net, np.zeros((8, 8), np.float32))
+    with pytest.raises(InferenceInputError, match="does not match"):
+        predict(net, np.zeros((8, 8, 3), np.float32), np.zeros((8, 9), np.float32))
+    with pytest.raises(InferenceInputError, match="0, 0.5 or 1"):
+        predict(net, np.zeros((8, 8, 3), np.float32), np.full((8, 8), 0.3, np.float32))
+    with pytest.raises(InferenceInputError, match="amp"):
+        predict(net, np.zeros((8, 8, 3), np.float32), amp="fp8")
+
+
+def test_wrong_model_output_shape_is_an_error():
+    class Bad(nn.Module):
+        def forward(self, image, trimap):
+            return {"alpha": image[:, :1, ::2, ::2]}
+
+    with pytest.raises(RuntimeError, match="shape"):
+        predict(Bad(), _rng_image(32, 32))
+
+
+# --------------------------------------------------------------------------------------------
+# Tiling
+# --------------------------------------------------------------------------------------------
+def test_blend_window_never_zero_and_neighbours_sum_to_one():
+    for length, overlap in [(256, 64), (1024, 128), (64, 32)]:
+        w = blend_window(length, overlap, True, True)
+        assert w.min() >= WINDOW_FLOOR and w.max() <= 1.0
+        assert w[0] == pytest.approx(WINDOW_FLOOR)
+        # two tiles overlapping by exactly `overlap`: end of the first + start of the second
+        a = blend_window(length, overlap, True, True)[-overlap:]
+        b = blend_window(length, overlap, True, True)[:overlap]
+        np.testing.assert_allclose((a - WINDOW_FLOOR) + (b - WINDOW_FLOOR), (1 - WINDOW_FLOOR), atol=1e-6)
+    assert blend_window(100, 32, False, False).min() == pytest.approx(1.0)
+
+
+def test_tile_starts_cover_on_the_32_grid():
+    for length, tile, overlap in [(2048, 1024, 128), (4128, 1024, 128), (576, 256, 64), (256, 256, 64)]:
+        s = tile_starts(length, tile, overlap)
+        assert all(x % 32 == 0 for x in s) and s[0] == 0 and s[-1] + tile == max(length, tile)
+        assert all(b - a <= tile - overlap for a, b in zip(s, s[1:]))
+
+
+def test_tiling_is_used_above_the_budget_and_all_known_tiles_are_skipped():
+    net = SmallConvNet()
+    img = _rng_image(300, 300)
+    tri = np.zeros((300, 300), np.float32)
+    tri[140:160, 140:160] = 0.5         # unknown only in the centre
+    tri[:, 200:] = 1.0
+    a = predict(net, img, tri, pixel_budget=10_000, tile_size=128, tile_overlap=32)
+    n_tiles = len(tile_starts(384, 128, 32)) ** 2
+    assert 0 < net.calls < n_tiles
+    assert (a[:, 200:] == 1).all() and (a[:140, :200] == 0).all()
+    net.calls = 0
+    full = predict(net, img, tri)
+    assert net.calls == 1
+    assert np.abs(full - a).max() <= 1 / 255
+
+
+@pytest.mark.shared
+def test_tiled_equals_untiled_on_real_photos(alphamatting_dev):
+    """|tiled - untiled| <= 1/255 when the receptive-field radius <= overlap/4 (the documented guarantee),
+    with and without trimap, with TTA; and visibly worse without overlap (the test can fail)."""
+    net = SmallConvNet(seed=0)
+    radius = receptive_radius(net)
+    overlap = 64
+    assert 2 <= radius <= overlap // 4, radius
+    worst = 0.0
+    for name in ["GT01", "GT03", "GT05"]:
+        img = read_image(alphamatting_dev / "image" / f"{name}.png")
+        tri = read_trimap(alphamatting_dev / "trimap" / f"{name}.png")
+        for t in (None, tri):
+            untiled = predict(net, img, t)
+            tiled = predict(net, img, t, pixel_budget=100_000, tile_size=256, tile_overlap=overlap)
+            assert tiled.shape == untiled.shape == img.shape[:2]
+            assert untiled.std() > 0.02  # a real, non-constant prediction
+            worst = max(worst, float(np.abs(tiled - untiled).max()))
+        tta_u = predict(net, img, tri, tta_flip=True)
+        tta_t = predict(net, img, tri, tta_flip=True, pixel_budget=100_000, tile_size=256, tile_overlap=overlap)
+        worst = max(worst, float(np.abs(tta_t - tta_u).max()))
+    assert worst <= 1 / 255, worst
+    img = read_image(alphamatting_dev / "image" / "GT01.png")
+    seams = np.abs(predict(net, img, pixel_budget=100_000, tile_size=256, tile_overlap=0) - predict(net, img))
+    assert seams.max() > 1 / 255
+
+
+def _real_models_available() -> bool:
+    try:
+        from mattingkit.models import build_model  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+@pytest.mark.skipif(not _real_models_available(), reason="mattingkit.models not available yet")
+def test_tiling_with_real_alphagan_resnet18_is_close(alphamatting_dev, capsys):
+    """The real AlphaGAN generator (random init, seeded) has global operations (ASPP image pooling,
+    GroupNorm in the demo config), so tiling only approximates; measure and bound it loosely."""
+    from mattingkit.config import load_config
+    from mattingkit.models import build_model
+
+    torch.manual_seed(0)  # build_model initialises from torch's default generator
+    cfg = load_config("demo", ["model.norm=bn"])
+    model = build_model(cfg.model).eval()
+    img = read_image(alphamatting_dev / "image" / "GT02.png")
+    tri = read_trimap(alphamatting_dev / "trimap" / "GT02.png")
+    untiled = predict(model, img, tri)
+    tiled = predict(model, img, tri, pixel_budget=100_000, tile_size=512, tile_overlap=128)
+    diff = np.abs(tiled - untiled)
+    unknown = tri == 0.5
+    with capsys.disabled():
+        print(f"\nAlphaGAN resnet18 (bn) tiled vs untiled on GT02, tile 512 overlap 128: "
+              f"max {diff.max():.4f}, mean over unknown {diff[unknown].mean():.5f}, "
+              f"share > 1/255: {(diff[unknown] > 1 / 255).mean():.3f}")
+    assert diff.max() < 0.5
+
+
+# --------------------------------------------------------------------------------------------
+# Two-pass (trimap-free)
+# --------------------------------------------------------------------------------------------
+def test_two_pass_uses_trimap_from_coarse_mask():
+    trimap_mod = pytest.importorskip("mattingkit.trimap")
+    if not hasattr(trimap_mod, "trimap_from_mask"):
+        pytest.skip("mattingkit.trimap.trimap_from_mask not available yet")
+    from mattingkit.config import TrimapConfig
+
+    img = np.zeros((96, 128, 3), np.float32)
+    img[30:70, 40:90] = 1.0        # a bright object: ChannelMean gives a binary coarse alpha
+    refine = SmallConvNet(seed=2)
+    cfg = TrimapConfig(fg_threshold=0.9, bg_threshold=0.1, mask_band=6)
+    out = predict_passes(refine, img, two_pass=True, coarse_model=ChannelMean(), trimap_cfg=cfg)
+    np.testing.assert_allclose(out["coarse"], img.mean(2), atol=1e-6)
+    expected_tri = trimap_mod.trimap_from_mask(out["coarse"], fg_threshold=0.9, bg_threshold=0.1, band=6)
+    np.testing.assert_array_equal(out["trimap"], expected_tri)
+    assert (out["trimap"] == 0.5).any() and (out["trimap"] == 1).any() and (out["trimap"] == 0).any()
+    # pass 2 == a plain refinement with that trimap
+    np.testing.assert_allclose(out["alpha"], predict(refine, img, expected_tri), atol=1e-6)
+    assert predict(refine, img, two_pass=True, coarse_model=ChannelMean(), trimap_cfg=cfg).tobytes() == \
+        out["alpha"].tobytes()
+    with pytest.raises(InferenceInputError, match="trimap-free"):
+        predict(refine, img, expected_tri, two_pass=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Folders
+# --------------------------------------------------------------------------------------------
+def _make_folder(root: Path, names=("0001", "0010", "abc"), h=40, w=56) -> dict[str, np.ndarray]:
+    images = {}
+    for i, n in enumerate(names):
+        img = _rng_image(h, w + 8 * i, seed=i)
+        write_png(root / f"{n}.png", img)
+        images[n] = read_image(root / f"{n}.png")
+    return images
+
+
+def test_predict_folder_writes_rounded_pngs_resumes_and_reports_failures(tmp_path, capsys):
+    src, out = tmp_path / "images", tmp_path / "out"
+    images = _make_folder(src)
+    (src / "0005.png").write_bytes((src / "0001.png").read_bytes()[:60])   # truncated
+    net = SmallConvNet(seed=3)
+    rep = predict_folder(net, src, out, headless=True)
+    assert sorted(rep.written) == ["0001", "0010", "abc"] and rep.skipped == []
+    assert len(rep.failed) == 1 and "0005.png" in rep.failed[0][0] and "truncated" in rep.failed[0][1]
+    assert "FAILED" in capsys.readouterr().out
+    for n, img in images.items():
+        on_disk = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / f"{n}.png"))
+        assert on_disk.dtype == np.uint8 and on_disk.shape == img.shape[:2]
+        np.testing.assert_array_equal(on_disk, to_uint8(predict(net, img)))
+    # resume: a half-finished run left a temp file and lost one output
+    (out / "0010.png").unlink()
+    (out / ".0010.png.abcd.tmp").write_bytes(b"\x89PNG partial")
+    (out / "abc.png").write_bytes(b"\x89PNG\r\n\x1a\n")   # corrupt: does not count as done
+    net.calls = 0
+    rep2 = predict_folder(net, src, out, headless=True, verbose=False)
+    assert rep2.skipped == ["0001"] and sorted(rep2.written) == ["0010", "abc"] and len(rep2.failed) == 1
+    assert net.calls == 2
+    for n in ("0010", "abc"):
+        np.testing.assert_array_equal(to_uint8(read_alpha(out / f"{n}.png")), to_uint8(predict(net, images[n])))
+
+
+def test_predict_folder_with_trimaps_and_dataframe_keeps_string_stems(tmp_path):
+    src, tris, out = tmp_path / "images", tmp_path / "trimaps", tmp_path / "out"
+    images = _make_folder(src, names=("0001", "0002"))
+    tri = np.full(images["0001"].shape[:2], 0.5, np.float32)
+    tri[:, :10] = 0
+    write_png(tris / "0001.png", tri)
+    rep = predict_folder(ChannelMean(), src, out, trimap_dir=tris, headless=True, verbose=False)
+    assert rep.written == ["0001"] and "no trimap" in rep.failed[0][1]
+    assert (read_alpha(out / "0001.png")[:, :10] == 0).all()
+    df = pd.DataFrame({"id": ["0002"], "image": [str(src / "0002.png")], "trimap": [""]})
+    rep = predict_folder(ChannelMean(), df, out, headless=True, verbose=False)
+    assert rep.written == ["0002"] and (out / "0002.png").exists()
+    np.testing.assert_allclose(read_alpha(out / "0002.png"), images["0002"].mean(2), atol=0.5 / 255 + 1e-6)
+
+
+def test_predict_folder_rgba_cutouts(tmp_path):
+    fg_mod = pytest.importorskip("mattingkit.data.foreground")
+    if not hasattr(fg_mod, "estimate_foreground"):
+        pytest.skip("estimate_foreground not available yet")
+    src, out = tmp_path / "images", tmp_path / "out"
+    _make_folder(src, names=("0001",))
+    rep = predict_folder(ChannelMean(), src, out, write_rgba=True, headless=True, verbose=False)
+    assert rep.written == ["0001"]
+    from PIL import Image
+
+    rgba = Image.open(out / "rgba" / "0001.png")
+    assert rgba.mode == "RGBA"
+    np.testing.assert_array_equal(np.asarray(rgba)[:, :, 3], np.asarray(Image.open(out / "0001.png")))
+    # resume: alpha exists, cut-out missing -> only the cut-out is made
+    (out / "rgba" / "0001.png").unlink()
+    rep = predict_folder(SmallConvNet(), src, out, write_rgba=True, headless=True, verbose=False)
+    assert rep.written == ["0001"] and (out / "rgba" / "0001.png").exists()
+    np.testing.assert_array_equal(np.asarray(Image.open(out / "rgba" / "0001.png"))[:, :, 3],
+                                  np.asarray(Image.open(out / "0001.png")))
+
+
+def test_infer_kwargs_from_config_drive_predict():
+    from mattingkit.config import load_config
+
+    cfg = load_config("demo", ["infer.tile_size=64", "infer.pixel_budget=1000", "infer.tile_overlap=32"])
+    kw = infer_kwargs(cfg)
+    assert kw["tile_size"] == 64 and kw["device"] == "cpu" and kw["trimap_cfg"] is cfg.trimap
+    net = SmallConvNet()
+    predict(net, _rng_image(100, 100), **{k: v for k, v in kw.items() if k != "two_pass"})
+    assert net.calls > 1 and all(s[2] == 64 and s[3] == 64 for s in net.shapes)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def _checkpoint_api_available() -> bool:
+    try:
+        from mattingkit.checkpoint import load_generator  # noqa: F401
+        from mattingkit.models import build_model  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _checkpoint_api_available(), reason="mattingkit.checkpoint / models not available yet")
+def test_load_model_round_trip(tmp_path):
+    from mattingkit import checkpoint
+    from mattingkit.config import load_config
+    from mattingkit.infer import load_model
+    from mattingkit.models import build_model
+
+    cfg = load_config("demo")
+    torch.manual_seed(0)
+    model = build_model(cfg.model).eval()
+    exporter = getattr(checkpoint, "export_generator", None) or getattr(checkpoint, "export_inference", None)
+    if exporter is None:
+        pytest.skip("no export function in mattingkit.checkpoint")
+    path = exporter(model, cfg, tmp_path / "export.pt")
+    loaded, cfg2 = load_model(path if path is not None else tmp_path / "export.pt")
+    img = _rng_image(64, 64)
+    tri = np.full((64, 64), 0.5, np.float32)
+    np.testing.assert_array_equal(predict(model, img, tri), predict(loaded, img, tri))
+    assert cfg2.model.backbone == cfg.model.backbone

@@ -1,0 +1,383 @@
+"""The trainer's mechanics on a tiny real model and dataset (fast), and the CPU demo recipe (slow).
+
+The tiny dataset draws every sample from (seed, epoch, index) like the real TrainDataset; its
+trimaps are all-unknown, so per-batch loss means are plain pixel means and gradient accumulation /
+batch splitting are exactly comparable.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mattingkit import checkpoint as ckpt
+from mattingkit.config import load_config
+from mattingkit.train import (BatchStream, LRSchedule, NonFiniteLossError, Trainer, epoch_permutation,
+                              pad_to_multiple, read_history)
+
+
+# --------------------------------------------------------------------------------------------
+# tiny real model + data
+# --------------------------------------------------------------------------------------------
+class TinySet(torch.utils.data.Dataset):
+    def __init__(self, n=12, size=(32, 32), seed=0, nan_items=(), all_nan=False, crash_at_call=None,
+                 fixed_epoch=None, known_border=False):
+        self.n, self.size, self.seed = n, size, seed
+        self.nan_items, self.all_nan = set(nan_items), all_nan
+        self.crash_at_call, self.calls = crash_at_call, 0
+        self.epoch = 0 if fixed_epoch is None else fixed_epoch
+        self.fixed = fixed_epoch is not None
+        self.known_border = known_border
+
+    def set_epoch(self, epoch):
+        if not self.fixed:
+            self.epoch = epoch
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.crash_at_call is not None and self.calls >= self.crash_at_call:
+            raise RuntimeError("simulated crash")
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        h, w = self.size if not callable(self.size) else self.size(i)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        cy, cx, r = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w, rng.uniform(0.2, 0.35) * min(h, w)
+        alpha = np.clip((r - np.hypot(yy - cy, xx - cx)) / 3.0 + 0.5, 0, 1).astype(np.float32)
+        fg = (rng.uniform(0, 1, (3, 1, 1)) + 0.1 * rng.standard_normal((3, h, w))).clip(0, 1).astype(np.float32)
+        bg = (rng.uniform(0, 1, (3, 1, 1)) + 0.1 * rng.standard_normal((3, h, w))).clip(0, 1).astype(np.float32)
+        image = alpha * fg + (1 - alpha) * bg
+        image[0] = alpha  # the red channel carries the answer (oracle tests; learnable quickly)
+        trimap = np.full((1, h, w), 0.5, np.float32)
+        if self.known_border:
+            trimap[:, :, :3] = alpha[None, :, :3].round()
+        if self.all_nan or (self.epoch, i) in self.nan_items:
+            image = image * np.nan
+        t = torch.from_numpy
+        return {"image": t(np.ascontiguousarray(image)), "alpha": t(alpha[None]), "trimap": t(trimap),
+                "fg": t(fg), "bg": t(bg), "unknown": t((trimap == 0.5).astype(np.float32)), "id": f"{i:04d}"}
+
+
+class TinyG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+
+    def forward(self, image, trimap):
+        return {"alpha": torch.sigmoid(self.net(torch.cat([image, trimap], 1)))}
+
+
+class TinyD(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(4, 8, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(8, 1, 3, padding=1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Oracle(nn.Module):
+    """alpha = red channel x s (s = 1: perfect on TinySet)."""
+
+    def __init__(self, s=1.0):
+        super().__init__()
+        self.s = nn.Parameter(torch.tensor(float(s)))
+
+    def forward(self, image, trimap):
+        return {"alpha": (image[:, :1] * self.s).clamp(0, 1)}
+
+
+def tiny_cfg(**over):
+    base = {
+        "run.device": "cpu", "run.seed": 0, "run.deterministic": True, "run.name": "tiny",
+        "data.batch_size": 4, "data.num_workers": 0,
+        "train.steps": 12, "train.lr_g": 1e-2, "train.lr_d": 1e-2, "train.warmup_steps": 3,
+        "train.g_warmup_steps": 4, "train.d_every": 2, "train.log_every": 1, "train.image_every": 1000,
+        "train.val_every": 6, "train.ckpt_every": 4, "train.tensorboard": False, "train.amp": "off",
+        "loss.gan": 0.1,
+    }
+    base.update(over)
+    return load_config("default", base)
+
+
+def tiny_trainer(tmp_path, name="run", cfg=None, train_ds=None, val_ds=None, model=None, **kw):
+    cfg = cfg or tiny_cfg()
+    torch.manual_seed(cfg.run.seed)  # TinyG's init is seeded too (the Trainer seeds before building its own)
+    model = model or TinyG()
+    disc = TinyD() if cfg.train.use_gan else None
+    return Trainer(cfg, run_dir=tmp_path / name, model=model, discriminator=disc,
+                   train_dataset=train_ds or TinySet(), val_dataset=val_ds or TinySet(n=3, fixed_epoch=0),
+                   headless=True, **kw)
+
+
+def train_records(run_dir):
+    return [{k: v for k, v in r.items() if k != "time"} for r in read_history(Path(run_dir) / "metrics.jsonl")
+            if r["phase"] == "train"]
+
+
+# --------------------------------------------------------------------------------------------
+# pure pieces
+# --------------------------------------------------------------------------------------------
+def test_lr_schedules():
+    mk = lambda kind, **kw: LRSchedule(None, 1.0, total_steps=110, schedule=kind, warmup_steps=10,
+                                       min_lr_ratio=0.1, cycle_steps=40, **kw)
+    s = mk("cosine")
+    assert s.lr_at(0) == pytest.approx(0.1) and s.lr_at(4) == pytest.approx(0.5)  # linear warm-up
+    assert s.lr_at(10) == pytest.approx(1.0)
+    assert s.lr_at(60) == pytest.approx(0.1 + 0.9 * 0.5)          # half way: mean of max and floor
+    assert s.lr_at(110) == pytest.approx(0.1) and s.lr_at(500) == pytest.approx(0.1)
+    c = mk("cyclic")
+    assert c.lr_at(40) == pytest.approx(0.1) and c.lr_at(60) == pytest.approx(1.0)  # base -> peak
+    assert c.lr_at(50) == pytest.approx(0.55) and c.lr_at(80) == pytest.approx(0.1)
+    assert mk("constant").lr_at(200) == 1.0
+    p = mk("plateau", plateau_patience=2, plateau_factor=0.5)
+    assert [p.observe(v) for v in (5.0, 4.0, 4.5, 4.2, 3.0, 3.5, 3.5)] == [False, False, False, True, False,
+                                                                          False, True]
+    assert p.lr_at(50) == pytest.approx(0.25)
+    q = mk("plateau", mode="max", plateau_patience=1)
+    q.load_state_dict(p.state_dict())
+    assert q.lr_at(50) == pytest.approx(0.25)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=5.0)
+    LRSchedule(opt, 2.0, 100, "constant", warmup_steps=4).step(1)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+
+
+def test_batch_stream_epochs_shards_and_resume():
+    n, b = 10, 3
+    it = iter(BatchStream(n, b, seed=5))
+    flat = [x for _ in range(10) for x in next(it)]  # 30 items = 3 epochs
+    for e in range(3):
+        part = flat[e * n:(e + 1) * n]
+        assert {x[0] for x in part} == {e}
+        assert sorted(x[1] for x in part) == list(range(n))  # every sample once per epoch
+        assert [x[1] for x in part] == epoch_permutation(n, 5, e).tolist()
+    assert flat[:10] != flat[10:20]
+    # two ranks with batch 3 see exactly the global batches of one process with batch 6
+    single = iter(BatchStream(n, 2 * b, seed=5))
+    r0, r1 = iter(BatchStream(n, b, 5, world_size=2, rank=0)), iter(BatchStream(n, b, 5, world_size=2, rank=1))
+    for _ in range(7):
+        assert next(single) == next(r0) + next(r1)
+    # resuming at batch k continues the same stream
+    again = iter(BatchStream(n, b, seed=5, start=4))
+    assert [x for _ in range(6) for x in next(again)] == flat[12:30]
+
+
+def test_pad_to_multiple_crops_back():
+    x = torch.rand(1, 3, 37, 50)
+    y, (h, w) = pad_to_multiple(x)
+    assert y.shape[-2:] == (64, 64) and torch.equal(y[..., :h, :w], x)
+    assert torch.equal(y[..., 37, :50], x[..., 35, :])  # reflect: row 37 mirrors row 35
+    tiny = torch.rand(1, 1, 5, 7)
+    z, _ = pad_to_multiple(tiny)  # too small to reflect -> replicate
+    assert z.shape[-2:] == (32, 32) and torch.equal(z[..., 31, 0], tiny[..., 4, 0])
+
+
+# --------------------------------------------------------------------------------------------
+# the loop
+# --------------------------------------------------------------------------------------------
+def test_run_folder_contents_and_learning(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 30, "train.val_every": 10, "train.ckpt_every": 10, "train.tensorboard": True,
+                      "train.image_every": 10, "train.val_at_start": True})
+    tr = tiny_trainer(tmp_path, cfg=cfg)
+    summary = tr.fit()
+    run = tmp_path / "run"
+    assert summary["step"] == 30 and summary["stopped"] == "done"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "best.pt.json", "last.pt",
+                                                                      "last.pt.json"]
+    last = ckpt.load_checkpoint(run / "checkpoints" / "last.pt")
+    assert last["step"] == 30 and last["config"]["train"]["steps"] == 30
+    for key in ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "scaler_g", "rng", "best"):
+        assert last[key] is not None
+    assert load_config(run / "config.yaml").train.steps == 30
+    recs = read_history(run / "metrics.jsonl")
+    vals = [r for r in recs if r["phase"] == "val"]
+    assert [r["step"] for r in vals] == [0, 10, 20, 30]
+    trains = [r for r in recs if r["phase"] == "train"]
+    assert [r["step"] for r in trains] == list(range(1, 31))
+    assert {"total", "alpha", "comp", "lr_g", "lr_d"} <= set(trains[0])
+    assert "gan" not in trains[3] and {"gan", "d_total", "d_real_mean", "d_fake_mean"} <= set(trains[4])
+    assert vals[-1]["sad"] < 0.7 * vals[0]["sad"]  # it learns
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = min(vals, key=lambda r: r["sad"])
+    assert metrics["best"]["value"] == pytest.approx(best["sad"]) and metrics["best"]["step"] == best["step"]
+    assert ckpt.load_checkpoint(run / "checkpoints" / "best.pt")["step"] == best["step"]
+    assert metrics["final"]["sad"] == pytest.approx(vals[-1]["sad"])
+    events = list((run / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 1000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tb"), size_guidance={"images": 0}).Reload()
+    tags = acc.Tags()
+    assert {"train/total", "train/alpha", "lr/g", "lr/d", "train_d/real_mean", "val/sad"} <= set(tags["scalars"])
+    assert {"train/image_trimap_gt_pred_error", "val/image_trimap_gt_pred_error"} <= set(tags["images"])
+    from mattingkit.viz import plot_history
+
+    fig = plot_history(run / "metrics.jsonl", tmp_path / "curves.png")
+    assert len(fig.axes) == 3 and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_deterministic_history(tmp_path):
+    a = tiny_trainer(tmp_path, "a")
+    a.fit()
+    b = tiny_trainer(tmp_path, "b")
+    b.fit()
+    ra, rb = train_records(tmp_path / "a"), train_records(tmp_path / "b")
+    assert len(ra) == 12 and ra == rb
+    c = tiny_trainer(tmp_path, "c", cfg=tiny_cfg(**{"run.seed": 1}), train_ds=TinySet(seed=1))
+    c.fit()
+    assert train_records(tmp_path / "c") != ra
+
+
+def _weights(run_dir):
+    return ckpt.load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_resume_equals_uninterrupted(tmp_path, accum):
+    cfg = tiny_cfg(**{"train.steps": 16, "train.accum_steps": accum, "train.ckpt_every": 3,
+                      "train.schedule": "cosine", "train.val_every": 5})
+    tiny_trainer(tmp_path, "full", cfg=cfg).fit()
+    # session 1 stops after step 8 (a time budget), session 2 resumes from last.pt
+    s1 = tiny_trainer(tmp_path, "split", cfg=cfg).fit(until=8)
+    assert s1["stopped"] == "until" and s1["step"] == 8
+    s2 = tiny_trainer(tmp_path, "split", cfg=cfg)
+    assert s2.step == 8 and s2.resumed_from.endswith("last.pt")
+    summary = s2.fit()
+    assert summary["step"] == 16
+    full, split = train_records(tmp_path / "full"), train_records(tmp_path / "split")
+    assert [r["step"] for r in split] == list(range(1, 17))
+    assert split == full  # every loss term and lr, exactly
+    wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "split")
+    for part in ("generator", "discriminator"):
+        for k in wa[part]:
+            assert torch.equal(wa[part][k], wb[part][k]), (part, k)
+
+
+def test_resume_after_crash_truncates_history(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 12, "train.ckpt_every": 4})
+    tiny_trainer(tmp_path, "full", cfg=cfg).fit()
+    # the data loader dies during step 7 (4 items per step): last.pt is from step 4, history has 1..6
+    crashing = TinySet(crash_at_call=6 * 4 + 1)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tiny_trainer(tmp_path, "crash", cfg=cfg, train_ds=crashing).fit()
+    assert max(r["step"] for r in train_records(tmp_path / "crash")) == 6
+    t2 = tiny_trainer(tmp_path, "crash", cfg=cfg)
+    assert t2.step == 4
+    t2.fit()
+    assert train_records(tmp_path / "crash") == train_records(tmp_path / "full")
+
+
+def test_corrupt_last_falls_back_to_best_and_fresh_starts_over(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 12, "train.val_every": 6, "train.ckpt_every": 12})
+    tiny_trainer(tmp_path, cfg=cfg).fit()
+    run = tmp_path / "run"
+    best_step = ckpt.load_checkpoint(run / "checkpoints" / "best.pt")["step"]
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.warns(UserWarning, match="falling back"):
+        t = tiny_trainer(tmp_path, cfg=cfg)
+    assert t.step == best_step
+    fresh = tiny_trainer(tmp_path, cfg=cfg, fresh=True)
+    assert fresh.step == 0 and not last.exists() and not (run / "metrics.jsonl").exists()
+
+
+def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 9, "train.max_nonfinite": 3, "train.use_gan": False})
+    # epoch 0 is 3 batches of 4: poison one sample of the second batch
+    second = epoch_permutation(12, 0, 0)[4:8]
+    tr = tiny_trainer(tmp_path, "skip", cfg=cfg, train_ds=TinySet(nan_items={(0, int(second[1]))}))
+    summary = tr.fit()
+    recs = train_records(tmp_path / "skip")
+    assert summary["nonfinite_total"] == 1
+    assert "total" not in recs[1] and recs[1]["nonfinite_total"] == 1  # step 2 skipped
+    assert all(math.isfinite(r["total"]) for r in recs if "total" in r)
+    assert all(torch.isfinite(p).all() for p in tr.G.parameters())
+    bad = tiny_trainer(tmp_path, "stop", cfg=cfg, train_ds=TinySet(all_nan=True))
+    before = [p.detach().clone() for p in bad.G.parameters()]
+    with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
+        bad.fit()
+    assert bad.step == 3
+    assert all(torch.equal(a, b) for a, b in zip(before, bad.G.parameters()))  # no update happened
+
+
+def test_gradient_accumulation_matches_bigger_batch(tmp_path):
+    over = {"train.steps": 5, "train.use_gan": False, "train.val_every": 100, "run.deterministic": False}
+    big = tiny_trainer(tmp_path, "big", cfg=tiny_cfg(**over, **{"data.batch_size": 4}))
+    big.fit()
+    acc = tiny_trainer(tmp_path, "acc", cfg=tiny_cfg(**over, **{"data.batch_size": 2, "train.accum_steps": 2}))
+    acc.fit()
+    for a, b in zip(big.G.parameters(), acc.G.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    ra, rb = train_records(tmp_path / "big"), train_records(tmp_path / "acc")
+    assert [r["total"] for r in ra] == pytest.approx([r["total"] for r in rb], rel=1e-5)
+
+
+def test_validation_full_resolution_with_padding(tmp_path):
+    sizes = lambda i: [(37, 53), (64, 40), (45, 45)][i]
+    val = TinySet(n=3, size=sizes, fixed_epoch=0, known_border=True)
+    perfect = tiny_trainer(tmp_path, "oracle", model=Oracle(1.0), val_ds=val,
+                           cfg=tiny_cfg(**{"train.use_gan": False}))
+    res = perfect.validate()
+    assert res["n"] == 3
+    assert res["sad"] == 0 and res["mse"] == 0 and res["grad"] == 0 and res["conn"] == 0
+    assert res["competition_mse"] == 0
+    zero = tiny_trainer(tmp_path, "zero", model=Oracle(0.0), val_ds=val, cfg=tiny_cfg(**{"train.use_gan": False}))
+    res0 = zero.validate()
+    sads, cmses = [], []
+    for i in range(3):
+        item = val[i]
+        g8 = np.rint(item["alpha"][0].numpy() * 255) / 255
+        unknown = item["trimap"][0].numpy() == 0.5
+        sads.append(g8[unknown].sum() / 1000)
+        cmses.append((g8 ** 2).mean())
+    assert res0["sad"] == pytest.approx(np.mean(sads), rel=1e-5)
+    assert res0["competition_mse"] == pytest.approx(np.mean(cmses), rel=1e-5)
+    assert zero.validate(max_images=1)["n"] == 1
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_amp_on_cpu(tmp_path, amp):
+    cfg = tiny_cfg(**{"train.steps": 3, "train.amp": amp, "train.g_warmup_steps": 1, "train.d_every": 1,
+                      "run.deterministic": False, "train.channels_last": True})
+    tr = tiny_trainer(tmp_path, amp, cfg=cfg)
+    tr.fit()
+    recs = train_records(tmp_path / amp)
+    assert len(recs) == 3 and all(math.isfinite(r["total"]) for r in recs)
+    state = ckpt.load_checkpoint(tmp_path / amp / "checkpoints" / "last.pt")
+    assert bool(state["scaler_g"]) == (amp == "fp16")  # a GradScaler only for fp16
+
+
+def test_time_limit_stops_and_saves(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 100000, "train.time_limit_min": 0.02, "train.ckpt_every": 100000,
+                      "train.val_every": 100000, "train.log_every": 100000})
+    t0 = time.monotonic()
+    summary = tiny_trainer(tmp_path, cfg=cfg).fit()
+    assert summary["stopped"] == "time_limit" and time.monotonic() - t0 < 30
+    assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == summary["step"] > 0
+
+
+def test_init_from_loads_generator_weights(tmp_path):
+    src = tiny_trainer(tmp_path, "src", cfg=tiny_cfg(**{"train.steps": 3}))
+    src.fit()
+    cfg = tiny_cfg(**{"train.init_from": str(tmp_path / "src" / "checkpoints" / "last.pt"), "run.seed": 7})
+    dst = tiny_trainer(tmp_path, "dst", cfg=cfg)
+    for a, b in zip(src.G.parameters(), dst.G.parameters()):
+        assert torch.equal(a, b)
+    assert dst.step == 0
+
+
+def test_bad_config_is_refused(tmp_path):
+    from mattingkit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="best_metric"):
+        tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.best_metric": "iou"}))
+    with pytest.raises(ConfigError, match="run.name"):
+        Trainer(tiny_cfg(**{"run.name": "a:b"}), model=TinyG(), train_dataset=TinySet(), headless=True)
