@@ -118,10 +118,29 @@ def cmd_decode(args) -> int:
 
 
 def cmd_download(args) -> int:
-    from .data import download
+    from .config import apply_overrides
+    from .data.download import DownloadError, ensure_config_data
 
     cfg = _load(args)
-    return download.main_download(cfg, competition=args.competition, datasets=args.dataset, dest=args.dest)
+    upd = {}
+    if args.competition:
+        upd["data.kaggle_competition"] = args.competition
+    if args.dataset:
+        upd["data.kaggle_datasets"] = list(args.dataset)
+    if args.data_root:
+        upd["run.data_root"] = str(args.data_root)
+    cfg = apply_overrides(cfg, upd) if upd else cfg
+    if not cfg.data.kaggle_competition and not cfg.data.kaggle_datasets:
+        print("nothing to download: give --competition SLUG and/or --dataset owner/name[:folder]", file=sys.stderr)
+        return 2
+    try:
+        placed = ensure_config_data(cfg)
+    except DownloadError as e:  # messages are already redacted and say what to do
+        print(f"mattingkit download: {e}", file=sys.stderr)
+        return 3
+    for slug, folder in placed.items():
+        print(f"{slug}: {folder}")
+    return 0
 
 
 def cmd_manifest(args) -> int:
@@ -216,8 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("download", help="download Kaggle competition files / datasets into data/")
     _add_config_args(p, default="ecom")
     p.add_argument("--competition", default=None, help="competition slug (default: the config's)")
-    p.add_argument("--dataset", action="append", default=None, help="owner/name, repeatable")
-    p.add_argument("--dest", type=Path, default=None)
+    p.add_argument("--dataset", action="append", default=None, help="owner/name[:folder], repeatable")
+    p.add_argument("--data-root", type=Path, default=None, help="default: the platform's data root")
     p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("manifest", help="scan a dataset layout, validate every file, write a manifest CSV")

@@ -98,7 +98,7 @@ class ModelConfig:
     name: str = "alphagan"            # alphagan | dim | u2netp
     backbone: str = "resnet50"        # resnet18 | resnet34 | resnet50 (alphagan); vgg16_bn (dim)
     pretrained: bool = True           # ImageNet weights when available (offline -> random init + message)
-    weights_path: str | None = None   # local torchvision state dict for the backbone
+    weights_path: str | None = None   # local torchvision backbone state dict (alphagan/dim); u2netp: full u2netp.pth
     output_stride: int = 8            # 8 or 16
     aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])  # at output stride 16; doubled at 8
     norm: str = "bn"                  # bn | gn

@@ -74,8 +74,13 @@ def _f32(x: torch.Tensor) -> torch.Tensor:
 
 def _fp32_region(x: torch.Tensor):
     """Disable autocast for the loss maths (convs in Sobel / pyramids must stay float32)."""
-    if torch.is_autocast_enabled(x.device.type):
-        return torch.autocast(device_type=x.device.type, enabled=False)
+    device = x.device.type
+    try:
+        enabled = torch.is_autocast_enabled(device)
+    except TypeError:  # torch < 2.4: no device argument
+        enabled = torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
+    if enabled:
+        return torch.autocast(device_type=device, enabled=False)
     return contextlib.nullcontext()
 
 

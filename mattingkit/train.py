@@ -1025,24 +1025,26 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = F
     return trainer.fit()
 
 
-def _notebook_worker(cfg_dict: dict, run_dir: str | None, fresh: bool) -> None:
-    train(from_dict(cfg_dict), run_dir=run_dir, fresh=fresh)
+def _notebook_worker(cfg_dict: dict, run_dir: str | None, fresh: bool, trainer_kwargs: dict) -> None:
+    train(from_dict(cfg_dict), run_dir=run_dir, fresh=fresh, **trainer_kwargs)
 
 
 def launch_notebook(cfg: Config, num_processes: int = 2, run_dir: str | os.PathLike | None = None,
-                    fresh: bool = False, use_port: str = "29500") -> dict:
+                    fresh: bool = False, use_port: str | int = 29500, **trainer_kwargs) -> dict:
     """Multi-GPU training from a notebook (Kaggle's 2xT4) through ``accelerate.notebook_launcher``.
 
-    Call it before anything touches CUDA in the notebook (Accelerate forks the kernel). Returns the
-    summary the main process wrote to ``run_dir/metrics.json``.
+    Call it before anything touches CUDA in the notebook: Accelerate forks the kernel, one process per
+    device (on a CPU-only machine: CPU processes talking gloo). ``trainer_kwargs`` go to
+    :class:`Trainer` in every process (forked, so they need not be picklable). Returns the summary the
+    main process wrote to ``run_dir/metrics.json``.
 
     Example (Kaggle, 2 GPUs): ``launch_notebook(load_config("ecom"), num_processes=2)``
     """
     from accelerate import notebook_launcher
 
     rd = str(run_dir) if run_dir is not None else str(default_run_dir(cfg))
-    notebook_launcher(_notebook_worker, args=(cfg.to_dict(), rd, fresh), num_processes=num_processes,
-                      use_port=str(use_port))
+    notebook_launcher(_notebook_worker, args=(cfg.to_dict(), rd, fresh, trainer_kwargs),
+                      num_processes=num_processes, use_port=str(use_port))
     return json.loads((Path(rd) / "metrics.json").read_text(encoding="utf-8"))
 
 

@@ -249,26 +249,28 @@ def _real_models_available() -> bool:
 @pytest.mark.slow
 @pytest.mark.shared
 @pytest.mark.skipif(not _real_models_available(), reason="mattingkit.models not available yet")
-def test_tiling_with_real_alphagan_resnet18_is_close(alphamatting_dev, capsys):
-    """The real AlphaGAN generator (random init, seeded) has global operations (ASPP image pooling,
-    GroupNorm in the demo config), so tiling only approximates; measure and bound it loosely."""
+def test_tiling_path_with_real_alphagan_resnet18(alphamatting_dev, capsys):
+    """The real AlphaGAN generator (demo config, resnet18, random init): the tiled code path with one
+    tile covering the padded image reproduces the untiled result exactly, and small tiles give a valid
+    (finite, clamped) matte. AlphaGAN's receptive field (dilated ASPP, image pooling, GroupNorm) far
+    exceeds any overlap, so small tiles only approximate it: the figure is printed, not asserted."""
     from mattingkit.config import load_config
     from mattingkit.models import build_model
 
     torch.manual_seed(0)  # build_model initialises from torch's default generator
-    cfg = load_config("demo", ["model.norm=bn"])
-    model = build_model(cfg.model).eval()
+    model = build_model(load_config("demo").model).eval()
     img = read_image(alphamatting_dev / "image" / "GT02.png")
     tri = read_trimap(alphamatting_dev / "trimap" / "GT02.png")
     untiled = predict(model, img, tri)
+    one_tile = predict(model, img, tri, pixel_budget=1000, tile_size=1024, tile_overlap=128)
+    np.testing.assert_array_equal(one_tile, untiled)
     tiled = predict(model, img, tri, pixel_budget=100_000, tile_size=512, tile_overlap=128)
-    diff = np.abs(tiled - untiled)
-    unknown = tri == 0.5
+    assert np.isfinite(tiled).all() and tiled.min() >= 0 and tiled.max() <= 1
+    assert (tiled[tri == 0] == 0).all() and (tiled[tri == 1] == 1).all()
+    diff = np.abs(tiled - untiled)[tri == 0.5]
     with capsys.disabled():
-        print(f"\nAlphaGAN resnet18 (bn) tiled vs untiled on GT02, tile 512 overlap 128: "
-              f"max {diff.max():.4f}, mean over unknown {diff[unknown].mean():.5f}, "
-              f"share > 1/255: {(diff[unknown] > 1 / 255).mean():.3f}")
-    assert diff.max() < 0.5
+        print(f"\nAlphaGAN resnet18 (demo, random init) tiled (512/128) vs untiled on GT02, unknown region: "
+              f"max {diff.max():.3f}, mean {diff.mean():.4f}, share > 1/255 {(diff > 1 / 255).mean():.3f}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,7 +396,7 @@ def _checkpoint_api_available() -> bool:
 
 
 @pytest.mark.skipif(not _checkpoint_api_available(), reason="mattingkit.checkpoint / models not available yet")
-def test_load_model_round_trip(tmp_path):
+def test_load_model_from_best_pt_and_export(tmp_path):
     from mattingkit import checkpoint
     from mattingkit.config import load_config
     from mattingkit.infer import load_model
@@ -403,12 +405,16 @@ def test_load_model_round_trip(tmp_path):
     cfg = load_config("demo")
     torch.manual_seed(0)
     model = build_model(cfg.model).eval()
-    exporter = getattr(checkpoint, "export_generator", None) or getattr(checkpoint, "export_inference", None)
-    if exporter is None:
-        pytest.skip("no export function in mattingkit.checkpoint")
-    path = exporter(model, cfg, tmp_path / "export.pt")
-    loaded, cfg2 = load_model(path if path is not None else tmp_path / "export.pt")
-    img = _rng_image(64, 64)
-    tri = np.full((64, 64), 0.5, np.float32)
-    np.testing.assert_array_equal(predict(model, img, tri), predict(loaded, img, tri))
-    assert cfg2.model.backbone == cfg.model.backbone
+    state = {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "step": 5,
+             "generator": model.state_dict(), "config": cfg.to_dict()}
+    best = checkpoint.save_checkpoint(state, tmp_path / "best.pt")
+    img = _rng_image(64, 96)
+    tri = np.full((64, 96), 0.5, np.float32)
+    tri[:8] = 0
+    expected = predict(model, img, tri)
+    loaded, cfg2 = load_model(best)
+    assert not loaded.training and cfg2.model.backbone == cfg.model.backbone
+    np.testing.assert_array_equal(predict(loaded, img, tri), expected)
+    export = checkpoint.export_inference(best, tmp_path / "export.pt", half=False)
+    loaded2, _ = load_model(export)
+    np.testing.assert_array_equal(predict(loaded2, img, tri), expected)

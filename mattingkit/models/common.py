@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import urllib.error
 import urllib.request
 import warnings
 from pathlib import Path
@@ -225,7 +226,9 @@ def _probe(url: str, timeout: float) -> str | None:
             req = urllib.request.Request(url, method="HEAD")
             with urllib.request.urlopen(req, timeout=timeout):
                 pass
-        except Exception as e:  # noqa: BLE001 - any failure means "not reachable"
+        except urllib.error.HTTPError:
+            pass  # the server answered (some CDNs refuse HEAD): reachable, let the download decide
+        except Exception as e:  # noqa: BLE001 - any other failure means "not reachable"
             result["error"] = f"{type(e).__name__}: {e}"
 
     t = threading.Thread(target=run, daemon=True, name="mattingkit-weights-probe")
