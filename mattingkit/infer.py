@@ -37,18 +37,19 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from .io import IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, read_alpha, read_image, read_trimap, write_png
+from .io import (
+    IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, read_alpha, read_image, read_trimap, write_png,
+)
 
 #: Models downsample by up to this factor: padded sizes and tile origins are multiples of it.
 PAD_MULTIPLE = 32
@@ -496,7 +497,7 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     items = _items(images)
     report = PredictReport(out_dir=out_dir)
     seen: dict[str, Path] = {}
-    bar = progress(items, desc="predict", headless=headless, unit="img")
+    bar = progress(items, desc="predict", headless=headless, unit="img") if verbose else items
     for stem, img_path, tri_path in bar:
         if stem in seen:
             report.failed.append((str(img_path), f"duplicate stem {stem!r} (also {seen[stem].name}); not written"))

@@ -19,6 +19,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -167,21 +168,54 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 # Pipeline
 # --------------------------------------------------------------------------------------------
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def strip_ansi(text: str) -> str:
+    """Remove terminal colour codes (IPython tracebacks carry them).
+
+    Example:
+        >>> strip_ansi("\x1b[31mValueError\x1b[39m: boom")
+        'ValueError: boom'
+    """
+    return _ANSI.sub("", text)
+
+
 @dataclass
 class PipelineResult:
+    """What :func:`run_pipeline` did. On failure: the notebook, the cell (``In [N]`` of the executed
+    notebook and its first source line), the error and the tail of its traceback."""
+
     ok: bool
     run_dir: Path
     executed: list[str] = field(default_factory=list)
     failed_notebook: str | None = None
-    failed_cell: int | None = None
+    failed_cell: int | None = None          # execution count (``In [N]``) in the executed notebook
+    failed_cell_index: int | None = None    # 0-based cell index in the executed notebook
+    failed_source: str | None = None
     error: str | None = None
+    traceback: str | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def output_notebook(self) -> Path | None:
+        return self.run_dir / NOTEBOOK_DIR_NAME / self.failed_notebook if self.failed_notebook else None
 
     def summary(self) -> str:
         if self.ok:
             return f"run {self.run_dir.name}: {len(self.executed)} notebooks ok in {self.seconds:.0f}s -> {self.run_dir}"
-        return (f"run {self.run_dir.name}: FAILED in {self.failed_notebook} (cell {self.failed_cell}): "
-                f"{self.error}\n  executed notebook: {self.run_dir / NOTEBOOK_DIR_NAME / (self.failed_notebook or '')}")
+        where = f"cell In [{self.failed_cell}]" if self.failed_cell is not None else "kernel start-up"
+        lines = [f"run {self.run_dir.name}: FAILED in {self.failed_notebook}, {where}: {self.error}"]
+        if self.failed_source:
+            src = self.failed_source.strip().splitlines()
+            lines.append("  cell source: " + (src[0] if src else "") + (" ..." if len(src) > 1 else ""))
+        if self.traceback:
+            tb = [ln for ln in self.traceback.splitlines() if ln.strip()]
+            lines.append("  traceback (last lines):")
+            lines += ["    " + ln for ln in tb[-12:]]
+        lines.append(f"  executed notebook (with the error): {self.output_notebook}")
+        return "\n".join(lines)
 
 
 def _select(notebooks: Iterable[str] | None) -> list[str]:
@@ -189,6 +223,8 @@ def _select(notebooks: Iterable[str] | None) -> list[str]:
         return list(NOTEBOOKS)
     chosen = []
     for want in notebooks:
+        if isinstance(want, int) and not isinstance(want, bool):  # YAML reads 01 as 1
+            want = f"{want:02d}"
         match = [n for n in NOTEBOOKS if n == want or n.startswith(str(want))]
         if not match:
             raise ValueError(f"unknown notebook {want!r}; choose from {', '.join(NOTEBOOKS)}")
@@ -196,60 +232,129 @@ def _select(notebooks: Iterable[str] | None) -> list[str]:
     return [n for n in NOTEBOOKS if n in chosen]
 
 
-def run_pipeline(config: str | os.PathLike = "demo", overrides: Iterable[str] | None = None,
+#: Parameters every notebook declares (the rest are notebook-specific, see each ``parameters`` cell).
+COMMON_PARAMETERS = ("config", "overrides", "run_name", "runs_root", "smoke")
+
+
+def notebook_parameters(path: str | os.PathLike) -> list[str]:
+    """Names declared in a notebook's ``parameters`` cell (papermill's inspection)."""
+    import papermill as pm
+
+    return list(pm.inspect_notebook(str(path)))
+
+
+@contextlib.contextmanager
+def _environ(**values: str):
+    """Set environment variables for the kernels papermill starts (they inherit ``os.environ``)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _config_param(config: str | os.PathLike | Config, ctx: "RunContext") -> str:
+    """What the notebooks get as ``config``: a shipped name as is, a YAML path made absolute (the
+    kernels run in the notebooks folder), a Config object as the run's saved ``config.yaml``."""
+    if isinstance(config, Config):
+        return str(ctx.path("config.yaml"))
+    p = Path(config)
+    if p.suffix and p.exists():
+        return str(p.resolve())
+    return str(config)
+
+
+def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterable[str] | None = None,
                  name: str | None = None, smoke: bool = False, runs_root: str | os.PathLike | None = None,
                  notebooks: Iterable[str] | None = None, kernel_name: str | None = None,
-                 notebooks_dir: str | os.PathLike | None = None, quiet: bool = False) -> PipelineResult:
+                 notebooks_dir: str | os.PathLike | None = None, quiet: bool = False,
+                 parameters: Mapping[str, Any] | None = None, cell_timeout: int | None = None) -> PipelineResult:
     """Execute the numbered notebooks with papermill into ``runs/NAME/notebooks/``.
 
-    Stops at the first failing notebook and prints which notebook, which cell and the error.
-    Parameters passed to every notebook: ``config``, ``overrides``, ``run_name``, ``runs_root``, ``smoke``.
+    Stops at the first failing notebook and prints which notebook, which cell and the error (the
+    executed notebook, kept in the run folder, shows the full traceback).
+    Parameters passed to every notebook: ``config``, ``overrides``, ``run_name``, ``runs_root``, ``smoke``;
+    ``parameters`` adds notebook-specific ones (e.g. ``{"submission_dir": "/tmp/x"}``), each passed only
+    to the notebooks that declare it (a name no selected notebook declares is an error).
+    The kernels run with ``MATTINGKIT_HEADLESS=1`` (plain-text progress) and inherit the environment,
+    so credentials come from environment variables, never from parameters.
+
+    Example:
+        >>> res = run_pipeline("demo", ["train.steps=20"], name="quick")   # doctest: +SKIP
+        >>> res.ok, res.executed                                           # doctest: +SKIP
     """
     import papermill as pm
 
     overrides = list(overrides or [])
     ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke)
-    src_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
+    src_dir = (Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()).resolve()
+    selected = _select(notebooks)
+    declared = {nb: set(notebook_parameters(src_dir / f"{nb}.ipynb")) for nb in selected}
+    extra = dict(parameters or {})
+    unknown = sorted(k for k in extra if not any(k in d for d in declared.values()))
+    if unknown:
+        raise ValueError(f"parameter(s) {unknown} are declared by none of the notebooks {selected}")
     out_dir = ctx.run_dir / NOTEBOOK_DIR_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
     (ctx.run_dir / DONE_MARKER).unlink(missing_ok=True)
-    params = {
-        "config": str(config),
-        "overrides": overrides,
+    common = {
+        "config": _config_param(config, ctx),
+        "overrides": overrides if not isinstance(config, Config) else [],
         "run_name": ctx.name,
-        "runs_root": str(ctx.run_dir.parent),
-        "smoke": bool(smoke),
+        "runs_root": str(ctx.run_dir.parent.resolve()),
+        "smoke": bool(smoke) if not isinstance(config, Config) else False,
     }
-    # The kernels papermill starts inherit this environment: headless progress, same data root.
-    os.environ["MATTINGKIT_HEADLESS"] = "1"
     result = PipelineResult(ok=True, run_dir=ctx.run_dir)
     t0 = time.monotonic()
-    for nb in _select(notebooks):
-        src = src_dir / f"{nb}.ipynb"
-        dst = out_dir / f"{nb}.ipynb"
-        if not quiet:
-            print(f"[{ctx.name}] {nb} ...", flush=True)
-        t1 = time.monotonic()
-        try:
-            pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name or _kernel_name(),
-                                cwd=str(src_dir), progress_bar=False, log_output=False,
-                                report_mode=False, request_save_on_cell_execute=True)
-        except Exception as e:  # papermill's PapermillExecutionError or a kernel/startup failure
-            result.ok = False
-            result.failed_notebook = f"{nb}.ipynb"
-            result.failed_cell = getattr(e, "exec_count", None) or getattr(e, "cell_index", None)
-            ename, evalue = getattr(e, "ename", type(e).__name__), getattr(e, "evalue", str(e))
-            result.error = f"{ename}: {evalue}".strip()
+    # Headless progress in the kernels; the same data root as this process (relative roots resolved).
+    kernel_env = {"MATTINGKIT_HEADLESS": "1", "PYTHONUNBUFFERED": "1"}
+    for var in ("MATTINGKIT_DATA_ROOT", "MATTINGKIT_RUNS_ROOT"):
+        if os.environ.get(var):
+            kernel_env[var] = str(Path(os.environ[var]).resolve())
+    with _environ(**kernel_env):
+        for nb in selected:
+            src = src_dir / f"{nb}.ipynb"
+            dst = out_dir / f"{nb}.ipynb"
+            params = dict(common, **{k: v for k, v in extra.items() if k in declared[nb]})
             if not quiet:
-                print(result.summary(), file=sys.stderr, flush=True)
-            break
-        result.executed.append(nb)
-        if not quiet:
-            print(f"[{ctx.name}] {nb} ok ({time.monotonic() - t1:.0f}s)", flush=True)
+                print(f"[{ctx.name}] {nb} ...", flush=True)
+            t1 = time.monotonic()
+            try:
+                pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name or _kernel_name(),
+                                    cwd=str(src_dir), progress_bar=False, log_output=False, report_mode=False,
+                                    request_save_on_cell_execute=True, execution_timeout=cell_timeout)
+            except Exception as e:  # papermill's PapermillExecutionError or a kernel/start-up failure
+                result.ok = False
+                result.failed_notebook = f"{nb}.ipynb"
+                result.failed_cell = getattr(e, "exec_count", None)
+                result.failed_cell_index = getattr(e, "cell_index", None)
+                result.failed_source = getattr(e, "source", None)
+                ename = getattr(e, "ename", None) or type(e).__name__
+                evalue = getattr(e, "evalue", None)
+                if evalue is None:
+                    evalue = str(e)
+                result.error = strip_ansi(f"{ename}: {evalue}".strip())
+                tb = getattr(e, "traceback", None)
+                if tb:
+                    result.traceback = strip_ansi("\n".join(tb))
+                result.timings[nb] = round(time.monotonic() - t1, 1)
+                if not quiet:
+                    print(result.summary(), file=sys.stderr, flush=True)
+                break
+            result.executed.append(nb)
+            result.timings[nb] = round(time.monotonic() - t1, 1)
+            if not quiet:
+                print(f"[{ctx.name}] {nb} ok ({result.timings[nb]:.0f}s)", flush=True)
     result.seconds = time.monotonic() - t0
     if result.ok:
         atomic_write_text(ctx.run_dir / DONE_MARKER, json.dumps({"notebooks": result.executed,
-                                                                 "seconds": round(result.seconds, 1)}))
+                                                                 "seconds": round(result.seconds, 1),
+                                                                 "timings": result.timings}))
         if not quiet:
             print(result.summary(), flush=True)
     return result
@@ -291,6 +396,12 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
               quiet: bool = False) -> SweepResult:
     """Run every point of a sweep file; skip finished runs; continue past failures; tabulate metrics.
 
+    Each point is a run folder ``runs_root/<sweep name>/<NN_key=value_...>/``; a folder with a ``DONE``
+    marker (all its notebooks succeeded) is skipped on a re-run. The submission CSV of a sweep run stays
+    in its run folder (``copy_submission=False``) unless ``parameters`` say otherwise. Writes
+    ``results.csv`` (every flattened metric), ``results.md`` (the grid keys, status and main metric)
+    and ``results.png`` (the main metric per run).
+
     The YAML file::
 
         name: lr_norm              # sweep folder under runs_root
@@ -300,12 +411,14 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
         notebooks: ["01", "02", "03", "04"]   # optional subset
         metric: 04_inference.sad   # main metric (a flattened key of metrics.json)
         mode: min
+        parameters: {n_preview: 2}  # optional notebook-specific parameters
         grid:
           train.lr_g: [1.0e-4, 5.0e-4]
           model.norm: [bn, gn]
     """
     spec = yaml.safe_load(Path(grid_yaml).read_text(encoding="utf-8")) or {}
-    unknown = set(spec) - {"name", "config", "smoke", "overrides", "notebooks", "metric", "mode", "grid"}
+    unknown = set(spec) - {"name", "config", "smoke", "overrides", "notebooks", "metric", "mode", "grid",
+                           "parameters"}
     if unknown:
         raise ValueError(f"{grid_yaml}: unknown sweep keys {sorted(unknown)}")
     if "grid" not in spec:
@@ -315,6 +428,13 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
     sweep_dir = root / name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     metric = spec.get("metric")
+    config = spec.get("config", "demo")
+    cfg_path = Path(grid_yaml).parent / str(config)
+    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
+        config = str(cfg_path.resolve())  # a config file named relative to the sweep file
+    params = dict(spec.get("parameters") or {})
+    if any(n.startswith("05") for n in _select(spec.get("notebooks"))):
+        params.setdefault("copy_submission", False)
     rows = []
     all_ok = True
     for i, point in enumerate(sweep_points(spec["grid"])):
@@ -324,10 +444,11 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
         if not (run_dir / DONE_MARKER).exists():
             overrides = list(spec.get("overrides") or []) + [f"{k}={json.dumps(v)}" for k, v in point.items()]
             try:
-                res = run_pipeline(spec.get("config", "demo"), overrides, name=run_name, runs_root=sweep_dir,
+                res = run_pipeline(config, overrides, name=run_name, runs_root=sweep_dir,
                                    smoke=bool(spec.get("smoke", False)), notebooks=spec.get("notebooks"),
-                                   quiet=quiet)
-                status = "ok" if res.ok else f"failed: {res.failed_notebook}: {res.error}"
+                                   quiet=quiet, parameters=params)
+                status = "ok" if res.ok else (f"failed: {res.failed_notebook} In [{res.failed_cell}]: "
+                                              f"{res.error}")
             except Exception as e:  # a broken point never stops the sweep
                 status = f"failed: {type(e).__name__}: {e}"
                 if not quiet:
@@ -381,4 +502,5 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.5g}"
-    return str(v)
+    text = " ".join(str(v).split())  # one line per table row
+    return text.replace("|", "\\|")[:160]

@@ -42,7 +42,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .io import IMAGE_EXTENSIONS, ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, read_alpha
+from .io import ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, read_alpha
 
 HEADER = ("filename", "image_utf")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -126,7 +126,8 @@ class SubmissionReport:
     resized: list[str] = field(default_factory=list)   # "stem: WxH -> WxH"
 
     def summary(self) -> str:
-        s = f"wrote {self.path} — {self.rows} rows, {_human(self.file_size)} ({self.file_size} bytes); order: {self.order}"
+        s = (f"wrote {self.path} — {self.rows} rows, {_human(self.file_size)} ({self.file_size} bytes); "
+             f"order: {self.order}")
         if self.resized:
             s += f"\n  resized {len(self.resized)} prediction(s) to the test size: " + "; ".join(self.resized[:5])
             if len(self.resized) > 5:
@@ -187,7 +188,8 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
             writer.writerow(HEADER)
-            for name in progress(names, desc="submission", headless=headless, unit="row"):
+            rows = progress(names, desc="submission", headless=headless, unit="row") if verbose else names
+            for name in rows:
                 if name in tests:
                     w, h = image_size(tests[name])
                 elif test_dir is not None:
@@ -399,6 +401,7 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
                 name_col, data_col, width = 1, 2, 3
             elif len(header) == 2 and len(header[1]) > 100 and _B64_RE.match(header[1].strip()):
                 report.problems.append(f"missing header row (want {','.join(HEADER)})")
+                rows.close()
                 rows, first_line = _iter_rows(path), 1   # the first line is data: read it again
             else:
                 report.problems.append(f"header is {','.join(header)!r}, want exactly {','.join(HEADER)!r}")

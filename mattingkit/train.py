@@ -425,7 +425,9 @@ class Trainer:
         self.history_path = self.run_dir / "metrics.jsonl"
         self.written: list[str] = []  # files this process wrote (the multi-process test checks it)
 
-        if cfg.run.deterministic:
+        self._det_before = (torch.are_deterministic_algorithms_enabled(),
+                            torch.is_deterministic_algorithms_warn_only_enabled())
+        if cfg.run.deterministic:  # process-wide: restored by close()
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
@@ -517,6 +519,8 @@ class Trainer:
         self._writer = None
         self._loader_iter = None
         self._committing = False
+        self._window: dict[str, float] = {}  # loss sums since the last log record
+        self._window_n = 0
         self._val_grid: list = []
         self._t0 = time.monotonic()
 
@@ -674,6 +678,8 @@ class Trainer:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self.cfg.run.deterministic:
+            torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
 
     # ---------------------------------------------------------------------------------------
     # one iteration
@@ -796,7 +802,7 @@ class Trainer:
         sums = torch.zeros(6, dtype=torch.float64)
         grid_items = []
         for i in range(self.dist.rank, limit, self.dist.world):
-            item = torch.utils.data.default_collate([self.val_ds[i]])
+            item = {k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v]) for k, v in self.val_ds[i].items()}
             batch = to_device(item, self.device, self.cfg.train.channels_last)
             image, (h, w) = pad_to_multiple(batch["image"])
             trimap, _ = pad_to_multiple(batch["trimap"])
@@ -861,54 +867,29 @@ class Trainer:
 
         cfg, t = self.cfg, self.cfg.train
         end = t.steps if until is None else min(t.steps, int(until))
+        if cfg.run.deterministic:  # (again: close() restores the process-wide setting)
+            torch.use_deterministic_algorithms(True, warn_only=True)
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
             self._wrote(self.run_dir / "config.yaml")
         deadline = None if t.time_limit_min is None else self._t0 + 60.0 * t.time_limit_min
         if self.step == 0 and t.val_at_start and self.val_ds is not None:
             res = self.validate()
-            if res is not None:
-                self._after_validation(res)
+            if res is not None and self._after_validation(res):
+                self.save((ckpt.BEST,))
         bar = None
         if self.dist.is_main:
             bar = progress(total=max(0, end - self.step), desc=f"train {cfg.run.name}", headless=self.headless)
-        window: dict[str, float] = {}
-        window_n = 0
         stopped = "done"
         t_start, step_start = time.monotonic(), self.step
         try:
             while self.step < end:
                 terms = self.train_step()
-                step = self.step
-                if terms is not None:
-                    for k, v in terms.items():
-                        window[k] = window.get(k, 0.0) + v
-                    window_n += 1
                 if bar is not None:
                     bar.update(1)
-                if step % t.log_every == 0 or step == end:
-                    self._log_train(window, window_n, bar)
-                    window, window_n = {}, 0
-                if step % t.image_every == 0 and terms is not None and self.writer is not None:
-                    from .viz import make_grid
-
-                    b = self._last_batch
-                    grid = make_grid(b["image"], b["trimap"], b["alpha"], self._last_pred)
-                    self.writer.add_image("train/image_trimap_gt_pred_error", grid, step, dataformats="HWC")
-                new_best = False
-                if step % t.val_every == 0 or step == t.steps:
-                    res = self.validate()
-                    if res is not None:
-                        new_best = self._after_validation(res)
-                        if bar is not None:
-                            bar.write(f"step {step}: val {t.best_metric}={res[t.best_metric]:.4g} "
-                                      f"(best {self.best['value']:.4g} @ {self.best['step']})")
-                if new_best:
-                    self.save((ckpt.BEST,))
-                if step % t.ckpt_every == 0 or step == end:
-                    self.save((ckpt.LAST,))
+                self.after_step(terms, end, bar)
                 if deadline is not None and self.dist.broadcast_flag(time.monotonic() > deadline):
-                    if step % t.ckpt_every != 0 and step != end:
+                    if self.step % t.ckpt_every != 0 and self.step != end:
                         self.save((ckpt.LAST,))
                     stopped = "time_limit"
                     break
@@ -936,8 +917,43 @@ class Trainer:
         self.dist.barrier()
         return summary
 
+    def after_step(self, terms: dict[str, float] | None, end: int, bar=None) -> None:
+        """The periodic work after each iteration: log (every ``log_every``), image grid
+        (``image_every``), validation + best.pt (``val_every`` and the last step), last.pt
+        (``ckpt_every`` and the end of the session)."""
+        t, step = self.cfg.train, self.step
+        if terms is not None:
+            for k, v in terms.items():
+                self._window[k] = self._window.get(k, 0.0) + v
+            self._window_n += 1
+        if step % t.log_every == 0 or step == end:
+            self._log_train(self._window, self._window_n, bar)
+            self._window, self._window_n = {}, 0
+        if step % t.image_every == 0 and terms is not None and self.writer is not None:
+            from .viz import make_grid
+
+            b = self._last_batch
+            grid = make_grid(b["image"], b["trimap"], b["alpha"], self._last_pred)
+            self.writer.add_image("train/image_trimap_gt_pred_error", grid, step, dataformats="HWC")
+        new_best = False
+        if step % t.val_every == 0 or step == t.steps:
+            res = self.validate()
+            if res is not None:
+                new_best = self._after_validation(res)
+                if bar is not None:
+                    bar.write(f"step {step}: val {t.best_metric}={res[t.best_metric]:.4g} "
+                              f"(best {self.best['value']:.4g} @ {self.best['step']})")
+        if new_best:
+            self.save((ckpt.BEST,))
+        if step % t.ckpt_every == 0 or step == end:
+            self.save((ckpt.LAST,))
+
     def _log_train(self, window: dict[str, float], n: int, bar) -> None:
         rec: dict[str, Any] = {"step": self.step, "phase": "train"}
+        if self.dist.world > 1 and window:  # the mean over processes (every rank has the same keys)
+            keys = sorted(window)
+            avg = self.dist.sum(torch.tensor([window[k] for k in keys], dtype=torch.float64)) / self.dist.world
+            window = dict(zip(keys, avg.cpu().tolist()))
         if n:
             rec.update({k: v / n for k, v in window.items()})
         rec["nonfinite_total"] = self.nonfinite_total

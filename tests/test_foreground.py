@@ -10,7 +10,10 @@ import doctest
 import json
 import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,7 @@ from mattingkit.data.foreground import (
 from mattingkit.data.manifest import read_manifest, write_manifest
 from mattingkit.io import read_alpha, read_image, write_png
 
-METHODS = ["ml", "ml_numpy"]
+METHODS = ["pymatting", "ml"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -94,13 +97,33 @@ def test_known_region_is_the_photo_exactly():
 
 def test_numpy_port_agrees_with_pymatting():
     fg, alpha, bg1, bg2, photo = synthetic_case(5, n=128)
-    a = estimate_foreground(photo, alpha, method="ml")
-    b = estimate_foreground(photo, alpha, method="ml_numpy")
+    a = estimate_foreground(photo, alpha, method="pymatting")
+    b = estimate_foreground(photo, alpha, method="ml")
     weighted = np.abs(a - b) * alpha[..., None]     # F only matters in proportion to alpha
     assert float(weighted.mean()) < 2e-3
     ea, _ = recomposite_errors(a, photo, fg, alpha, bg2)
     eb, _ = recomposite_errors(b, photo, fg, alpha, bg2)
     assert eb < 1.5 * ea + 1e-5 and ea < 1.5 * eb + 1e-5
+
+
+def _estimate_in_child(queue):
+    fg, alpha, bg1, bg2, photo = synthetic_case(6, n=48)
+    queue.put(estimate_foreground(photo, alpha, method="ml").tobytes())
+
+
+@pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="no fork start method")
+def test_default_method_works_in_a_forked_worker_after_use_in_the_parent():
+    """DataLoader workers are forked from a process that may already have estimated foregrounds."""
+    fg, alpha, bg1, bg2, photo = synthetic_case(6, n=48)
+    expected = estimate_foreground(photo, alpha, method="ml")
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_estimate_in_child, args=(queue,))
+    child.start()
+    got = queue.get(timeout=60)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert got == expected.tobytes()
 
 
 def test_accepts_uint8_and_tiny_images():
@@ -129,6 +152,10 @@ def test_input_checks():
         estimate_foreground(img, a, method="magic")
     with pytest.raises(TypeError, match="unknown foreground estimation option"):
         estimate_foreground(img, a, regularisation=1e-3)
+    with pytest.raises(ValueError, match="regularization must be a finite number > 0"):
+        estimate_foreground(img, a, regularization=0)
+    with pytest.raises(ValueError, match="n_big_iterations must be an integer"):
+        ForegroundCache("/tmp/x", n_big_iterations=1.5)
     with pytest.raises(ValueError, match="cache file name"):
         ForegroundCache("/tmp/x").path("../escape")
 
@@ -143,16 +170,16 @@ def write_case(folder: Path, name: str, seed: int, n: int = 64) -> tuple[Path, P
 
 def test_cache_roundtrip_and_reuse(tmp_path):
     im, al = write_case(tmp_path, "s", 0)
-    cache = ForegroundCache(tmp_path / "cache", method="ml_numpy")
+    cache = ForegroundCache(tmp_path / "cache", method="ml")
     assert not cache.is_cached("s", im, al)
     first = cache.get("s", im, al)
     png, sidecar = tmp_path / "cache" / "s.png", tmp_path / "cache" / "s.json"
     assert png.exists() and sidecar.exists()
     meta = json.loads(sidecar.read_text())
-    assert meta["method"] == "ml_numpy" and meta["shape"] == [64, 64]
+    assert meta["method"] == "ml" and meta["shape"] == [64, 64]
     # what get() returned is exactly what is on disk, and equals a direct estimate up to 8 bits
     np.testing.assert_array_equal(first, read_image(png))
-    direct = estimate_foreground(read_image(im), read_alpha(al), method="ml_numpy")
+    direct = estimate_foreground(read_image(im), read_alpha(al), method="ml")
     assert np.abs(first - direct).max() <= 0.5 / 255 + 1e-6
     # second get loads: the files are not rewritten
     stamp = png.stat().st_mtime_ns, sidecar.stat().st_mtime_ns
@@ -160,17 +187,18 @@ def test_cache_roundtrip_and_reuse(tmp_path):
     np.testing.assert_array_equal(cache.get("s", im, al), first)
     assert (png.stat().st_mtime_ns, sidecar.stat().st_mtime_ns) == stamp
     # a cache with other options does not reuse the entry
-    assert not ForegroundCache(tmp_path / "cache", method="ml_numpy", regularization=1e-3).is_cached("s", im, al)
-    assert not ForegroundCache(tmp_path / "cache", method="ml").is_cached("s", im, al)
+    assert not ForegroundCache(tmp_path / "cache", method="ml", regularization=1e-3).is_cached("s", im, al)
+    assert not ForegroundCache(tmp_path / "cache", method="pymatting").is_cached("s", im, al)
 
 
 def test_cache_invalidation_on_changed_source(tmp_path):
     im, al = write_case(tmp_path, "s", 0)
-    cache = ForegroundCache(tmp_path / "cache", method="ml_numpy")
+    cache = ForegroundCache(tmp_path / "cache", method="ml")
     first = cache.get("s", im, al)
-    # touched (new mtime) but identical content: still valid, recognised by hash
+    # touched (new mtime) but identical content: still valid, recognised by hash, new mtime recorded
     os.utime(al, ns=(1_000_000_000, 1_000_000_000))
     assert cache.is_cached("s", im, al)
+    assert json.loads((tmp_path / "cache" / "s.json").read_text())["alpha"]["mtime_ns"] == 1_000_000_000
     # changed content: recomputed, even when the old mtime is restored (the size differs)
     alpha2 = np.ascontiguousarray(read_alpha(al)[:, ::-1])
     write_png(al, alpha2)
@@ -185,11 +213,22 @@ def test_cache_invalidation_on_changed_source(tmp_path):
     assert not cache.is_cached("s", im, al)
 
 
+def test_unwritable_cache_still_returns_the_foreground(tmp_path):
+    im, al = write_case(tmp_path, "s", 0)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("x")
+    cache = ForegroundCache(blocker / "cache", method="ml")   # cannot be created
+    with pytest.warns(RuntimeWarning, match="cannot write the foreground cache"):
+        fg = cache.get("s", im, al)
+    expected = ForegroundCache(tmp_path / "ok", method="ml").get("s", im, al)
+    np.testing.assert_array_equal(fg, expected)
+
+
 @pytest.mark.parametrize("damage", ["truncate_png", "garbage_json", "delete_png", "swap_png"])
 def test_damaged_entries_are_recomputed(tmp_path, damage):
     im, al = write_case(tmp_path, "s", 0)
     im2, al2 = write_case(tmp_path, "t", 1)
-    cache = ForegroundCache(tmp_path / "cache", method="ml_numpy")
+    cache = ForegroundCache(tmp_path / "cache", method="ml")
     good = cache.get("s", im, al)
     other = cache.get("t", im2, al2)
     png = cache.path("s")
@@ -207,36 +246,52 @@ def test_damaged_entries_are_recomputed(tmp_path, damage):
     assert not np.array_equal(good, other)
 
 
-def _race_worker(cache_dir, im, al, barrier, queue):
-    cache = ForegroundCache(cache_dir, method="ml_numpy")
-    barrier.wait(timeout=60)
-    fg = cache.get("s", im, al)
-    queue.put(fg.tobytes())
+RACE_WORKER = """
+import sys, time, numpy as np
+from pathlib import Path
+from mattingkit.data.foreground import ForegroundCache
+cache_dir, im, al, go, out = map(Path, sys.argv[1:])
+cache = ForegroundCache(cache_dir, method="ml")
+out.with_suffix(".ready").touch()
+while not go.exists():
+    time.sleep(0.001)
+missed = not cache.is_cached("s", im, al)
+fg = cache.get("s", im, al)
+np.save(out, fg)
+print("missed" if missed else "hit")
+"""
 
 
 def test_concurrent_writers_in_two_processes(tmp_path):
-    """Two DataLoader-like worker processes missing the same entry at once: both get the same
-    foreground, the entry ends up valid and no temp files are left behind."""
-    im, al = write_case(tmp_path, "s", 2, n=160)
-    ctx = mp.get_context("spawn")
-    barrier, queue = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_race_worker, args=(tmp_path / "cache", im, al, barrier, queue)) for _ in range(2)]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=120) for _ in procs]
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
-    assert results[0] == results[1]
-    cache = ForegroundCache(tmp_path / "cache", method="ml_numpy")
+    """Two DataLoader-like worker processes asking for the same missing entry at the same moment:
+    both get the same foreground, the entry ends up valid and no temp files are left behind."""
+    im, al = write_case(tmp_path, "s", 2, n=192)
+    go = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, "-c", RACE_WORKER, str(tmp_path / "cache"), str(im), str(al),
+                               str(go), str(tmp_path / f"out{i}.npy")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for i in range(2)]
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"out{i}.ready").exists() for i in range(2)):  # both imported
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "worker did not start"
+        time.sleep(0.01)
+    go.touch()  # release both at once
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outs):
+        assert p.returncode == 0, stderr
+    print("worker cache lookups:", [o[0].strip() for o in outs])  # normally both "missed"
+    results = [np.load(tmp_path / f"out{i}.npy") for i in range(2)]
+    np.testing.assert_array_equal(results[0], results[1])
+    cache = ForegroundCache(tmp_path / "cache", method="ml")
     assert cache.is_cached("s", im, al)
-    assert cache.get("s", im, al).tobytes() == results[0]
+    np.testing.assert_array_equal(cache.get("s", im, al), results[0])
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["s.json", "s.png"]
 
 
 def test_concurrent_threads(tmp_path):
     im, al = write_case(tmp_path, "s", 2)
-    cache = ForegroundCache(tmp_path / "cache", method="ml_numpy")
+    cache = ForegroundCache(tmp_path / "cache", method="ml")
     barrier = threading.Barrier(4)
     out: list[bytes] = []
 
@@ -282,7 +337,7 @@ def test_precompute_collects_errors_and_skips_cached(tmp_path, capsys):
     cache_dir = default_cache_dir(manifest)
     assert cache_dir == tmp_path.resolve() / "fg_cache"
 
-    report = precompute(df, cache_dir, progress=True, method="ml_numpy")
+    report = precompute(df, cache_dir, progress=True, method="ml")
     printed = capsys.readouterr().out
     assert sorted(report.computed) == ["ok0", "ok1", "ok2"]
     assert report.cached == []
@@ -296,10 +351,10 @@ def test_precompute_collects_errors_and_skips_cached(tmp_path, capsys):
     for sid in report.errors:   # the errors are listed at the end of the printed output
         assert f"{sid}: " in printed.split("foreground cache:")[-1]
 
-    again = precompute(df, cache_dir, progress=False, method="ml_numpy")
+    again = precompute(df, cache_dir, progress=False, method="ml")
     assert again.computed == [] and sorted(again.cached) == ["ok0", "ok1", "ok2"]
     # the cached foregrounds are what ForegroundCache.get returns
-    cache = ForegroundCache(cache_dir, method="ml_numpy")
+    cache = ForegroundCache(cache_dir, method="ml")
     fg1 = cache.get("ok1", rows[1]["image"], rows[1]["alpha"])
     np.testing.assert_array_equal(fg1, read_image(cache_dir / "ok1.png"))
 
@@ -360,7 +415,7 @@ def test_demo_data_recomposition(tmp_path):
         bg2 = read_image(root / "truth" / "bg" / f"{names[(i + 1) % len(names)]}.png")
         if bg2.shape != photo.shape or len(names) == 1:
             bg2 = np.broadcast_to(np.float32([0.1, 0.8, 0.3]), photo.shape)
-        est = estimate_foreground(photo, alpha, method="ml")
+        est = estimate_foreground(photo, alpha, method="pymatting")
         err_est, err_photo = recomposite_errors(est, photo, fg, alpha, bg2)
         ratios.append(err_est / err_photo)
     # JPEG noise in the originals limits the gain; on average the estimate must still win clearly

@@ -2,14 +2,13 @@
 trimap-free two-pass, folder prediction (resumable, failures reported), model loading."""
 from __future__ import annotations
 
-import importlib.util
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from mattingkit.infer import (
@@ -321,7 +320,7 @@ def test_predict_folder_writes_rounded_pngs_resumes_and_reports_failures(tmp_pat
     assert len(rep.failed) == 1 and "0005.png" in rep.failed[0][0] and "truncated" in rep.failed[0][1]
     assert "FAILED" in capsys.readouterr().out
     for n, img in images.items():
-        on_disk = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(out / f"{n}.png"))
+        on_disk = np.asarray(Image.open(out / f"{n}.png"))
         assert on_disk.dtype == np.uint8 and on_disk.shape == img.shape[:2]
         np.testing.assert_array_equal(on_disk, to_uint8(predict(net, img)))
     # resume: a half-finished run left a temp file and lost one output
@@ -359,8 +358,6 @@ def test_predict_folder_rgba_cutouts(tmp_path):
     _make_folder(src, names=("0001",))
     rep = predict_folder(ChannelMean(), src, out, write_rgba=True, headless=True, verbose=False)
     assert rep.written == ["0001"]
-    from PIL import Image
-
     rgba = Image.open(out / "rgba" / "0001.png")
     assert rgba.mode == "RGBA"
     np.testing.assert_array_equal(np.asarray(rgba)[:, :, 3], np.asarray(Image.open(out / "0001.png")))

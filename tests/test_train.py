@@ -184,24 +184,24 @@ def test_pad_to_multiple_crops_back():
 # the loop
 # --------------------------------------------------------------------------------------------
 def test_run_folder_contents_and_learning(tmp_path):
-    cfg = tiny_cfg(**{"train.steps": 30, "train.val_every": 10, "train.ckpt_every": 10, "train.tensorboard": True,
+    cfg = tiny_cfg(**{"train.steps": 20, "train.val_every": 10, "train.ckpt_every": 10, "train.tensorboard": True,
                       "train.image_every": 10, "train.val_at_start": True})
     tr = tiny_trainer(tmp_path, cfg=cfg)
     summary = tr.fit()
     run = tmp_path / "run"
-    assert summary["step"] == 30 and summary["stopped"] == "done"
+    assert summary["step"] == 20 and summary["stopped"] == "done"
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "best.pt.json", "last.pt",
                                                                       "last.pt.json"]
     last = ckpt.load_checkpoint(run / "checkpoints" / "last.pt")
-    assert last["step"] == 30 and last["config"]["train"]["steps"] == 30
+    assert last["step"] == 20 and last["config"]["train"]["steps"] == 20
     for key in ("generator", "discriminator", "opt_g", "opt_d", "sched_g", "scaler_g", "rng", "best"):
         assert last[key] is not None
-    assert load_config(run / "config.yaml").train.steps == 30
+    assert load_config(run / "config.yaml").train.steps == 20
     recs = read_history(run / "metrics.jsonl")
     vals = [r for r in recs if r["phase"] == "val"]
-    assert [r["step"] for r in vals] == [0, 10, 20, 30]
+    assert [r["step"] for r in vals] == [0, 10, 20]
     trains = [r for r in recs if r["phase"] == "train"]
-    assert [r["step"] for r in trains] == list(range(1, 31))
+    assert [r["step"] for r in trains] == list(range(1, 21))
     assert {"total", "alpha", "comp", "lr_g", "lr_d"} <= set(trains[0])
     assert "gan" not in trains[3] and {"gan", "d_total", "d_real_mean", "d_fake_mean"} <= set(trains[4])
     assert vals[-1]["sad"] < 0.7 * vals[0]["sad"]  # it learns
@@ -242,18 +242,18 @@ def _weights(run_dir):
 
 @pytest.mark.parametrize("accum", [1, 2])
 def test_resume_equals_uninterrupted(tmp_path, accum):
-    cfg = tiny_cfg(**{"train.steps": 16, "train.accum_steps": accum, "train.ckpt_every": 3,
+    cfg = tiny_cfg(**{"train.steps": 12, "train.accum_steps": accum, "train.ckpt_every": 5,
                       "train.schedule": "cosine", "train.val_every": 5})
     tiny_trainer(tmp_path, "full", cfg=cfg).fit()
-    # session 1 stops after step 8 (a time budget), session 2 resumes from last.pt
-    s1 = tiny_trainer(tmp_path, "split", cfg=cfg).fit(until=8)
-    assert s1["stopped"] == "until" and s1["step"] == 8
+    # session 1 stops after step 7 (a time budget), session 2 resumes from last.pt
+    s1 = tiny_trainer(tmp_path, "split", cfg=cfg).fit(until=7)
+    assert s1["stopped"] == "until" and s1["step"] == 7
     s2 = tiny_trainer(tmp_path, "split", cfg=cfg)
-    assert s2.step == 8 and s2.resumed_from.endswith("last.pt")
+    assert s2.step == 7 and s2.resumed_from.endswith("last.pt")
     summary = s2.fit()
-    assert summary["step"] == 16
+    assert summary["step"] == 12
     full, split = train_records(tmp_path / "full"), train_records(tmp_path / "split")
-    assert [r["step"] for r in split] == list(range(1, 17))
+    assert [r["step"] for r in split] == list(range(1, 13))
     assert split == full  # every loss term and lr, exactly
     wa, wb = _weights(tmp_path / "full"), _weights(tmp_path / "split")
     for part in ("generator", "discriminator"):

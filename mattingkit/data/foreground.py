@@ -6,20 +6,26 @@ fur, glass); re-compositing an *estimated* foreground does not. :func:`estimate_
 for F (and B) in ``I = alpha * F + (1 - alpha) * B`` with the multi-level method of Germer et al.
 ("Fast Multi-Level Foreground Estimation", ICPR 2020):
 
-- ``method="ml"``: PyMatting's ``estimate_foreground_ml`` (numba). Fast once compiled; the first
-  ``import pymatting`` in a fresh environment compiles all of PyMatting (tens of seconds; cached
-  on disk by numba afterwards).
-- ``method="ml_numpy"``: the same energy and multi-level scheme written with NumPy (red-black
-  instead of lexicographic Gauss-Seidel sweeps): no numba, no compile time, a similar speed.
+- ``method="ml"`` (default): that method written with NumPy -- the same energy, levels, initial
+  colours and exact 2x2 pixel solves as PyMatting, swept in red-black instead of row-by-row order.
+  No numba, nothing to compile (about 0.5 s of CPU per megapixel), and safe in forked DataLoader
+  workers.
+- ``method="pymatting"``: PyMatting's ``estimate_foreground_ml`` (numba), the reference; about
+  twice as fast on large images once compiled. But the first ``import pymatting`` in a fresh
+  environment compiles all of PyMatting (50-70 s on 2 cores; numba caches it on disk afterwards),
+  and with numba's OpenMP threading layer a process forked after PyMatting ran (a DataLoader
+  worker) is killed when it calls PyMatting ("fork() called from a process already using GNU
+  OpenMP, this is unsafe").
 
 :class:`ForegroundCache` computes each foreground once and keeps it as ``<cache_dir>/<id>.png``
 (8-bit RGB) with a ``<id>.json`` sidecar recording what it was made from; :func:`precompute` fills
 a cache for a whole manifest, collecting errors instead of stopping.
 
-Why 8-bit PNG rather than float16 ``.npy``: the photos themselves are 8-bit, so the extra precision
-would be noise (rounding error <= 0.5/255); PNGs are 3-6x smaller than float16 arrays (a few GB
-of ``.npy`` for AIM-500 at full resolution would not fit Kaggle's working disk comfortably), can be
-looked at in any viewer, and go through :mod:`mattingkit.io` like every other image.
+Why 8-bit PNG rather than float16 ``.npy``: the photos themselves are 8-bit, so more precision
+would only store noise (the rounding error is <= 0.5/255); a float16 array takes 6 bytes per
+pixel (about 6 GB for 500 two-megapixel AIM-500 images, against Kaggle's 20 GB working disk)
+where the PNG takes 1-2; PNGs open in any viewer and go through :mod:`mattingkit.io` like every
+other image.
 
 Example:
     >>> import numpy as np
@@ -27,7 +33,7 @@ Example:
     >>> fg_true = rng.random((32, 32, 3)).astype(np.float32)
     >>> alpha = np.tile(np.linspace(1, 0, 32, dtype=np.float32), (32, 1))
     >>> photo = alpha[..., None] * fg_true + (1 - alpha[..., None]) * 0.2
-    >>> fg = estimate_foreground(photo, alpha, method="ml_numpy")
+    >>> fg = estimate_foreground(photo, alpha, method="ml")
     >>> fg.shape, fg.dtype, bool(np.all(fg[:, 0] == photo[:, 0]))   # alpha == 1: fg is the photo
     ((32, 32, 3), dtype('float32'), True)
 """
@@ -38,6 +44,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +53,7 @@ import numpy as np
 
 from ..io import ImageReadError, atomic_write_bytes, atomic_write_text, png_bytes, read_alpha, read_image, to_uint8
 
-FOREGROUND_METHODS = ("ml", "ml_numpy")
+FOREGROUND_METHODS = ("pymatting", "ml")
 #: Keyword arguments of the multi-level estimator, with PyMatting's defaults.
 ML_DEFAULTS: dict[str, Any] = {
     "regularization": 1e-5,
@@ -99,13 +106,16 @@ def _ml_params(kw: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"unknown foreground estimation option(s) {unknown}; valid: {sorted(ML_DEFAULTS)}")
     params = {**ML_DEFAULTS, **kw}
     for key in ("n_small_iterations", "n_big_iterations", "small_size"):
-        if int(params[key]) != params[key] or params[key] < 0:
-            raise ValueError(f"{key} must be an integer >= 0, got {params[key]!r}")
-        params[key] = int(params[key])
-    for key in ("regularization", "gradient_weight"):
-        params[key] = float(params[key])
-        if not params[key] >= 0:
-            raise ValueError(f"{key} must be >= 0, got {params[key]!r}")
+        v = params[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"{key} must be an integer >= 0, got {v!r}")
+        params[key] = int(v)
+    for key, low in (("regularization", "> 0"), ("gradient_weight", ">= 0")):
+        v = params[key]
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not math.isfinite(v) \
+                or v < 0 or (low == "> 0" and v == 0):
+            raise ValueError(f"{key} must be a finite number {low}, got {v!r}")
+        params[key] = float(v)
     return params
 
 
@@ -116,11 +126,12 @@ def _resize_nearest(src: np.ndarray, h: int, w: int) -> np.ndarray:
     return src[ys[:, None], xs[None, :]]
 
 
-def _neighbour_sum(x: np.ndarray, weights: tuple[np.ndarray, ...]) -> np.ndarray:
-    """sum over the 4 neighbours (left, right, up, down; clamped at the border) of weight * x."""
-    p = np.pad(x, ((1, 1), (1, 1), (0, 0)), mode="edge")
-    wl, wr, wu, wd = weights
-    return wl * p[1:-1, :-2] + wr * p[1:-1, 2:] + wu * p[:-2, 1:-1] + wd * p[2:, 1:-1]
+def _refresh_border(p: np.ndarray) -> None:
+    """Make the 1-pixel frame of a padded array a copy of its edge (clamp-to-edge neighbours)."""
+    p[0, :] = p[1, :]
+    p[-1, :] = p[-2, :]
+    p[:, 0] = p[:, 1]
+    p[:, -1] = p[:, -2]
 
 
 def _estimate_ml_numpy(image: np.ndarray, alpha: np.ndarray, regularization: float,
@@ -132,7 +143,7 @@ def _estimate_ml_numpy(image: np.ndarray, alpha: np.ndarray, regularization: flo
     + (B_i - B_j)^2)`` with ``w_ij = regularization + gradient_weight * |a_i - a_j|``, coarse to fine
     (image sizes ``w0 ** (level / n_levels)``), initialised with the mean fg/bg colours. Each pixel
     update solves its 2x2 system exactly, as in PyMatting; the pixels are swept in red-black order
-    so that each half-sweep is one vectorised step.
+    (each colour is two strided sub-grids, updated with array operations) instead of row by row.
     """
     h0, w0, depth = image.shape
     fg_pixels, bg_pixels = alpha > 0.9, alpha < 0.1
@@ -140,45 +151,61 @@ def _estimate_ml_numpy(image: np.ndarray, alpha: np.ndarray, regularization: flo
     b_mean = image[bg_pixels].sum(axis=0) / (np.count_nonzero(bg_pixels) + 1e-5)
     F = np.broadcast_to(f_mean.astype(np.float32), (1, 1, depth))
     B = np.broadcast_to(b_mean.astype(np.float32), (1, 1, depth))
+    reg, gw = np.float32(regularization), np.float32(gradient_weight)
     n_levels = max(1, math.ceil(math.log2(max(w0, h0))))
     for level in range(n_levels + 1):
         w = max(1, round(w0 ** (level / n_levels)))
         h = max(1, round(h0 ** (level / n_levels)))
         img = _resize_nearest(image, h, w)
         a = _resize_nearest(alpha, h, w)[:, :, None]
-        F = np.array(_resize_nearest(F, h, w), np.float32)
-        B = np.array(_resize_nearest(B, h, w), np.float32)
+        # F and B live in padded arrays whose frame repeats the edge (clamped neighbours).
+        Fp = np.pad(_resize_nearest(F, h, w), ((1, 1), (1, 1), (0, 0)), mode="edge").astype(np.float32)
+        Bp = np.pad(_resize_nearest(B, h, w), ((1, 1), (1, 1), (0, 0)), mode="edge").astype(np.float32)
         n_iter = n_small_iterations if (w <= small_size and h <= small_size) else n_big_iterations
-        if n_iter == 0:
-            continue
-        # Everything but the neighbour colours is fixed on a level: precompute the 2x2 inverses.
-        ap = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
-        weights = tuple(np.float32(regularization) + np.float32(gradient_weight) * np.abs(a - nb)
-                        for nb in (ap[1:-1, :-2], ap[1:-1, 2:], ap[:-2, 1:-1], ap[2:, 1:-1]))
-        wsum = weights[0] + weights[1] + weights[2] + weights[3]
-        a0, a1 = a, 1.0 - a
-        a00, a11, a01 = a0 * a0 + wsum, a1 * a1 + wsum, a0 * a1
-        inv_det = 1.0 / (a00 * a11 - a01 * a01)
-        b00, b01, b11 = inv_det * a11, -inv_det * a01, inv_det * a00
-        rhs_f, rhs_b = a0 * img, a1 * img
-        yy, xx = np.ogrid[:h, :w]
-        red = ((yy + xx) % 2 == 0)[:, :, None]
-        for _ in range(n_iter):
-            for mask in (red, ~red):
-                r0 = rhs_f + _neighbour_sum(F, weights)
-                r1 = rhs_b + _neighbour_sum(B, weights)
-                np.copyto(F, np.clip(b00 * r0 + b01 * r1, 0.0, 1.0), where=mask)
-                np.copyto(B, np.clip(b01 * r0 + b11 * r1, 0.0, 1.0), where=mask)
-    return F, B
+        if n_iter > 0:
+            ap = np.pad(a, ((1, 1), (1, 1), (0, 0)), mode="edge")
+            # Per sub-grid (row parity, column parity): the slices of the pixels and of their four
+            # neighbours in padded coordinates, and everything that does not change on this level.
+            grids = []
+            for ry, rx in ((0, 0), (1, 1), (0, 1), (1, 0)):   # red: (0,0),(1,1); black: (0,1),(1,0)
+                if ry >= h or rx >= w:
+                    grids.append(None)
+                    continue
+                ys, xs = slice(1 + ry, 1 + h, 2), slice(1 + rx, 1 + w, 2)
+                nbs = ((ys, slice(rx, w, 2)), (ys, slice(2 + rx, 2 + w, 2)),
+                       (slice(ry, h, 2), xs), (slice(2 + ry, 2 + h, 2), xs))
+                a0 = ap[ys, xs]
+                a1 = 1.0 - a0
+                wts = [reg + gw * np.abs(a0 - ap[nb]) for nb in nbs]
+                wsum = wts[0] + wts[1] + wts[2] + wts[3]
+                a00, a11, a01 = a0 * a0 + wsum, a1 * a1 + wsum, a0 * a1
+                inv_det = 1.0 / (a00 * a11 - a01 * a01)
+                i_q = img[ry::2, rx::2]
+                grids.append(((ys, xs), nbs, wts, a0 * i_q, a1 * i_q,
+                              inv_det * a11, -inv_det * a01, inv_det * a00))
+            for _ in range(n_iter):
+                for half in (grids[:2], grids[2:]):
+                    for g in half:
+                        if g is None:
+                            continue
+                        px, nbs, wts, rhs_f, rhs_b, b00, b01, b11 = g
+                        r0 = rhs_f + sum(wt * Fp[nb] for wt, nb in zip(wts, nbs))  # a0*I + sum w F_nb
+                        r1 = rhs_b + sum(wt * Bp[nb] for wt, nb in zip(wts, nbs))  # a1*I + sum w B_nb
+                        Fp[px] = np.clip(b00 * r0 + b01 * r1, 0.0, 1.0)
+                        Bp[px] = np.clip(b01 * r0 + b11 * r1, 0.0, 1.0)
+                    _refresh_border(Fp)
+                    _refresh_border(Bp)
+        F, B = Fp[1:-1, 1:-1], Bp[1:-1, 1:-1]
+    return np.ascontiguousarray(F), np.ascontiguousarray(B)
 
 
 def _estimate_ml_pymatting(image: np.ndarray, alpha: np.ndarray, **params) -> tuple[np.ndarray, np.ndarray]:
     try:
         from pymatting import estimate_foreground_ml
     except ImportError as e:  # pragma: no cover - pymatting is a dependency
-        raise ImportError("method='ml' needs pymatting (pip install pymatting); "
-                          "method='ml_numpy' needs nothing extra") from e
-    if min(image.shape[:2]) < 2:  # PyMatting divides by log2(size) = 0 on 1-pixel images
+        raise ImportError("method='pymatting' needs pymatting (pip install pymatting); "
+                          "method='ml' needs nothing extra") from e
+    if max(image.shape[:2]) < 2:  # PyMatting divides by log2(1) = 0 on a 1x1 image
         return _estimate_ml_numpy(image, alpha, **params)
     F, B = estimate_foreground_ml(image, alpha, return_background=True, **params)
     return np.asarray(F, np.float32), np.asarray(B, np.float32)
@@ -188,8 +215,8 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = "ml"
                         return_background: bool = False, clamp_known: bool = True, **kw):
     """Foreground colours F (float32 ``HxWx3`` in [0, 1]) such that ``alpha*F + (1-alpha)*B ~ image``.
 
-    ``method``: ``"ml"`` (PyMatting, numba) or ``"ml_numpy"`` (same method, no numba); ``kw`` are
-    the multi-level options (``regularization``, ``n_small_iterations``, ``n_big_iterations``,
+    ``method``: ``"ml"`` (NumPy) or ``"pymatting"`` (PyMatting's numba version of the same method);
+    ``kw`` are the multi-level options (``regularization``, ``n_small_iterations``, ``n_big_iterations``,
     ``small_size``, ``gradient_weight``; defaults in :data:`ML_DEFAULTS`).
     With ``clamp_known`` (default) F is the photo exactly where ``alpha == 1`` and B is the photo
     where ``alpha == 0`` -- the compositing equation leaves no other choice there. Where alpha == 0
@@ -198,7 +225,7 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = "ml"
 
     Example:
         >>> img = np.full((8, 8, 3), 0.5, np.float32); a = np.ones((8, 8), np.float32)
-        >>> F, B = estimate_foreground(img, a, method="ml_numpy", return_background=True)
+        >>> F, B = estimate_foreground(img, a, method="ml", return_background=True)
         >>> float(F.min()), F.shape == B.shape
         (0.5, True)
     """
@@ -206,7 +233,7 @@ def estimate_foreground(image: np.ndarray, alpha: np.ndarray, method: str = "ml"
         raise ValueError(f"unknown foreground method {method!r}; choose one of {', '.join(FOREGROUND_METHODS)}")
     img, a = _check_inputs(image, alpha)
     params = _ml_params(kw)
-    if method == "ml":
+    if method == "pymatting":
         F, B = _estimate_ml_pymatting(img, a, **params)
     else:
         F, B = _estimate_ml_numpy(img, a, **params)
@@ -236,19 +263,20 @@ def _source_record(path: Path) -> dict[str, Any]:
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": _sha256_file(path)}
 
 
-def _source_matches(path: Path, rec: Any) -> bool:
-    """Same file content as recorded: same size, and the same mtime or (if touched/copied) the same hash."""
+def _source_matches(path: Path, rec: Any) -> str:
+    """Compare a source file with its record: ``"same"`` (size and mtime), ``"touched"`` (new mtime,
+    same content by hash) or ``""`` (changed or missing)."""
     if not isinstance(rec, dict):
-        return False
+        return ""
     try:
         st = path.stat()
     except OSError:
-        return False
+        return ""
     if st.st_size != rec.get("size"):
-        return False
+        return ""
     if st.st_mtime_ns == rec.get("mtime_ns"):
-        return True
-    return _sha256_file(path) == rec.get("sha256")
+        return "same"
+    return "touched" if _sha256_file(path) == rec.get("sha256") else ""
 
 
 def default_cache_dir(manifest_path: str | os.PathLike) -> Path:
@@ -275,7 +303,8 @@ class ForegroundCache:
     ``<id>.json`` beside each PNG records the estimator, its options, the source files (path, size,
     mtime, SHA-256) and the PNG's SHA-256. An entry is used only when all of them still match, so a
     changed photo or alpha (or other options) recomputes it; a copied or touched but unchanged
-    source is recognised by its hash. Both files are written through a temp file and an atomic
+    source is recognised by its hash (and its new mtime recorded). As with ``make``, a source
+    replaced by a file of the same size *and* the same mtime is not noticed. Both files are written through a temp file and an atomic
     rename, PNG first: several DataLoader workers may compute the same entry at once, and a reader
     never sees a half-written file (a PNG/sidecar pair from different writers fails the hash check
     and is recomputed).
@@ -288,7 +317,7 @@ class ForegroundCache:
         >>> d = Path(tempfile.mkdtemp())
         >>> _ = write_png(d / "im.png", np.full((16, 16, 3), 0.4, np.float32))
         >>> _ = write_png(d / "a.png", np.ones((16, 16), np.float32))
-        >>> cache = ForegroundCache(d / "cache", method="ml_numpy")
+        >>> cache = ForegroundCache(d / "cache", method="ml")
         >>> fg = cache.get("im", d / "im.png", d / "a.png")
         >>> fg.shape, (d / "cache" / "im.png").exists(), cache.is_cached("im", d / "im.png", d / "a.png")
         ((16, 16, 3), True, True)
@@ -320,7 +349,9 @@ class ForegroundCache:
             if (meta.get("version") != CACHE_VERSION or meta.get("method") != self.method
                     or meta.get("params") != self.params):
                 return None
-            if not (_source_matches(image_path, meta.get("image")) and _source_matches(alpha_path, meta.get("alpha"))):
+            states = {key: _source_matches(path, meta.get(key))
+                      for key, path in (("image", image_path), ("alpha", alpha_path))}
+            if not all(states.values()):
                 return None
             png = self.path(sample_id)
             if _sha256_file(png) != meta.get("png_sha256"):
@@ -330,6 +361,14 @@ class ForegroundCache:
             return None
         if list(fg.shape[:2]) != meta.get("shape"):
             return None
+        if "touched" in states.values():  # same content, new mtime (copied dataset): remember it
+            for key, path in (("image", image_path), ("alpha", alpha_path)):
+                if states[key] == "touched":
+                    meta[key] = {**meta[key], "mtime_ns": path.stat().st_mtime_ns}
+            try:
+                atomic_write_text(self._sidecar(sample_id), json.dumps(meta, indent=1))
+            except OSError:
+                pass  # read-only cache: the hash check simply runs again next time
         return fg
 
     def is_cached(self, sample_id: Any, image_path: str | os.PathLike, alpha_path: str | os.PathLike) -> bool:
@@ -349,8 +388,14 @@ class ForegroundCache:
                 alpha_path, f"alpha is {alpha.shape[1]}x{alpha.shape[0]} but image {image_path} is "
                 f"{image.shape[1]}x{image.shape[0]} (width x height)")
         fg8 = to_uint8(estimate_foreground(image, alpha, method=self.method, **self.params))
+        fg = fg8.astype(np.float32) / 255.0  # exactly what read_image returns for the PNG
         data = png_bytes(fg8)
-        atomic_write_bytes(self.path(sample_id), data)
+        try:
+            atomic_write_bytes(self.path(sample_id), data)
+        except OSError as e:  # e.g. a read-only dataset folder on Kaggle: still usable, not cached
+            warnings.warn(f"{self.path(sample_id)}: cannot write the foreground cache ({e}); "
+                          "the foreground was computed but not stored", RuntimeWarning, stacklevel=2)
+            return fg
         meta = {
             "version": CACHE_VERSION,
             "id": str(sample_id),
@@ -361,7 +406,7 @@ class ForegroundCache:
             "png_sha256": hashlib.sha256(data).hexdigest(),
         }
         atomic_write_text(self._sidecar(sample_id), json.dumps(meta, indent=1))
-        return fg8.astype(np.float32) / 255.0  # exactly what read_image returns for the PNG
+        return fg
 
     def get(self, sample_id: Any, image_path: str | os.PathLike, alpha_path: str | os.PathLike) -> np.ndarray:
         """The foreground of one sample (float32 ``HxWx3``): from the cache, or computed and stored."""
@@ -470,7 +515,7 @@ def precompute(manifest_df, cache_dir: str | os.PathLike, progress: bool = True,
         >>> _ = write_png(d / "a.png", np.ones((8, 8), np.float32))
         >>> df = pd.DataFrame({"id": ["a", "b"], "image": [str(d / "im.png"), str(d / "nope.png")],
         ...                    "alpha": [str(d / "a.png")] * 2, "fg": ["", ""]})
-        >>> r = precompute(df, d / "cache", progress=False, method="ml_numpy")
+        >>> r = precompute(df, d / "cache", progress=False, method="ml")
         >>> r.computed, list(r.errors)
         (['a'], ['b'])
     """

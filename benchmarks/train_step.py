@@ -1,0 +1,200 @@
+"""Trainer overhead: steps/s of ``mattingkit.train.Trainer`` vs a bare loop doing the same work.
+
+Both sides run the same model, discriminator, losses, optimisers and data (the demo config by
+default, D on from the first step): forward G, D on the fake, ``matting_loss`` with the GAN term,
+backward, D step on ``cat(real, fake)``, grad clipping, optimiser steps. The bare loop has nothing
+else; the trainer side runs the real ``Trainer.train_step`` + ``Trainer.after_step`` (the body of
+``fit``): schedules, finiteness checks, loss bookkeeping, JSONL/TensorBoard logging, image grids,
+validation and checkpoints at the configured intervals (TrainConfig defaults unless ``--set``).
+
+Blocks of ``--block`` steps alternate bare / trainer (``--repeats`` each, after a warm-up block),
+and the medians are compared in one run. Events rarer than a block (validation every 2000 steps,
+last.pt every 1000, image grids every 500 by default) are timed separately by calling the real
+methods, and amortised at their interval:
+
+    overhead = (median trainer step - median bare step + t_val/val_every + t_ckpt/ckpt_every
+                + t_image/image_every) / median bare step
+
+Run:  .venv/bin/python benchmarks/train_step.py [--config demo] [--block 50] [--repeats 5]
+Writes benchmarks/results/train_step.json.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mattingkit import checkpoint as ckpt  # noqa: E402
+from mattingkit.config import TrainConfig, load_config  # noqa: E402
+from mattingkit.losses import discriminator_inputs, gan_loss_d, matting_loss  # noqa: E402
+from mattingkit.train import Trainer, to_device  # noqa: E402
+
+
+class BareLoop:
+    """The same forward/backward/optimiser work with nothing around it."""
+
+    def __init__(self, trainer: Trainer):
+        cfg = trainer.cfg
+        self.cfg = cfg
+        self.G = copy.deepcopy(ckpt.unwrap(trainer.G))
+        self.D = copy.deepcopy(ckpt.unwrap(trainer.D))
+        t = cfg.train
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.betas))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.betas))
+        loader = torch.utils.data.DataLoader(trainer.train_ds, batch_size=cfg.data.batch_size, shuffle=True,
+                                             drop_last=True, num_workers=cfg.data.num_workers,
+                                             generator=torch.Generator().manual_seed(0),
+                                             persistent_workers=cfg.data.num_workers > 0)
+        self.loader = loader
+        self.it = iter(loader)
+        self.device = trainer.device
+
+    def batch(self):
+        try:
+            b = next(self.it)
+        except StopIteration:
+            self.it = iter(self.loader)
+            b = next(self.it)
+        return to_device(b, self.device)
+
+    def step(self):
+        cfg = self.cfg
+        b = self.batch()
+        self.opt_g.zero_grad(set_to_none=True)
+        out = self.G(b["image"], b["trimap"])
+        real, fake = discriminator_inputs(b, out["alpha"])
+        terms = matting_loss(out, b, cfg.loss, fake_logits=self.D(fake))
+        terms["total"].backward()
+        self.opt_d.zero_grad(set_to_none=True)  # drop D grads from the G pass
+        n = real.shape[0]
+        logits = self.D(torch.cat([real, fake.detach()]))
+        gan_loss_d(logits[:n], logits[n:], cfg.loss.gan_type)["total"].backward()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.G.parameters(), cfg.train.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.D.parameters(), cfg.train.grad_clip)
+        self.opt_g.step()
+        self.opt_d.step()
+
+
+def _timed(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="demo")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--block", type=int, default=50, help="steps per timed block (default: log_every)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--event-repeats", type=int, default=3)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "train_step.json"))
+    args = p.parse_args(argv)
+
+    defaults = TrainConfig()
+    over = {  # default intervals (the demo config shortens them for its 300-step run), D from step 0
+        "train.log_every": defaults.log_every, "train.image_every": defaults.image_every,
+        "train.val_every": defaults.val_every, "train.ckpt_every": defaults.ckpt_every,
+        "train.g_warmup_steps": 0, "train.d_every": 1, "train.steps": 10 ** 9, "run.name": "bench-train-step",
+    }
+    cfg = load_config(args.config, over)
+    if args.overrides:
+        from mattingkit.config import apply_overrides
+
+        cfg = apply_overrides(cfg, args.overrides)
+    t = cfg.train
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(cfg, run_dir=Path(tmp) / "run", fresh=True, headless=True)
+        bare = BareLoop(trainer)
+        end = t.steps
+
+        def trainer_step():
+            trainer.after_step(trainer.train_step(), end)
+
+        # warm-up (allocator, oneDNN primitives, data workers)
+        _timed(bare.step, 3)
+        _timed(trainer_step, 3)
+        trainer._window, trainer._window_n = {}, 0
+        bare_times, trainer_times = [], []
+        for r in range(args.repeats):
+            # align the trainer so that each block holds exactly one log record (at log_every)
+            bare_times.append(_timed(bare.step, args.block))
+            while trainer.step % args.block:
+                trainer_step()
+            trainer_times.append(_timed(trainer_step, args.block))
+            print(f"repeat {r + 1}/{args.repeats}: bare {1 / bare_times[-1]:.3f} steps/s, "
+                  f"trainer {1 / trainer_times[-1]:.3f} steps/s", flush=True)
+
+        # rarer events, timed through the real methods
+        def val_event():
+            res = trainer.validate()
+            if res is not None:
+                trainer._after_validation(res)
+
+        def image_event():
+            from mattingkit.viz import make_grid
+
+            b = trainer._last_batch
+            grid = make_grid(b["image"], b["trimap"], b["alpha"], trainer._last_pred)
+            if trainer.writer is not None:
+                trainer.writer.add_image("train/image_trimap_gt_pred_error", grid, trainer.step, dataformats="HWC")
+
+        val_s = statistics.median(_timed(val_event, 1) for _ in range(args.event_repeats))
+        ckpt_s = statistics.median(_timed(lambda: trainer.save((ckpt.LAST,)), 1) for _ in range(args.event_repeats))
+        image_s = statistics.median(_timed(image_event, 1) for _ in range(args.event_repeats))
+        ckpt_mb = (trainer.ckpt_dir / ckpt.LAST).stat().st_size / 2 ** 20
+        n_val = trainer.last_val["n"] if trainer.last_val else 0
+        trainer.close()
+
+    bare_s, trainer_s = statistics.median(bare_times), statistics.median(trainer_times)
+    per_step = trainer_s - bare_s
+    amortised = val_s / t.val_every + ckpt_s / t.ckpt_every + image_s / t.image_every
+    overhead = (per_step + amortised) / bare_s
+    result = {
+        "benchmark": "train_step",
+        "command": "python benchmarks/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "config": args.config,
+        "model": f"{cfg.model.name}/{cfg.model.backbone}", "image_size": cfg.data.image_size,
+        "batch_size": cfg.data.batch_size, "device": str(trainer.device),
+        "block_steps": args.block, "repeats": args.repeats,
+        "bare_steps_per_s": {"median": 1 / bare_s, "all": [1 / x for x in bare_times]},
+        "trainer_steps_per_s": {"median": 1 / trainer_s, "all": [1 / x for x in trainer_times]},
+        "ratio_trainer_over_bare": bare_s / trainer_s,
+        "per_step_overhead_s": per_step,
+        "events_s": {"validation": val_s, "validation_images": n_val, "checkpoint_last": ckpt_s,
+                     "checkpoint_mb": round(ckpt_mb, 1), "image_grid": image_s},
+        "intervals": {"log_every": t.log_every, "image_every": t.image_every, "val_every": t.val_every,
+                      "ckpt_every": t.ckpt_every},
+        "amortised_event_s_per_step": amortised,
+        "overhead_fraction": overhead,
+        "overhead_ok": overhead <= 0.10,
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: result[k] for k in ("bare_steps_per_s", "trainer_steps_per_s", "events_s",
+                                             "overhead_fraction")}, indent=1))
+    print(f"trainer/bare speed ratio {result['ratio_trainer_over_bare']:.3f}; overhead at default intervals "
+          f"{100 * overhead:.1f}% -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""Submission CSV: round trip against the organisers' example, build details, and every validator fault."""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mattingkit.io import png_bytes, read_alpha, to_uint8, write_png
+from mattingkit.submission import (
+    SubmissionError, build_submission, decode_submission, expected_names, validate_submission,
+)
+
+SIZE = 32  # small PNGs keep the fault tests fast; the example round trip uses the real 1024x1024
+
+
+def _alpha(seed: int, h: int = SIZE, w: int = SIZE) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.clip(0.5 + 0.4 * np.sin(xx / 5.0 + seed) * np.cos(yy / 7.0) + 0.05 * rng.random((h, w)), 0, 1
+                   ).astype(np.float32)
+
+
+@pytest.fixture
+def preds(tmp_path) -> Path:
+    d = tmp_path / "alphas"
+    for i, name in enumerate(["0001", "0002", "0010"]):
+        write_png(d / f"{name}.png", _alpha(i))
+    return d
+
+
+def _b64_png(array) -> str:
+    return base64.b64encode(png_bytes(array)).decode("ascii")
+
+
+def _write_csv(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return path
+
+
+def _good_rows(names=("0001", "0002", "0010")) -> list[tuple[str, str]]:
+    return [(n, _b64_png(_alpha(i))) for i, n in enumerate(names)]
+
+
+def _csv_text(rows, header="filename,image_utf", nl="\n") -> str:
+    return nl.join([header] + [f"{a},{b}" for a, b in rows]) + nl
+
+
+def _sample(tmp_path, names=("0001", "0002", "0010")) -> Path:
+    return _write_csv(tmp_path / "sample.csv", _csv_text([(n, _b64_png(np.zeros((SIZE, SIZE)))) for n in names]))
+
+
+# --------------------------------------------------------------------------------------------
+# The organisers' example
+# --------------------------------------------------------------------------------------------
+def test_round_trip_against_organisers_example(ecom_example, tmp_path):
+    original = pd.read_csv(ecom_example, dtype=str)
+    assert validate_submission(ecom_example, sample_csv=ecom_example).ok
+    paths = decode_submission(ecom_example, tmp_path / "decoded")
+    assert [p.stem for p in paths] == original["filename"].tolist() == ["0001", "0002"]
+    for p, b64 in zip(paths, original["image_utf"]):
+        raw = base64.b64decode(b64, validate=True)
+        theirs = np.asarray(Image.open(io.BytesIO(raw)))
+        ours = png_bytes(read_alpha(p))                      # decode -> float -> our writer
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(ours))), theirs)   # identical pixels
+        assert len(ours) == len(raw)                         # Pillow reproduces their byte length
+    out = tmp_path / "ours.csv"
+    rep = build_submission(tmp_path / "decoded", out, sample_csv=ecom_example, size=1024, verbose=False)
+    assert rep.rows == 2 and rep.file_size == out.stat().st_size and not rep.resized
+    assert out.read_bytes() == ecom_example.read_bytes()     # byte-identical CSV
+    assert validate_submission(out, sample_csv=ecom_example).ok
+    back = pd.read_csv(out, dtype=str)
+    assert back.columns.tolist() == ["filename", "image_utf"]
+    pd.testing.assert_frame_equal(back, original)
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------
+def test_build_format_order_and_values(preds, tmp_path, capsys):
+    sample = _sample(tmp_path, names=("0010", "0001", "0002"))
+    out = tmp_path / "sub" / "submission.csv"
+    rep = build_submission(preds, out, sample_csv=sample, size=SIZE)
+    assert f"{out.stat().st_size} bytes" in capsys.readouterr().out
+    raw = out.read_bytes()
+    assert raw.startswith(b"filename,image_utf\n") and b"\r" not in raw and not raw.startswith(b"\xef\xbb\xbf")
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 4
+    df = pd.read_csv(out, dtype=str)
+    assert df["filename"].tolist() == ["0010", "0001", "0002"]          # sample order, zeros kept
+    for name, b64 in zip(df["filename"], df["image_utf"]):
+        im = Image.open(io.BytesIO(base64.b64decode(b64, validate=True)))
+        assert im.format == "PNG" and im.mode == "L" and im.size == (SIZE, SIZE)
+        np.testing.assert_array_equal(np.asarray(im), to_uint8(read_alpha(preds / f"{name}.png")))
+    assert rep.rows == 3 and validate_submission(out, sample_csv=sample, size=SIZE).ok
+    assert not list(out.parent.glob(".*.tmp"))
+
+
+def test_build_without_sample_sorts_stems_and_resizes_to_test_size(preds, tmp_path):
+    test_dir = tmp_path / "test"
+    for name in ["0001", "0002", "0010"]:
+        write_png(test_dir / f"{name}.png", np.zeros((24, 40, 3), np.float32))  # 40x24 test images
+    write_png(preds / "0002.png", _alpha(5, 48, 80))                            # 2x too large
+    out = tmp_path / "s.csv"
+    rep = build_submission(preds, out, test_dir=test_dir, verbose=False)
+    assert pd.read_csv(out, dtype=str)["filename"].tolist() == ["0001", "0002", "0010"]
+    assert len(rep.resized) == 3 and "0002: 80x48 -> 40x24" in rep.resized   # 32x32 -> 40x24 too
+    assert validate_submission(out, test_dir=test_dir).ok
+    decoded = decode_submission(out, tmp_path / "dec")
+    big = read_alpha(preds / "0002.png")                                        # the 8-bit prediction
+    area = big.reshape(24, 2, 40, 2).mean(axis=(1, 3))                         # independent 2x2 box mean
+    assert np.abs(read_alpha(decoded[1]) - area).max() <= 0.5 / 255 + 1e-6
+
+
+def test_build_missing_prediction_is_an_error_and_keeps_old_csv(preds, tmp_path):
+    out = _write_csv(tmp_path / "s.csv", "old content\n")
+    sample = _sample(tmp_path, names=("0001", "0002", "0003", "0004"))
+    with pytest.raises(SubmissionError, match=r"2 of 4 predictions missing.*'0003', '0004'"):
+        build_submission(preds, out, sample_csv=sample, size=SIZE, verbose=False)
+    (preds / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\ntruncated")   # fails mid-stream
+    with pytest.raises(Exception, match="0002.png"):
+        build_submission(preds, out, size=SIZE, verbose=False)
+    assert out.read_text() == "old content\n"
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_expected_names_keep_zero_padding(tmp_path):
+    sample = _sample(tmp_path, names=("0001", "0100"))
+    assert expected_names(sample_csv=sample)[0] == ["0001", "0100"]
+
+
+# --------------------------------------------------------------------------------------------
+# Validator faults, one at a time, then all at once
+# --------------------------------------------------------------------------------------------
+def _check(tmp_path, text, expect: str, **kw):
+    path = _write_csv(tmp_path / "bad.csv", text)
+    rep = validate_submission(path, sample_csv=kw.pop("sample", _sample(tmp_path)), size=SIZE, **kw)
+    assert not rep.ok, rep.summary()
+    assert any(expect in p for p in rep.problems), rep.summary()
+    assert "INVALID" in rep.summary()
+    return rep
+
+
+def test_valid_baseline_passes(tmp_path):
+    path = _write_csv(tmp_path / "ok.csv", _csv_text(_good_rows()))
+    rep = validate_submission(path, sample_csv=_sample(tmp_path), size=SIZE)
+    assert rep.ok and rep.rows == 3 and rep.problems == [], rep.summary()
+
+
+def test_wrong_header(tmp_path):
+    _check(tmp_path, _csv_text(_good_rows(), header="id,image"), "header is 'id,image'")
+    rows = _good_rows()
+    rep = _check(tmp_path, _csv_text(rows[1:], header=",".join(rows[0])), "missing header row")
+    assert rep.rows == 3 and len(rep.problems) == 1, rep.summary()   # the first line was checked as data
+
+
+def test_extra_index_column(tmp_path):
+    df = pd.DataFrame(_good_rows(), columns=["filename", "image_utf"])
+    path = tmp_path / "idx.csv"
+    df.to_csv(path)   # the classic mistake: index=True
+    rep = _check(tmp_path, path.read_bytes(), "extra index column")
+    assert len(rep.problems) == 1, rep.summary()   # the rest is still checked and fine
+
+
+def test_missing_row(tmp_path):
+    _check(tmp_path, _csv_text(_good_rows()[:2]), "missing row(s) for 1 name(s)")
+
+
+def test_duplicate_row(tmp_path):
+    rows = _good_rows()
+    _check(tmp_path, _csv_text(rows + [rows[0]]), "duplicate filename(s): '0001'")
+
+
+def test_non_png_payload(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(_alpha(0))).save(buf, format="JPEG")
+    rows = _good_rows()
+    rows[1] = (rows[1][0], base64.b64encode(buf.getvalue()).decode())
+    _check(tmp_path, _csv_text(rows), "payload is not a PNG (JPEG")
+
+
+def test_wrong_size(tmp_path):
+    rows = _good_rows()
+    rows[0] = (rows[0][0], _b64_png(_alpha(0, SIZE, SIZE * 2)))
+    _check(tmp_path, _csv_text(rows), f"PNG size {SIZE * 2}x{SIZE}, want {SIZE}x{SIZE}")
+
+
+def test_rgb_instead_of_gray(tmp_path):
+    rows = _good_rows()
+    rows[2] = (rows[2][0], _b64_png(np.repeat(_alpha(2)[:, :, None], 3, axis=2)))
+    _check(tmp_path, _csv_text(rows), "RGB instead of grayscale")
+
+
+def test_invalid_base64(tmp_path):
+    rows = _good_rows()
+    rows[0] = (rows[0][0], rows[0][1][:-3] + "*!")
+    _check(tmp_path, _csv_text(rows), "invalid base64")
+    rows = _good_rows()
+    rows[0] = (rows[0][0], rows[0][1].rstrip("=")[:-1])   # padding stripped: wrong length
+    _check(tmp_path, _csv_text(rows), "invalid base64")
+
+
+def test_data_uri_prefix(tmp_path):
+    rows = _good_rows()
+    rows[0] = (rows[0][0], "data:image/png;base64," + rows[0][1])
+    text = "filename,image_utf\n" + "\n".join(f'{a},"{b}"' if b.startswith("data:") else f"{a},{b}"
+                                              for a, b in rows) + "\n"
+    rep = _check(tmp_path, text, "data: URI prefix")
+    assert len(rep.problems) == 1   # the PNG behind the prefix is fine
+
+
+def test_leading_zeros_lost(tmp_path, preds):
+    good = tmp_path / "good.csv"
+    build_submission(preds, good, size=SIZE, verbose=False)
+    df = pd.read_csv(good)              # the mistake: no dtype=str -> 1, 2, 10
+    mangled = tmp_path / "mangled.csv"
+    df.to_csv(mangled, index=False)
+    rep = _check(tmp_path, mangled.read_bytes(), "lost their leading zeros")
+    assert "'1' (want '0001')" in " ".join(rep.problems) and "'10' (want '0010')" in " ".join(rep.problems)
+
+
+def test_crlf_and_bom(tmp_path):
+    _check(tmp_path, _csv_text(_good_rows(), nl="\r\n"), "CRLF line endings")
+    _check(tmp_path, b"\xef\xbb\xbf" + _csv_text(_good_rows()).encode(), "BOM")
+
+
+def test_against_test_dir(tmp_path):
+    test_dir = tmp_path / "test"
+    for n in ["0001", "0002", "0010", "0011"]:
+        write_png(test_dir / f"{n}.png", np.zeros((SIZE, SIZE, 3), np.float32))
+    path = _write_csv(tmp_path / "s.csv", _csv_text(_good_rows()))
+    rep = validate_submission(path, test_dir=test_dir)
+    assert not rep.ok and any("want 4" in p for p in rep.problems) and any("'0011'" in p for p in rep.problems)
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    rows = _good_rows() + [("0002", _b64_png(_alpha(1))), ("extra", _b64_png(_alpha(3)))]
+    rows[0] = ("1", rows[0][1])                                            # lost zeros
+    rows[1] = (rows[1][0], _b64_png(np.repeat(_alpha(1)[:, :, None], 3, 2)))  # RGB
+    rows[2] = (rows[2][0], "not*base64")                                   # invalid
+    text = b"\xef\xbb\xbf" + _csv_text(rows, nl="\r\n").encode()
+    path = _write_csv(tmp_path / "many.csv", text)
+    rep = validate_submission(path, sample_csv=_sample(tmp_path), size=SIZE)
+    joined = "\n".join(rep.problems)
+    for expect in ["BOM", "CRLF", "RGB instead of grayscale", "invalid base64", "duplicate filename(s): '0002'",
+                   "lost their leading zeros", "unexpected filename(s)", "'extra'", "rows, want 3"]:
+        assert expect in joined, rep.summary()
+
+
+def test_decode_refuses_unsafe_names(tmp_path):
+    rows = [("../evil", _b64_png(_alpha(0))), ("0001", _b64_png(_alpha(1)))]
+    path = _write_csv(tmp_path / "s.csv", _csv_text(rows))
+    with pytest.warns(UserWarning, match="unsafe"):
+        out = decode_submission(path, tmp_path / "dec")
+    assert [p.name for p in out] == ["0001.png"] and not (tmp_path / "evil.png").exists()
