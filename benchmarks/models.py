@@ -64,6 +64,10 @@ def time_forward(model: torch.nn.Module, is_disc: bool, size: int, runs: int, se
     return times
 
 
+def _cells(row: dict, sizes: list[int]) -> str:
+    return "  ".join(f"{row[f'forward_s_{s}']:>11.3f} {row[f'min_s_{s}']:>9.3f}" for s in sizes)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=list(SPECS), choices=list(SPECS))
@@ -72,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "models.json")
     args = ap.parse_args(argv)
 
+    load_start = os.getloadavg() if hasattr(os, "getloadavg") else None
     rows = []
     for key in args.models:
         torch.manual_seed(0)
@@ -81,19 +86,20 @@ def main(argv: list[str] | None = None) -> dict:
         for size in args.sizes:
             times = time_forward(model, is_disc, size, args.runs)
             row[f"forward_s_{size}"] = round(statistics.median(times), 4)
+            row[f"min_s_{size}"] = round(min(times), 4)
             row[f"runs_s_{size}"] = [round(t, 4) for t in times]
         rows.append(row)
-        cells = "  ".join(f"{row[f'forward_s_{s}']:>9.3f}" for s in args.sizes)
-        print(f"{key:<28} {row['parameters'] / 1e6:>8.2f} M  {cells}", flush=True)
+        print(f"{key:<28} {row['parameters'] / 1e6:>8.2f} M  {_cells(row, args.sizes)}", flush=True)
         del model
 
     result = {
-        "what": "batch-1 CPU forward, eval + torch.inference_mode, median seconds",
+        "what": "batch-1 CPU forward, eval + torch.inference_mode, seconds (median and min of runs)",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
+        "load_average_at_start": load_start,
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "runs": args.runs,
         "sizes": args.sizes,
@@ -104,11 +110,12 @@ def main(argv: list[str] | None = None) -> dict:
     tmp.write_text(json.dumps(result, indent=2))
     os.replace(tmp, args.out)
 
-    header = f"{'model':<28} {'params':>10}  " + "  ".join(f"{f'{s}² (s)':>9}" for s in args.sizes)
+    header = f"{'model':<28} {'params':>10}  " + "  ".join(
+        f"{f'{s}² median':>11} {f'{s}² min':>9}" for s in args.sizes)
     print("\n" + header + "\n" + "-" * len(header))
     for row in rows:
-        cells = "  ".join(f"{row[f'forward_s_{s}']:>9.3f}" for s in args.sizes)
-        print(f"{row['model']:<28} {row['parameters'] / 1e6:>8.2f} M  {cells}")
+        print(f"{row['model']:<28} {row['parameters'] / 1e6:>8.2f} M  {_cells(row, args.sizes)}")
+    print("(seconds per batch-1 forward; the machine's load average is in the JSON)")
     print(f"\nwritten {args.out}")
     return result
 

@@ -108,7 +108,13 @@ def unknown_mask(trimap: torch.Tensor) -> torch.Tensor:
 
 
 def region_mask(batch: Mapping[str, torch.Tensor], region: str) -> torch.Tensor:
-    """(N, 1, H, W) float mask: ``unknown`` (batch["unknown"] or from batch["trimap"]) or ``all``."""
+    """(N, 1, H, W) float mask: ``unknown`` (batch["unknown"] or from batch["trimap"]) or ``all``.
+
+    Example:
+        >>> b = {"alpha": torch.zeros(1, 1, 1, 3), "trimap": torch.tensor([[[[0.0, 0.5, 1.0]]]])}
+        >>> region_mask(b, "unknown").flatten().tolist(), region_mask(b, "all").flatten().tolist()
+        ([0.0, 1.0, 0.0], [1.0, 1.0, 1.0])
+    """
     if region not in REGIONS:
         raise ValueError(f"loss.region must be one of {', '.join(REGIONS)}, got {region!r}")
     alpha = batch["alpha"]
@@ -227,8 +233,12 @@ def _gauss(x: torch.Tensor) -> torch.Tensor:
 def laplacian_pyramid(x: torch.Tensor, levels: int = 5) -> list[torch.Tensor]:
     """``levels`` tensors: ``levels - 1`` band-pass images (fine to coarse) + the low-pass residual.
 
-    Odd sizes are padded (replicate) to even before each reduction. ``sum`` of the expanded levels
-    reconstructs ``x`` exactly.
+    Odd sizes are padded (replicate) to even before each reduction. Expanding the residual and adding
+    the bands back level by level reconstructs ``x`` exactly.
+
+    Example:
+        >>> [tuple(p.shape[-2:]) for p in laplacian_pyramid(torch.rand(1, 1, 32, 48), 3)]
+        [(32, 48), (16, 24), (8, 12)]
     """
     if levels < 1:
         raise ValueError(f"levels must be >= 1, got {levels}")

@@ -49,6 +49,8 @@ NB_DATA, NB_TRIMAP, NB_TRAIN, NB_INFER, NB_SUBMIT = ("01_data_download", "02_tri
                                                       "04_inference", "05_submission")
 DEMO_DIR = "demo"
 PREVIEW_SIDE = 192
+#: Smoke runs predict the (1024x1024) competition test images at this long side (then resize back).
+SMOKE_MAX_SIDE = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,6 +425,33 @@ def load_model(ctx: RunContext, checkpoint: str = "best"):
     return _load(checkpoint_path(ctx, checkpoint), device=ctx.cfg.run.device)
 
 
+def _fresh_prediction_dir(pred_dir: Path, ckpt: Path, settings: dict[str, Any]) -> Path:
+    """``pred_dir`` for predictions of ``ckpt`` with ``settings``: PNGs made by another checkpoint
+    (or other settings) are removed, so an interrupted run resumes but a new model never reuses stale
+    predictions. The identity (checkpoint digest from its sidecar, else size + mtime) is kept in
+    ``pred_dir/_source.json``."""
+    from .checkpoint import sidecar_path
+
+    try:
+        digest = json.loads(sidecar_path(ckpt).read_text()).get("sha256")
+    except (OSError, ValueError):
+        digest = None
+    st = ckpt.stat()
+    source = {"checkpoint": str(ckpt.resolve()), "sha256": digest or f"{st.st_size}-{st.st_mtime_ns}",
+              "settings": {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v))
+                           for k, v in sorted(settings.items()) if k != "trimap_cfg"}}
+    marker = pred_dir / "_source.json"
+    try:
+        same = json.loads(marker.read_text()) == source
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for p in list(pred_dir.glob("*.png")) + list(pred_dir.glob("rgba/*.png")):
+            p.unlink()
+        atomic_write_text(marker, json.dumps(source, indent=1))
+    return pred_dir
+
+
 def _copy_by_stem(rows, column: str, dest: Path) -> Path:
     """Copy ``rows[column]`` files to ``dest/<id><suffix>`` (evaluate_folder matches by stem)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -454,15 +483,16 @@ def run_inference(ctx: RunContext, checkpoint: str = "best", limit: int | None =
     limit = ctx.cfg.data.val_limit if limit is None else limit
     if limit:
         rows = rows.iloc[:limit]
-    model, mcfg = load_model(ctx, checkpoint)
+    ckpt = checkpoint_path(ctx, checkpoint)
+    model, mcfg = load_model(ctx, str(ckpt))
     use_trimap = bool(getattr(mcfg.model, "use_trimap", True)) if mcfg is not None else True
     with_trimap = use_trimap and bool((rows["trimap"] != "").all())
     items = rows[["id", "image"] + (["trimap"] if with_trimap else [])]
     kw = infer_kwargs(ctx.cfg)
     kw["two_pass"] = False if with_trimap else bool(kw.get("two_pass"))
-    pred_dir = ctx.path("predictions", split)
+    pred_dir = _fresh_prediction_dir(ctx.path("predictions", split), ckpt, kw)
     rep = predict_folder(model, items, pred_dir, **kw)
-    values: dict[str, Any] = {"checkpoint": str(checkpoint_path(ctx, checkpoint)), "split": split,
+    values: dict[str, Any] = {"checkpoint": str(ckpt), "split": split,
                               "images": len(rows), "written": len(rep.written), "skipped": len(rep.skipped),
                               "failed": len(rep.failed), "with_trimap": with_trimap,
                               "predict_seconds": round(rep.seconds, 2)}
@@ -540,12 +570,31 @@ def _first_rows(csv_path: Path, n: int) -> list[tuple[str, bytes]]:
     return out
 
 
+def downscaled_copy(src_dir: PathLike, dst_dir: PathLike, max_side: int) -> Path:
+    """PNG copies of the images of ``src_dir`` with the long side capped at ``max_side`` (same stems),
+    for quick low-resolution predictions; images already small enough are copied as PNG too."""
+    from .io import list_images, write_png
+    from .widgets import fit_side
+
+    dst = Path(dst_dir)
+    for p in list_images(src_dir, recursive=False):
+        out = dst / f"{p.stem}.png"
+        if not out.exists():
+            write_png(out, np.clip(fit_side(read_image(p), max_side), 0, 1))
+    return dst
+
+
 def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
-                    submission_dir: PathLike | None = None, copy: bool = True) -> dict[str, Any]:
+                    submission_dir: PathLike | None = None, copy: bool = True,
+                    max_side: int | None = None) -> dict[str, Any]:
     """Notebook 05: predict the competition test images (trimap-free: two passes for trimap models,
     one for trimap-free models) into ``predictions/test/``, write ``submission.csv`` in the run
     folder, validate it, copy it to :func:`submission_destination` (when ``copy``), and draw
     ``submission_preview.png`` (test image | decoded CSV alpha) for the first ``n_show`` rows.
+
+    ``max_side``: predict on copies downscaled to this long side; the alphas are resized back to the
+    test size when the CSV is built (quick CPU previews). Smoke runs use
+    :data:`SMOKE_MAX_SIDE` unless given.
     """
     from .infer import infer_kwargs, predict_folder
     from .submission import build_submission, validate_submission
@@ -561,12 +610,17 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     if sample is not None and not sample.is_file():
         print(f"sample submission {sample} not found: rows follow the sorted test stems")
         sample = None
-    model, mcfg = load_model(ctx, checkpoint)
+    ckpt = checkpoint_path(ctx, checkpoint)
+    model, mcfg = load_model(ctx, str(ckpt))
     use_trimap = bool(getattr(mcfg.model, "use_trimap", True)) if mcfg is not None else True
     kw = infer_kwargs(cfg)
     kw["two_pass"] = True if use_trimap else bool(kw.get("two_pass"))
-    pred_dir = ctx.path("predictions", "test")
-    rep = predict_folder(model, test_dir, pred_dir, **kw)
+    if max_side is None and cfg.run.smoke:
+        max_side = SMOKE_MAX_SIDE
+    inputs = downscaled_copy(test_dir, ctx.path("inputs", f"test_{max_side}"), max_side) if max_side else test_dir
+    pred_dir = ctx.path("predictions", "test" if not max_side else f"test_{max_side}")
+    pred_dir = _fresh_prediction_dir(pred_dir, ckpt, kw)
+    rep = predict_folder(model, inputs, pred_dir, **kw)
     if rep.failed:
         raise RuntimeError(f"{len(rep.failed)} test image(s) failed:\n{rep.summary()}")
     run_csv = ctx.path("submission.csv")
@@ -593,7 +647,9 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
         save_png(ctx.path("submission_preview.png"), vstack(shown))
     values = {"test_dir": str(test_dir), "rows": built.rows, "file_size": built.file_size, "order": built.order,
               "resized": len(built.resized), "valid": bool(check.ok), "problems": list(check.problems),
-              "warnings": list(check.warnings), "two_pass": kw["two_pass"], "run_csv": str(run_csv),
+              "warnings": list(check.warnings), "two_pass": kw["two_pass"], "max_side": max_side,
+              "checkpoint": str(ckpt),
+              "run_csv": str(run_csv),
               "csv": str(final) if final else None, "predict_seconds": round(rep.seconds, 2),
               "seconds": _seconds(t0)}
     update_metrics(ctx.run_dir, NB_SUBMIT, values)

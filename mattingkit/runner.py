@@ -327,7 +327,8 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
             try:
                 pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name or _kernel_name(),
                                     cwd=str(src_dir), progress_bar=False, log_output=False, report_mode=False,
-                                    request_save_on_cell_execute=True, execution_timeout=cell_timeout)
+                                    request_save_on_cell_execute=True, execution_timeout=cell_timeout,
+                                    extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP chatter
             except Exception as e:  # papermill's PapermillExecutionError or a kernel/start-up failure
                 result.ok = False
                 result.failed_notebook = f"{nb}.ipynb"

@@ -479,6 +479,7 @@ class TrimapInspector:
         s = self._load(self.sample.value)
         h, w = s["alpha"].shape
         self.image.value = png_bytes(view)
+        self.image.width = str(view.shape[1])  # natural size: no browser up-scaling
         self.renders += 1
         self.info.value = (f"<b>{html.escape(s['id'])}</b> ({w}x{h}) — {html.escape(m)}: unknown "
                            f"<b>{100 * self.share:.1f}%</b> of the pixels &nbsp; "
@@ -579,7 +580,9 @@ class AlphaInspector:
                           vmax=self.vmax)
 
     def update(self) -> None:
-        self.image.value = png_bytes(self.render())
+        view = self.render()
+        self.image.value = png_bytes(view)
+        self.image.width = str(view.shape[1])
         row = self.table.set_index("id").loc[self.current]
         vals = " &nbsp; ".join(f"{m.upper()} <b>{row[m]:.4g}</b>" for m in self.metrics)
         self.info.value = (f"<b>{html.escape(self.current)}</b> (rank {self.rank.value + 1}/{len(self.items)}) "

@@ -112,13 +112,15 @@ def test_trimap_inspector_in_jupyterlab(tmp_path, demo_data_root):
         _wait_for_server(f"{base}/api/status?token={token}", proc, log)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(120_000)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(120_000)
                 page.goto(f"{base}/lab/tree/02_trimap_synthesis.ipynb?token={token}", wait_until="domcontentloaded")
                 page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=120_000)
-                # wait for the kernel to be ready, then Run > Run All Cells
-                page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+                # wait until the notebook's kernel is connected and idle, then Run > Run All Cells
+                page.wait_for_function(
+                    "() => { const s = document.querySelector('.jp-StatusBar-Widget');"
+                    " return s && /Python 3[^\\n]*\\| Idle/.test(s.innerText); }", timeout=120_000)
                 page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
                 page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
                 inspector = page.locator(".mattingkit-trimap-inspector")
@@ -151,6 +153,9 @@ def test_trimap_inspector_in_jupyterlab(tmp_path, demo_data_root):
                 info_after = info.inner_text()
                 page.screenshot(path=str(ARTIFACTS / "inspector_after.png"))
                 inspector.screenshot(path=str(ARTIFACTS / "inspector.png"))
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "inspector_failure.png"))  # what the page showed
+                raise
             finally:
                 browser.close()
     finally:

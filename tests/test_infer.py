@@ -376,8 +376,25 @@ def test_infer_kwargs_from_config_drive_predict():
     kw = infer_kwargs(cfg)
     assert kw["tile_size"] == 64 and kw["device"] == "cpu" and kw["trimap_cfg"] is cfg.trimap
     net = SmallConvNet()
-    predict(net, _rng_image(100, 100), **{k: v for k, v in kw.items() if k != "two_pass"})
+    predict(net, _rng_image(100, 100), **kw)
     assert net.calls > 1 and all(s[2] == 64 and s[3] == 64 for s in net.shapes)
+
+
+def test_predict_folder_takes_defaults_from_infer_cfg(tmp_path):
+    from mattingkit.config import InferConfig
+
+    src = tmp_path / "images"
+    images = _make_folder(src, names=("0001",), h=100, w=100)
+    net = SmallConvNet()
+    cfg = InferConfig(tile_size=64, pixel_budget=1000, tile_overlap=32, tta_flip=True)
+    rep = predict_folder(net, src, tmp_path / "a", infer_cfg=cfg, headless=True, verbose=False)
+    assert rep.written == ["0001"] and net.calls > 2 and {s[2] for s in net.shapes} == {64}
+    expected = predict(net, images["0001"], tile_size=64, pixel_budget=1000, tile_overlap=32, tta_flip=True)
+    np.testing.assert_array_equal(read_alpha(tmp_path / "a" / "0001.png"), read_alpha(
+        write_png(tmp_path / "expected.png", expected)))
+    net.shapes.clear()
+    predict_folder(net, src, tmp_path / "b", infer_cfg=cfg, tile_size=96, headless=True, verbose=False)
+    assert {s[2] for s in net.shapes} == {96}     # explicit keyword arguments win
 
 
 # --------------------------------------------------------------------------------------------

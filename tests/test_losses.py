@@ -95,7 +95,7 @@ def test_gradient_reaches_only_the_unknown_region():
     terms["total"].backward()
     known = b["unknown"] == 0
     assert pred.grad[known].abs().max().item() == 0.0
-    assert pred.grad[~known].abs().min().item() > 0.0 or pred.grad[~known].abs().sum().item() > 0
+    assert (pred.grad[~known] != 0).float().mean().item() > 0.99  # every unknown pixel is pushed
 
 
 def test_region_all_lets_known_pixels_contribute():

@@ -18,7 +18,7 @@ from mattingkit.models import (
     build_model,
     count_parameters,
 )
-from mattingkit.models.common import group_count
+from mattingkit.models.common import group_count, unpool
 from mattingkit.models.dim import vgg16_bn_features
 
 
@@ -323,12 +323,15 @@ def test_u2netp_weights_path_round_trip_and_warning(tmp_path):
     source = U2NetP().eval()
     path = tmp_path / "u2netp.pth"
     torch.save(source.state_dict(), path)
-    loaded = build_model(ModelConfig(name="u2netp", pretrained=False, weights_path=str(path))).eval()
+    loaded = build_model(ModelConfig(name="u2netp", pretrained=True, weights_path=str(path))).eval()
     image, _ = inputs(1, 64, 64)
     with torch.inference_mode():
         assert torch.equal(loaded(image)["alpha"], source(image)["alpha"])
     with pytest.warns(PretrainedWeightsWarning, match="u2netp"):
         build_model(ModelConfig(name="u2netp", pretrained=True))
+    with pytest.warns(PretrainedWeightsWarning, match="ignored because model.pretrained=false"):
+        ignored = build_model(ModelConfig(name="u2netp", pretrained=False, weights_path=str(path)))
+    assert not torch.equal(ignored.side1.weight, source.side1.weight)
 
 
 # ------------------------------------------------------------------------------------ PatchGAN
@@ -352,6 +355,30 @@ def test_patchgan_shapes_and_gradients(layers, channels, spectral):
         d(torch.rand(1, 4, 4, 4))
     with pytest.raises(ValueError, match=r"\(N, 4, H, W\)"):
         d(torch.rand(1, 3, 64, 64))
+
+
+# ------------------------------------------------------------------------------------ unpooling
+def test_unpool_is_the_transpose_of_max_pooling():
+    g = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 8, 16, 12, generator=g, requires_grad=True)
+    pooled, idx = torch.nn.functional.max_pool2d(src, 3, 2, 1, return_indices=True)
+    x = torch.rand(pooled.shape, generator=g)
+    (pooled * x).sum().backward()  # d/dsrc = x scattered (and summed) back to the argmax positions
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no nondeterminism warning, unlike F.max_unpool2d
+        det = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True)
+        try:
+            out = unpool(x, idx, src.shape[-2:], 3, 2, 1)
+        finally:
+            torch.use_deterministic_algorithms(det)
+    assert torch.allclose(out, src.grad)
+    cl = unpool(x.contiguous(memory_format=torch.channels_last), idx, src.shape[-2:], 3, 2, 1)
+    assert torch.allclose(cl, out)
+    # without overlapping windows it is F.max_unpool2d
+    p2, i2 = torch.nn.functional.max_pool2d(src.detach(), 2, 2, return_indices=True)
+    assert torch.equal(unpool(p2, i2, src.shape[-2:], 2, 2),
+                       torch.nn.functional.max_unpool2d(p2, i2, 2, 2, output_size=src.shape[-2:]))
 
 
 # ------------------------------------------------------------------------------------ registry

@@ -28,6 +28,7 @@ Example:
 """
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Callable
 
 from torch import nn
@@ -62,6 +63,9 @@ def build_model(cfg: "ModelConfig") -> nn.Module:
         factory = MODELS[cfg.name]
     except KeyError:
         raise ValueError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}") from None
+    if cfg.weights_path and not cfg.pretrained:
+        warnings.warn(f"model.weights_path={cfg.weights_path!r} is ignored because model.pretrained=false",
+                      PretrainedWeightsWarning, stacklevel=2)
     return factory(cfg)
 
 

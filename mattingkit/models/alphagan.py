@@ -42,8 +42,10 @@ Where the paper is ambiguous, this implementation chooses:
   ``disc_spectral_norm`` every conv is spectrally normalised and the norm layers are dropped. The
   4 input channels (composite RGB in [0, 1], trimap) are mapped to [-1, 1].
 
-Note: max-unpooling is not deterministic on CUDA (overlapping 3x3 pooling windows may write the
-same location); CPU results are deterministic.
+- **Unpooling**: the stem's 3x3 / stride-2 max-pool has overlapping windows, so two pooled cells can
+  point at the same pixel. We unpool with the exact transpose of max-pooling (the values are summed
+  there; :func:`mattingkit.models.common.unpool`), which is deterministic on CPU and GPU, where
+  ``F.max_unpool2d`` would keep an arbitrary one.
 
 Example:
     >>> import torch
@@ -58,7 +60,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -73,6 +74,7 @@ from .common import (
     make_norm,
     prepare_inputs,
     torchvision_state_dict,
+    unpool,
     upsample_to,
 )
 
@@ -213,8 +215,7 @@ class AlphaGANGenerator(nn.Module):
         x = upsample_to(self.aspp(feats["out"]), feats["layer1"])
         x = self.dec4(torch.cat([x, self.skip4(feats["layer1"])], dim=1))
         stem = feats["stem"]
-        x = F.max_unpool2d(x.to(stem.dtype), feats["indices"], kernel_size=3, stride=2, padding=1,
-                           output_size=stem.shape[-2:])
+        x = unpool(x, feats["indices"], stem.shape[-2:], kernel_size=3, stride=2, padding=1)
         x = self.dec2(torch.cat([x, self.skip2(stem)], dim=1))
         x = upsample_to(x, image)
         x = self.dec1(torch.cat([x, rgb.to(x.dtype)], dim=1))

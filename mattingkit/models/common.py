@@ -73,7 +73,12 @@ def group_count(channels: int, max_groups: int = 32) -> int:
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
-    """``bn`` -> BatchNorm2d, ``gn`` -> GroupNorm(group_count(channels)), ``none`` -> Identity."""
+    """``bn`` -> BatchNorm2d, ``gn`` -> GroupNorm(group_count(channels)), ``none`` -> Identity.
+
+    Example:
+        >>> make_norm("gn", 64).num_groups, type(make_norm("bn", 64)).__name__
+        (32, 'BatchNorm2d')
+    """
     if kind == "bn":
         return nn.BatchNorm2d(channels)
     if kind == "gn":
@@ -85,7 +90,12 @@ def make_norm(kind: str, channels: int) -> nn.Module:
 
 def conv_norm_act(cin: int, cout: int, k: int = 3, norm: str = "bn", dilation: int = 1,
                   stride: int = 1) -> nn.Sequential:
-    """Conv (no bias) -> norm -> ReLU, 'same' padding for odd ``k``."""
+    """Conv (no bias) -> norm -> ReLU, 'same' padding for odd ``k``.
+
+    Example:
+        >>> conv_norm_act(4, 8, 3, "bn", dilation=2)(torch.rand(2, 4, 16, 16)).shape
+        torch.Size([2, 8, 16, 16])
+    """
     pad = dilation * (k - 1) // 2
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation, bias=False),
@@ -99,6 +109,11 @@ def convert_bn_to_gn(module: nn.Module) -> nn.Module:
 
     The BN scale/shift are copied so pretrained weights still give a sensible start; running
     statistics have no GroupNorm equivalent and are dropped.
+
+    Example:
+        >>> gn = convert_bn_to_gn(nn.Sequential(nn.Conv2d(3, 16, 3), nn.BatchNorm2d(16)))[1]
+        >>> type(gn).__name__, gn.num_groups
+        ('GroupNorm', 16)
     """
     for name, child in list(module.named_children()):
         if isinstance(child, nn.BatchNorm2d):
@@ -136,11 +151,39 @@ def expand_input_channels(conv: nn.Conv2d, in_channels: int, zero_new: bool) -> 
 
 
 def upsample_to(x: torch.Tensor, ref: torch.Tensor | tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``x`` to the spatial size of ``ref`` (a tensor or an (H, W) pair)."""
+    """Bilinear resize of ``x`` to the spatial size of ``ref`` (a tensor or an (H, W) pair).
+
+    Example:
+        >>> upsample_to(torch.rand(1, 2, 4, 4), (8, 6)).shape
+        torch.Size([1, 2, 8, 6])
+    """
     size = tuple(ref.shape[-2:]) if isinstance(ref, torch.Tensor) else tuple(ref)
     if tuple(x.shape[-2:]) == size:
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size | tuple[int, int], kernel_size: int,
+           stride: int, padding: int = 0) -> torch.Tensor:
+    """Max-unpooling as the exact transpose of max-pooling (deterministic, autocast/channels_last safe).
+
+    Each pooled value goes back to the input position its window's maximum came from. Where
+    overlapping windows (e.g. a 3x3 / stride-2 pool) picked the same position, the values are
+    *summed* — ``F.max_unpool2d`` would keep an arbitrary one, and is nondeterministic on CUDA.
+    Without overlap (2x2 / stride 2) the result equals ``F.max_unpool2d``.
+
+    Example:
+        >>> src = torch.tensor([[[[1.0, 5.0], [3.0, 2.0]]]])
+        >>> pooled, idx = F.max_pool2d(src, 2, 2, return_indices=True)
+        >>> unpool(pooled * 10, idx, src.shape[-2:], 2, 2).tolist()
+        [[[[0.0, 50.0], [0.0, 0.0]]]]
+    """
+    n, c = x.shape[:2]
+    like = x.new_empty((n, c, *size))  # only its shape / dtype are used by the kernel
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        like = like.contiguous(memory_format=torch.channels_last)
+    return torch.ops.aten.max_pool2d_with_indices_backward(
+        x, like, [kernel_size] * 2, [stride] * 2, [padding] * 2, [1, 1], False, indices)
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,6 +195,11 @@ def prepare_inputs(image: torch.Tensor, trimap: torch.Tensor | None, *, model: s
 
     With ``use_trimap=False`` the trimap is replaced by all-unknown 0.5 (whatever was passed);
     with ``use_trimap=True`` a missing trimap is an error.
+
+    Example:
+        >>> _, t = prepare_inputs(torch.rand(1, 3, 32, 64), None, model="demo", use_trimap=False)
+        >>> t.shape, t.unique().tolist()
+        (torch.Size([1, 1, 32, 64]), [0.5])
     """
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[1] != 3:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
@@ -208,6 +256,9 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
     Accepts a bare state dict or one wrapped as ``{"state_dict": ...}`` / ``{"model": ...}``;
     ``module.`` prefixes (DataParallel) are removed.
+
+    Example:
+        >>> sd = load_state_dict_file("resnet18.pth")  # doctest: +SKIP
     """
     path = Path(path)
     try:
@@ -311,6 +362,11 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
     """Load ``state_dict`` into ``module``; keys under ``ignore_prefixes`` may be absent or extra.
 
     Anything else missing, unexpected or of the wrong shape raises ``ValueError`` naming ``source``.
+
+    Example:
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> load_matching(a, b.state_dict(), source="b"); torch.equal(a.weight, b.weight)
+        True
     """
     ignore = tuple(ignore_prefixes)
     own = module.state_dict()
@@ -332,7 +388,13 @@ def load_matching(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
 
 
 def init_weights(module: nn.Module) -> None:
-    """Kaiming-normal convs (fan_out, ReLU), unit norms: for the layers we add on top of backbones."""
+    """Kaiming-normal convs (fan_out, ReLU), unit norms: for the layers we add on top of backbones.
+
+    Example:
+        >>> m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)); init_weights(m)
+        >>> m[0].bias.abs().sum().item(), m[1].weight.tolist()
+        (0.0, [1.0, 1.0, 1.0, 1.0])
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -40,7 +40,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -54,6 +53,7 @@ from .common import (
     load_matching,
     prepare_inputs,
     torchvision_state_dict,
+    unpool,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -123,7 +123,7 @@ class DIMDecoder(nn.Module):
     def forward(self, x: torch.Tensor, skips: list[tuple[torch.Tensor, torch.Size]]) -> torch.Tensor:
         x = self.conv6(x)
         for deconv, (idx, size) in zip(self.deconvs, reversed(skips)):
-            x = F.max_unpool2d(x, idx, kernel_size=2, stride=2, output_size=size)
+            x = unpool(x, idx, size, kernel_size=2, stride=2)
             x = deconv(x)
         return self.raw(x)
 

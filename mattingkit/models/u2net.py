@@ -14,7 +14,8 @@ With 16 mid / 64 output channels everywhere this is U²-Net-P (about 1.13 M para
 
 - Module and parameter names follow the authors' code (``stage1``, ``rebnconvin``, ``conv_s1``,
   ``bn_s1``, ``side1``, ``outconv``...), so their released ``u2netp.pth`` loads with
-  ``model.weights_path`` (it has no ImageNet backbone; ``pretrained=True`` without a path only warns).
+  ``model.pretrained=true model.weights_path=u2netp.pth`` (there is no ImageNet backbone to download:
+  ``pretrained=true`` without a path only warns).
 - Input is ImageNet-normalised inside the model, as in the authors' data pipeline; the trimap is
   ignored (pass ``None``).
 - Output: ``alpha`` = sigmoid of the fused map, ``side_outputs`` = the six sigmoid side maps
@@ -127,6 +128,8 @@ class U2NetP(nn.Module):
     @classmethod
     def from_config(cls, cfg: "ModelConfig") -> "U2NetP":
         model = cls(norm=cfg.norm)
+        if not cfg.pretrained:
+            return model
         if cfg.weights_path:
             sd = load_state_dict_file(cfg.weights_path) if _exists(cfg.weights_path) else None
             if sd is None:
@@ -134,7 +137,7 @@ class U2NetP(nn.Module):
                               "from random initialisation", PretrainedWeightsWarning, stacklevel=2)
             else:
                 load_matching(model, sd, source=f"U²-Net-P weights {cfg.weights_path}")
-        elif cfg.pretrained:
+        else:
             warnings.warn("u2netp has no ImageNet backbone to download; it starts from random "
                           "initialisation (set model.pretrained=false to silence this, or "
                           "model.weights_path to the authors' u2netp.pth)", PretrainedWeightsWarning,

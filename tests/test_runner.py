@@ -1,0 +1,200 @@
+"""The headless runner: run folders, metrics.json, papermill failure reporting, sweeps.
+
+Failure tests run the real notebooks (copies in a temp folder) through real papermill kernels.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mattingkit import runner
+from mattingkit.runner import (SMOKE_OVERRIDES, SweepResult, point_name, prepare_run, read_metrics, run_pipeline,
+                               run_sweep, strip_ansi, sweep_points, update_metrics)
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = REPO / "notebooks"
+
+
+@pytest.fixture(scope="session")
+def demo_data_root(tmp_path_factory) -> Path:
+    """A data root holding the embedded demo data (``<root>/demo``), written once per session."""
+    synthetic = pytest.importorskip("mattingkit.data.synthetic")
+    root = tmp_path_factory.getbasetemp() / "demo_data"
+    if not (root / "demo" / "demo.json").exists():
+        synthetic.make_demo_data(root / "demo", seed=0)
+    return root
+
+
+# ------------------------------------------------------------------------------------------------
+# pure parts
+# ------------------------------------------------------------------------------------------------
+def test_sweep_points_cartesian_and_names():
+    pts = sweep_points({"train.lr_g": [1e-4, 2e-4], "model.norm": ["bn", "gn"]})
+    assert len(pts) == 4 and pts[1] == {"train.lr_g": 1e-4, "model.norm": "gn"}
+    names = [point_name(i, p) for i, p in enumerate(pts)]
+    assert len(set(names)) == 4 and names[0] == "00_lr_g=0.0001_norm=bn"
+    assert all("/" not in n and ":" not in n for n in names)
+    with pytest.raises(ValueError, match="non-empty list"):
+        sweep_points({"train.lr_g": []})
+
+
+def test_select_notebooks_by_prefix_or_number():
+    assert runner._select(None) == runner.NOTEBOOKS
+    assert runner._select(["03", 1]) == ["01_data_download", "03_train_gan"]   # YAML reads 01 as 1
+    with pytest.raises(ValueError, match="unknown notebook"):
+        runner._select(["09"])
+
+
+def test_prepare_run_smoke_then_user_overrides(tmp_path):
+    ctx = prepare_run("demo", ["train.steps=7"], run_name="a b:c", runs_root=tmp_path, smoke=True)
+    assert ctx.run_dir == tmp_path / "a_b_c" and ctx.cfg.run.name == "a_b_c"
+    assert ctx.cfg.train.steps == 7                                   # the user's override wins
+    assert ctx.cfg.train.val_every == SMOKE_OVERRIDES["train.val_every"] and ctx.cfg.run.smoke
+    saved = yaml.safe_load((ctx.run_dir / "config.yaml").read_text())
+    assert saved["train"]["steps"] == 7 and saved["run"]["name"] == "a_b_c"
+
+
+def test_update_metrics_merges_sections(tmp_path):
+    update_metrics(tmp_path, "01_data_download", {"items": np.int64(5), "root": tmp_path})
+    update_metrics(tmp_path, "04_inference", {"sad": np.float32(1.5)})
+    update_metrics(tmp_path, "01_data_download", {"problems": 0})
+    m = read_metrics(tmp_path)
+    assert m == {"01_data_download": {"items": 5, "root": str(tmp_path), "problems": 0}, "04_inference": {"sad": 1.5}}
+    assert runner.flatten(m)["04_inference.sad"] == 1.5
+
+
+def test_strip_ansi_and_failure_summary(tmp_path):
+    assert strip_ansi("\x1b[0;31mValueError\x1b[0m: x") == "ValueError: x"
+    res = runner.PipelineResult(ok=False, run_dir=tmp_path / "r", failed_notebook="02_trimap_synthesis.ipynb",
+                                failed_cell=5, error="ValueError: boom", failed_source="a = f()\nb = 2",
+                                traceback="Cell In[5], line 1\n----> 1 a = f()\nValueError: boom")
+    text = res.summary()
+    assert "FAILED in 02_trimap_synthesis.ipynb, cell In [5]: ValueError: boom" in text
+    assert "cell source: a = f() ..." in text and "----> 1 a = f()" in text
+    assert str(tmp_path / "r" / "notebooks" / "02_trimap_synthesis.ipynb") in text
+
+
+def test_sweep_tables_markdown_and_plot(tmp_path):
+    rows = [{"run": "00_a", "train.lr_g": 1e-4, "status": "ok", "04_inference.sad": 3.0},
+            {"run": "01_b", "train.lr_g": 2e-4, "status": "failed: 03 In [7]: ValueError: a|b\nc",
+             "04_inference.sad": float("nan")},
+            {"run": "02_c", "train.lr_g": 5e-4, "status": "skipped (done)", "04_inference.sad": 1.0}]
+    res = SweepResult(ok=False, sweep_dir=tmp_path, rows=rows)
+    runner._write_sweep_tables(res, "04_inference.sad", "min", ["train.lr_g"])
+    df = pd.read_csv(res.results_csv)
+    assert df["run"].tolist() == ["00_a", "01_b", "02_c"]
+    md = res.results_md.read_text().splitlines()
+    assert md[0] == "| run | train.lr_g | status | 04_inference.sad |"
+    assert [ln.split("|")[1].strip() for ln in md[2:]] == ["02_c", "00_a", "01_b"]   # best first, NaN last
+    assert "a\\|b c" in md[-1] and len(md) == 5                                        # one line per row
+    assert res.plot is not None and res.plot.stat().st_size > 1000
+
+
+# ------------------------------------------------------------------------------------------------
+# failure reporting through real papermill kernels
+# ------------------------------------------------------------------------------------------------
+def _copy_notebooks(dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for p in NOTEBOOKS.glob("0*.ipynb"):
+        shutil.copy(p, dst / p.name)
+    return dst
+
+
+def test_failing_notebook_stops_the_run_and_names_notebook_cell_and_error(tmp_path, capsys):
+    nb_dir = _copy_notebooks(tmp_path / "nbs")
+    path = nb_dir / "01_data_download.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    ctx_index = next(i for i, c in enumerate(nb.cells) if "runner.prepare_run" in c.source)
+    nb.cells.insert(ctx_index + 1, nbformat.v4.new_code_cell(
+        "def check(n):\n    raise RuntimeError(f'deliberate failure {n}')\ncheck(42)"))
+    nbformat.write(nb, path)
+
+    res = run_pipeline("demo", [f"run.data_root={tmp_path / 'data'}"], name="fails", runs_root=tmp_path / "runs",
+                       notebooks=["01", "02"], notebooks_dir=nb_dir)
+    assert not res.ok and res.executed == []
+    assert res.failed_notebook == "01_data_download.ipynb"
+    assert res.error == "RuntimeError: deliberate failure 42"
+    # "In [N]": the set-up cell, the parameters cell, papermill's injected cell, the context cell, then ours
+    assert res.failed_cell == 5 and "check(42)" in res.failed_source
+    assert "deliberate failure 42" in res.traceback and "\x1b[" not in res.traceback
+    err = capsys.readouterr().err
+    assert "FAILED in 01_data_download.ipynb, cell In [5]: RuntimeError: deliberate failure 42" in err
+    assert "check(42)" in err
+    out_nb = nbformat.read(res.output_notebook, as_version=4)
+    errors = [o for c in out_nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors and errors[0]["evalue"] == "deliberate failure 42"
+    assert not (res.run_dir / "notebooks" / "02_trimap_synthesis.ipynb").exists()   # stopped at the failure
+    assert not (res.run_dir / runner.DONE_MARKER).exists()
+
+
+def test_bad_override_fails_in_the_notebook_with_a_clear_message(tmp_path, capsys):
+    from mattingkit.cli import main
+
+    missing = tmp_path / "no_such_dataset"
+    code = main(["run", "--config", "demo", "--set", f"data.root={missing}", "--name", "bad", "--runs-root",
+                 str(tmp_path / "runs"), "--notebooks", "01"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "FAILED in 01_data_download.ipynb, cell In [" in err
+    assert "FileNotFoundError" in err and str(missing) in err and "dataset folder not found" in err
+
+
+def test_unknown_notebook_parameter_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="declared by none"):
+        run_pipeline("demo", name="x", runs_root=tmp_path, notebooks=["01"], parameters={"n_show": 2})
+
+
+# ------------------------------------------------------------------------------------------------
+# sweep: 2x2 smoke grid, one failing point, re-run skips finished points
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_smoke_sweep_continues_past_a_failure_and_skips_finished_runs(tmp_path, demo_data_root):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({
+        "name": "g",
+        "config": "demo",
+        "smoke": True,
+        # band trimaps draw a width in [band_width_min, band_width]: min 8 > max 4 fails in training
+        "overrides": [f"run.data_root={demo_data_root}", "trimap.method=band"],
+        "metric": "04_inference.sad",
+        "mode": "min",
+        "grid": {"trimap.band_width": [4, 10], "trimap.band_width_min": [2, 8]},
+    }))
+    res = run_sweep(grid, runs_root=tmp_path / "runs")
+    status = {r["run"]: r["status"] for r in res.rows}
+    assert list(status) == ["00_band_width=4_band_width_min=2", "01_band_width=4_band_width_min=8",
+                            "02_band_width=10_band_width_min=2", "03_band_width=10_band_width_min=8"]
+    assert not res.ok
+    failed = [k for k, v in status.items() if v != "ok"]
+    assert failed == ["01_band_width=4_band_width_min=8"], status
+    assert "03_train_gan" in status[failed[0]]
+    for name in status:
+        if name not in failed:
+            m = read_metrics(res.sweep_dir / name)
+            assert set(runner.NOTEBOOKS) <= set(m), name
+            assert (res.sweep_dir / name / runner.DONE_MARKER).exists()
+            assert not any((REPO / "submissions").glob(f"{name}*"))             # sweep CSVs stay in the run
+            assert (res.sweep_dir / name / "submission.csv").exists()
+    df = pd.read_csv(res.results_csv)
+    assert len(df) == 4 and df["04_inference.sad"].notna().sum() == 3
+    md = res.results_md.read_text()
+    assert md.count("\n") == 6 and "failed" in md
+    assert res.plot.exists()
+
+    # re-run: the three finished points are skipped, the failed one is tried again (and fails again)
+    mtimes = {n: (res.sweep_dir / n / "metrics.json").stat().st_mtime for n in status if n not in failed}
+    again = run_sweep(grid, runs_root=tmp_path / "runs")
+    status2 = {r["run"]: r["status"] for r in again.rows}
+    assert [status2[n] for n in mtimes] == ["skipped (done)"] * 3
+    assert status2[failed[0]].startswith("failed")
+    assert {n: (res.sweep_dir / n / "metrics.json").stat().st_mtime for n in mtimes} == mtimes
+    df2 = pd.read_csv(again.results_csv)
+    assert df2["04_inference.sad"].notna().sum() == 3     # metrics of skipped runs are still tabulated
