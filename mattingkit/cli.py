@@ -88,7 +88,6 @@ def cmd_predict(args) -> int:
     report = predict_folder(model, args.images, args.out, trimap_dir=args.trimaps, device=args.device,
                             tta_flip=args.tta, two_pass=args.two_pass, write_rgba=args.rgba,
                             infer_cfg=cfg.infer if cfg is not None else None)
-    print(report.summary() if hasattr(report, "summary") else report)
     return 0 if not getattr(report, "failed", None) else 2
 
 
@@ -97,8 +96,7 @@ def cmd_submit(args) -> int:
 
     report = build_submission(args.alpha_dir, args.out, sample_csv=args.sample, test_dir=args.test_dir,
                               size=args.size)
-    print(report.summary() if hasattr(report, "summary") else report)
-    return 0
+    return 0 if getattr(report, "ok", True) else 1
 
 
 def cmd_validate(args) -> int:

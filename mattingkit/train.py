@@ -500,9 +500,15 @@ class Trainer:
 
         if resume_state is not None:
             # Weights are loaded before optimisers are built and before DDP wrapping.
-            model.load_state_dict(_float_state(resume_state["generator"]))
-            if discriminator is not None and resume_state.get("discriminator") is not None:
-                discriminator.load_state_dict(resume_state["discriminator"])
+            try:
+                model.load_state_dict(_float_state(resume_state["generator"]))
+                if discriminator is not None and resume_state.get("discriminator") is not None:
+                    discriminator.load_state_dict(resume_state["discriminator"])
+            except RuntimeError as e:
+                raise ckpt.CheckpointError(
+                    resume_state.get("_path", last),
+                    "its weights do not fit the configured model (did a model.* setting change since it was "
+                    f"written?). Start over with fresh=True / --fresh, or use another run name. {e}") from None
 
         self.G = self.dist.wrap(model)
         self.D = self.dist.wrap(discriminator) if discriminator is not None else None
@@ -532,14 +538,14 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     # files
     def _clear_previous_run(self) -> None:
-        """fresh=True: forget an earlier run in the same folder (checkpoints, history, events)."""
+        """fresh=True: forget an earlier run in the same folder (checkpoints, loss history, TensorBoard
+        events; metrics.json is rewritten at the end, config.yaml at the start, manifest.csv is kept)."""
         for name in (ckpt.LAST, ckpt.BEST):
             for p in (self.ckpt_dir / name, ckpt.sidecar_path(self.ckpt_dir / name)):
                 if p.exists():
                     p.unlink()
-        for p in (self.history_path, self.run_dir / "metrics.json"):
-            if p.exists():
-                p.unlink()
+        if self.history_path.exists():
+            self.history_path.unlink()
         tb = self.run_dir / "tb"
         if tb.is_dir():
             for p in tb.glob("events.out.tfevents.*"):

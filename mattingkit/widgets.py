@@ -513,21 +513,30 @@ class AlphaInspector:
         ('bad', ['bad', 'good'])
     """
 
-    def __init__(self, items: Any, sort_by: str = "sad", worst_first: bool = True, max_side: int | None = 2048,
+    def __init__(self, items: Any, sort_by: str = "sad", worst_first: bool = True, max_side: int | None = None,
                  view_side: int = 256, metrics: Sequence[str] = METRICS, vmax: float = 0.5):
         if sort_by not in metrics:
             raise ValueError(f"sort_by={sort_by!r}; choose one of {', '.join(metrics)}")
-        self.items = [s.load(max_side) for s in _sources(items)]
-        self.items = [it for it in self.items if it["alpha"] is not None and it["pred"] is not None]
-        if not self.items:
-            raise ValueError("AlphaInspector: no item has both a ground truth and a prediction")
-        for it in self.items:
+        self.view_side, self.vmax = view_side, vmax
+        self.metrics = tuple(metrics)
+        # Metrics at full resolution (or ``max_side``), one item at a time; keep only small views.
+        self.items, rows = [], []
+        for src in _sources(items):
+            it = src.load(max_side)
+            if it["alpha"] is None or it["pred"] is None:
+                continue
             if it["pred"].shape != it["alpha"].shape:
                 raise ValueError(f"{it['id']}: prediction {it['pred'].shape} and ground truth "
                                  f"{it['alpha'].shape} differ in size")
-        self.view_side, self.vmax = view_side, vmax
-        self.metrics = tuple(metrics)
-        self.table = metrics_frame(self.items, self.metrics)
+            rows.append(metrics_frame([it], self.metrics))
+            small = {"id": it["id"], "trimap": None if it["trimap"] is None else _fit_nearest(it["trimap"], view_side)}
+            small.update({k: fit_side(it[k], view_side) for k in ("image", "alpha", "pred")})
+            self.items.append(small)
+        if not self.items:
+            raise ValueError("AlphaInspector: no item has both a ground truth and a prediction")
+        import pandas as pd
+
+        self.table = pd.concat(rows, ignore_index=True)
         self._by_id = {it["id"]: it for it in self.items}
         w = _widgets()
         self.sort_by = w.Dropdown(options=list(self.metrics), value=sort_by, description="sort by",

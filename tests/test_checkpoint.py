@@ -196,3 +196,34 @@ def test_killed_from_outside_while_writing_keeps_a_loadable_file(tmp_path):
         step = got["step"]
         assert step >= 1
         assert torch.equal(got["w"], torch.randn(3_000_000, generator=torch.Generator().manual_seed(step)))
+
+
+def test_export_inference_and_load_generator(tmp_path):
+    from mattingkit.config import load_config
+    from mattingkit.models import build_model
+
+    cfg = load_config("demo", {"model.pretrained": False})
+    torch.manual_seed(0)
+    g = build_model(cfg.model).eval()
+    opt = torch.optim.Adam(g.parameters())
+    state = {"format": ckpt.FORMAT, "step": 5, "generator": g.state_dict(), "opt_g": opt.state_dict(),
+             "config": cfg.to_dict(), "best": {"metric": "sad", "value": 1.0, "step": 5}}
+    best = save_checkpoint(state, tmp_path / "best.pt")
+    half = ckpt.export_inference(best, tmp_path / "demo_fp16.pt", half=True)
+    full = ckpt.export_inference(best, tmp_path / "demo_fp32.pt", half=False)
+    n_float = sum(v.numel() for v in g.state_dict().values() if v.is_floating_point())
+    assert half.stat().st_size < 0.6 * full.stat().st_size and half.stat().st_size > 2 * n_float * 0.9
+    x, tri = torch.rand(1, 3, 64, 96), torch.full((1, 1, 64, 96), 0.5)
+    with torch.no_grad():
+        ref = g(x, tri)["alpha"]
+        for path in (best, full, half):
+            model, mcfg = ckpt.load_generator(path)
+            assert not model.training and mcfg.model.backbone == "resnet18"
+            assert all(p.dtype == torch.float32 for p in model.parameters())
+            out = model(x, tri)["alpha"]
+            if path == half:  # fp16-rounded weights (max-unpool positions may flip here and there)
+                assert (out - ref).abs().mean() < 5e-3
+            else:
+                assert torch.equal(out, ref)
+    with pytest.raises(CheckpointError, match="no 'generator'"):
+        ckpt.load_generator(save_checkpoint({"step": 1}, tmp_path / "other.pt"))

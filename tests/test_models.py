@@ -1,4 +1,5 @@
 """Models: shapes, gradients, output strides, norms, autocast, channels_last, weight loading, registry."""
+import contextlib
 import time
 import warnings
 
@@ -364,21 +365,29 @@ def test_unpool_is_the_transpose_of_max_pooling():
     pooled, idx = torch.nn.functional.max_pool2d(src, 3, 2, 1, return_indices=True)
     x = torch.rand(pooled.shape, generator=g)
     (pooled * x).sum().backward()  # d/dsrc = x scattered (and summed) back to the argmax positions
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no nondeterminism warning, unlike F.max_unpool2d
-        det = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(True)
-        try:
-            out = unpool(x, idx, src.shape[-2:], 3, 2, 1)
-        finally:
-            torch.use_deterministic_algorithms(det)
+    with deterministic(True), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no nondeterminism error or warning, unlike F.max_unpool2d
+        out = unpool(x, idx, src.shape[-2:], 3, 2, 1)
     assert torch.allclose(out, src.grad)
     cl = unpool(x.contiguous(memory_format=torch.channels_last), idx, src.shape[-2:], 3, 2, 1)
     assert torch.allclose(cl, out)
     # without overlapping windows it is F.max_unpool2d
     p2, i2 = torch.nn.functional.max_pool2d(src.detach(), 2, 2, return_indices=True)
-    assert torch.equal(unpool(p2, i2, src.shape[-2:], 2, 2),
-                       torch.nn.functional.max_unpool2d(p2, i2, 2, 2, output_size=src.shape[-2:]))
+    with deterministic(False):
+        reference = torch.nn.functional.max_unpool2d(p2, i2, 2, 2, output_size=src.shape[-2:])
+    assert torch.equal(unpool(p2, i2, src.shape[-2:], 2, 2), reference)
+
+
+@contextlib.contextmanager
+def deterministic(mode: bool):
+    """Set torch's deterministic-algorithms mode for a block, restoring mode *and* warn_only after."""
+    old = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(mode)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old, warn_only=old_warn)
 
 
 # ------------------------------------------------------------------------------------ registry
