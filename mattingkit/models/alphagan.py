@@ -32,6 +32,11 @@ Where the paper is ambiguous, this implementation chooses:
   projection of layer1 (DeepLabv3+ style), two 3x3 convs (256 -> 64); max-unpooling with the stem
   max-pool indices to H/2, concatenated with a 32-channel projection of the stem, two 3x3 convs (64);
   bilinear x2 to full resolution, concatenated with the normalised RGB image, 3x3 convs 32 -> 32 -> 1.
+- **Unpooling**: the stem's 3x3 / stride-2 max-pool has overlapping windows, so two pooled cells can
+  point at the same pixel. We unpool with the exact transpose of max-pooling (values summed there;
+  :func:`mattingkit.models.common.unpool`, torch's max-pool backward kernel), which works under
+  ``torch.use_deterministic_algorithms``; ``F.max_unpool2d`` keeps an arbitrary one and is flagged
+  nondeterministic.
 - **Norm**: ``bn`` (BatchNorm) or ``gn`` (GroupNorm, largest divisor of C that is <= 32 groups),
   applied everywhere, including inside the encoder (pretrained BN scale/shift are copied into GN).
 - **Output**: sigmoid computed in float32, so ``alpha`` is float32 even under autocast. Known trimap
@@ -41,11 +46,6 @@ Where the paper is ambiguous, this implementation chooses:
   LeakyReLU 0.2; norm after every conv but the first and the last (``model.norm``); with
   ``disc_spectral_norm`` every conv is spectrally normalised and the norm layers are dropped. The
   4 input channels (composite RGB in [0, 1], trimap) are mapped to [-1, 1].
-
-- **Unpooling**: the stem's 3x3 / stride-2 max-pool has overlapping windows, so two pooled cells can
-  point at the same pixel. We unpool with the exact transpose of max-pooling (the values are summed
-  there; :func:`mattingkit.models.common.unpool`), which is deterministic on CPU and GPU, where
-  ``F.max_unpool2d`` would keep an arbitrary one.
 
 Example:
     >>> import torch

@@ -169,7 +169,8 @@ def unpool(x: torch.Tensor, indices: torch.Tensor, size: torch.Size | tuple[int,
 
     Each pooled value goes back to the input position its window's maximum came from. Where
     overlapping windows (e.g. a 3x3 / stride-2 pool) picked the same position, the values are
-    *summed* — ``F.max_unpool2d`` would keep an arbitrary one, and is nondeterministic on CUDA.
+    *summed* — ``F.max_unpool2d`` would keep an arbitrary one, and torch flags it nondeterministic
+    (an error or warning under ``torch.use_deterministic_algorithms``).
     Without overlap (2x2 / stride 2) the result equals ``F.max_unpool2d``.
 
     Example:
