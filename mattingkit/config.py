@@ -88,6 +88,10 @@ class AugmentConfig:
     shear: float = 10.0               # degrees
     flip: bool = True
     hsv_jitter: bool = True
+    hue: float = 10.0                 # max hue shift, degrees (HSV jitter of the foreground)
+    saturation: list[float] = field(default_factory=lambda: [0.7, 1.3])  # saturation scale range
+    value: list[float] = field(default_factory=lambda: [0.8, 1.2])       # brightness scale range
+    pad: str = "reflect"              # reflect | zero: foreground padding when the crop leaves the image
     two_fg_prob: float = 0.5          # composite two foregrounds (alpha = 1-(1-a1)(1-a2))
     trimap_dropout: float = 0.0       # probability of an all-unknown trimap (trimap-free training)
     densify: float = 0.0              # competition-style dense alpha strength; 0 = off
