@@ -148,12 +148,12 @@ def ensure_data(ctx: RunContext, download: bool = True) -> dict[str, str]:
     cfg = ctx.cfg
     out: dict[str, str] = {}
     if is_demo_config(cfg):
-        demo_root = ctx.data_root / DEMO_DIR
-        if not (demo_root / "demo.json").exists():
-            from .data.synthetic import make_demo_data
+        from .data.synthetic import make_demo_data
 
-            print(f"demo data missing: writing it to {demo_root}", flush=True)
-            make_demo_data(demo_root, seed=0)
+        demo_root = ctx.data_root / DEMO_DIR
+        summary = make_demo_data(demo_root, seed=0)  # a no-op when already there (checked by its marker)
+        if summary.get("created"):
+            print(f"demo data written to {demo_root} ({summary.get('seconds', 0):.1f}s): {summary.get('counts')}")
         out["demo"] = str(demo_root)
         return out
     if download and (cfg.data.kaggle_competition or cfg.data.kaggle_datasets):

@@ -169,8 +169,6 @@ def test_trimap_inspector_in_jupyterlab(tmp_path, demo_data_root):
 @pytest.fixture(scope="session")
 def demo_data_root(tmp_path_factory) -> Path:
     """A data root holding the embedded demo data (``<root>/demo``), written once per session."""
-    if os.environ.get("_MK_DEV_DEMO_ROOT"):  # DEV ONLY - remove
-        return Path(os.environ["_MK_DEV_DEMO_ROOT"])
     synthetic = pytest.importorskip("mattingkit.data.synthetic")
     root = tmp_path_factory.getbasetemp() / "demo_data"
     if not (root / "demo" / "demo.json").exists():

@@ -343,11 +343,14 @@ def merge_foregrounds(fg1: np.ndarray, alpha1: np.ndarray, fg2: np.ndarray, alph
     if not (fg1.shape == fg2.shape and a1.shape == a2.shape == fg1.shape[:2]):
         raise ValueError(f"shapes differ: fg1 {fg1.shape}, alpha1 {a1.shape}, fg2 {fg2.shape}, alpha2 {a2.shape}")
     w2 = (1.0 - a1) * a2
-    alpha = (a1 + w2).astype(np.float32)            # == 1 - (1 - a1)(1 - a2)
-    num = a1[..., None] * fg1 + w2[..., None] * fg2
-    safe = np.where(alpha > 0, alpha, 1.0)[..., None]
-    fg = np.where(alpha[..., None] > 0, num / safe, fg1)
-    return np.clip(fg, 0.0, 1.0).astype(np.float32), np.clip(alpha, 0.0, 1.0)
+    alpha = a1 + w2                                  # == 1 - (1 - a1)(1 - a2)
+    # fg = c1 fg1 + c2 fg2 with c1 = a1 / alpha, c2 = w2 / alpha, c1 + c2 = 1 (c2 = 0 where alpha = 0)
+    c2 = np.divide(w2, alpha, out=np.zeros_like(alpha), where=alpha > 0)
+    fg = fg2 - fg1
+    fg *= c2[..., None]
+    fg += fg1
+    np.clip(fg, 0.0, 1.0, out=fg)
+    return fg, np.clip(alpha, 0.0, 1.0, out=alpha)
 
 
 def hsv_jitter(image: np.ndarray, hue_shift: float = 0.0, saturation: float = 1.0,
@@ -360,17 +363,17 @@ def hsv_jitter(image: np.ndarray, hue_shift: float = 0.0, saturation: float = 1.
         [[[0.0, 1.0, 0.0]]]
     """
     img = np.ascontiguousarray(_check_image(image, "image"))
-    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)        # float: H in [0, 360), S and V in [0, 1]
+    h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))   # float: H in [0, 360), S, V in [0, 1]
     if hue_shift:
-        h = hsv[..., 0]
-        h += np.float32(hue_shift)
-        np.mod(h, 360.0, out=h)
-        hsv[..., 0] = h
+        h += np.float32(hue_shift % 360.0)
+        h[h >= 360.0] -= 360.0
     if saturation != 1.0:
-        hsv[..., 1] = np.minimum(hsv[..., 1] * np.float32(saturation), 1.0)
+        s *= np.float32(saturation)
+        np.minimum(s, 1.0, out=s)
     if value != 1.0:
-        hsv[..., 2] = np.minimum(hsv[..., 2] * np.float32(value), 1.0)
-    out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        v *= np.float32(value)
+        np.minimum(v, 1.0, out=v)
+    out = cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2RGB)
     return np.clip(out, 0.0, 1.0, out=out)
 
 
@@ -751,7 +754,8 @@ class Composite(Transform):
             sample["bg"] = fg.copy()
             sample["image"] = fg.copy()
             return sample
-        sample["image"] = np.clip(composite(fg, sample["bg"], alpha), 0.0, 1.0).astype(np.float32)
+        image = composite(fg, sample["bg"], alpha).astype(np.float32, copy=False)
+        sample["image"] = np.clip(image, 0.0, 1.0, out=image)
         return sample
 
 

@@ -1,0 +1,309 @@
+"""Training data pipeline throughput: mattingkit's TrainDataset vs the decode bound vs an old-style pipeline.
+
+Inputs are generated into a temp folder first: ``--n-fg`` foreground/alpha PNG pairs at 1024x1024
+(textured colours, a soft-edged blob with thin semi-transparent strands) and ``--n-bg`` JPEG
+backgrounds at 1920x1080. Three datasets then read exactly the same files per item (the
+``TrainDataset.files_for`` plan: foreground + alpha, a second foreground + alpha for two-foreground
+items, the background) with the same readers (``mattingkit.io.read_image`` / ``read_alpha``):
+
+- ``ours``: ``mattingkit.data.datasets.TrainDataset`` with the default AugmentConfig (affine, HSV
+  jitter, two foregrounds at p=0.5), the default trimap recipe, crops of 512 output at 512.
+- ``decode``: the decode bound -- a dataset that only reads those files and returns a scalar.
+- ``old_style``: the classic order of the public AlphaGAN / Deep Image Matting reimplementations,
+  written below (:class:`OldStyleDataset`, clearly labelled): second foreground resized and merged,
+  random affine, HSV jitter, background resize-to-cover + crop and composite, all on the full
+  1024x1024 image in float32, then an iterated erode/dilate trimap on the full alpha, then the
+  crop around an unknown pixel and resize. Same outputs as ours (image, alpha, trimap, fg, bg,
+  unknown at 512x512).
+
+Each is consumed by a DataLoader with 2 workers (batch 4, the same ``worker_init_fn``); a run
+skips the first two batches (worker start-up) and times the rest. Runs are interleaved
+(decode / ours / old-style in a rotating order) for ``--repeats`` rounds; medians are reported.
+
+Run:  .venv/bin/python benchmarks/data_pipeline.py [--quick]
+Writes benchmarks/results/data_pipeline.json. The last two lines of the output are
+``vs decode bound: R x`` and ``vs old-style: R x`` (R = samples/s of ours / samples/s of theirs).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig  # noqa: E402
+from mattingkit.data.datasets import TrainDataset, sample_rng, worker_init_fn  # noqa: E402
+from mattingkit.io import read_alpha, read_image, write_png  # noqa: E402
+
+FG_SIZE = 1024
+BG_SIZE = (1080, 1920)  # H, W
+CROP = 512
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Photo-like colours: a smooth random colour field plus mid-frequency detail and slight grain."""
+    base = cv2.resize(rng.random((max(2, h // 128), max(2, w // 128), 3)).astype(np.float32), (w, h),
+                      interpolation=cv2.INTER_CUBIC)
+    detail = cv2.resize(rng.random((h // 8, w // 8, 3)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    grain = rng.normal(0, 0.02, (h, w, 3)).astype(np.float32)
+    return np.clip(0.65 * base + 0.3 * detail + grain, 0, 1)
+
+
+def _alpha(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A soft-edged blob with semi-transparent strands (hair-like), float32 in [0, 1]."""
+    a = np.zeros((n, n), np.float32)
+    c = n // 2 + rng.integers(-n // 8, n // 8, 2)
+    axes = (int(n * rng.uniform(0.25, 0.38)), int(n * rng.uniform(0.25, 0.38)))
+    cv2.ellipse(a, (int(c[0]), int(c[1])), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+    a = cv2.GaussianBlur(a, (0, 0), float(rng.uniform(1.5, 4)))
+    strands = np.zeros_like(a)
+    for _ in range(150):
+        t = rng.uniform(0, 2 * math.pi)
+        r0 = min(axes) * 0.9
+        x0, y0 = c[0] + r0 * math.cos(t), c[1] + r0 * math.sin(t)
+        length = rng.uniform(40, 160)
+        x1, y1 = x0 + length * math.cos(t + rng.normal(0, 0.3)), y0 + length * math.sin(t + rng.normal(0, 0.3))
+        cv2.line(strands, (int(x0), int(y0)), (int(x1), int(y1)), float(rng.uniform(0.3, 0.9)), 1, cv2.LINE_AA)
+    return np.clip(np.maximum(a, strands), 0, 1)
+
+
+def make_inputs(root: Path, n_fg: int, n_bg: int, seed: int = 0) -> tuple[list[dict], list[Path]]:
+    from PIL import Image  # JPEG writing (mattingkit.io writes PNG only)
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_fg):
+        fg_p, a_p = root / "fg" / f"fg_{i:02d}.png", root / "alpha" / f"fg_{i:02d}.png"
+        write_png(fg_p, _texture(rng, FG_SIZE, FG_SIZE))
+        write_png(a_p, _alpha(rng, FG_SIZE))
+        rows.append({"id": f"fg_{i:02d}", "fg": str(fg_p), "alpha": str(a_p), "image": ""})
+    bgs = []
+    (root / "bg").mkdir(parents=True, exist_ok=True)
+    for i in range(n_bg):
+        p = root / "bg" / f"bg_{i:02d}.jpg"
+        Image.fromarray(np.rint(_texture(rng, *BG_SIZE) * 255).astype(np.uint8)).save(p, quality=90)
+        bgs.append(p)
+    return rows, bgs
+
+
+# --------------------------------------------------------------------------------------------
+# (i) the decode bound
+# --------------------------------------------------------------------------------------------
+class DecodeOnlyDataset(torch.utils.data.Dataset):
+    """Reads exactly the files ``ours`` reads for each item, with the same readers; returns a scalar."""
+
+    def __init__(self, ours: TrainDataset):
+        self.ours = ours
+
+    def __len__(self) -> int:
+        return len(self.ours)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.ours.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        total = 0
+        for reader, path in self.ours.files_for(index):
+            arr = read_alpha(path) if reader == "alpha" else read_image(path)
+            total += arr.shape[0]
+        return torch.tensor(total)
+
+
+# --------------------------------------------------------------------------------------------
+# (ii) OLD-STYLE PIPELINE (for comparison only; not used by mattingkit)
+# The usual order of the public AlphaGAN / Deep Image Matting PyTorch reimplementations: every
+# augmentation on the full-resolution image, the trimap by iterated erosion/dilation of the full
+# alpha, and only then the crop around an unknown pixel. Same readers, same files, same
+# augmentation ranges, same outputs as ours; float32 throughout (many originals use float64).
+# --------------------------------------------------------------------------------------------
+class OldStyleDataset(torch.utils.data.Dataset):
+    def __init__(self, ours: TrainDataset):
+        self.ours = ours
+        self.aug: AugmentConfig = ours.augment_cfg
+        self.crop_sizes = list(ours.data_cfg.crop_sizes)
+        self.out = int(ours.data_cfg.image_size)
+
+    def __len__(self) -> int:
+        return len(self.ours)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.ours.set_epoch(epoch)
+
+    @staticmethod
+    def _read_pair(fg_path: str, alpha_path: str) -> tuple[np.ndarray, np.ndarray]:
+        return read_image(fg_path), read_alpha(alpha_path)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = sample_rng(self.ours.seed + 1, self.ours.epoch, index)
+        files = [path for _, path in self.ours.files_for(index)]
+        fg, alpha = self._read_pair(files[0], files[1])
+        h, w = alpha.shape
+        # second foreground: resized to the first one's size and merged at full resolution
+        if len(files) == 5:
+            fg2, a2 = self._read_pair(files[2], files[3])
+            fg2 = cv2.resize(fg2, (w, h), interpolation=cv2.INTER_LINEAR)
+            a2 = cv2.resize(a2, (w, h), interpolation=cv2.INTER_LINEAR)
+            new_a = 1 - (1 - alpha) * (1 - a2)
+            num = alpha[..., None] * fg + ((1 - alpha) * a2)[..., None] * fg2
+            fg = np.where(new_a[..., None] > 0, num / np.maximum(new_a, 1e-8)[..., None], fg).astype(np.float32)
+            alpha = new_a.astype(np.float32)
+        # random affine (rotation, scale, shear, flip) of the full image
+        a = self.aug
+        angle = rng.uniform(-a.rotation, a.rotation)
+        scale = math.exp(rng.uniform(math.log(a.scale[0]), math.log(a.scale[1])))
+        shear = math.tan(math.radians(rng.uniform(-a.shear, a.shear)))
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
+        m[0, 1] += shear * m[0, 0]
+        fg = cv2.warpAffine(fg, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        alpha = cv2.warpAffine(alpha, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        if rng.random() < 0.5:
+            fg, alpha = fg[:, ::-1], alpha[:, ::-1]
+        # HSV jitter of the full foreground
+        hsv = cv2.cvtColor(np.ascontiguousarray(fg), cv2.COLOR_RGB2HSV)
+        hsv[..., 0] = np.mod(hsv[..., 0] + rng.uniform(-a.hue, a.hue), 360)
+        hsv[..., 1] = np.clip(hsv[..., 1] * rng.uniform(*a.saturation), 0, 1)
+        hsv[..., 2] = np.clip(hsv[..., 2] * rng.uniform(*a.value), 0, 1)
+        fg = np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), 0, 1)
+        # background resized to cover the foreground, random crop, full-size composite
+        bg = read_image(files[-1])
+        s = max(h / bg.shape[0], w / bg.shape[1])
+        bh, bw = max(h, math.ceil(bg.shape[0] * s)), max(w, math.ceil(bg.shape[1] * s))
+        bg = cv2.resize(bg, (bw, bh), interpolation=cv2.INTER_CUBIC)
+        by, bx = rng.integers(0, bh - h + 1), rng.integers(0, bw - w + 1)
+        bg = np.clip(bg[by:by + h, bx:bx + w], 0, 1)
+        alpha = np.clip(np.ascontiguousarray(alpha), 0, 1)
+        image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+        # trimap: iterated erosion / dilation of the full alpha
+        a8 = np.rint(alpha * 255).astype(np.uint8)
+        k = int(rng.integers(2, 5))
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+        fg_mask = cv2.erode((a8 == 255).astype(np.uint8), kernel, iterations=int(rng.integers(5, 15)))
+        unknown = cv2.dilate((a8 > 0).astype(np.uint8), kernel, iterations=int(rng.integers(5, 15)))
+        trimap = np.where(fg_mask > 0, 1.0, np.where(unknown > 0, 0.5, 0.0)).astype(np.float32)
+        # crop around a random unknown pixel, then resize
+        c = int(self.crop_sizes[rng.integers(len(self.crop_sizes))])
+        ys, xs = np.where(trimap == 0.5)
+        if len(ys):
+            j = rng.integers(len(ys))
+            y0 = int(min(max(ys[j] - c // 2, 0), max(h - c, 0)))
+            x0 = int(min(max(xs[j] - c // 2, 0), max(w - c, 0)))
+        else:
+            y0, x0 = (h - c) // 2, (w - c) // 2
+
+        def crop(x: np.ndarray, interp: int) -> np.ndarray:
+            x = x[y0:y0 + c, x0:x0 + c]
+            return x if c == self.out else cv2.resize(x, (self.out, self.out), interpolation=interp)
+
+        out = {"image": crop(image, cv2.INTER_AREA), "alpha": crop(alpha, cv2.INTER_AREA),
+               "trimap": crop(trimap, cv2.INTER_NEAREST), "fg": crop(fg, cv2.INTER_AREA),
+               "bg": crop(bg, cv2.INTER_AREA)}
+        item = {k: torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1) if v.ndim == 3 else v[None],
+                                                         dtype=np.float32)) for k, v in out.items()}
+        item["unknown"] = (item["trimap"] == 0.5).float()
+        item["id"] = self.ours.rows[index % len(self.ours.rows)]["id"]
+        return item
+
+
+# --------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------
+def run_once(ds, epoch: int, n_batches: int, batch_size: int, workers: int) -> float:
+    """Samples/s of one DataLoader pass, after skipping one batch per worker (start-up)."""
+    ds.set_epoch(epoch)
+    skip = max(1, workers)
+    sampler = list(range((n_batches + skip) * batch_size))
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                                         worker_init_fn=worker_init_fn, prefetch_factor=2 if workers else None)
+    it = iter(loader)
+    for _ in range(skip):
+        next(it)
+    t0 = time.perf_counter()
+    n = 0
+    for batch in it:
+        n += len(batch["id"]) if isinstance(batch, dict) else len(batch)
+    dt = time.perf_counter() - t0
+    del it, loader
+    return n / dt
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer items and repeats (about a minute)")
+    p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; --quick 3)")
+    p.add_argument("--batches", type=int, default=None, help="timed batches per run (default 24; --quick 10)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--n-fg", type=int, default=16)
+    p.add_argument("--n-bg", type=int, default=16)
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_pipeline.json"))
+    args = p.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 5)
+    n_batches = args.batches or (10 if args.quick else 24)
+
+    with tempfile.TemporaryDirectory(prefix="mk_data_bench_") as tmp:
+        t = time.perf_counter()
+        rows, bgs = make_inputs(Path(tmp), args.n_fg, args.n_bg)
+        print(f"inputs: {len(rows)} fg/alpha PNG pairs {FG_SIZE}x{FG_SIZE}, {len(bgs)} JPEG backgrounds "
+              f"{BG_SIZE[1]}x{BG_SIZE[0]} ({time.perf_counter() - t:.1f} s to generate)", flush=True)
+        data_cfg = DataConfig(crop_sizes=[CROP], image_size=CROP, foreground="given")
+        n_items = 10_000
+        ours = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=n_items)
+        datasets = {"decode": DecodeOnlyDataset(ours), "ours": ours, "old_style": OldStyleDataset(ours)}
+        names = list(datasets)
+        rates: dict[str, list[float]] = {k: [] for k in names}
+        for r in range(repeats):
+            order = names[r % 3:] + names[:r % 3]
+            for name in order:
+                rate = run_once(datasets[name], r, n_batches, args.batch_size, args.workers)
+                rates[name].append(rate)
+                print(f"round {r + 1}/{repeats}  {name:9s} {rate:6.2f} samples/s", flush=True)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    vs_decode = med["ours"] / med["decode"]
+    vs_old = med["ours"] / med["old_style"]
+    result = {
+        "benchmark": "data_pipeline",
+        "setup": {"fg": f"{args.n_fg} PNG {FG_SIZE}x{FG_SIZE} + alpha PNG", "bg": f"{args.n_bg} JPEG "
+                  f"{BG_SIZE[1]}x{BG_SIZE[0]}", "crop": CROP, "image_size": CROP, "batch_size": args.batch_size,
+                  "workers": args.workers, "timed_batches": n_batches, "repeats": repeats,
+                  "augment": "AugmentConfig() defaults (affine, hsv jitter, two_fg_prob=0.5)",
+                  "trimap": "TrimapConfig() defaults"},
+        "samples_per_s": rates,
+        "median_samples_per_s": med,
+        "ms_per_sample_per_worker": {k: 1000 * args.workers / v for k, v in med.items()},
+        "vs_decode_bound": vs_decode,
+        "vs_old_style": vs_old,
+        "targets": {"vs_decode_bound": 0.7, "vs_old_style": 2.0},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+                    "opencv": cv2.__version__, "numpy": np.__version__},
+        "command": "benchmarks/data_pipeline.py" + (" --quick" if args.quick else ""),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print()
+    for k in names:
+        print(f"{k:9s} median {med[k]:6.2f} samples/s  ({1000 * args.workers / med[k]:5.1f} ms per sample per worker)")
+    print(f"results -> {out}")
+    print(f"vs decode bound: {vs_decode:.2f} x")
+    print(f"vs old-style: {vs_old:.2f} x")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,494 @@
+"""Torch datasets: online composition for training, fixed full-resolution evaluation, competition test.
+
+Every item is a dict of float32 CHW tensors -- ``image`` (in [0, 1], not normalised), ``alpha``,
+``trimap`` ({0, .5, 1}), ``fg``, ``bg``, ``unknown`` (trimap == .5) -- plus ``id`` (str); eval and test
+items also carry ``orig_size`` ``(H, W)`` of the source image. The default DataLoader collate works
+(ids become a list of str); :func:`collate` also keeps ``orig_size`` as a list of tuples.
+
+Reproducibility: every random choice of training item ``index`` in epoch ``e`` comes from
+``np.random.default_rng(SeedSequence([seed, e, index]))`` (:func:`sample_rng`), so the stream is the
+same for any ``num_workers`` and any order of access, and resumes exactly (``set_epoch``; an index
+may also be given as ``(epoch, index)``).
+
+Example:
+    >>> import tempfile, pandas as pd
+    >>> from pathlib import Path
+    >>> from mattingkit.io import write_png
+    >>> from mattingkit.config import DataConfig, TrimapConfig, AugmentConfig
+    >>> d = Path(tempfile.mkdtemp())
+    >>> a = np.zeros((64, 64), np.float32); a[16:48, 16:48] = 1; a[16:48, 15] = 0.5
+    >>> _ = write_png(d / "fg.png", np.full((64, 64, 3), 0.9, np.float32)); _ = write_png(d / "a.png", a)
+    >>> _ = write_png(d / "bg.png", np.zeros((50, 80, 3), np.float32))
+    >>> df = pd.DataFrame([{"id": "x", "fg": str(d / "fg.png"), "alpha": str(d / "a.png"), "image": ""}])
+    >>> ds = TrainDataset(df, [d / "bg.png"], DataConfig(crop_sizes=[32], image_size=32, foreground="given"),
+    ...                   TrimapConfig(), AugmentConfig(two_fg_prob=0.0))
+    >>> item = ds[0]
+    >>> item["image"].shape, item["alpha"].shape, item["id"]
+    (torch.Size([3, 32, 32]), torch.Size([1, 32, 32]), 'x')
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..io import ImageReadError, list_images, read_alpha, read_image, read_trimap
+from .augment import (Composite, CoverBackground, Render, build_train_pipeline, check_augment_config,
+                      resize_image, resize_trimap)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config import AugmentConfig, Config, DataConfig, TrimapConfig
+    from .foreground import ForegroundCache
+
+PathLike = str | os.PathLike
+FOREGROUND_MODES = ("estimate", "given", "photo")
+TENSOR_KEYS = ("image", "alpha", "trimap", "fg", "bg", "unknown")
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of one training item: ``default_rng(SeedSequence([seed, epoch, index]))``.
+
+    Example:
+        >>> sample_rng(0, 1, 2).random() == sample_rng(0, 1, 2).random() != sample_rng(0, 1, 3).random()
+        True
+    """
+    for name, v in (("seed", seed), ("epoch", epoch), ("index", index)):
+        if int(v) < 0:
+            raise ValueError(f"{name} must be >= 0, got {v}")
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
+
+
+def worker_init_fn(worker_id: int) -> None:
+    """DataLoader worker set-up: one thread each for OpenCV and torch (the workers are the
+    parallelism; nested thread pools only oversubscribe the cores). No random state is touched:
+    every random choice is seeded per item."""
+    import cv2
+
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+
+
+def _chw(x: np.ndarray) -> torch.Tensor:
+    x = np.asarray(x, np.float32)
+    if x.ndim == 2:
+        return torch.from_numpy(np.ascontiguousarray(x[None]))
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def to_item(sample: dict[str, Any]) -> dict[str, Any]:
+    """A finished numpy sample -> the batch-dict item (CHW float32 tensors, ``unknown`` added).
+
+    Example:
+        >>> s = {k: np.zeros((4, 5, 3), np.float32) for k in ("image", "fg", "bg")}
+        >>> s.update(alpha=np.zeros((4, 5), np.float32), trimap=np.full((4, 5), .5, np.float32), id="a")
+        >>> it = to_item(s); it["unknown"].shape, float(it["unknown"].min()), it["id"]
+        (torch.Size([1, 4, 5]), 1.0, 'a')
+    """
+    out: dict[str, Any] = {}
+    for k in ("image", "alpha", "trimap", "fg", "bg"):
+        out[k] = _chw(sample[k])
+    out["unknown"] = (out["trimap"] == 0.5).to(torch.float32)
+    out["id"] = str(sample["id"])
+    if "orig_size" in sample:
+        out["orig_size"] = tuple(int(v) for v in sample["orig_size"])
+    return out
+
+
+def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Stack tensors; ``id`` -> list of str, ``orig_size`` -> list of ``(H, W)`` tuples.
+
+    Example:
+        >>> b = collate([{"alpha": torch.zeros(1, 2, 2), "id": "0001", "orig_size": (2, 2)}] * 2)
+        >>> tuple(b["alpha"].shape), b["id"], b["orig_size"]
+        ((2, 1, 2, 2), ['0001', '0001'], [(2, 2), (2, 2)])
+    """
+    if not batch:
+        raise ValueError("collate: empty batch")
+    out: dict[str, Any] = {}
+    for k in batch[0]:
+        vals = [b[k] for b in batch]
+        if isinstance(vals[0], torch.Tensor):
+            out[k] = torch.stack(vals)
+        elif k == "id":
+            out[k] = [str(v) for v in vals]
+        elif k == "orig_size":
+            out[k] = [tuple(int(x) for x in v) for v in vals]
+        else:
+            out[k] = vals
+    return out
+
+
+def _cell(row: dict, key: str) -> str:
+    v = row.get(key, "")
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    return str(v).strip()
+
+
+def _records(df: pd.DataFrame | Iterable[dict] | None) -> list[dict]:
+    if df is None:
+        return []
+    rows = df.to_dict("records") if isinstance(df, pd.DataFrame) else [dict(r) for r in df]
+    for r in rows:
+        r["id"] = _cell(r, "id")
+    return rows
+
+
+def _same_size(a: np.ndarray, b: np.ndarray, path_a: str, path_b: str) -> None:
+    if a.shape[:2] != b.shape[:2]:
+        raise ImageReadError(path_b, f"is {b.shape[1]}x{b.shape[0]} but {path_a} is {a.shape[1]}x{a.shape[0]} "
+                             "(width x height); they must match")
+
+
+def _cap_hw(h: int, w: int, max_side: int | None) -> tuple[int, int]:
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    k = max_side / max(h, w)
+    return max(1, round(h * k)), max(1, round(w * k))
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SamplePlan:
+    """Which files one training item uses: row indices of the foreground(s), background index."""
+
+    fg: int
+    fg2: int | None
+    bg: int | None
+
+
+def plan_sample(rng: np.random.Generator, index: int, n_fg: int, n_bg: int, two_fg_prob: float) -> SamplePlan:
+    """Draw the sources of item ``index``: foreground ``index % n_fg``, a random background, and with
+    probability ``two_fg_prob`` (when there are backgrounds and two foregrounds) a second, different
+    foreground. Always the first draws of the item's generator.
+
+    Example:
+        >>> p = plan_sample(np.random.default_rng(0), 7, n_fg=5, n_bg=3, two_fg_prob=0.0)
+        >>> p.fg, p.fg2, 0 <= p.bg < 3
+        (2, None, True)
+    """
+    fg = int(index) % n_fg
+    bg = int(rng.integers(n_bg)) if n_bg > 0 else None
+    fg2 = None
+    if two_fg_prob > 0 and n_bg > 0 and n_fg > 1 and rng.random() < two_fg_prob:
+        fg2 = int(rng.integers(n_fg - 1))
+        fg2 += fg2 >= fg
+    return SamplePlan(fg, fg2, bg)
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Online composition: a foreground and its alpha over a random background, augmented and
+    cropped by :func:`mattingkit.data.augment.build_train_pipeline`, with a trimap made after the crop.
+
+    Foreground colours (``data_cfg.foreground``): ``"given"`` -- the manifest's ``fg`` file;
+    ``"estimate"`` -- the ``fg`` file when the row has one, else ``fg_cache`` (a
+    :class:`~mattingkit.data.foreground.ForegroundCache`) estimates it from ``image`` + ``alpha``
+    once; ``"photo"`` -- the photo itself. With no ``backgrounds`` the item is the (augmented) photo
+    itself: ``image == fg == bg`` (the trimap-free competition recipe).
+
+    ``len`` is ``epoch_len`` (default: the number of rows); item ``i`` uses row ``i % rows``.
+    """
+
+    def __init__(self, df: pd.DataFrame | Iterable[dict], backgrounds: Sequence[PathLike] | None,
+                 data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig",
+                 seed: int = 0, fg_cache: "ForegroundCache | None" = None, epoch_len: int | None = None):
+        self.rows = _records(df)
+        if not self.rows:
+            raise ValueError("TrainDataset: the training set is empty (no manifest rows with split 'train'?)")
+        mode = data_cfg.foreground
+        if mode not in FOREGROUND_MODES:
+            raise ValueError(f"data.foreground must be one of {', '.join(FOREGROUND_MODES)}, got {mode!r}")
+        self.data_cfg, self.trimap_cfg, self.augment_cfg = data_cfg, trimap_cfg, augment_cfg
+        check_augment_config(augment_cfg)
+        self.mode = mode
+        self.fg_cache = fg_cache
+        for i, r in enumerate(self.rows):
+            self._check_row(i, r)
+        self.backgrounds = [str(p) for p in (backgrounds or [])]
+        self.seed = int(seed)
+        self.epoch = 0
+        if epoch_len is not None and int(epoch_len) < 1:
+            raise ValueError(f"epoch_len must be >= 1, got {epoch_len}")
+        self.epoch_len = int(epoch_len) if epoch_len is not None else len(self.rows)
+        self.pipeline = build_train_pipeline(data_cfg, trimap_cfg, augment_cfg,
+                                             has_background=bool(self.backgrounds))
+
+    def _check_row(self, i: int, r: dict) -> None:
+        where = f"manifest row {i} (id {r['id']!r})"
+        if not _cell(r, "alpha"):
+            raise ValueError(f"{where} has no alpha file")
+        if self.mode == "given" and not _cell(r, "fg"):
+            raise ValueError(f"{where} has no fg file but data.foreground='given' (use 'estimate' or 'photo')")
+        if self.mode == "photo" and not _cell(r, "image"):
+            raise ValueError(f"{where} has no image file but data.foreground='photo'")
+        if self.mode == "estimate" and not _cell(r, "fg"):
+            if not _cell(r, "image"):
+                raise ValueError(f"{where} has neither an fg nor an image file")
+            if self.fg_cache is None:
+                raise ValueError(f"{where} needs an estimated foreground but no fg_cache was given "
+                                 "(pass ForegroundCache(...), or data.foreground='photo')")
+
+    def __len__(self) -> int:
+        return self.epoch_len
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose sample stream ``[i]`` returns (the epoch is part of every item's seed)."""
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    # sources ---------------------------------------------------------------------------------
+    def _key(self, key: int | tuple[int, int]) -> tuple[int, int]:
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        return int(epoch), index
+
+    def _plan(self, rng: np.random.Generator, index: int) -> SamplePlan:
+        return plan_sample(rng, index, len(self.rows), len(self.backgrounds), self.augment_cfg.two_fg_prob)
+
+    def _fg_path(self, r: dict) -> str:
+        if self.mode == "photo":
+            return _cell(r, "image")
+        return _cell(r, "fg") or _cell(r, "image")
+
+    def files_for(self, key: int | tuple[int, int]) -> list[tuple[str, str]]:
+        """The files item ``key`` reads, in order, as ``(reader, path)`` pairs (reader ``"image"`` or
+        ``"alpha"``): foreground, alpha, [second foreground, its alpha], [background].
+
+        For ``foreground="estimate"`` rows without an fg file the foreground entry is the photo (the
+        cache entry is read in its place).
+        """
+        epoch, index = self._key(key)
+        plan = self._plan(sample_rng(self.seed, epoch, index), index)
+        out = []
+        for ri in (plan.fg, plan.fg2):
+            if ri is not None:
+                out += [("image", self._fg_path(self.rows[ri])), ("alpha", _cell(self.rows[ri], "alpha"))]
+        if plan.bg is not None:
+            out.append(("image", self.backgrounds[plan.bg]))
+        return out
+
+    def load_foreground(self, row_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(fg, alpha)`` of one manifest row, float32, checked to be the same size."""
+        r = self.rows[row_index]
+        alpha_path = _cell(r, "alpha")
+        alpha = read_alpha(alpha_path)
+        if self.mode == "estimate" and not _cell(r, "fg"):
+            fg = self.fg_cache.get(r["id"], _cell(r, "image"), alpha_path)
+            fg_path = str(self.fg_cache.path(r["id"]))
+        else:
+            fg_path = self._fg_path(r)
+            fg = read_image(fg_path)
+        _same_size(fg, alpha, fg_path, alpha_path)
+        return fg, alpha
+
+    # items -----------------------------------------------------------------------------------
+    def sample(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``key`` as a numpy sample dict (HxWxC float32 arrays; for viewers and tests)."""
+        epoch, index = self._key(key)
+        rng = sample_rng(self.seed, epoch, index)
+        plan = self._plan(rng, index)
+        fg, alpha = self.load_foreground(plan.fg)
+        s: dict[str, Any] = {"id": self.rows[plan.fg]["id"], "fg": fg, "alpha": alpha}
+        if plan.fg2 is not None:
+            s["fg2"], s["alpha2"] = self.load_foreground(plan.fg2)
+        if plan.bg is not None:
+            s["bg"] = read_image(self.backgrounds[plan.bg])
+        s = self.pipeline(s, rng)
+        s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)
+        return s
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        return to_item(self.sample(key))
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------
+class EvalDataset(torch.utils.data.Dataset):
+    """Fixed, deterministic evaluation items at full resolution (batch size 1).
+
+    Per manifest row:
+    - ``image`` + ``alpha`` (real photos): the photo, its alpha and its ``trimap`` file when given
+      (else a trimap drawn from the alpha with a generator seeded by ``(seed, index)``);
+      ``fg`` and ``bg`` are the photo itself.
+    - ``fg`` + ``alpha`` (no photo): composited over the row's ``bg`` file, else background
+      ``index % len(backgrounds)``, scaled to cover and centred.
+    ``max_side`` caps the long side (aspect kept; images / alphas area-resized, trimaps nearest);
+    ``orig_size`` is the size before capping. ``trimap_free=True`` gives all-unknown trimaps (the
+    metrics then cover the whole image).
+    """
+
+    def __init__(self, df: pd.DataFrame | Iterable[dict], backgrounds: Sequence[PathLike] | None = None,
+                 trimap_cfg: "TrimapConfig | None" = None, seed: int = 0, max_side: int | None = None,
+                 trimap_free: bool = False):
+        from ..config import TrimapConfig
+
+        self.rows = _records(df)
+        self.backgrounds = [str(p) for p in (backgrounds or [])]
+        self.trimap_cfg = trimap_cfg or TrimapConfig()
+        self.seed = int(seed)
+        self.max_side = int(max_side) if max_side else None
+        self.trimap_free = bool(trimap_free)
+        for i, r in enumerate(self.rows):
+            where = f"manifest row {i} (id {r['id']!r})"
+            if not _cell(r, "alpha"):
+                raise ValueError(f"{where} has no alpha file")
+            if not _cell(r, "image") and not _cell(r, "fg"):
+                raise ValueError(f"{where} has neither an image nor an fg file")
+            if not _cell(r, "image") and not _cell(r, "bg") and not self.backgrounds:
+                raise ValueError(f"{where} is a foreground without a bg file and there is no background pool")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def sample(self, index: int) -> dict[str, Any]:
+        """Item ``index`` as a numpy sample dict."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} items")
+        r = self.rows[index]
+        alpha_path = _cell(r, "alpha")
+        alpha = read_alpha(alpha_path)
+        h, w = alpha.shape
+        out_hw = _cap_hw(h, w, self.max_side)
+        s: dict[str, Any] = {"id": r["id"], "alpha": alpha, "orig_size": (h, w)}
+        if _cell(r, "trimap") and not self.trimap_free:
+            s["trimap"] = read_trimap(_cell(r, "trimap"))
+            _same_size(alpha, s["trimap"], alpha_path, _cell(r, "trimap"))
+        if _cell(r, "image"):
+            s["image"] = read_image(_cell(r, "image"))
+            _same_size(alpha, s["image"], alpha_path, _cell(r, "image"))
+            s = Render(out_hw)(s)
+            s["fg"], s["bg"] = s["image"], s["image"].copy()
+        else:
+            s["fg"] = read_image(_cell(r, "fg"))
+            _same_size(alpha, s["fg"], alpha_path, _cell(r, "fg"))
+            s["bg"] = read_image(_cell(r, "bg") or self.backgrounds[index % len(self.backgrounds)])
+            s = CoverBackground(random=False)(s, None)
+            s = Render(out_hw)(s)
+            s = Composite()(s)
+        if self.trimap_free:
+            s["trimap"] = np.full(out_hw, 0.5, np.float32)
+        elif "trimap" not in s:
+            from ..trimap import random_trimap
+
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x5EED, index]))
+            s["trimap"] = random_trimap(s["alpha"], rng, self.trimap_cfg)
+        s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)
+        return s
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return to_item(self.sample(index))
+
+
+class TestDataset(torch.utils.data.Dataset):
+    """Test images, RGB only: ``{"image", "id", "orig_size"}``; ids are file stems kept as strings
+    (``"0001"`` stays ``"0001"``). Give a folder (its images, sorted, not recursive) or a manifest
+    DataFrame (its ``image`` column). ``max_side`` optionally caps the long side."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, folder_or_df: PathLike | pd.DataFrame, max_side: int | None = None):
+        if isinstance(folder_or_df, pd.DataFrame):
+            rows = _records(folder_or_df)
+            self.items = []
+            for i, r in enumerate(rows):
+                if not _cell(r, "image"):
+                    raise ValueError(f"manifest row {i} (id {r['id']!r}) has no image file")
+                self.items.append((r["id"] or Path(_cell(r, "image")).stem, _cell(r, "image")))
+        else:
+            folder = Path(folder_or_df)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder}: test image folder not found")
+            files = list_images(folder, recursive=False)
+            if not files:
+                raise ValueError(f"{folder}: no test images found")
+            self.items = [(p.stem, str(p)) for p in files]
+        ids = [i for i, _ in self.items]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            raise ValueError(f"duplicate test ids (file stems): {', '.join(dup[:5])}")
+        self.max_side = int(max_side) if max_side else None
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sid, path = self.items[index]
+        image = read_image(path)
+        h, w = image.shape[:2]
+        out_hw = _cap_hw(h, w, self.max_side)
+        if out_hw != (h, w):
+            image = resize_image(image, out_hw)
+        return {"image": _chw(image), "id": str(sid), "orig_size": (h, w)}
+
+
+# --------------------------------------------------------------------------------------------
+# From a config
+# --------------------------------------------------------------------------------------------
+def _find_eval_rows(root: Path) -> pd.DataFrame:
+    from .layouts import scan
+
+    for layout in ("alphamatting", "aim500", "folder"):
+        try:
+            rows = scan(layout, root)
+        except (FileNotFoundError, ValueError):
+            continue
+        if len(rows):
+            return rows
+    raise ValueError(f"{root}: data.eval_root holds no evaluation set (tried the alphamatting, aim500 "
+                     "and folder layouts: image/ + alpha/ (+ trimap/))")
+
+
+def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLike | None = None
+                   ) -> tuple[TrainDataset, EvalDataset]:
+    """``(train_ds, val_ds)`` from a config and a manifest (its ``split`` column).
+
+    Backgrounds come from ``cfg.data.backgrounds`` (relative to the data root; None = no pool: the
+    photos themselves are the training images). With ``cfg.data.foreground == "estimate"``, rows
+    without an fg file use a :class:`~mattingkit.data.foreground.ForegroundCache` in ``fg_cache_dir``
+    (default: ``fg_cache/`` beside the manifest). The validation set is the ``val`` rows, or the
+    images under ``cfg.data.eval_root`` when set; it is evaluated at full resolution capped at
+    ``cfg.data.val_max_side``, with all-unknown trimaps when ``cfg.model.use_trimap`` is off.
+
+    Example:
+        >>> # train_ds, val_ds = build_datasets(load_config("demo"), "runs/demo/manifest.csv")
+    """
+    from .layouts import list_backgrounds, resolve_data_path
+    from .manifest import read_manifest
+
+    d = cfg.data
+    df = read_manifest(manifest_path)
+    train_df = df[df["split"] == "train"].reset_index(drop=True)
+    if len(train_df) == 0:
+        raise ValueError(f"{manifest_path}: no rows with split 'train' (splits found: "
+                         f"{', '.join(sorted(set(df['split']))) or 'none'})")
+    backgrounds: list[Path] = []
+    if d.backgrounds:
+        backgrounds = list_backgrounds(resolve_data_path(d.backgrounds, cfg))
+    fg_cache = None
+    if d.foreground == "estimate":
+        from .foreground import ForegroundCache, default_cache_dir
+
+        fg_cache = ForegroundCache(fg_cache_dir or default_cache_dir(manifest_path))
+    train_ds = TrainDataset(train_df, backgrounds, d, cfg.trimap, cfg.augment, seed=cfg.run.seed,
+                            fg_cache=fg_cache)
+    if d.eval_root:
+        val_df = _find_eval_rows(resolve_data_path(d.eval_root, cfg))
+    else:
+        val_df = df[df["split"] == "val"].reset_index(drop=True)
+    val_ds = EvalDataset(val_df, backgrounds, cfg.trimap, seed=cfg.run.seed, max_side=d.val_max_side,
+                         trimap_free=not cfg.model.use_trimap)
+    return train_ds, val_ds
