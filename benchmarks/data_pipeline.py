@@ -4,21 +4,31 @@ Inputs are generated into a temp folder first: ``--n-fg`` foreground/alpha PNG p
 (textured colours, a soft-edged blob with thin semi-transparent strands) and ``--n-bg`` JPEG
 backgrounds at 1920x1080. Three datasets then read exactly the same files per item (the
 ``TrainDataset.files_for`` plan: foreground + alpha, a second foreground + alpha for two-foreground
-items, the background) with the same readers (``mattingkit.io.read_image`` / ``read_alpha``):
+items, the background):
 
 - ``ours``: ``mattingkit.data.datasets.TrainDataset`` with the default AugmentConfig (affine, HSV
-  jitter, two foregrounds at p=0.5), the default trimap recipe, crops of 512 output at 512.
-- ``decode``: the decode bound -- a dataset that only reads those files and returns a scalar.
+  jitter, two foregrounds at p=0.5), the default trimap recipe, crops of 512 output at 512. It
+  decodes with ``TrainDataset.read_file`` (``mattingkit.io.read_image_uint8`` /
+  ``read_alpha_uint8``: 8-bit as decoded) and converts only the crop to float.
+- ``decode``: the decode bound -- a dataset that only reads those files with the same readers
+  (``TrainDataset.read_file``) and returns a scalar.
 - ``old_style``: the classic order of the public AlphaGAN / Deep Image Matting reimplementations,
-  written below (:class:`OldStyleDataset`, clearly labelled): second foreground resized and merged,
+  written below (:class:`OldStyleDataset`, clearly labelled): the images converted to float32 at
+  full resolution on reading (``mattingkit.io.read_image`` / ``read_alpha``, i.e. the same decode
+  plus the ``astype(float32) / 255`` those pipelines do), second foreground resized and merged,
   random affine, HSV jitter, background resize-to-cover + crop and composite, all on the full
   1024x1024 image in float32, then an iterated erode/dilate trimap on the full alpha, then the
   crop around an unknown pixel and resize. Same outputs as ours (image, alpha, trimap, fg, bg,
   unknown at 512x512).
 
 Each is consumed by a DataLoader with 2 workers (batch 4, the same ``worker_init_fn``); a run
-skips the first two batches (worker start-up) and times the rest. Runs are interleaved
-(decode / ours / old-style in a rotating order) for ``--repeats`` rounds; medians are reported.
+skips the first two batches (worker start-up) and times the rest. Runs are interleaved (in a
+rotating order) for ``--repeats`` rounds; medians are reported. A fourth reference, ``transport``,
+returns ready-made tensors of the same shapes: the DataLoader's own cost of moving 12 float32
+channels at 512x512 per item through shared memory, which ours and old-style pay and the decode
+bound does not. A second phase times the CPU per item of decode / ours / old-style in the main
+process (no DataLoader, interleaved, medians): a cross-check that is much less sensitive to other
+programs sharing the machine than the wall-clock throughput.
 
 Run:  .venv/bin/python benchmarks/data_pipeline.py [--quick]
 Writes benchmarks/results/data_pipeline.json. The last two lines of the output are
@@ -45,7 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig  # noqa: E402
-from mattingkit.data.datasets import TrainDataset, sample_rng, worker_init_fn  # noqa: E402
+from mattingkit.data.datasets import TrainDataset, keep_heap_memory, sample_rng, worker_init_fn  # noqa: E402
 from mattingkit.io import read_alpha, read_image, write_png  # noqa: E402
 
 FG_SIZE = 1024
@@ -120,8 +130,7 @@ class DecodeOnlyDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         total = 0
         for reader, path in self.ours.files_for(index):
-            arr = read_alpha(path) if reader == "alpha" else read_image(path)
-            total += arr.shape[0]
+            total += self.ours.read_file(reader, path).shape[0]
         return torch.tensor(total)
 
 
@@ -129,8 +138,9 @@ class DecodeOnlyDataset(torch.utils.data.Dataset):
 # (ii) OLD-STYLE PIPELINE (for comparison only; not used by mattingkit)
 # The usual order of the public AlphaGAN / Deep Image Matting PyTorch reimplementations: every
 # augmentation on the full-resolution image, the trimap by iterated erosion/dilation of the full
-# alpha, and only then the crop around an unknown pixel. Same readers, same files, same
-# augmentation ranges, same outputs as ours; float32 throughout (many originals use float64).
+# alpha, and only then the crop around an unknown pixel. Same files, same decoder (plus the
+# full-resolution float conversion), same augmentation ranges, same outputs as ours; float32
+# throughout (many originals use float64) and OpenCV primitives (several use slower PIL/torchvision).
 # --------------------------------------------------------------------------------------------
 class OldStyleDataset(torch.utils.data.Dataset):
     def __init__(self, ours: TrainDataset):
@@ -221,6 +231,32 @@ class OldStyleDataset(torch.utils.data.Dataset):
 
 
 # --------------------------------------------------------------------------------------------
+# (reference) the transport cost: the same output tensors, no work
+# --------------------------------------------------------------------------------------------
+class TransportOnlyDataset(torch.utils.data.Dataset):
+    """Items of the same shapes as ours, made without reading or computing anything: what a
+    DataLoader costs just to collate 12 float32 channels at 512x512 per item into shared memory
+    and hand them to the main process."""
+
+    SHAPES = {"image": 3, "alpha": 1, "trimap": 1, "fg": 3, "bg": 3, "unknown": 1}
+
+    def __init__(self, ours: TrainDataset):
+        self.ours = ours
+        self.out = int(ours.data_cfg.image_size)
+
+    def __len__(self) -> int:
+        return len(self.ours)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.ours.set_epoch(epoch)
+
+    def __getitem__(self, index: int) -> dict:
+        item = {k: torch.full((c, self.out, self.out), 0.5) for k, c in self.SHAPES.items()}
+        item["id"] = str(index)
+        return item
+
+
+# --------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------
 def run_once(ds, epoch: int, n_batches: int, batch_size: int, workers: int) -> float:
@@ -242,11 +278,28 @@ def run_once(ds, epoch: int, n_batches: int, batch_size: int, workers: int) -> f
     return n / dt
 
 
+def cpu_ms_per_item(ds, epoch: int, n_items: int) -> float:
+    """CPU time (this process, ms) per item, computed in the main process: no DataLoader, and much
+    less sensitive than wall time to other programs sharing the machine."""
+    ds.set_epoch(epoch)
+    ds[0]
+    t0 = time.process_time()
+    for i in range(1, n_items + 1):
+        ds[i]
+    return 1000 * (time.process_time() - t0) / n_items
+
+
+def _rotations(names: list[str], r: int) -> list[str]:
+    k = r % len(names)
+    return names[k:] + names[:k]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer items and repeats (about a minute)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; --quick 3)")
-    p.add_argument("--batches", type=int, default=None, help="timed batches per run (default 24; --quick 10)")
+    p.add_argument("--batches", type=int, default=None, help="timed batches per run (default 24; --quick 8)")
+    p.add_argument("--items", type=int, default=None, help="items per CPU-time run (default 16; --quick 6)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--n-fg", type=int, default=16)
@@ -254,7 +307,9 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_pipeline.json"))
     args = p.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 5)
-    n_batches = args.batches or (10 if args.quick else 24)
+    n_batches = args.batches or (8 if args.quick else 24)
+    n_items = args.items or (6 if args.quick else 16)
+    keep_heap_memory()   # as in the DataLoader workers (worker_init_fn), for the CPU-time phase
 
     with tempfile.TemporaryDirectory(prefix="mk_data_bench_") as tmp:
         t = time.perf_counter()
@@ -262,18 +317,26 @@ def main(argv=None) -> dict:
         print(f"inputs: {len(rows)} fg/alpha PNG pairs {FG_SIZE}x{FG_SIZE}, {len(bgs)} JPEG backgrounds "
               f"{BG_SIZE[1]}x{BG_SIZE[0]} ({time.perf_counter() - t:.1f} s to generate)", flush=True)
         data_cfg = DataConfig(crop_sizes=[CROP], image_size=CROP, foreground="given")
-        n_items = 10_000
-        ours = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=n_items)
-        datasets = {"decode": DecodeOnlyDataset(ours), "ours": ours, "old_style": OldStyleDataset(ours)}
+        ours = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000)
+        datasets = {"decode": DecodeOnlyDataset(ours), "ours": ours, "old_style": OldStyleDataset(ours),
+                    "transport": TransportOnlyDataset(ours)}
         names = list(datasets)
         rates: dict[str, list[float]] = {k: [] for k in names}
+        cpu: dict[str, list[float]] = {k: [] for k in names[:3]}
+        print(f"DataLoader: {args.workers} workers, batch {args.batch_size}, {n_batches} timed batches per run")
         for r in range(repeats):
-            order = names[r % 3:] + names[:r % 3]
-            for name in order:
+            for name in _rotations(names, r):
                 rate = run_once(datasets[name], r, n_batches, args.batch_size, args.workers)
                 rates[name].append(rate)
-                print(f"round {r + 1}/{repeats}  {name:9s} {rate:6.2f} samples/s", flush=True)
+                print(f"  round {r + 1}/{repeats}  {name:9s} {rate:6.2f} samples/s", flush=True)
+        print(f"CPU time per item in one process (no DataLoader), {n_items} items per run")
+        for r in range(repeats):
+            for name in _rotations(names[:3], r):
+                ms = cpu_ms_per_item(datasets[name], 1000 + r, n_items)
+                cpu[name].append(ms)
+                print(f"  round {r + 1}/{repeats}  {name:9s} {ms:6.1f} ms", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     vs_decode = med["ours"] / med["decode"]
     vs_old = med["ours"] / med["old_style"]
     result = {
@@ -281,15 +344,20 @@ def main(argv=None) -> dict:
         "setup": {"fg": f"{args.n_fg} PNG {FG_SIZE}x{FG_SIZE} + alpha PNG", "bg": f"{args.n_bg} JPEG "
                   f"{BG_SIZE[1]}x{BG_SIZE[0]}", "crop": CROP, "image_size": CROP, "batch_size": args.batch_size,
                   "workers": args.workers, "timed_batches": n_batches, "repeats": repeats,
+                  "cpu_items_per_run": n_items,
                   "augment": "AugmentConfig() defaults (affine, hsv jitter, two_fg_prob=0.5)",
                   "trimap": "TrimapConfig() defaults"},
         "samples_per_s": rates,
         "median_samples_per_s": med,
-        "ms_per_sample_per_worker": {k: 1000 * args.workers / v for k, v in med.items()},
+        "cpu_ms_per_item": cpu,
+        "median_cpu_ms_per_item": cpu_med,
         "vs_decode_bound": vs_decode,
         "vs_old_style": vs_old,
+        "cpu_vs_decode_bound": cpu_med["decode"] / cpu_med["ours"],
+        "cpu_vs_old_style": cpu_med["old_style"] / cpu_med["ours"],
         "targets": {"vs_decode_bound": 0.7, "vs_old_style": 2.0},
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+        "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_end": os.getloadavg()[0],
+                    "python": platform.python_version(), "torch": torch.__version__,
                     "opencv": cv2.__version__, "numpy": np.__version__},
         "command": "benchmarks/data_pipeline.py" + (" --quick" if args.quick else ""),
     }
@@ -298,7 +366,10 @@ def main(argv=None) -> dict:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print()
     for k in names:
-        print(f"{k:9s} median {med[k]:6.2f} samples/s  ({1000 * args.workers / med[k]:5.1f} ms per sample per worker)")
+        extra = f", {cpu_med[k]:6.1f} ms CPU per item" if k in cpu_med else ""
+        print(f"{k:9s} median {med[k]:6.2f} samples/s{extra}")
+    print(f"CPU-time ratios (one process, no DataLoader): vs decode bound {result['cpu_vs_decode_bound']:.2f} x, "
+          f"vs old-style {result['cpu_vs_old_style']:.2f} x")
     print(f"results -> {out}")
     print(f"vs decode bound: {vs_decode:.2f} x")
     print(f"vs old-style: {vs_old:.2f} x")

@@ -312,6 +312,71 @@ def read_trimap(path: PathLike) -> np.ndarray:
     return trimap_from_uint8(gray8, path)
 
 
+# --------------------------------------------------------------------------------------------
+# 8-bit readers: the same decoding without the float conversion, for pipelines that crop first
+# (mattingkit.data.datasets converts only the crop to float; the full-image conversion costs more
+# than the PNG/JPEG decode itself for large backgrounds).
+# --------------------------------------------------------------------------------------------
+def _decode_uint8(path: PathLike) -> tuple[np.ndarray, bool]:
+    """Like ``_decode`` but uint8 (16-bit / integer / float files: rounded from the float decode)."""
+    data = _read_bytes(path)
+    if _png_bit_depth(data) != 16:
+        im = _open(path, data)
+        if im.mode not in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+            if im.mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode == "PA":
+                im = im.convert("RGBA")
+            elif im.mode == "1":
+                im = im.convert("L")
+            elif im.mode not in ("L", "LA", "RGB", "RGBA"):
+                im = im.convert("RGB")
+            arr = np.asarray(im)
+            return (arr[:, :, None] if arr.ndim == 2 else arr), im.mode in ("LA", "RGBA")
+    arr, has_alpha = _decode(path)
+    return to_uint8(arr), has_alpha
+
+
+def read_image_uint8(path: PathLike) -> np.ndarray:
+    """:func:`read_image` without the float conversion: uint8 RGB ``HxWx3``
+    (``read_image(p) == read_image_uint8(p) / np.float32(255)`` for 8-bit files).
+
+    Example:
+        >>> import tempfile, os
+        >>> p = write_png(os.path.join(tempfile.mkdtemp(), "g.png"), np.full((3, 2), 0.5, np.float32))
+        >>> a = read_image_uint8(p); a.shape, a.dtype.name, int(a[0, 0, 0])
+        ((3, 2, 3), 'uint8', 128)
+    """
+    arr, has_alpha = _decode_uint8(path)
+    color = arr[:, :, :-1] if has_alpha else arr
+    if color.shape[2] == 1:
+        color = np.repeat(color, 3, axis=2)
+    return np.ascontiguousarray(color)
+
+
+def read_alpha_uint8(path: PathLike, channel: str = "auto") -> np.ndarray:
+    """:func:`read_alpha` without the float conversion: uint8 ``HxW`` (same channel rules).
+
+    Example:
+        >>> import tempfile, os
+        >>> p = write_png(os.path.join(tempfile.mkdtemp(), "a.png"), np.ones((2, 2), np.float32))
+        >>> read_alpha_uint8(p).tolist()
+        [[255, 255], [255, 255]]
+    """
+    if channel not in ("auto", "first", "alpha"):
+        raise ValueError(f"channel must be 'auto', 'first' or 'alpha', got {channel!r}")
+    arr, has_alpha = _decode_uint8(path)
+    if channel == "alpha":
+        if not has_alpha:
+            raise ImageReadError(path, "has no alpha channel (asked for channel='alpha')")
+        out = arr[:, :, -1]
+    elif channel == "auto" and has_alpha and arr[:, :, -1].min() < 255:
+        out = arr[:, :, -1]
+    else:
+        out = arr[:, :, 0]
+    return np.ascontiguousarray(out)
+
+
 def image_size(path: PathLike) -> tuple[int, int]:
     """``(width, height)`` from the file header, after EXIF orientation, without decoding pixels.
 

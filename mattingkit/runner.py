@@ -393,6 +393,20 @@ class SweepResult:
     plot: Path | None = None
 
 
+def sweep_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Notebook parameters of a sweep's runs: the spec's ``parameters``, and ``copy_submission=False``
+    when notebook 05 runs (a sweep's CSVs stay in their run folders) unless the spec says otherwise.
+
+    Example:
+        >>> sweep_parameters({"grid": {}}), sweep_parameters({"notebooks": ["01"], "parameters": {"n_preview": 2}})
+        ({'copy_submission': False}, {'n_preview': 2})
+    """
+    params = dict(spec.get("parameters") or {})
+    if any(n.startswith("05") for n in _select(spec.get("notebooks"))):
+        params.setdefault("copy_submission", False)
+    return params
+
+
 def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None = None,
               quiet: bool = False) -> SweepResult:
     """Run every point of a sweep file; skip finished runs; continue past failures; tabulate metrics.
@@ -433,9 +447,7 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
     cfg_path = Path(grid_yaml).parent / str(config)
     if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
         config = str(cfg_path.resolve())  # a config file named relative to the sweep file
-    params = dict(spec.get("parameters") or {})
-    if any(n.startswith("05") for n in _select(spec.get("notebooks"))):
-        params.setdefault("copy_submission", False)
+    params = sweep_parameters(spec)
     rows = []
     all_ok = True
     for i, point in enumerate(sweep_points(spec["grid"])):

@@ -388,13 +388,13 @@ def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callab
 
     manifest = Path(cfg.data.manifest) if cfg.data.manifest else run_dir / "manifest.csv"
     if not cfg.data.manifest and is_main and not manifest.exists():
-        from .data.layouts import build_manifest, resolve_data_path
+        from .data.layouts import build_manifest, data_root_for
 
-        root = resolve_data_path(cfg.data.root, cfg)
-        if cfg.data.layout == "synthetic" and not (root / "demo.json").exists():
-            from .data.synthetic import make_demo_data  # the demo data is generated on first use
+        rel = Path(cfg.data.root)
+        if not rel.is_absolute() and rel.parts[:1] == ("demo",):  # the embedded demo data: made on first use
+            from .data.synthetic import make_demo_data
 
-            make_demo_data(root)
+            make_demo_data(data_root_for(cfg) / "demo", seed=0)  # a no-op when it is already there
         build_manifest(cfg, manifest)
     barrier()
     return build_datasets(cfg, manifest)

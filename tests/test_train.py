@@ -381,3 +381,27 @@ def test_bad_config_is_refused(tmp_path):
         tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.best_metric": "iou"}))
     with pytest.raises(ConfigError, match="run.name"):
         Trainer(tiny_cfg(**{"run.name": "a:b"}), model=TinyG(), train_dataset=TinySet(), headless=True)
+
+
+# --------------------------------------------------------------------------------------------
+# the CPU demo recipe, end to end through the command-line entry point (real models and data)
+# --------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_demo_recipe_learns(tmp_path, monkeypatch):
+    from mattingkit.train import main
+
+    monkeypatch.setenv("MATTINGKIT_DATA_ROOT", str(tmp_path / "data"))  # demo data made on first use
+    run = tmp_path / "demo"
+    steps = 100  # half the recipe's budget (the full one: see the report / benchmarks)
+    rc = main(["--config", "demo", "--run-dir", str(run), "--set", f"train.steps={steps}",
+               "--set", f"train.val_every={steps}", "--set", "train.tensorboard=false"])
+    assert rc == 0
+    assert (tmp_path / "data" / "demo" / "demo.json").exists() and (run / "manifest.csv").exists()
+    vals = [r for r in read_history(run / "metrics.jsonl") if r["phase"] == "val"]
+    assert [r["step"] for r in vals] == [0, steps] and vals[0]["n"] == 6
+    untrained, trained = vals[0]["sad"], vals[-1]["sad"]
+    assert trained <= 0.7 * untrained, (untrained, trained)  # >= 30% better than the untrained model
+    summary = json.loads((run / "metrics.json").read_text())
+    assert summary["best"]["step"] == steps and summary["final"]["sad"] == pytest.approx(trained)
+    model, cfg = ckpt.load_generator(run / "checkpoints" / "best.pt")
+    assert cfg.model.backbone == "resnet18" and not model.training

@@ -1,8 +1,10 @@
 """Training-time augmentation: small single-purpose transforms on a sample dict (mmagic style).
 
-A *sample* is a dict of float32 numpy arrays -- ``fg`` / ``bg`` / ``image`` ``HxWx3`` in [0, 1],
-``alpha`` ``HxW`` in [0, 1], ``trimap`` ``HxW`` in {0, .5, 1} (and, for a two-foreground sample,
-``fg2`` / ``alpha2``) -- plus non-array entries such as ``id``. Every transform is a callable
+A *sample* is a dict of numpy arrays -- ``fg`` / ``bg`` / ``image`` ``HxWx3``, ``alpha`` ``HxW``,
+``trimap`` ``HxW`` in {0, .5, 1} (and, for a two-foreground sample, ``fg2`` / ``alpha2``) -- plus
+non-array entries such as ``id``. Source arrays may be float32 in [0, 1] or uint8 (as decoded,
+:func:`mattingkit.io.read_image_uint8`); :class:`Render` outputs float32 in [0, 1], so only the
+crop is ever converted to float. Every transform is a callable
 ``t(sample, rng) -> sample`` taking an explicit :class:`numpy.random.Generator`; none touches global
 random state.
 
@@ -255,6 +257,11 @@ def warp(src: np.ndarray, matrix: np.ndarray, out_hw: Sequence[int], interp: str
     bmode = _border(border)
     if interp == "nearest":
         return cv2.warpAffine(src, m[:2], (ow, oh), flags=cv2.INTER_NEAREST, borderMode=bmode, borderValue=0)
+    # OpenCV's bilinear warp has a vectorised 4-channel path but not a 3-channel one: an RGB
+    # uint8 source warps faster as RGBA (the conversion is cheap at 1 byte per sample)
+    rgb = src.ndim == 3 and src.shape[2] == 3 and src.dtype == np.uint8
+    if rgb:
+        src = cv2.cvtColor(src, cv2.COLOR_RGB2RGBA)
     det = abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])
     shrink = 1.0 / math.sqrt(det) if det > 0 else 1.0
     if shrink > AREA_ABOVE:
@@ -262,8 +269,10 @@ def warp(src: np.ndarray, matrix: np.ndarray, out_hw: Sequence[int], interp: str
         mh, mw = max(1, round(oh * k)), max(1, round(ow * k))
         mid = cv2.warpAffine(src, (scale_matrix(mh / oh, mw / ow) @ m)[:2], (mw, mh), flags=cv2.INTER_LINEAR,
                              borderMode=bmode, borderValue=0)
-        return cv2.resize(mid, (ow, oh), interpolation=cv2.INTER_AREA)
-    return cv2.warpAffine(src, m[:2], (ow, oh), flags=cv2.INTER_LINEAR, borderMode=bmode, borderValue=0)
+        out = cv2.resize(mid, (ow, oh), interpolation=cv2.INTER_AREA)
+    else:
+        out = cv2.warpAffine(src, m[:2], (ow, oh), flags=cv2.INTER_LINEAR, borderMode=bmode, borderValue=0)
+    return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB) if rgb else out
 
 
 def resize_image(image: np.ndarray, out_hw: Sequence[int]) -> np.ndarray:
@@ -285,6 +294,18 @@ def resize_trimap(trimap: np.ndarray, out_hw: Sequence[int]) -> np.ndarray:
         [[0.0, 0.5], [0.5, 1.0]]
     """
     return warp(trimap, resize_matrix(trimap.shape[:2], out_hw), out_hw, "nearest")
+
+
+def to_float(x: np.ndarray) -> np.ndarray:
+    """uint8 -> float32 in [0, 1] (exactly as :mod:`mattingkit.io` divides: ``x / 255``); float32 as is.
+
+    Example:
+        >>> to_float(np.array([0, 128, 255], np.uint8)).tolist() == [0.0, np.float32(128) / 255, 1.0]
+        True
+    """
+    if x.dtype == np.uint8:
+        return np.divide(x, np.float32(255.0), dtype=np.float32)
+    return x.astype(np.float32, copy=False)
 
 
 def snap_alpha(alpha: np.ndarray) -> np.ndarray:
@@ -380,19 +401,22 @@ def hsv_jitter(image: np.ndarray, hue_shift: float = 0.0, saturation: float = 1.
 def unknown_mask(alpha: np.ndarray) -> np.ndarray:
     """Where a trimap made from ``alpha`` is surely unknown: the soft pixels (0 < alpha < 1); for a
     hard (binary) alpha, the object's boundary pixels. Empty when alpha is all 0 or all 1.
+    ``alpha`` may be float in [0, 1] or uint8 (255 = opaque).
 
     Example:
         >>> a = np.zeros((5, 5), np.float32); a[1:4, 1:4] = 1
         >>> int(unknown_mask(a).sum())                        # the 8 boundary pixels of the 3x3 square
         8
     """
-    a = _check_matte(alpha, "alpha")
-    soft = (a > 0.0) & (a < 1.0)
+    if not isinstance(alpha, np.ndarray) or alpha.ndim != 2:
+        raise ValueError(f"alpha must be an HxW array, got {getattr(alpha, 'shape', type(alpha).__name__)}")
+    full = 255 if alpha.dtype == np.uint8 else 1.0
+    soft = (alpha > 0) & (alpha < full)
     if soft.any():
         return soft
-    inside = (a >= 1.0).astype(np.uint8)
+    inside = (alpha >= full).view(np.uint8)
     if not inside.any() or inside.all():
-        return np.zeros(a.shape, bool)
+        return np.zeros(alpha.shape, bool)
     return (inside - cv2.erode(inside, np.ones((3, 3), np.uint8))).astype(bool)
 
 
@@ -647,8 +671,9 @@ class Render(Transform):
     """Materialise the geometry: warp every array of the sample from its source into the crop
     window, resized to ``out_size`` (an int for a square, ``(H, W)``, or None for the window's own
     size). Trimaps nearest, images / alphas bilinear-or-area; alpha 0 outside the source,
-    foreground reflected (``pad="reflect"``) or 0 (``pad="zero"``). Alphas are snapped
-    (:func:`snap_alpha`). A background without a placement is centred (:class:`CoverBackground`).
+    foreground reflected (``pad="reflect"``) or 0 (``pad="zero"``). uint8 sources are warped as
+    uint8 and only the output converted (:func:`to_float`); every output is float32. Alphas are
+    snapped (:func:`snap_alpha`). A background without a placement is centred (:class:`CoverBackground`).
 
     Example:
         >>> a = np.zeros((40, 40), np.float32); a[10:30, 10:30] = 1
@@ -686,12 +711,14 @@ class Render(Transform):
                 raise ValueError(f"no geometry for layer {layer!r} (array {key!r})")
             m = view @ g.matrices[layer]
             if key == "trimap":
-                sample[key] = warp(src, m, (oh, ow), "nearest", "zero")
+                if src.dtype == np.uint8:
+                    raise ValueError("trimap must be float {0, 0.5, 1} (mattingkit.io.read_trimap), not uint8")
+                sample[key] = warp(src, m, (oh, ow), "nearest", "zero").astype(np.float32, copy=False)
             elif key in ALPHA_KEYS:
-                sample[key] = snap_alpha(warp(src, m, (oh, ow), "linear", "zero"))
+                sample[key] = snap_alpha(to_float(warp(src, m, (oh, ow), "linear", "zero")))
             else:
                 border = "reflect" if key == "bg" else self.pad
-                sample[key] = warp(src, m, (oh, ow), "linear", border)
+                sample[key] = to_float(warp(src, m, (oh, ow), "linear", border))
         return sample
 
 

@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import ImageReadError, list_images, read_alpha, read_image, read_trimap
+from ..io import (ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8,
+                  read_trimap)
 from .augment import (Composite, CoverBackground, Render, build_train_pipeline, check_augment_config,
                       resize_image, resize_trimap)
 
@@ -66,14 +67,39 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), int(index)]))
 
 
+#: glibc ``mallopt`` parameters and the values :func:`keep_heap_memory` sets.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+HEAP_MMAP_THRESHOLD = 64 << 20
+HEAP_TRIM_THRESHOLD = 512 << 20
+
+
+def keep_heap_memory() -> bool:
+    """Let glibc's allocator reuse freed memory instead of returning it to the OS (Linux only).
+
+    By default every array above 128 KiB is a fresh ``mmap`` that is unmapped when freed, so each
+    sample's megabytes of images are page-faulted in again (tens of ms per sample on virtual
+    machines). Raising the mmap threshold (to 64 MiB) and the trim threshold (to 512 MiB) keeps
+    them on the heap, at the price of up to that much idle memory per process. Returns whether it
+    applied (False on other C libraries)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD)
+                    and libc.mallopt(_M_TRIM_THRESHOLD, HEAP_TRIM_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
 def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker set-up: one thread each for OpenCV and torch (the workers are the
-    parallelism; nested thread pools only oversubscribe the cores). No random state is touched:
-    every random choice is seeded per item."""
+    parallelism; nested thread pools only oversubscribe the cores) and :func:`keep_heap_memory`.
+    No random state is touched: every random choice is seeded per item."""
     import cv2
 
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
+    keep_heap_memory()
 
 
 def _chw(x: np.ndarray) -> torch.Tensor:
@@ -280,17 +306,24 @@ class TrainDataset(torch.utils.data.Dataset):
             out.append(("image", self.backgrounds[plan.bg]))
         return out
 
+    @staticmethod
+    def read_file(reader: str, path: str) -> np.ndarray:
+        """The training readers: 8-bit, as decoded (:func:`mattingkit.io.read_image_uint8` /
+        :func:`~mattingkit.io.read_alpha_uint8`); only the crop is converted to float later."""
+        return read_alpha_uint8(path) if reader == "alpha" else read_image_uint8(path)
+
     def load_foreground(self, row_index: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(fg, alpha)`` of one manifest row, float32, checked to be the same size."""
+        """``(fg, alpha)`` of one manifest row as decoded (uint8; a cached estimate is float32),
+        checked to be the same size."""
         r = self.rows[row_index]
         alpha_path = _cell(r, "alpha")
-        alpha = read_alpha(alpha_path)
+        alpha = self.read_file("alpha", alpha_path)
         if self.mode == "estimate" and not _cell(r, "fg"):
             fg = self.fg_cache.get(r["id"], _cell(r, "image"), alpha_path)
             fg_path = str(self.fg_cache.path(r["id"]))
         else:
             fg_path = self._fg_path(r)
-            fg = read_image(fg_path)
+            fg = self.read_file("image", fg_path)
         _same_size(fg, alpha, fg_path, alpha_path)
         return fg, alpha
 
@@ -305,7 +338,7 @@ class TrainDataset(torch.utils.data.Dataset):
         if plan.fg2 is not None:
             s["fg2"], s["alpha2"] = self.load_foreground(plan.fg2)
         if plan.bg is not None:
-            s["bg"] = read_image(self.backgrounds[plan.bg])
+            s["bg"] = self.read_file("image", self.backgrounds[plan.bg])
         s = self.pipeline(s, rng)
         s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)
         return s
