@@ -50,7 +50,8 @@ import torch
 from torch import nn
 
 from .io import (
-    IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, read_alpha, read_image, read_trimap, write_png,
+    IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, printable, read_alpha, read_image, read_trimap,
+    write_png,
 )
 
 #: Models downsample by up to this factor: padded sizes and tile origins are multiples of it.
@@ -411,7 +412,7 @@ class PredictReport:
                  f"{len(self.failed)} failed, {self.seconds:.1f}s"]
         for name, reason in self.failed:
             lines.append(f"  FAILED {name}: {reason}")
-        return "\n".join(lines)
+        return printable("\n".join(lines))  # file names that are not UTF-8 must not crash the print
 
 
 def _find_by_stem(folder: Path, stem: str) -> Path | None:

@@ -14,7 +14,7 @@ Example:
     >>> p = os.path.join(tempfile.mkdtemp(), "a.png")
     >>> _ = write_png(p, np.full((4, 5), 0.5, np.float32))
     >>> read_alpha(p).shape, float(read_alpha(p)[0, 0])
-    ((4, 5), 0.5019608)
+    ((4, 5), 0.501960813999176)
 """
 from __future__ import annotations
 
@@ -42,6 +42,17 @@ class ImageReadError(ValueError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print or log anywhere: a file name that is not valid UTF-8 (held by Python with
+    surrogate escapes) shows its odd bytes as ``\\xNN`` instead of crashing a UTF-8 console or kernel.
+
+    Example:
+        >>> printable(os.fsdecode(b"caf\\xe9.png"))
+        'caf\\\\xe9.png'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------------------------

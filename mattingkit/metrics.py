@@ -531,7 +531,8 @@ def evaluate_folder(
     df.attrs["mean"] = {m: (float(df[m].mean()) if len(df) else float("nan")) for m in metrics}
     df.attrs["n_images"] = len(df)
     if out_csv is not None:
-        mio.atomic_write_text(out_csv, df.to_csv(index=False, float_format="%.10g"))
+        text = df.to_csv(index=False, float_format="%.10g")  # a non-UTF-8 file stem keeps its bytes:
+        mio.atomic_write_bytes(out_csv, text.encode("utf-8", "surrogateescape"))  # never a crash here
     if errors:
         lines = "\n".join(f"  {e['image']}: {e['file']}: {e['reason']}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
@@ -576,4 +577,4 @@ def format_table(df: pd.DataFrame, digits: int = 4, max_problems: int = 50) -> s
         lines += [f"  {e['image']}: {e['file']}: {e['reason']}" for e in errors[:max_problems]]
         if len(errors) > max_problems:
             lines.append(f"  ... and {len(errors) - max_problems} more")
-    return "\n".join(lines)
+    return mio.printable("\n".join(lines))

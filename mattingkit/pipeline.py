@@ -16,7 +16,7 @@ notebook               step(s)
                        ``comparison.png``; :func:`alpha_inspector`
 05_submission          :func:`make_submission` -> ``predictions/test/``, ``submission.csv`` (+ the copy
                        in ``submissions/NAME.csv`` or ``/kaggle/working/submission.csv``),
-                       ``submission_preview.png``
+                       ``submission_validation.txt``, ``submission_preview.png``
 =====================  ==========================================================================
 
 Example (the whole demo, headless; what ``mattingkit run --config demo`` does through the notebooks):
@@ -31,7 +31,6 @@ import csv
 import json
 import os
 import shutil
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -40,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from . import env
-from .io import atomic_write_bytes, atomic_write_text, png_bytes, read_alpha, read_image, read_trimap
+from .io import atomic_write_bytes, atomic_write_text, png_bytes, read_alpha, read_image
 from .runner import RunContext, read_metrics, update_metrics
 
 PathLike = str | os.PathLike
@@ -104,7 +103,7 @@ def _manifest(ctx: RunContext):
     """The run's manifest (written by notebook 01; scanned now when missing)."""
     from .data.manifest import read_manifest
 
-    path = Path(ctx.cfg.data.manifest) if ctx.cfg.data.manifest else ctx.path("manifest.csv")
+    path = _data_path(ctx, ctx.cfg.data.manifest) if ctx.cfg.data.manifest else ctx.path("manifest.csv")
     if not path.exists():
         from .data.layouts import build_manifest
 
@@ -209,7 +208,16 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
     cfg = ctx.cfg
     made = ensure_data(ctx, download=download)
     manifest_path = ctx.path("manifest.csv")
-    df, report = build_manifest(cfg, manifest_path)
+    if cfg.data.manifest:  # an explicit manifest: validated and used as it is (a copy kept in the run)
+        from .data.layouts import validate
+        from .data.manifest import read_manifest
+
+        given = read_manifest(_data_path(ctx, cfg.data.manifest))
+        report = validate(given, check_pixels=cfg.data.check_pixels)
+        df = given
+        write_manifest(given, manifest_path)
+    else:
+        df, report = build_manifest(cfg, manifest_path)
     print(report.summary())
     test = _test_rows(ctx)
     if test is not None and len(test):
@@ -627,6 +635,7 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     built = build_submission(pred_dir, run_csv, sample_csv=sample, test_dir=test_dir, size=cfg.submission.size)
     check = validate_submission(run_csv, test_dir=test_dir, sample_csv=sample, size=cfg.submission.size)
     print(check.summary())
+    atomic_write_text(ctx.path("submission_validation.txt"), check.summary() + "\n")
     final = None
     if copy:
         final = submission_destination(ctx, submission_dir)

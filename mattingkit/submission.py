@@ -42,7 +42,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .io import ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, read_alpha
+from .io import ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, printable, read_alpha
 
 HEADER = ("filename", "image_utf")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -132,7 +132,7 @@ class SubmissionReport:
             s += f"\n  resized {len(self.resized)} prediction(s) to the test size: " + "; ".join(self.resized[:5])
             if len(self.resized) > 5:
                 s += f"; ... (+{len(self.resized) - 5})"
-        return s
+        return printable(s)
 
 
 def _resize(alpha: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -150,8 +150,10 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
     Rows follow the sample submission (``sample_csv``), else the sorted stems of ``test_dir``, else the
     sorted stems in ``alpha_dir``. Each PNG is 8-bit gray at the test image's size (from ``test_dir``,
     else ``size x size``); a prediction of another size is resized (area when shrinking, bilinear when
-    enlarging) and listed in the report. A missing prediction is an error listing every missing stem.
-    Rows are streamed to a temp file that is renamed into place (never a partial CSV).
+    enlarging) and listed in the report. A missing prediction is an error listing every missing stem;
+    unreadable predictions (and file names that are not valid UTF-8) are all collected and reported
+    together in one :class:`SubmissionError`. Rows are streamed to a temp file that is renamed into
+    place (never a partial CSV; nothing is written when any row fails).
 
     Example:
         >>> import tempfile, numpy as np
@@ -183,6 +185,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     resized: list[str] = []
+    problems: list[str] = []   # every unusable row, reported together at the end (no CSV then)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_csv.name}.", suffix=".tmp", dir=out_csv.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
@@ -190,17 +193,33 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
             writer.writerow(HEADER)
             rows = progress(names, desc="submission", headless=headless, unit="row") if verbose else names
             for name in rows:
-                if name in tests:
-                    w, h = image_size(tests[name])
-                elif test_dir is not None:
-                    raise SubmissionError(f"{name}: no test image with this stem in {test_dir}")
-                else:
-                    w, h = size, size
-                alpha = read_alpha(preds[name])
+                try:
+                    name.encode("utf-8")
+                except UnicodeEncodeError:
+                    problems.append(f"{preds[name]}: file name is not valid UTF-8, so it cannot be a "
+                                    "filename in the CSV; rename the file")
+                    continue
+                try:
+                    if name in tests:
+                        w, h = image_size(tests[name])
+                    elif test_dir is not None:
+                        raise SubmissionError(f"{name}: no test image with this stem in {test_dir}")
+                    else:
+                        w, h = size, size
+                    alpha = read_alpha(preds[name])
+                except (ImageReadError, SubmissionError) as e:
+                    problems.append(str(e))
+                    continue
+                if problems:
+                    continue  # no CSV will be written: only look for further problems
                 if alpha.shape != (h, w):
                     resized.append(f"{name}: {alpha.shape[1]}x{alpha.shape[0]} -> {w}x{h}")
                     alpha = _resize(alpha, w, h)
                 writer.writerow([name, base64.b64encode(png_bytes(alpha)).decode("ascii")])
+            if problems:
+                raise SubmissionError(printable(
+                    f"{len(problems)} of {len(names)} rows cannot be written; no submission written:\n  "
+                    + "\n  ".join(problems)))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, out_csv)
@@ -236,7 +255,7 @@ class ValidationReport:
         head = (f"{self.path}: {'OK' if self.ok else 'INVALID'} — {self.rows} rows, {_human(self.file_size)}, "
                 f"{len(self.problems)} problem(s), {len(self.warnings)} warning(s)")
         lines = [head] + [f"  PROBLEM {p}" for p in self.problems] + [f"  warning {w}" for w in self.warnings]
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
 
 def _listing(names: list[str], limit: int = 8) -> str:
@@ -412,6 +431,9 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
             if row in ([], [""]):
                 faults.setdefault("blank line", []).append(f"line {i}")
                 continue
+            if (len(row) == width + 1 and data_col == width - 1 and row[data_col].startswith("data:")
+                    and "," not in row[data_col]):
+                row = row[:data_col] + [row[data_col] + "," + row[data_col + 1]]  # an unquoted data: URI
             if len(row) != width:
                 faults.setdefault(f"wrong number of columns (want {width})", []).append(f"line {i}")
                 if len(row) <= max(name_col, data_col):

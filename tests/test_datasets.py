@@ -1,8 +1,6 @@
 """Torch datasets: online composition (train), fixed evaluation, competition test, build_datasets."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,8 +72,8 @@ def test_uint8_readers_match_the_float_readers(tmp_path):
     r = np.random.default_rng(0)
     rgb8 = r.integers(0, 256, (12, 10, 3), dtype=np.uint8)
     files = {"rgb.png": Image.fromarray(rgb8), "gray.png": Image.fromarray(rgb8[..., 0]),
-             "rgba.png": Image.fromarray(np.dstack([rgb8, rgb8[..., 1]])), "pal.png": Image.fromarray(rgb8).quantize(16),
-             "photo.jpg": Image.fromarray(rgb8)}
+             "rgba.png": Image.fromarray(np.dstack([rgb8, rgb8[..., 1]])),
+             "pal.png": Image.fromarray(rgb8).quantize(16), "photo.jpg": Image.fromarray(rgb8)}
     for name, im in files.items():
         im.save(tmp_path / name)
         p = tmp_path / name

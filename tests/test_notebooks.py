@@ -2,7 +2,6 @@
 through papermill kernels on the demo data (in temp folders), checking what each one leaves behind."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -154,6 +153,7 @@ def test_smoke_pipeline_runs_all_five(smoke_run):
     assert (res.run_dir / runner.DONE_MARKER).exists()
     for f in ("config.yaml", "manifest.csv", "data_report.md", "data_samples.png", "trimap_previews.png",
               "metrics.jsonl", "curves.png", "comparison.png", "submission.csv", "submission_preview.png",
+              "submission_validation.txt",
               "checkpoints/last.pt"):
         assert (res.run_dir / f).exists(), f
     assert any((res.run_dir / "tb").glob("events.out.tfevents.*"))
@@ -203,7 +203,11 @@ def test_smoke_output_notebooks_are_readable(smoke_run):
             assert "\r" not in text                                # no carriage-return progress bars
     train_nb = nbformat.read(res.run_dir / "notebooks" / "03_train_gan.ipynb", as_version=4)
     train_text = "".join(o.get("text", "") for c in _code(train_nb) for o in c.outputs)
-    assert "train smoke" in train_text or "train" in train_text
+    assert "train smoke: 12/12 100%" in train_text                # headless plain-text progress
+    trimap_nb = nbformat.read(res.run_dir / "notebooks" / "02_trimap_synthesis.ipynb", as_version=4)
+    last = _code(trimap_nb)[-1]
+    assert "trimap_inspector" in last.source
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in last.outputs)
 
 
 def test_no_credential_in_any_output(smoke_run):

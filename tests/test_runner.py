@@ -4,8 +4,6 @@ Failure tests run the real notebooks (copies in a temp folder) through real pape
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
 from pathlib import Path
 

@@ -328,6 +328,7 @@ def _extract_tar(archive: Path, root: Path, report: ExtractReport, limits: _Limi
         tf = tarfile.open(archive, mode="r|*")
     except (tarfile.TarError, OSError) as e:
         raise ArchiveError(archive, f"not a valid tar archive ({e})") from None
+    name = None  # the member being read when the archive turns out corrupt or truncated
     try:
         with tf:
             for m in tf:
@@ -368,10 +369,10 @@ def _extract_tar(archive: Path, root: Path, report: ExtractReport, limits: _Limi
     except ArchiveError:
         raise
     except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError) as e:
-        raise ArchiveError(archive, f"corrupt or truncated tar archive ({e})") from None
+        raise ArchiveError(archive, f"corrupt or truncated tar archive ({e})", name) from None
     except OSError as e:  # gzip.BadGzipFile, or the disk (full, permissions)
         detail = e.strerror if e.errno is not None else str(e)
-        raise ArchiveError(archive, f"cannot extract: corrupt archive or disk problem ({detail})") from None
+        raise ArchiveError(archive, f"cannot extract: corrupt archive or disk problem ({detail})", name) from None
 
 
 def _detect_kind(archive: Path) -> str:

@@ -39,8 +39,7 @@ import torch
 
 from ..io import (ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8,
                   read_trimap)
-from .augment import (Composite, CoverBackground, Render, build_train_pipeline, check_augment_config,
-                      resize_image, resize_trimap)
+from .augment import Composite, CoverBackground, Render, build_train_pipeline, check_augment_config, resize_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, Config, DataConfig, TrimapConfig

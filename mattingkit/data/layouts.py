@@ -53,9 +53,10 @@ import numpy as np
 import pandas as pd
 
 from .. import env
-from ..io import IMAGE_EXTENSIONS, ImageReadError, atomic_write_text, image_size, list_images
+from ..io import IMAGE_EXTENSIONS, ImageReadError, atomic_write_bytes, image_size, printable
+from ..io import list_images
 from ..io import read_image, read_rgba, read_trimap
-from .manifest import MANIFEST_COLUMNS, PATH_COLUMNS, normalize, write_manifest
+from .manifest import CSV_ERRORS, MANIFEST_COLUMNS, PATH_COLUMNS, normalize, write_manifest
 
 PathLike = str | os.PathLike
 
@@ -463,7 +464,7 @@ class ValidationReport:
             lines.append(f"  - {p.id}: {p.problem} [{p.file}]")
         if len(self.problems) > max_lines:
             lines.append(f"  ... and {len(self.problems) - max_lines} more (report.to_csv(path) lists all)")
-        return "\n".join(lines)
+        return printable("\n".join(lines))
 
     def __str__(self) -> str:
         return self.summary()
@@ -474,7 +475,8 @@ class ValidationReport:
 
     def to_csv(self, path: PathLike) -> Path:
         """Write all problems as CSV (``id, file, kind, problem``), atomically (header only if none)."""
-        return atomic_write_text(path, self.to_frame().to_csv(index=False, lineterminator="\n"))
+        text = self.to_frame().to_csv(index=False, lineterminator="\n")
+        return atomic_write_bytes(path, text.encode("utf-8", CSV_ERRORS))  # non-UTF-8 names: their bytes
 
 
 _PNG_END = b"IEND\xaeB`\x82"
@@ -509,7 +511,7 @@ def _read_error_kind(e: ImageReadError) -> str:
         return MISSING_FILE
     if r.startswith("empty file"):
         return EMPTY_FILE
-    if "truncated" in r:
+    if "truncat" in r.lower():  # Pillow says "image file is truncated" / "Truncated File Read"
         return TRUNCATED
     if "ambiguous trimap" in r:
         return BAD_TRIMAP

@@ -9,6 +9,9 @@ split, width, height``. Extra columns are kept after these.
   zipped), else absolute. :func:`read_manifest` returns absolute paths.
 - ``width``/``height`` are of ``image`` (or ``fg``/``alpha`` when there is no image), from the file
   header; :func:`mattingkit.data.layouts.validate` fills them in.
+- The file is UTF-8. A file name that is not valid UTF-8 (possible on Linux: Python holds it with
+  surrogate escapes) is written as its original bytes and read back to the same ``str``
+  (``surrogateescape``), so such files stay usable instead of breaking the whole manifest.
 
 Example:
     >>> import tempfile, os
@@ -29,13 +32,15 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-from ..io import atomic_write_text
+from ..io import atomic_write_bytes
 
 MANIFEST_COLUMNS = ["id", "image", "alpha", "trimap", "fg", "bg", "group", "source", "split",
                     "width", "height"]
 PATH_COLUMNS = ["image", "alpha", "trimap", "fg", "bg"]
 INT_COLUMNS = ["width", "height"]
 SPLITS = ("train", "val", "test", "")
+#: How manifest / problem CSVs encode file names that are not valid UTF-8 (their original bytes).
+CSV_ERRORS = "surrogateescape"
 
 PathLike = str | os.PathLike
 
@@ -124,7 +129,7 @@ def write_manifest(rows: pd.DataFrame | Iterable[Mapping], path: PathLike) -> Pa
     for c in PATH_COLUMNS:
         df[c] = df[c].map(lambda v: _relativize(v, folder))
     text = df.to_csv(index=False, lineterminator="\n")
-    return atomic_write_text(path, text)
+    return atomic_write_bytes(path, text.encode("utf-8", CSV_ERRORS))
 
 
 def read_manifest(path: PathLike) -> pd.DataFrame:
@@ -142,7 +147,8 @@ def read_manifest(path: PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: manifest not found (build it with build_manifest / notebook 01)")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8",
+                         encoding_errors=CSV_ERRORS)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a readable manifest CSV ({e})") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
