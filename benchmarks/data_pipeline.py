@@ -298,8 +298,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer items and repeats (about a minute)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; --quick 3)")
-    p.add_argument("--batches", type=int, default=None, help="timed batches per run (default 24; --quick 8)")
-    p.add_argument("--items", type=int, default=None, help="items per CPU-time run (default 16; --quick 6)")
+    p.add_argument("--batches", type=int, default=None, help="timed batches per run (default 16; --quick 8)")
+    p.add_argument("--items", type=int, default=None, help="items per CPU-time run (default 12; --quick 6)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--n-fg", type=int, default=16)
@@ -307,8 +307,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_pipeline.json"))
     args = p.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 5)
-    n_batches = args.batches or (8 if args.quick else 24)
-    n_items = args.items or (6 if args.quick else 16)
+    n_batches = args.batches or (8 if args.quick else 16)
+    n_items = args.items or (6 if args.quick else 12)
     worker_init_fn(0)   # the CPU-time phase runs here: the same settings as in the DataLoader workers
 
     with tempfile.TemporaryDirectory(prefix="mk_data_bench_") as tmp:

@@ -186,10 +186,7 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     if ":" in path.name:
         raise ValueError(f"{path}: checkpoint file names must not contain ':' (Google Drive / Windows)")
     _check_plain(state, "state")
-    previous = None
-    old = _read_sidecar(path)
-    if path.exists() and old is not None and old.get("size") == path.stat().st_size:
-        previous = {"size": old.get("size"), "sha256": old.get("sha256")}
+    previous = _current_digest(path)
 
     def before_replace(tmp: Path, size: int, digest: str) -> None:
         meta = {
@@ -212,6 +209,21 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
         meta["previous"] = None
         _write_atomic(sidecar_path(path), json.dumps(meta, indent=1).encode("utf-8"))
     return path
+
+
+def _current_digest(path: Path) -> dict | None:
+    """Size and SHA-256 of what is under ``path`` now (None when nothing is).
+
+    After a clean save the sidecar says it (``previous`` is None only once the rename is done), so
+    the file is not re-read; after an interrupted save, or without a sidecar, the file is hashed.
+    """
+    if not path.exists():
+        return None
+    size = path.stat().st_size
+    meta = _read_sidecar(path)
+    if meta is not None and meta.get("previous") is None and meta.get("size") == size and meta.get("sha256"):
+        return {"size": size, "sha256": meta["sha256"]}
+    return {"size": size, "sha256": file_sha256(path)}
 
 
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)

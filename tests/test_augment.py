@@ -461,3 +461,21 @@ def test_check_augment_config_names_the_key():
 def test_transforms_require_a_generator():
     with pytest.raises(TypeError, match="Generator"):
         A.Compose([A.TrimapDropout(0.5)])({"trimap": np.zeros((2, 2), np.float32)}, 0)
+
+
+def test_uint8_sources_render_like_float_sources():
+    r = rng(6)
+    fg8 = r.integers(0, 256, (90, 110, 3), dtype=np.uint8)
+    bg8 = r.integers(0, 256, (70, 140, 3), dtype=np.uint8)
+    a8 = np.rint(disk_alpha(90, 110, 45, 55, 30) * 255).astype(np.uint8)
+    pipe = A.Compose([A.RandomAffine(rotation=20, scale=(0.8, 1.2), shear=5), A.CropAroundUnknown([64]),
+                      A.CoverBackground(), A.Render(48)])
+    s8 = pipe({"fg": fg8, "alpha": a8, "bg": bg8}, rng(1))
+    sf = pipe({"fg": fg8 / np.float32(255), "alpha": a8 / np.float32(255), "bg": bg8 / np.float32(255)}, rng(1))
+    for k in ("fg", "alpha", "bg"):
+        assert s8[k].dtype == np.float32
+        assert np.abs(s8[k] - sf[k]).max() <= 1.5 / 255        # 8-bit rounding of the interpolated values
+    # definite foreground stays exactly 1; 8-bit rounding may add pixels that interpolate to >= 254.5
+    assert np.all(s8["alpha"][sf["alpha"] == 1] == 1)
+    assert np.all(sf["alpha"][s8["alpha"] == 1] >= 254.5 / 255 - 1e-4)
+    assert ((s8["alpha"] > 0) & (s8["alpha"] < 1)).any()

@@ -144,12 +144,15 @@ _WRITER = textwrap.dedent("""
     def state(step):
         g = torch.Generator().manual_seed(step)
         return {"format": ckpt.FORMAT, "step": step, "w": torch.randn(3_000_000, generator=g)}
+    def die(tmp):                                    # new bytes are on disk, sidecar updated, no rename yet
+        os.kill(os.getpid(), signal.SIGKILL)
     if mode == "hook":
         ckpt.save_checkpoint(state(1), path)          # a good last.pt
-        def die(tmp):                                # new bytes are on disk, sidecar updated, no rename yet
-            os.kill(os.getpid(), signal.SIGKILL)
         ckpt._BEFORE_REPLACE_HOOK = die
         ckpt.save_checkpoint(state(2), path)
+    elif mode.startswith("crash"):                    # only the interrupted save of step N
+        ckpt._BEFORE_REPLACE_HOOK = die
+        ckpt.save_checkpoint(state(int(mode[5:])), path)
     else:
         while True:                                  # killed from outside at a random moment
             step += 1
@@ -179,6 +182,16 @@ def test_killed_between_write_and_rename_keeps_previous(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "last.pt.json"]
     save_checkpoint({"step": 3}, folder / "last.pt")  # and writing continues normally
     assert load_checkpoint(folder / "last.pt")["step"] == 3
+
+
+def test_two_crashes_in_a_row_in_the_rename_window(tmp_path):
+    folder = tmp_path / "ck"
+    save_checkpoint(_state(1), folder / "last.pt")
+    for step in (2, 3):  # the second save must not take the first crash's never-renamed digest as "previous"
+        proc = _run_writer(tmp_path, f"crash{step}")
+        proc.wait(timeout=120)
+        assert proc.returncode == -signal.SIGKILL
+        assert load_checkpoint(folder / "last.pt")["step"] == 1
 
 
 def test_killed_from_outside_while_writing_keeps_a_loadable_file(tmp_path):

@@ -724,7 +724,9 @@ class Render(Transform):
                     raise ValueError("trimap must be float {0, 0.5, 1} (mattingkit.io.read_trimap), not uint8")
                 sample[key] = warp(src, m, (oh, ow), "nearest", "zero").astype(np.float32, copy=False)
             elif key in ALPHA_KEYS:
-                sample[key] = snap_alpha(to_float(warp(src, m, (oh, ow), "linear", "zero")))
+                out = to_float(warp(src, m, (oh, ow), "linear", "zero"))
+                # 8-bit sources resample to exact multiples of 1/255: nothing to snap
+                sample[key] = out if src.dtype == np.uint8 else snap_alpha(out)
             else:
                 border = "reflect" if key == "bg" else self.pad
                 sample[key] = to_float(warp(src, m, (oh, ow), "linear", border))

@@ -511,7 +511,7 @@ def _read_error_kind(e: ImageReadError) -> str:
         return MISSING_FILE
     if r.startswith("empty file"):
         return EMPTY_FILE
-    if "truncat" in r.lower():  # Pillow says "image file is truncated" / "Truncated File Read"
+    if "truncated" in r:
         return TRUNCATED
     if "ambiguous trimap" in r:
         return BAD_TRIMAP

@@ -139,3 +139,54 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env.update(PYTHONPATH=str(REPO), MATTINGKIT_HEADLESS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
+
+
+# --------------------------------------------------------------------------------------------
+# A tiny real Trainer (in-process, seconds): a 2-layer conv generator on synthetic 32x32 items
+# --------------------------------------------------------------------------------------------
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class TinyG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
+
+    def forward(self, image, trimap):
+        return {"alpha": torch.sigmoid(self.net(torch.cat([image, trimap], 1)))}
+
+
+class TinySet(torch.utils.data.Dataset):
+    def __init__(self, n=8, seed=0):
+        self.n, self.seed = n, seed
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, i])
+        h = w = 32
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        alpha = np.clip((10 - np.hypot(yy - 16, xx - rng.uniform(10, 22))) / 3 + 0.5, 0, 1).astype(np.float32)
+        fg, bg = (rng.random((3, h, w), dtype=np.float32) for _ in range(2))
+        image = alpha * fg + (1 - alpha) * bg
+        trimap = np.full((1, h, w), 0.5, np.float32)
+        t = torch.from_numpy
+        return {"image": t(image), "alpha": t(alpha[None]), "trimap": t(trimap), "fg": t(fg), "bg": t(bg),
+                "unknown": t(np.ones((1, h, w), np.float32)), "id": f"{i:04d}"}
+
+
+def tiny_trainer(run_dir: Path, **over):
+    from mattingkit.config import load_config
+    from mattingkit.train import Trainer
+
+    base = {"run.device": "cpu", "run.deterministic": True, "run.name": "tiny", "data.batch_size": 2,
+            "data.num_workers": 0, "train.steps": 6, "train.warmup_steps": 1, "train.use_gan": False,
+            "train.log_every": 1, "train.image_every": 1000, "train.val_every": 2, "train.ckpt_every": 3,
+            "train.tensorboard": False, "train.amp": "off", "train.lr_g": 1e-3}
+    base.update(over)
+    cfg = load_config("default", base)
+    torch.manual_seed(0)
+    return Trainer(cfg, run_dir=run_dir, model=TinyG(), train_dataset=TinySet(), val_dataset=TinySet(2, 1),
+                   headless=True)

@@ -18,11 +18,9 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from relkit import REPO, subprocess_env
-from torch import nn
+from relkit import REPO, subprocess_env, tiny_trainer
 
 from mattingkit import checkpoint as ckpt
 from mattingkit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -191,56 +189,12 @@ def test_damaged_without_sidecar_is_still_a_clear_error(tmp_path):
     assert str(p) in str(ei.value)
 
 
-class _TinyG(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
-
-    def forward(self, image, trimap):
-        return {"alpha": torch.sigmoid(self.net(torch.cat([image, trimap], 1)))}
-
-
-class _TinySet(torch.utils.data.Dataset):
-    def __init__(self, n=8, seed=0):
-        self.n, self.seed = n, seed
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        rng = np.random.default_rng([self.seed, i])
-        h = w = 32
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        alpha = np.clip((10 - np.hypot(yy - 16, xx - rng.uniform(10, 22))) / 3 + 0.5, 0, 1).astype(np.float32)
-        fg, bg = (rng.random((3, h, w), dtype=np.float32) for _ in range(2))
-        image = alpha * fg + (1 - alpha) * bg
-        trimap = np.full((1, h, w), 0.5, np.float32)
-        t = torch.from_numpy
-        return {"image": t(image), "alpha": t(alpha[None]), "trimap": t(trimap), "fg": t(fg), "bg": t(bg),
-                "unknown": t(np.ones((1, h, w), np.float32)), "id": f"{i:04d}"}
-
-
-def _tiny_trainer(run_dir: Path, **over):
-    from mattingkit.config import load_config
-    from mattingkit.train import Trainer
-
-    base = {"run.device": "cpu", "run.deterministic": True, "run.name": "tiny", "data.batch_size": 2,
-            "data.num_workers": 0, "train.steps": 6, "train.warmup_steps": 1, "train.use_gan": False,
-            "train.log_every": 1, "train.image_every": 1000, "train.val_every": 2, "train.ckpt_every": 3,
-            "train.tensorboard": False, "train.amp": "off", "train.lr_g": 0.0}
-    base.update(over)
-    cfg = load_config("default", base)
-    torch.manual_seed(0)
-    return Trainer(cfg, run_dir=run_dir, model=_TinyG(), train_dataset=_TinySet(), val_dataset=_TinySet(2, 1),
-                   headless=True)
-
-
 def test_trainer_resumes_from_best_pt_when_last_pt_is_corrupt(tmp_path, capsys):
     """The real Trainer: last.pt bit-flipped after a run -> the next Trainer warns, names the bad file
     and resumes from best.pt's step (lr 0: the metric never improves after the first validation, so
     best.pt stays at step 2 while last.pt reaches step 6)."""
     run = tmp_path / "run"
-    _tiny_trainer(run).fit()
+    tiny_trainer(run, **{"train.lr_g": 0.0}).fit()
     folder = run / "checkpoints"
     best_step = load_checkpoint(folder / "best.pt")["step"]
     assert best_step == 2 and load_checkpoint(folder / "last.pt")["step"] == 6
@@ -248,7 +202,7 @@ def test_trainer_resumes_from_best_pt_when_last_pt_is_corrupt(tmp_path, capsys):
     data[len(data) // 3] ^= 0xFF
     (folder / "last.pt").write_bytes(bytes(data))
     with pytest.warns(UserWarning, match=r"last\.pt.*SHA-256.*falling back to .*best\.pt"):
-        tr = _tiny_trainer(run)
+        tr = tiny_trainer(run, **{"train.lr_g": 0.0})
     assert tr.step == best_step
     assert "best.pt" in capsys.readouterr().out          # "resuming from .../best.pt (fallback: ...)"
     tr.fit()
@@ -369,7 +323,7 @@ def test_hostile_init_from_and_resume_are_refused_by_the_trainer(tmp_path):
     marker = tmp_path / "PWNED"
     files = _hostile_files(tmp_path, marker)
     with pytest.raises(CheckpointError, match="refused"):
-        _tiny_trainer(tmp_path / "a", **{"train.init_from": str(files["exec_in_state"])})
+        tiny_trainer(tmp_path / "a", **{"train.init_from": str(files["exec_in_state"])})
     run = tmp_path / "b"
     (run / "checkpoints").mkdir(parents=True)
     for name in ("last.pt", "best.pt"):
@@ -379,7 +333,7 @@ def test_hostile_init_from_and_resume_are_refused_by_the_trainer(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(CheckpointError, match="refused"):
-            _tiny_trainer(run)
+            tiny_trainer(run)
     assert not marker.exists()
 
 

@@ -1,4 +1,4 @@
-"""The bad-inputs corpus (tests/reliability/corpus.py) through every consumer of image files:
+"""The bad-inputs corpus (tests/reliability/relcorpus.py) through every consumer of image files:
 mattingkit.io, layouts.validate (+ manifest / problems CSV), infer.predict_folder with a small real
 model, metrics.evaluate_folder and the submission builder.
 
@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from corpus import H, NON_UTF8, W, _alpha, make_corpus
+from relcorpus import H, NON_UTF8, W, _alpha, make_corpus
 from relkit import subprocess_env
 
 from mattingkit import io as mio

@@ -74,8 +74,9 @@ def make_corpus(root: Path, seed: int = 0) -> dict[str, Item]:
     add("good")
     add("zero_bytes", image=b"", bad="image", kind="empty file", io_error="empty file (0 bytes)")
     add("trunc_png", image=good_png[: len(good_png) // 2], bad="image", kind="truncated", io_error="truncated")
-    add("trunc_jpg", image=good_jpg[: len(good_jpg) // 2], ext={"image": ".jpg"}, bad="image", kind="truncated",
-        io_error="truncated")
+    sos = good_jpg.index(b"\xff\xda")                 # cut inside the entropy-coded data, as a broken
+    add("trunc_jpg", image=good_jpg[: (sos + len(good_jpg)) // 2], ext={"image": ".jpg"}, bad="image",  # download
+        kind="truncated", io_error="truncated")
     ok16, png16 = cv2.imencode(".png", (_photo(rng)[:, :, ::-1].astype(np.uint16) * 257))
     ok16a, alpha16 = cv2.imencode(".png", np.rint(_alpha() * 65535).astype(np.uint16))
     assert ok16 and ok16a
