@@ -310,6 +310,7 @@ def main(argv=None) -> dict:
     n_batches = args.batches or (8 if args.quick else 16)
     n_items = args.items or (6 if args.quick else 12)
     worker_init_fn(0)   # the CPU-time phase runs here: the same settings as in the DataLoader workers
+    load_start = os.getloadavg()[0]
 
     with tempfile.TemporaryDirectory(prefix="mk_data_bench_") as tmp:
         t = time.perf_counter()
@@ -360,7 +361,8 @@ def main(argv=None) -> dict:
         "cpu_vs_decode_bound": cpu_med["decode"] / cpu_med["ours"],
         "cpu_vs_old_style": cpu_med["old_style"] / cpu_med["ours"],
         "targets": {"vs_decode_bound": 0.7, "vs_old_style": 2.0},
-        "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_end": os.getloadavg()[0],
+        "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_start": load_start,
+                    "load_avg_1min_at_end": os.getloadavg()[0],
                     "python": platform.python_version(), "torch": torch.__version__,
                     "opencv": cv2.__version__, "numpy": np.__version__},
         "command": "benchmarks/data_pipeline.py" + (" --quick" if args.quick else ""),

@@ -124,12 +124,10 @@ def test_sigkill_between_sidecar_and_rename(tmp_path):
     assert got["step"] == 1 and torch.equal(got["w"], _expected_w(1))
 
 
-@pytest.mark.xfail(strict=False, reason="checkpoint.save_checkpoint trusts the sidecar's digest for "
-                   "'previous' after an interrupted save (bug reported: mattingkit/checkpoint.py)")
 def test_two_crashes_in_the_rename_window_keep_last_pt_loadable(tmp_path):
-    """Two processes in a row killed between sidecar and rename. The file on disk is still step 1,
-    but the second save took the *first* crash's never-renamed digest as 'previous', so neither
-    digest in the sidecar matches the file and a perfectly good last.pt is rejected."""
+    """Two processes in a row killed between sidecar and rename. The file on disk is still step 1; the
+    second save must take 'previous' from the file itself, not from the first crash's sidecar (whose
+    digest describes bytes that were never renamed into place), or a good last.pt is rejected."""
     folder = tmp_path / "ck"
     folder.mkdir()
     save_checkpoint(_state(1), folder / "last.pt")

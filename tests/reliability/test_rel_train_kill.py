@@ -8,7 +8,7 @@ behind. At the end the continued loss history (metrics.jsonl, every record but i
 
 Budget: the demo recipe (GAN on after 4 steps) with the U²-Net-P generator instead of AlphaGAN's
 ResNet (a 16 MB checkpoint instead of 200 MB), 32 px crops, batch 2, 30 steps, a checkpoint every
-3 steps.
+3 steps; one compute thread per process (the reference run shares the machine with the kill sequence).
 """
 from __future__ import annotations
 
