@@ -423,7 +423,9 @@ class Trainer:
         self.cfg = cfg
         self.headless = headless
         t = cfg.train
-        self.dist = Dist(cfg.run.device, find_unused_parameters=t.find_unused_parameters)
+        # DIM's first stage leaves its refinement head without gradients: DDP must be told.
+        unused = t.find_unused_parameters or (cfg.model.name == "dim" and cfg.model.dim_stage == "encoder_decoder")
+        self.dist = Dist(cfg.run.device, find_unused_parameters=unused)
         self.device = self.dist.device
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -779,7 +781,9 @@ class Trainer:
         self.step += 1
         self._committing = False
         out_terms = {k: float(v) for k, v in sums.items()}
-        out_terms["lr_g"], out_terms["lr_d"] = lr_g, lr_d
+        out_terms["lr_g"] = lr_g
+        if self.opt_d is not None:
+            out_terms["lr_d"] = lr_d
         self._last_batch, self._last_pred = batch, out["alpha"].detach()
         return out_terms
 

@@ -120,50 +120,57 @@ def test_sigkill_at_10_random_points_then_resume_equals_the_uninterrupted_run(tm
     data = tmp_path / "data"
     make_demo_data(data / "demo", seed=0, n_aim=6, n_backgrounds=3, n_comp_train=1, n_comp_test=1)
     reference = Run(tmp_path / "reference", data, fresh=True)   # runs alongside the kill sequence
+    started = [reference]
+    try:
+        rng = np.random.default_rng(SEED)
+        run_dir = tmp_path / "killed"
+        resume_from = 0
+        log = []
+        t_start = time.monotonic()
+        cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        for k in range(KILLS):
+            t_seg = time.monotonic()
+            run = Run(run_dir, data, fresh=(k == 0))
+            started.append(run)
+            if k > 0:   # the resume line names the last complete checkpoint, no fallback
+                _wait_until(lambda: any(l.startswith("resuming from") for l in run.lines), run, "the resume line")
+                line = next(l for l in run.lines if l.startswith("resuming from"))
+                assert line == f"resuming from {run_dir / 'checkpoints' / 'last.pt'} at step {resume_from}", line
+                assert not _ckpt_tmp_files(run_dir), "temp files of the killed write were not cleaned up"
+            lo = max(resume_from + 1, CKPT_EVERY + 1)               # first kill: after the first checkpoint
+            target = int(min(lo + rng.integers(0, 2 * CKPT_EVERY), STEPS - 8))   # never near the natural end
+            mode = "checkpoint_write" if k in (2, 6) else "random_delay"
+            if mode == "checkpoint_write":  # the moment the next last.pt's bytes start streaming
+                _wait_until(lambda: _max_train_step(run_dir) >= target and any(
+                    p.name.startswith(".last.pt.") for p in _ckpt_tmp_files(run_dir)), run, "a checkpoint write",
+                    poll=0.0005)
+            else:
+                _wait_until(lambda: _max_train_step(run_dir) >= target, run, f"step {target}")
+                time.sleep(float(rng.uniform(0.0, 0.6)))
+            run.kill()
+            reached = _max_train_step(run_dir)
+            state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")   # verified; raises if broken
+            assert "_fallback_from" not in state
+            lost = reached - state["step"]
+            log.append(dict(kill=k, mode=mode, target=target, reached=reached, last_pt=state["step"], lost=lost,
+                            tmp=len(_ckpt_tmp_files(run_dir)), seconds=round(time.monotonic() - t_seg, 1)))
+            assert state["step"] % CKPT_EVERY == 0 and state["step"] >= resume_from, log[-1]
+            assert 0 <= lost <= CKPT_EVERY, f"lost more than one checkpoint interval: {log[-1]}"
+            resume_from = state["step"]
 
-    rng = np.random.default_rng(SEED)
-    run_dir = tmp_path / "killed"
-    resume_from = 0
-    log = []
-    t_start = time.monotonic()
-    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    for k in range(KILLS):
-        t_seg = time.monotonic()
-        run = Run(run_dir, data, fresh=(k == 0))
-        if k > 0:   # the resume line names the last complete checkpoint, no fallback
-            _wait_until(lambda: any(l.startswith("resuming from") for l in run.lines), run, "the resume line")
-            line = next(l for l in run.lines if l.startswith("resuming from"))
-            assert line == f"resuming from {run_dir / 'checkpoints' / 'last.pt'} at step {resume_from}", line
-            assert not _ckpt_tmp_files(run_dir), "temp files of the killed write were not cleaned up"
-        lo = max(resume_from + 1, CKPT_EVERY + 1)               # first kill: after the first checkpoint
-        target = int(min(lo + rng.integers(0, 2 * CKPT_EVERY), STEPS - 8))   # never near the natural end
-        mode = "checkpoint_write" if k in (2, 6) else "random_delay"
-        if mode == "checkpoint_write":  # the moment the next last.pt's bytes start streaming
-            _wait_until(lambda: _max_train_step(run_dir) >= target and any(
-                p.name.startswith(".last.pt.") for p in _ckpt_tmp_files(run_dir)), run, "a checkpoint write",
-                poll=0.0005)
-        else:
-            _wait_until(lambda: _max_train_step(run_dir) >= target, run, f"step {target}")
-            time.sleep(float(rng.uniform(0.0, 0.6)))
-        run.kill()
-        reached = _max_train_step(run_dir)
-        state = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")   # verified; raises if broken
-        assert "_fallback_from" not in state
-        lost = reached - state["step"]
-        log.append(dict(kill=k, mode=mode, target=target, reached=reached, last_pt=state["step"], lost=lost,
-                        tmp=len(_ckpt_tmp_files(run_dir)), seconds=round(time.monotonic() - t_seg, 1)))
-        assert state["step"] % CKPT_EVERY == 0 and state["step"] >= resume_from, log[-1]
-        assert 0 <= lost <= CKPT_EVERY, f"lost more than one checkpoint interval: {log[-1]}"
-        resume_from = state["step"]
-
-    final = Run(run_dir, data)
-    assert final.wait(TIMEOUT) == 0, final.output[-3000:]
-    assert f"at step {resume_from}" in final.output
-    assert reference.wait(TIMEOUT) == 0, reference.output[-3000:]
-    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
-    print("\n".join(str(e) for e in log))
-    cpu_s = cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    print(f"wall {time.monotonic() - t_start:.0f} s, CPU of the 12 training processes {cpu_s:.0f} s")
+        final = Run(run_dir, data)
+        started.append(final)
+        assert final.wait(TIMEOUT) == 0, final.output[-3000:]
+        assert f"at step {resume_from}" in final.output
+        assert reference.wait(TIMEOUT) == 0, reference.output[-3000:]
+        cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+        print("\n".join(str(e) for e in log))
+        cpu_s = cpu.ru_utime + cpu.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+        print(f"wall {time.monotonic() - t_start:.0f} s, CPU of the 12 training processes {cpu_s:.0f} s")
+    finally:  # never leave a training process behind when an assertion fails
+        for r in started:
+            if r.proc.poll() is None:
+                r.kill()
 
     assert any(e["mode"] == "checkpoint_write" and e["tmp"] for e in log), "no kill landed inside a write"
     got, want = _no_time(_history(run_dir)), _no_time(_history(tmp_path / "reference"))
