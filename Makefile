@@ -10,7 +10,6 @@ PYTEST_ARGS ?=
 
 $(STAMP): pyproject.toml constraints/ci.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints/ci.txt -e '.[lab,dev]'
 	@touch $(STAMP)
 
