@@ -7,16 +7,17 @@ The recipe (AlphaGAN, Lutz et al. 2018; every number is a config key, see ``matt
 One iteration (``train.steps`` of them; the schedules step per iteration, not per epoch)::
 
     for each of train.accum_steps micro-batches (a batch dict, see CONTRACTS.md):
-        out   = G(image, trimap)                                  # {"alpha": (N,1,H,W), ...}
-        terms = matting_loss(out, batch, cfg.loss)                # alpha, comp, grad, ... , total
+        out = G(image, trimap)                                    # {"alpha": (N,1,H,W), ...}
         if GAN is on (train.use_gan and step >= train.g_warmup_steps):
             real, fake = discriminator_inputs(batch, out["alpha"])  # cat(composite RGB, trimap)
-            terms["gan"] = gan_loss_g(D(fake))                      # D frozen here
-            total = terms["total"] + loss.gan * terms["gan"]
-        backward(total / accum_steps)
+            terms = matting_loss(out, batch, cfg.loss, fake_logits=D(fake))   # D frozen here
+        else:
+            terms = matting_loss(out, batch, cfg.loss)             # alpha, comp, grad, ...
+        backward(terms["total"] / accum_steps)                    # weighted sum, loss.gan x gan
         if GAN is on and step % train.d_every == 0:                # D step on detached fakes
-            d_real, d_fake = D(cat[real, fake.detach()]).split()    # one forward (DDP-friendly)
-            backward(gan_loss_d(d_real, d_fake) / accum_steps)
+            d_real, d_fake = D(cat[real, fake.detach()]).split()    # one forward (DDP-friendly;
+                                                                    # a BatchNorm D sees both halves)
+            backward(gan_loss_d(d_real, d_fake)["total"] / accum_steps)
     if every loss was finite: clip grads (train.grad_clip), step G (and D); else skip + count
     lr(step) = warm-up (train.warmup_steps, linear) x schedule (constant | cosine | cyclic | plateau)
 
@@ -43,8 +44,7 @@ One iteration (``train.steps`` of them; the schedules step per iteration, not pe
 DIM's three stages (``model.name=dim``) are three runs chained with ``train.init_from``::
 
     python -m mattingkit.train --config default --name dim1 --set model.name=dim \\
-        --set model.backbone=vgg16_bn --set model.dim_stage=encoder_decoder --set train.use_gan=false \\
-        --set train.find_unused_parameters=true
+        --set model.backbone=vgg16_bn --set model.dim_stage=encoder_decoder --set train.use_gan=false
     python -m mattingkit.train ... --name dim2 --set model.dim_stage=refinement \\
         --set train.init_from=runs/dim1/checkpoints/best.pt
     python -m mattingkit.train ... --name dim3 --set model.dim_stage=joint --set train.lr_g=1e-5 \\
@@ -54,10 +54,14 @@ Run folder ``runs/NAME/``: ``config.yaml`` (resolved), ``manifest.csv``, ``metri
 record per log / validation), ``metrics.json`` (final + best validation), ``checkpoints/{last,best}.pt``
 (+ ``.json`` sidecars, see :mod:`mattingkit.checkpoint`), ``tb/`` (TensorBoard).
 
-Multi-process: ``accelerate launch -m mattingkit.train --config ... --name ...`` from a shell, or
-:func:`launch_notebook` (Kaggle's 2xT4). ``data.batch_size`` is per process; each global batch is
-cut into per-rank slices, so 2 processes x batch 4 follow the same data as 1 process x batch 8. Only
-the main process logs and writes files. ``model.sync_bn`` converts BatchNorm to SyncBatchNorm.
+(each stage keeps the weights of the previous one; the stage's frozen parts get no optimiser state,
+and DDP is told about DIM's unused refinement head in the first stage.)
+
+Multi-process: from a shell ``accelerate launch --num_processes 2 -m mattingkit.train --config ecom
+--name NAME`` (add ``--cpu`` to try it on a CPU machine), or :func:`launch_notebook` (Kaggle's
+2xT4). ``data.batch_size`` is per process; each global batch is cut into per-rank slices, so 2
+processes x batch 4 follow the same data as 1 process x batch 8. Only the main process logs and
+writes files. ``model.sync_bn`` converts BatchNorm to SyncBatchNorm.
 
 Example:
     >>> from mattingkit.config import load_config
@@ -381,9 +385,12 @@ def default_run_dir(cfg: Config) -> Path:
     return root / cfg.run.name
 
 
-def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callable[[], None] = lambda: None):
+def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callable[[], None] = lambda: None,
+               world: int = 1):
     """(train_ds, val_ds) from the config: the manifest (cfg.data.manifest, or scanned into
-    ``run_dir/manifest.csv`` by the main process) -> :func:`mattingkit.data.datasets.build_datasets`."""
+    ``run_dir/manifest.csv`` by the main process; the demo data is generated when missing) ->
+    :func:`mattingkit.data.datasets.build_datasets`. With several processes the main one also fills
+    the foreground cache before the others start."""
     from .data.datasets import build_datasets
 
     manifest = Path(cfg.data.manifest) if cfg.data.manifest else run_dir / "manifest.csv"
@@ -396,6 +403,14 @@ def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callab
 
             make_demo_data(data_root_for(cfg) / "demo", seed=0)  # a no-op when it is already there
         build_manifest(cfg, manifest)
+    if world > 1 and is_main and cfg.data.foreground == "estimate":
+        # Estimate the foreground colours once, here, rather than in every process at the same time.
+        from .data.manifest import read_manifest
+
+        train_ds, _ = build_datasets(cfg, manifest)
+        if getattr(train_ds, "fg_cache", None) is not None:
+            df = read_manifest(manifest)
+            train_ds.fg_cache.precompute(df[df["split"] == "train"], progress=False)
     barrier()
     return build_datasets(cfg, manifest)
 
@@ -451,7 +466,8 @@ class Trainer:
 
         # ---- data
         if train_dataset is None:
-            train_dataset, built_val = build_data(cfg, self.run_dir, self.dist.is_main, self.dist.barrier)
+            train_dataset, built_val = build_data(cfg, self.run_dir, self.dist.is_main, self.dist.barrier,
+                                                  self.dist.world)
             val_dataset = built_val if val_dataset is None else val_dataset
         self.train_ds, self.val_ds = train_dataset, val_dataset
 
@@ -490,11 +506,20 @@ class Trainer:
         self.resumed_from: str | None = None
 
         resume_state = None
-        last = self.ckpt_dir / ckpt.LAST
-        if t.resume and not fresh and last.exists():
-            best = self.ckpt_dir / ckpt.BEST
-            resume_state = ckpt.load_checkpoint(last, fallback=best if best.exists() else None)
-        elif t.init_from:
+        last, best = self.ckpt_dir / ckpt.LAST, self.ckpt_dir / ckpt.BEST
+        if t.resume and not fresh and (last.exists() or best.exists()):
+            # Both hold the full state: continue from the newer one (best.pt is newer when a validation
+            # improved after the last ckpt_every step, or when the run died before its first last.pt).
+            first, other = (last, best) if _sidecar_step(last) >= _sidecar_step(best) else (best, last)
+            if first == best:
+                note = f"{last.name} is absent" if not last.exists() else f"{best.name} is newer"
+            resume_state = ckpt.load_checkpoint(first, fallback=other if other.exists() else None)
+            if first == best and "_fallback_from" not in resume_state:
+                resume_state["_resume_note"] = note
+        elif self.dist.is_main:
+            # Starting at step 0: records of an earlier attempt that never reached a checkpoint go.
+            self._clear_previous_run()
+        if resume_state is None and t.init_from:
             init = ckpt.load_checkpoint(t.init_from)
             missing, unexpected = _load_matching(model, init["generator"])
             if self.dist.is_main:
@@ -632,7 +657,9 @@ class Trainer:
             self._truncate_history(self.step)
             src = state.get("_path")
             if state.get("_fallback_from"):
-                src = f"{src} (fallback: {state['_fallback_from']} was unreadable)"
+                src = f"{src} ({state['_fallback_from']} was unreadable)"
+            elif state.get("_resume_note"):
+                src = f"{src} ({state['_resume_note']})"
             print(f"resuming from {src} at step {self.step}", flush=True)
 
     def _truncate_history(self, step: int) -> None:
@@ -1006,6 +1033,16 @@ class Trainer:
                             if (self.ckpt_dir / n).exists()},
             "version": __version__,
         }
+
+
+def _sidecar_step(path: Path) -> int:
+    """The step a checkpoint's sidecar records (-1 when absent); 0 for a file without a sidecar."""
+    if not path.exists():
+        return -1
+    try:
+        return int(json.loads(ckpt.sidecar_path(path).read_text(encoding="utf-8")).get("step") or 0)
+    except (OSError, ValueError, TypeError):
+        return 0
 
 
 def _float_state(state: Mapping[str, torch.Tensor]) -> dict:

@@ -262,7 +262,7 @@ def test_resume_equals_uninterrupted(tmp_path, accum):
 
 
 def test_resume_after_crash_truncates_history(tmp_path):
-    cfg = tiny_cfg(**{"train.steps": 12, "train.ckpt_every": 4})
+    cfg = tiny_cfg(**{"train.steps": 12, "train.ckpt_every": 4, "train.val_every": 100})
     tiny_trainer(tmp_path, "full", cfg=cfg).fit()
     # the data loader dies during step 7 (4 items per step): last.pt is from step 4, history has 1..6
     crashing = TinySet(crash_at_call=6 * 4 + 1)
@@ -400,8 +400,49 @@ def test_demo_recipe_learns(tmp_path, monkeypatch):
     vals = [r for r in read_history(run / "metrics.jsonl") if r["phase"] == "val"]
     assert [r["step"] for r in vals] == [0, steps] and vals[0]["n"] == 6
     untrained, trained = vals[0]["sad"], vals[-1]["sad"]
+    print(f"demo recipe at {steps} steps: val SAD {untrained:.3f} (untrained) -> {trained:.3f}")
     assert trained <= 0.7 * untrained, (untrained, trained)  # >= 30% better than the untrained model
     summary = json.loads((run / "metrics.json").read_text())
     assert summary["best"]["step"] == steps and summary["final"]["sad"] == pytest.approx(trained)
     model, cfg = ckpt.load_generator(run / "checkpoints" / "best.pt")
     assert cfg.model.backbone == "resnet18" and not model.training
+
+
+def test_killed_before_first_checkpoint_restarts_clean(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 6, "train.ckpt_every": 100, "train.val_every": 100})
+    tiny_trainer(tmp_path, "full", cfg=cfg).fit()
+    run = tmp_path / "run"
+    crashing = TinySet(crash_at_call=3 * 4 + 1)  # dies in step 4, before any checkpoint
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tiny_trainer(tmp_path, cfg=cfg, train_ds=crashing).fit()
+    hist = run / "metrics.jsonl"
+    hist.write_bytes(hist.read_bytes() + b'{"step": 4, "phase": "tr')  # and the last append was torn
+    again = tiny_trainer(tmp_path, cfg=cfg)
+    assert again.step == 0
+    again.fit()
+    assert train_records(run) == train_records(tmp_path / "full")
+
+
+def test_best_pt_without_last_pt_is_resumed(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 8, "train.ckpt_every": 100, "train.val_every": 4})
+    tiny_trainer(tmp_path, "full", cfg=cfg).fit()
+    crashing = TinySet(crash_at_call=6 * 4 + 1)  # dies in step 7: best.pt from step 4, no last.pt yet
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tiny_trainer(tmp_path, cfg=cfg, train_ds=crashing).fit()
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+    again = tiny_trainer(tmp_path, cfg=cfg)
+    assert again.step == 4 and again.resumed_from.endswith("best.pt")
+    again.fit()
+    assert train_records(tmp_path / "run") == train_records(tmp_path / "full")
+
+
+def test_newer_best_pt_is_resumed(tmp_path):
+    cfg = tiny_cfg(**{"train.steps": 12, "train.ckpt_every": 4, "train.val_every": 6})
+    tiny_trainer(tmp_path, "full", cfg=cfg).fit()
+    crashing = TinySet(crash_at_call=7 * 4 + 1)  # dies in step 8: last.pt from step 4, best.pt from step 6
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        tiny_trainer(tmp_path, cfg=cfg, train_ds=crashing).fit()
+    again = tiny_trainer(tmp_path, cfg=cfg)
+    assert again.step == 6 and again.resumed_from.endswith("best.pt")
+    again.fit()
+    assert train_records(tmp_path / "run") == train_records(tmp_path / "full")

@@ -183,8 +183,6 @@ def test_sigkill_at_10_random_points_then_resume_equals_the_uninterrupted_run(tm
         assert all(torch.equal(a[part][n], b[part][n]) for n in a[part]), part
 
 
-@pytest.mark.xfail(strict=False, reason="train.Trainer keeps metrics.jsonl records of a run that died before "
-                   "its first checkpoint; the restart appends the same steps again (bug reported: train.py)")
 def test_killed_before_the_first_checkpoint_restarts_with_a_clean_history(tmp_path):
     """What SIGKILL leaves when it strikes before the first last.pt (e.g. a Colab disconnect in the
     first minutes): the loss records of steps 1-2 and no checkpoint, the last record torn in half.
