@@ -48,9 +48,36 @@ def cmd_config(args) -> int:
 def cmd_run(args) -> int:
     from .runner import run_pipeline
 
-    result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
-                          runs_root=args.runs_root, notebooks=args.notebooks)
+    try:
+        params = parse_params(args.params)
+        result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
+                              runs_root=args.runs_root, notebooks=args.notebooks, parameters=params)
+    except ValueError as e:
+        print(f"mattingkit run: {e}", file=sys.stderr)
+        return 2
     return 0 if result.ok else 1
+
+
+def parse_params(items: list[str] | None) -> dict:
+    """``["n_preview=2", "tta=true"]`` -> ``{"n_preview": 2, "tta": True}`` (values parsed as YAML).
+
+    Example:
+        >>> parse_params(["n_preview=2", "out_dir=/tmp/x", "names=[a, b]"])
+        {'n_preview': 2, 'out_dir': '/tmp/x', 'names': ['a', 'b']}
+    """
+    import yaml
+
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--param expects NAME=VALUE with a Python identifier as NAME, got {item!r}")
+        try:
+            out[key] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as e:
+            raise ValueError(f"--param {key}: value {value!r} is not valid YAML ({e.__class__.__name__})") from None
+    return out
 
 
 def cmd_sweep(args) -> int:
@@ -178,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny budgets everywhere (minutes on CPU)")
     p.add_argument("--runs-root", type=Path, default=None)
     p.add_argument("--notebooks", nargs="*", default=None, help="subset, e.g. 01 02 (default: all five)")
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="a notebook-specific parameter (see the notebooks' parameters cells), value as YAML; "
+                        "repeatable, e.g. --param n_preview=2")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="run a grid of parameter sets (grid.yaml), one run folder each")

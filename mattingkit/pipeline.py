@@ -357,7 +357,6 @@ def train_model(ctx: RunContext, fresh: bool = False, num_processes: int = 1) ->
     from .train import launch_notebook, train
 
     t0 = time.monotonic()
-    before = read_metrics(ctx.run_dir)
     if num_processes > 1:
         summary = launch_notebook(ctx.cfg, num_processes=num_processes, run_dir=ctx.run_dir, fresh=fresh)
     else:
@@ -370,13 +369,7 @@ def train_model(ctx: RunContext, fresh: bool = False, num_processes: int = 1) ->
         "nonfinite_total": summary.get("nonfinite_total"), "checkpoints": summary.get("checkpoints"),
         "curves": str(curves) if curves else None, "seconds": _seconds(t0),
     }
-    # The trainer writes its own summary to metrics.json: restore the notebook sections around it.
-    from .runner import NOTEBOOKS
-
-    sections = {k: v for k, v in before.items() if k in NOTEBOOKS and k != NB_TRAIN}
-    atomic_write_text(ctx.path("metrics.json"), json.dumps(sections, indent=2, sort_keys=True))
-    atomic_write_text(ctx.path("train_summary.json"), json.dumps(summary, indent=1, default=str))
-    update_metrics(ctx.run_dir, NB_TRAIN, values)
+    update_metrics(ctx.run_dir, NB_TRAIN, values)  # the trainer's own summary is train_summary.json
     return values
 
 

@@ -51,7 +51,8 @@ DIM's three stages (``model.name=dim``) are three runs chained with ``train.init
         --set train.init_from=runs/dim2/checkpoints/best.pt
 
 Run folder ``runs/NAME/``: ``config.yaml`` (resolved), ``manifest.csv``, ``metrics.jsonl`` (one JSON
-record per log / validation), ``metrics.json`` (final + best validation), ``checkpoints/{last,best}.pt``
+record per log / validation), ``train_summary.json`` (final + best validation; ``metrics.json`` is left to
+the notebooks' sections), ``checkpoints/{last,best}.pt``
 (+ ``.json`` sidecars, see :mod:`mattingkit.checkpoint`), ``tb/`` (TensorBoard).
 
 (each stage keeps the weights of the previous one; the stage's frozen parts get no optimiser state,
@@ -94,6 +95,8 @@ from .config import Config, ConfigError, from_dict, load_config, apply_overrides
 BEST_MODES = ("min", "max")
 SCHEDULES = ("constant", "cosine", "cyclic", "plateau")
 VAL_METRICS = ("sad", "mse", "grad", "conn", "competition_mse")
+#: The trainer's own summary in the run folder (``metrics.json`` belongs to the notebooks' sections).
+SUMMARY_FILE = "train_summary.json"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -393,7 +396,12 @@ def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callab
     the foreground cache before the others start."""
     from .data.datasets import build_datasets
 
-    manifest = Path(cfg.data.manifest) if cfg.data.manifest else run_dir / "manifest.csv"
+    if cfg.data.manifest:  # relative paths resolve like every dataset path: below the data root
+        from .data.layouts import resolve_data_path
+
+        manifest = resolve_data_path(cfg.data.manifest, cfg)
+    else:
+        manifest = run_dir / "manifest.csv"
     if not cfg.data.manifest and is_main and not manifest.exists():
         from .data.layouts import build_manifest, data_root_for
 
@@ -566,7 +574,7 @@ class Trainer:
     # files
     def _clear_previous_run(self) -> None:
         """fresh=True: forget an earlier run in the same folder (checkpoints, loss history, TensorBoard
-        events; metrics.json is rewritten at the end, config.yaml at the start, manifest.csv is kept)."""
+        events; train_summary.json is rewritten at the end, config.yaml at the start, manifest.csv is kept)."""
         for name in (ckpt.LAST, ckpt.BEST):
             for p in (self.ckpt_dir / name, ckpt.sidecar_path(self.ckpt_dir / name)):
                 if p.exists():
@@ -954,8 +962,8 @@ class Trainer:
         if self.dist.is_main:
             from .io import atomic_write_text
 
-            atomic_write_text(self.run_dir / "metrics.json", json.dumps(summary, indent=1))
-            self._wrote(self.run_dir / "metrics.json")
+            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
+            self._wrote(self.run_dir / SUMMARY_FILE)
         self.dist.barrier()
         return summary
 
@@ -1085,7 +1093,7 @@ def read_history(path: str | os.PathLike) -> list[dict]:
 # ============================================================================================
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = False, **kwargs) -> dict:
     """Train (or continue training) the run described by ``cfg``; returns the summary dict
-    (also written to ``run_dir/metrics.json``). Keyword arguments go to :class:`Trainer`.
+    (also written to ``run_dir/train_summary.json``). Keyword arguments go to :class:`Trainer`.
 
     Example (given demo data): ``train(load_config("demo"), fresh=True)["best"]``
     """
@@ -1104,7 +1112,7 @@ def launch_notebook(cfg: Config, num_processes: int = 2, run_dir: str | os.PathL
     Call it before anything touches CUDA in the notebook: Accelerate forks the kernel, one process per
     device (on a CPU-only machine: CPU processes talking gloo). ``trainer_kwargs`` go to
     :class:`Trainer` in every process (forked, so they need not be picklable). Returns the summary the
-    main process wrote to ``run_dir/metrics.json``.
+    main process wrote to ``run_dir/train_summary.json``.
 
     Example (Kaggle, 2 GPUs): ``launch_notebook(load_config("ecom"), num_processes=2)``
     """
@@ -1113,7 +1121,7 @@ def launch_notebook(cfg: Config, num_processes: int = 2, run_dir: str | os.PathL
     rd = str(run_dir) if run_dir is not None else str(default_run_dir(cfg))
     notebook_launcher(_notebook_worker, args=(cfg.to_dict(), rd, fresh, trainer_kwargs),
                       num_processes=num_processes, use_port=str(use_port))
-    return json.loads((Path(rd) / "metrics.json").read_text(encoding="utf-8"))
+    return json.loads((Path(rd) / SUMMARY_FILE).read_text(encoding="utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:

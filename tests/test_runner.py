@@ -159,6 +159,36 @@ def test_unknown_notebook_parameter_is_an_error(tmp_path):
         run_pipeline("demo", name="x", runs_root=tmp_path, notebooks=["01"], parameters={"n_show": 2})
 
 
+def test_parse_params_yaml_values_and_clear_errors():
+    from mattingkit.cli import parse_params
+
+    assert parse_params(["n_preview=2", "download=false", "out=/tmp/a=b", "empty="]) == {
+        "n_preview": 2, "download": False, "out": "/tmp/a=b", "empty": ""}
+    for bad in ["n_preview", "=3", "two words=1", "x=[1, 2"]:
+        with pytest.raises(ValueError, match="--param"):
+            parse_params([bad])
+
+
+def test_cli_run_passes_param_to_the_notebook(tmp_path, demo_data_root, capsys):
+    """``mattingkit run --param`` reaches the notebook's parameters through real papermill; an unknown
+    name is refused before anything runs."""
+    from mattingkit.cli import main
+
+    common = ["run", "--config", "demo", "--smoke", "--set", f"run.data_root={demo_data_root}",
+              "--runs-root", str(tmp_path / "runs"), "--notebooks", "01"]
+    rc = main(common + ["--name", "p", "--param", "n_preview=1", "--param", "download=false"])
+    assert rc == 0
+    out_nb = nbformat.read(tmp_path / "runs" / "p" / runner.NOTEBOOK_DIR_NAME / "01_data_download.ipynb", 4)
+    injected = [c.source for c in out_nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "n_preview = 1" in injected[0] and "download = False" in injected[0]
+    capsys.readouterr()
+    assert main(common + ["--name", "q", "--param", "n_show=1"]) == 2
+    assert "n_show" in capsys.readouterr().err
+    assert main(common + ["--name", "q", "--param", "n_show"]) == 2
+    assert "NAME=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "q" / runner.NOTEBOOK_DIR_NAME / "01_data_download.ipynb").exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # sweep: 2x2 smoke grid, one failing point, re-run skips finished points
 # ------------------------------------------------------------------------------------------------

@@ -205,7 +205,7 @@ def test_run_folder_contents_and_learning(tmp_path):
     assert {"total", "alpha", "comp", "lr_g", "lr_d"} <= set(trains[0])
     assert "gan" not in trains[3] and {"gan", "d_total", "d_real_mean", "d_fake_mean"} <= set(trains[4])
     assert vals[-1]["sad"] < 0.7 * vals[0]["sad"]  # it learns
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "train_summary.json").read_text())
     best = min(vals, key=lambda r: r["sad"])
     assert metrics["best"]["value"] == pytest.approx(best["sad"]) and metrics["best"]["step"] == best["step"]
     assert ckpt.load_checkpoint(run / "checkpoints" / "best.pt")["step"] == best["step"]
@@ -402,7 +402,7 @@ def test_demo_recipe_learns(tmp_path, monkeypatch):
     untrained, trained = vals[0]["sad"], vals[-1]["sad"]
     print(f"demo recipe at {steps} steps: val SAD {untrained:.3f} (untrained) -> {trained:.3f}")
     assert trained <= 0.7 * untrained, (untrained, trained)  # >= 30% better than the untrained model
-    summary = json.loads((run / "metrics.json").read_text())
+    summary = json.loads((run / "train_summary.json").read_text())
     assert summary["best"]["step"] == steps and summary["final"]["sad"] == pytest.approx(trained)
     model, cfg = ckpt.load_generator(run / "checkpoints" / "best.pt")
     assert cfg.model.backbone == "resnet18" and not model.training
