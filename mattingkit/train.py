@@ -41,22 +41,20 @@ One iteration (``train.steps`` of them; the schedules step per iteration, not pe
   ``torch.use_deterministic_algorithms``. Resuming restores weights, optimisers, schedules, scalers,
   RNG states and the data position, so an interrupted-and-resumed run continues exactly.
 
-DIM's three stages (``model.name=dim``) are three runs chained with ``train.init_from``::
+DIM's three stages are three shipped configs, each run starting from the previous one's ``best.pt``
+(``train.init_from``, looked up below the runs root)::
 
-    python -m mattingkit.train --config default --name dim1 --set model.name=dim \\
-        --set model.backbone=vgg16_bn --set model.dim_stage=encoder_decoder --set train.use_gan=false
-    python -m mattingkit.train ... --name dim2 --set model.dim_stage=refinement \\
-        --set train.init_from=runs/dim1/checkpoints/best.pt
-    python -m mattingkit.train ... --name dim3 --set model.dim_stage=joint --set train.lr_g=1e-5 \\
-        --set train.init_from=runs/dim2/checkpoints/best.pt
+    python -m mattingkit.train --config dim_encoder_decoder   # stage 1: encoder-decoder, alpha + comp
+    python -m mattingkit.train --config dim_refinement        # stage 2: refinement head, the rest frozen
+    python -m mattingkit.train --config dim_joint             # stage 3: everything, fine-tuned together
+
+(each stage keeps the weights of the previous one; the stage's frozen parts get no optimiser state,
+and DDP is told about DIM's unused refinement head in the first stage.)
 
 Run folder ``runs/NAME/``: ``config.yaml`` (resolved), ``manifest.csv``, ``metrics.jsonl`` (one JSON
 record per log / validation), ``train_summary.json`` (final + best validation; ``metrics.json`` is left to
 the notebooks' sections), ``checkpoints/{last,best}.pt``
 (+ ``.json`` sidecars, see :mod:`mattingkit.checkpoint`), ``tb/`` (TensorBoard).
-
-(each stage keeps the weights of the previous one; the stage's frozen parts get no optimiser state,
-and DDP is told about DIM's unused refinement head in the first stage.)
 
 Multi-process: from a shell ``accelerate launch --num_processes 2 -m mattingkit.train --config ecom
 --name NAME`` (add ``--cpu`` to try it on a CPU machine), or :func:`launch_notebook` (Kaggle's
@@ -388,6 +386,29 @@ def default_run_dir(cfg: Config) -> Path:
     return root / cfg.run.name
 
 
+def resolve_init_from(cfg: Config) -> Path:
+    """``train.init_from`` as a path: absolute, or relative to the working directory when it exists
+    there, else below the runs root (so ``dim_encoder_decoder/checkpoints/best.pt`` finds the previous
+    DIM stage wherever runs live: ``runs/``, Drive on Colab, ``/kaggle/working/runs``).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> str(resolve_init_from(load_config("dim_refinement", ["run.runs_root=/r"])))
+        '/r/dim_encoder_decoder/checkpoints/best.pt'
+    """
+    from . import env
+
+    p = Path(str(cfg.train.init_from)).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    root = Path(cfg.run.runs_root) if cfg.run.runs_root else env.runs_root()
+    below = root / p
+    if not below.exists() and not p.parent.exists():
+        raise FileNotFoundError(f"train.init_from: {p} not found (looked in {Path.cwd()} and in the runs root "
+                                f"{root}); train the previous stage first or give an absolute path")
+    return below
+
+
 def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callable[[], None] = lambda: None,
                world: int = 1):
     """(train_ds, val_ds) from the config: the manifest (cfg.data.manifest, or scanned into
@@ -528,10 +549,11 @@ class Trainer:
             # Starting at step 0: records of an earlier attempt that never reached a checkpoint go.
             self._clear_previous_run()
         if resume_state is None and t.init_from:
-            init = ckpt.load_checkpoint(t.init_from)
+            init_path = resolve_init_from(cfg)
+            init = ckpt.load_checkpoint(init_path)
             missing, unexpected = _load_matching(model, init["generator"])
             if self.dist.is_main:
-                print(f"initialised G from {t.init_from} ({len(missing)} tensors kept their init)", flush=True)
+                print(f"initialised G from {init_path} ({len(missing)} tensors kept their init)", flush=True)
 
         if resume_state is not None:
             # Weights are loaded before optimisers are built and before DDP wrapping.

@@ -446,3 +446,42 @@ def test_newer_best_pt_is_resumed(tmp_path):
     assert again.step == 6 and again.resumed_from.endswith("best.pt")
     again.fit()
     assert train_records(tmp_path / "run") == train_records(tmp_path / "full")
+
+
+def test_dim_three_stage_configs_chain_through_the_runs_root(tmp_path):
+    """The shipped DIM stage configs on the real DIM model: stage 2 starts from stage 1's best.pt (found
+    below the runs root) and trains only the refinement head; stage 3 starts from stage 2 and trains all."""
+    over = {"run.device": "cpu", "run.seed": 0, "run.runs_root": str(tmp_path), "model.pretrained": False,
+            "data.batch_size": 2, "data.num_workers": 0, "train.steps": 2, "train.val_every": 2,
+            "train.ckpt_every": 2, "train.log_every": 1, "train.tensorboard": False, "train.amp": "off",
+            "train.lr_g": 1e-3}
+
+    def run(name):
+        cfg = load_config(name, over)
+        tr = Trainer(cfg, train_dataset=TinySet(n=4), val_dataset=TinySet(n=2, fixed_epoch=0), headless=True)
+        start = {k: v.detach().clone() for k, v in tr.G.state_dict().items()}
+        tr.fit()
+        assert (tmp_path / name / "checkpoints" / "best.pt").exists()
+        return cfg, start, {k: v.detach().clone() for k, v in tr.G.state_dict().items()}
+
+    def changed(a, b, prefix):
+        keys = [k for k in a if k.startswith(prefix) and a[k].is_floating_point() and "running" not in k]
+        assert keys, prefix
+        return {k for k in keys if not torch.equal(a[k], b[k])}
+
+    cfg1, start1, end1 = run("dim_encoder_decoder")
+    assert cfg1.model.dim_stage == "encoder_decoder" and not cfg1.train.use_gan
+    assert changed(start1, end1, "encoder") and not changed(start1, end1, "refine")
+    best1 = ckpt.load_checkpoint(tmp_path / "dim_encoder_decoder" / "checkpoints" / "best.pt")["generator"]
+
+    cfg2, start2, end2 = run("dim_refinement")
+    assert all(torch.equal(start2[k], best1[k].to(start2[k].dtype)) for k in best1)  # initialised from stage 1
+    assert not changed(start2, end2, "encoder") and not changed(start2, end2, "decoder")
+    assert changed(start2, end2, "refine")  # only the refinement head learns
+    cfg3, start3, end3 = run("dim_joint")
+    assert all(torch.equal(start3[k], end2[k]) for k in end2 if k.startswith("refine"))
+    assert changed(start3, end3, "encoder") and changed(start3, end3, "refine")
+
+    missing = load_config("dim_refinement", {**over, "run.runs_root": str(tmp_path / "nowhere")})
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        Trainer(missing, train_dataset=TinySet(n=4), headless=True)
