@@ -393,8 +393,8 @@ def resolve_init_from(cfg: Config) -> Path:
 
     Example:
         >>> from mattingkit.config import load_config
-        >>> str(resolve_init_from(load_config("dim_refinement", ["run.runs_root=/r"])))
-        '/r/dim_encoder_decoder/checkpoints/best.pt'
+        >>> str(resolve_init_from(load_config("dim_refinement", ["train.init_from=/abs/best.pt"])))
+        '/abs/best.pt'
     """
     from . import env
 
