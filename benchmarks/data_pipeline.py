@@ -7,11 +7,18 @@ backgrounds at 1920x1080. Three datasets then read exactly the same files per it
 items, the background):
 
 - ``ours``: ``mattingkit.data.datasets.TrainDataset`` with the default AugmentConfig (affine, HSV
-  jitter, two foregrounds at p=0.5), the default trimap recipe, crops of 512 output at 512. It
-  decodes with ``TrainDataset.read_file`` (``mattingkit.io.read_image_uint8`` /
-  ``read_alpha_uint8``: 8-bit as decoded) and converts only the crop to float.
+  jitter, two foregrounds at p=0.5), the default trimap recipe, crops of 512 output at 512, in its
+  training form ``compact=True`` (what ``build_datasets`` gives the Trainer). It decodes with
+  ``TrainDataset.read_file`` (``mattingkit.io.read_image_uint8`` / ``read_alpha_uint8``: 8-bit as
+  decoded), warps each foreground together with its alpha straight from the decoded source into the
+  crop (one 4-channel warp), converts only the crop to float32, does the colour work (second
+  foreground merge, HSV jitter, composite) and the trimap on the crop in float32, and sends the item
+  as 8/16-bit tensors (image / fg / bg uint8 ``rint(x * 255)``, alpha uint16 ``rint(a * 65535)``,
+  trimap uint8 0/128/255; 3.1 MB per item). The main process converts every batch to the float32
+  batch convention with ``batch_to_float`` (as the Trainer's ``to_device`` does): that cost is
+  inside ours' timed loop and inside its CPU-per-item figure.
 - ``decode``: the decode bound -- a dataset that only reads those files with the same readers
-  (``TrainDataset.read_file``) and returns a scalar.
+  (``TrainDataset.read_file``) and returns a scalar (so it pays no transport).
 - ``old_style``: the classic order of the public AlphaGAN / Deep Image Matting reimplementations,
   written below (:class:`OldStyleDataset`, clearly labelled): the images converted to float32 at
   full resolution on reading (``mattingkit.io.read_image`` / ``read_alpha``, i.e. the same decode
@@ -19,16 +26,18 @@ items, the background):
   random affine, HSV jitter, background resize-to-cover + crop and composite, all on the full
   1024x1024 image in float32, then an iterated erode/dilate trimap on the full alpha, then the
   crop around an unknown pixel and resize. Same outputs as ours (image, alpha, trimap, fg, bg,
-  unknown at 512x512).
+  unknown at 512x512), sent as those pipelines send them: 12 float32 channels (12.6 MB per item).
 
 Each is consumed by a DataLoader with 2 workers (batch 4, the same ``worker_init_fn``); a run
 skips the first two batches (worker start-up) and times the rest. Runs are interleaved (in a
-rotating order) for ``--repeats`` rounds; medians are reported. A fourth reference, ``transport``,
-returns ready-made tensors of the same shapes: the DataLoader's own cost of moving 12 float32
-channels at 512x512 per item through shared memory, which ours and old-style pay and the decode
-bound does not. A second phase times the CPU per item of decode / ours / old-style in the main
-process (no DataLoader, interleaved, medians): a cross-check that is much less sensitive to other
-programs sharing the machine than the wall-clock throughput.
+rotating order) for ``--repeats`` rounds; medians are reported. Two more references return
+ready-made tensors without reading or computing anything -- the DataLoader's own cost of moving
+the items through shared memory to the main process, which the decode bound does not pay:
+``transport`` (12 float32 channels at 512x512 per item, what old-style sends) and
+``transport_compact`` (what ours sends, converted with ``batch_to_float`` in the main process as
+ours is). A second phase times the CPU per item of decode / ours (including ``batch_to_float`` of
+the item) / old-style in the main process (no DataLoader, interleaved, medians): a cross-check that
+is much less sensitive to other programs sharing the machine than the wall-clock throughput.
 
 Run:  .venv/bin/python benchmarks/data_pipeline.py [--quick]
 Writes benchmarks/results/data_pipeline.json. The last two lines of the output are
@@ -55,7 +64,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig  # noqa: E402
-from mattingkit.data.datasets import TrainDataset, sample_rng, worker_init_fn  # noqa: E402
+from mattingkit.data.datasets import TrainDataset, batch_to_float, sample_rng, worker_init_fn  # noqa: E402
 from mattingkit.io import read_alpha, read_image, write_png  # noqa: E402
 
 FG_SIZE = 1024
@@ -234,15 +243,21 @@ class OldStyleDataset(torch.utils.data.Dataset):
 # (reference) the transport cost: the same output tensors, no work
 # --------------------------------------------------------------------------------------------
 class TransportOnlyDataset(torch.utils.data.Dataset):
-    """Items of the same shapes as ours, made without reading or computing anything: what a
-    DataLoader costs just to collate 12 float32 channels at 512x512 per item into shared memory
-    and hand them to the main process."""
+    """Items of the same shapes and dtypes as a pipeline's, made without reading or computing
+    anything: what a DataLoader costs just to collate them into shared memory and hand them to the
+    main process. ``compact=False``: 12 float32 channels at 512x512 per item (12.6 MB; what
+    old-style sends); ``compact=True``: what ours sends (``TrainDataset(compact=True)``: 9 uint8 +
+    1 uint16 + 1 uint8 channels, 3.1 MB), converted by ``batch_to_float`` in the main process as
+    ours is."""
 
     SHAPES = {"image": 3, "alpha": 1, "trimap": 1, "fg": 3, "bg": 3, "unknown": 1}
+    COMPACT = {"image": (3, torch.uint8), "alpha": (1, torch.uint16), "trimap": (1, torch.uint8),
+               "fg": (3, torch.uint8), "bg": (3, torch.uint8)}
 
-    def __init__(self, ours: TrainDataset):
+    def __init__(self, ours: TrainDataset, compact: bool = False):
         self.ours = ours
         self.out = int(ours.data_cfg.image_size)
+        self.compact = compact
 
     def __len__(self) -> int:
         return len(self.ours)
@@ -251,7 +266,10 @@ class TransportOnlyDataset(torch.utils.data.Dataset):
         self.ours.set_epoch(epoch)
 
     def __getitem__(self, index: int) -> dict:
-        item = {k: torch.full((c, self.out, self.out), 0.5) for k, c in self.SHAPES.items()}
+        if self.compact:
+            item = {k: torch.full((c, self.out, self.out), 128, dtype=d) for k, (c, d) in self.COMPACT.items()}
+        else:
+            item = {k: torch.full((c, self.out, self.out), 0.5) for k, c in self.SHAPES.items()}
         item["id"] = str(index)
         return item
 
@@ -259,8 +277,9 @@ class TransportOnlyDataset(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------
-def run_once(ds, epoch: int, n_batches: int, batch_size: int, workers: int) -> float:
-    """Samples/s of one DataLoader pass, after skipping one batch per worker (start-up)."""
+def run_once(ds, epoch: int, n_batches: int, batch_size: int, workers: int, convert=None) -> float:
+    """Samples/s of one DataLoader pass, after skipping one batch per worker (start-up). ``convert``
+    (ours: ``batch_to_float``, as the Trainer's ``to_device`` does) runs on every timed batch."""
     ds.set_epoch(epoch)
     skip = max(1, workers)
     sampler = list(range((n_batches + skip) * batch_size))
@@ -272,20 +291,25 @@ def run_once(ds, epoch: int, n_batches: int, batch_size: int, workers: int) -> f
     t0 = time.perf_counter()
     n = 0
     for batch in it:
+        if convert is not None:
+            batch = convert(batch)
         n += len(batch["id"]) if isinstance(batch, dict) else len(batch)
     dt = time.perf_counter() - t0
     del it, loader
     return n / dt
 
 
-def cpu_ms_per_item(ds, epoch: int, n_items: int) -> float:
+def cpu_ms_per_item(ds, epoch: int, n_items: int, convert=None) -> float:
     """CPU time (this process, ms) per item, computed in the main process: no DataLoader, and much
-    less sensitive than wall time to other programs sharing the machine."""
+    less sensitive than wall time to other programs sharing the machine. ``convert`` as in
+    :func:`run_once` (ours: the item's ``batch_to_float`` is counted too)."""
     ds.set_epoch(epoch)
     ds[0]
     t0 = time.process_time()
     for i in range(1, n_items + 1):
-        ds[i]
+        item = ds[i]
+        if convert is not None:
+            convert(item)
     return 1000 * (time.process_time() - t0) / n_items
 
 
@@ -318,30 +342,33 @@ def main(argv=None) -> dict:
         print(f"inputs: {len(rows)} fg/alpha PNG pairs {FG_SIZE}x{FG_SIZE}, {len(bgs)} JPEG backgrounds "
               f"{BG_SIZE[1]}x{BG_SIZE[0]} ({time.perf_counter() - t:.1f} s to generate)", flush=True)
         data_cfg = DataConfig(crop_sizes=[CROP], image_size=CROP, foreground="given")
-        ours = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000)
+        # compact=True: the training form (what build_datasets makes), converted by batch_to_float below
+        ours = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000,
+                            compact=True)
         datasets = {"decode": DecodeOnlyDataset(ours), "ours": ours, "old_style": OldStyleDataset(ours),
-                    "transport": TransportOnlyDataset(ours)}
+                    "transport": TransportOnlyDataset(ours), "transport_compact": TransportOnlyDataset(ours, True)}
+        convert = {"ours": batch_to_float, "transport_compact": batch_to_float}
         names = list(datasets)
         rates: dict[str, list[float]] = {k: [] for k in names}
         cpu: dict[str, list[float]] = {k: [] for k in names[:3]}
         print(f"DataLoader: {args.workers} workers, batch {args.batch_size}, {n_batches} timed batches per run")
         for r in range(repeats):
             for name in _rotations(names, r):
-                rate = run_once(datasets[name], r, n_batches, args.batch_size, args.workers)
+                rate = run_once(datasets[name], r, n_batches, args.batch_size, args.workers, convert.get(name))
                 rates[name].append(rate)
-                print(f"  round {r + 1}/{repeats}  {name:9s} {rate:6.2f} samples/s", flush=True)
+                print(f"  round {r + 1}/{repeats}  {name:17s} {rate:6.2f} samples/s", flush=True)
         print(f"CPU time per item in one process (no DataLoader), {n_items} items per run")
         for r in range(repeats):
             for name in _rotations(names[:3], r):
-                ms = cpu_ms_per_item(datasets[name], 1000 + r, n_items)
+                ms = cpu_ms_per_item(datasets[name], 1000 + r, n_items, convert.get(name))
                 cpu[name].append(ms)
-                print(f"  round {r + 1}/{repeats}  {name:9s} {ms:6.1f} ms", flush=True)
+                print(f"  round {r + 1}/{repeats}  {name:17s} {ms:6.1f} ms", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     vs_decode = med["ours"] / med["decode"]
     vs_old = med["ours"] / med["old_style"]
-    # a worker that decoded and shipped (but computed nothing) would spend both times per item
-    decode_transport = 1.0 / (1.0 / med["decode"] + 1.0 / med["transport"])
+    # a worker that decoded and shipped what ours ships (but computed nothing) would spend both times per item
+    decode_transport = 1.0 / (1.0 / med["decode"] + 1.0 / med["transport_compact"])
     result = {
         "benchmark": "data_pipeline",
         "setup": {"fg": f"{args.n_fg} PNG {FG_SIZE}x{FG_SIZE} + alpha PNG", "bg": f"{args.n_bg} JPEG "
@@ -349,6 +376,11 @@ def main(argv=None) -> dict:
                   "workers": args.workers, "timed_batches": n_batches, "repeats": repeats,
                   "cpu_items_per_run": n_items,
                   "augment": "AugmentConfig() defaults (affine, hsv jitter, two_fg_prob=0.5)",
+                  "ours": "TrainDataset(compact=True): uint8 image/fg/bg, uint16 alpha, uint8 trimap; "
+                          "batch_to_float on every batch in the main process (timed)",
+                  "old_style": "float32 full-resolution pipeline, 12 float32 channels per item",
+                  "transport": "12 float32 channels per item, no work (what old_style sends)",
+                  "transport_compact": "ours' compact item, no work, batch_to_float per batch (what ours sends)",
                   "trimap": "TrimapConfig() defaults"},
         "samples_per_s": rates,
         "median_samples_per_s": med,
@@ -373,8 +405,8 @@ def main(argv=None) -> dict:
     print()
     for k in names:
         extra = f", {cpu_med[k]:6.1f} ms CPU per item" if k in cpu_med else ""
-        print(f"{k:9s} median {med[k]:6.2f} samples/s{extra}")
-    print(f"decode + transport (1 / (1/decode + 1/transport)): {decode_transport:.2f} samples/s; "
+        print(f"{k:17s} median {med[k]:6.2f} samples/s{extra}")
+    print(f"decode + ours' transport (1 / (1/decode + 1/transport_compact)): {decode_transport:.2f} samples/s; "
           f"ours reaches {med['ours'] / decode_transport:.2f} x of it")
     print(f"CPU-time ratios (one process, no DataLoader): vs decode bound {result['cpu_vs_decode_bound']:.2f} x, "
           f"vs old-style {result['cpu_vs_old_style']:.2f} x")

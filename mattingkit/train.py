@@ -352,7 +352,8 @@ def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: boo
             if channels_last and v.ndim == 4:
                 v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
-    return out
+    from .data.datasets import batch_to_float  # compact (uint8/uint16) training batches -> float32, on the device
+    return batch_to_float(out)
 
 
 def _optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:

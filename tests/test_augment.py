@@ -479,3 +479,114 @@ def test_uint8_sources_render_like_float_sources():
     assert np.all(s8["alpha"][sf["alpha"] == 1] == 1)
     assert np.all(sf["alpha"][s8["alpha"] == 1] >= 254.5 / 255 - 1e-4)
     assert ((s8["alpha"] > 0) & (s8["alpha"] < 1)).any()
+
+
+# --------------------------------------------------------------------------------------------
+# fast paths give the same values as the plain formulas
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shrink", [1.0, 2.0])
+def test_warp_with_alpha_equals_two_warps_inside_and_declines_outside(shrink):
+    r = rng(7)
+    rgb = r.integers(0, 256, (120, 130, 3), dtype=np.uint8)
+    a = r.integers(0, 256, (120, 130), dtype=np.uint8)
+    out = (32, 32)
+    m = A.scale_matrix(1 / shrink, 1 / shrink) @ A.affine_matrix((120, 130), angle=17, shear=5) \
+        @ A.translation(-30, -35)
+    pair = A.warp_with_alpha(rgb, a, m, out)
+    assert pair is not None
+    assert np.array_equal(pair[0], A.warp(rgb, m, out, "linear", "reflect"))
+    assert np.array_equal(pair[1], A.warp(a, m, out, "linear", "zero"))
+    # a window reaching past the source: each is padded per its own border mode (fg reflected, alpha 0)
+    past = A.translation(-90, -5) @ A.affine_matrix((120, 130), angle=30)
+    pair = A.warp_with_alpha(rgb, a, past, out)
+    assert np.array_equal(pair[0], A.warp(rgb, past, out, "linear", "reflect"))
+    assert np.array_equal(pair[1], A.warp(a, past, out, "linear", "zero"))
+    assert pair[1][-1, 0] == 0 and pair[0][-1, 0].any()                   # a corner outside the source
+    # declines: a reflection wider than the part of the source in view; no overlap; not an 8-bit pair
+    assert A.warp_with_alpha(rgb, a, A.translation(110, 0), (40, 40)) is None
+    assert A.warp_with_alpha(rgb, a, A.translation(500, 500), (40, 40), "zero") is None
+    assert A.warp_with_alpha(rgb / np.float32(255), a, m, out) is None
+
+
+def test_render_of_foreground_pairs_matches_separate_warps():
+    r = rng(8)
+    fg8 = r.integers(0, 256, (300, 320, 3), dtype=np.uint8)
+    a8 = np.rint(disk_alpha(300, 320, 150, 160, 60) * 255).astype(np.uint8)
+    fg28 = r.integers(0, 256, (250, 260, 3), dtype=np.uint8)
+    a28 = np.rint(disk_alpha(250, 260, 125, 130, 50) * 255).astype(np.uint8)
+    pipe = A.Compose([A.RandomAffine(rotation=15, scale=(0.8, 1.25), shear=10), A.CropAroundUnknown([64, 96]),
+                      A.Render(48)])
+    for seed in range(3):
+        fused = pipe({"fg": fg8, "alpha": a8, "fg2": fg28, "alpha2": a28}, rng(seed))
+        # the same geometry, each array rendered on its own (a foreground without its alpha is never fused)
+        g = A.Compose(pipe.transforms[:2])({"fg": fg8, "alpha": a8, "fg2": fg28, "alpha2": a28}, rng(seed))["geometry"]
+        view = A.scale_matrix(48 / g.window[2], 48 / g.window[3]) @ A.translation(-g.window[0], -g.window[1])
+        assert A.warp_with_alpha(fg8, a8, view @ g.matrices["fg"], (48, 48)) is not None     # the fused path ran
+        for key, src in (("fg", fg8), ("alpha", a8), ("fg2", fg28), ("alpha2", a28)):
+            alone = A.Render(48)({key: src, "geometry": A.Geometry(g.canvas, dict(g.matrices), g.window)}, None)[key]
+            assert np.array_equal(fused[key], alone), key
+
+
+def test_composite_fast_path_is_exactly_the_formula():
+    fg, bg = textured(37, 29, 1), textured(37, 29, 2)
+    a = rng(4).random((37, 29)).astype(np.float32)
+    a[:5] = 0
+    a[-5:] = 1
+    from mattingkit.compose import composite
+
+    image = A.Composite()({"fg": fg, "bg": bg, "alpha": a})["image"]
+    assert np.array_equal(image, np.clip(composite(fg, bg, a), 0, 1))        # bit-exact, not just close
+    odd = A.Composite()({"fg": fg[:, ::2], "bg": bg[:, ::2], "alpha": a[:, ::2].copy()})["image"]  # strided
+    assert np.array_equal(odd, np.clip(composite(fg[:, ::2], bg[:, ::2], a[:, ::2]), 0, 1))
+
+
+def test_merge_foregrounds_equals_the_broadcast_formula():
+    fg1, fg2 = textured(21, 17, 1), textured(21, 17, 2)
+    a1, a2 = rng(5).random((21, 17)).astype(np.float32), rng(6).random((21, 17)).astype(np.float32)
+    a1[0], a2[0] = 0, 0                                          # alpha == 0: fg1 kept
+    fg, alpha = A.merge_foregrounds(fg1, a1, fg2, a2)
+    w2 = (1 - a1) * a2
+    ref_a = a1 + w2
+    c2 = np.divide(w2, ref_a, out=np.zeros_like(ref_a), where=ref_a > 0)
+    assert np.array_equal(alpha, np.clip(ref_a, 0, 1))
+    assert np.array_equal(fg, np.clip((fg2 - fg1) * c2[..., None] + fg1, 0, 1))
+    assert np.array_equal(fg[0], fg1[0])
+
+
+def test_render_keep_8bit_background_and_composite():
+    r = rng(9)
+    fg8 = r.integers(0, 256, (90, 110, 3), dtype=np.uint8)
+    bg8 = r.integers(0, 256, (70, 140, 3), dtype=np.uint8)
+    a8 = np.rint(disk_alpha(90, 110, 45, 55, 30) * 255).astype(np.uint8)
+    head = [A.RandomAffine(rotation=20, scale=(0.8, 1.2), shear=5), A.CropAroundUnknown([64]), A.CoverBackground()]
+    tail = [A.HSVJitter(), A.Composite()]
+    kept = A.Compose(head + [A.Render(48, keep_8bit=("bg",))] + tail)({"fg": fg8, "alpha": a8, "bg": bg8}, rng(3))
+    ref = A.Compose(head + [A.Render(48)] + tail)({"fg": fg8, "alpha": a8, "bg": bg8}, rng(3))
+    assert kept["bg"].dtype == np.uint8 and ref["bg"].dtype == np.float32
+    assert np.array_equal(A.to_float(kept["bg"]), ref["bg"])
+    assert np.array_equal(kept["image"], ref["image"]) and np.array_equal(kept["fg"], ref["fg"])
+    with pytest.raises(ValueError, match="keep_8bit"):
+        A.Render(48, keep_8bit=("fg",))
+
+
+@pytest.mark.parametrize("border", ["reflect", "zero", "replicate"])
+def test_warp_of_a_window_past_the_edge_matches_the_full_warp(border):
+    # warp() cuts the sampled region out of the source and pads it as the border mode would; the
+    # result is OpenCV's warp of the whole source up to its fixed-point coordinate rounding (+-1 in
+    # 8-bit), and the padding is the right one (a wrong reflection would differ by far more)
+    r = rng(10)
+    src = r.integers(0, 256, (140, 150, 3), dtype=np.uint8)
+    bmode = {"reflect": cv2.BORDER_REFLECT_101, "zero": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}[border]
+    for angle, ty, tx in ((12, 10, -20), (-8, -40, -110), (20, -100, -40)):   # past the top, right, bottom
+        m = A.translation(ty, tx) @ A.affine_matrix((140, 150), angle=angle)
+        out = A.warp(src, m, (64, 64), "linear", border)
+        ref = cv2.warpAffine(src, m[:2], (64, 64), flags=cv2.INTER_LINEAR, borderMode=bmode, borderValue=0)
+        assert np.abs(out.astype(int) - ref).max() <= 1
+        a = src[..., 0].copy()
+        pair = A.warp_with_alpha(src, a, m, (64, 64), border)
+        assert pair is not None
+        assert np.array_equal(pair[0], out) and np.array_equal(pair[1], A.warp(a, m, (64, 64), "linear", "zero"))
+    # mostly outside: a reflection wider than the part in view cannot be cut out; warp() falls back
+    m = A.translation(120, 130) @ A.affine_matrix((140, 150), angle=5)
+    ref = cv2.warpAffine(src, m[:2], (64, 64), flags=cv2.INTER_LINEAR, borderMode=bmode, borderValue=0)
+    assert np.abs(A.warp(src, m, (64, 64), "linear", border).astype(int) - ref).max() <= 1

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig, load_config
-from mattingkit.data.datasets import (EvalDataset, TestDataset, TrainDataset, build_datasets, collate,
-                                      plan_sample, sample_rng, worker_init_fn)
+from mattingkit.data.datasets import (EvalDataset, TestDataset, TrainDataset, batch_to_float, build_datasets,
+                                      collate, plan_sample, quantise, sample_rng, to_compact_item, worker_init_fn)
 from mattingkit.io import read_alpha, read_image, read_trimap, write_png
 
 KEYS = {"image", "alpha", "trimap", "fg", "bg", "unknown", "id"}
@@ -215,6 +215,70 @@ def test_bad_file_names_the_file(tiny, tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# Compact transport: 8/16-bit items from the workers, float32 batches after batch_to_float
+# --------------------------------------------------------------------------------------------
+def test_quantise_rounds_to_nearest_never_truncates():
+    x = (np.arange(256, dtype=np.float32) + np.float32(0.7)) / np.float32(255)     # k + 0.7 -> k + 1
+    assert np.array_equal(quantise(np.minimum(x, 1), 255)[:255], np.arange(1, 256))
+    v = np.random.default_rng(0).random((50, 60, 3)).astype(np.float32)
+    assert np.array_equal(quantise(v, 255), np.rint(v * np.float32(255)).astype(np.uint8))
+    a = np.random.default_rng(1).random((40, 30)).astype(np.float32)
+    q = quantise(a, 65535, np.uint16)
+    assert q.dtype == np.uint16 and np.abs(q / np.float32(65535) - a).max() <= 0.5 / 65535 + 1e-7
+    assert quantise(np.array([-0.2, 1.3], np.float32), 255).tolist() == [0, 255]   # clipped, not wrapped
+    exact = np.arange(256, dtype=np.uint8) / np.float32(255)                        # 8-bit data: exact
+    assert np.array_equal(quantise(exact, 255), np.arange(256))
+
+
+def test_compact_items_convert_to_the_float_items(tiny):
+    aug = AugmentConfig(two_fg_prob=0.5)
+    flt, cpt = _train(tiny, aug=aug, epoch_len=8), _train(tiny, aug=aug, epoch_len=8, compact=True)
+    for i in range(8):
+        f, c = flt[i], cpt[i]
+        assert c["image"].dtype == c["fg"].dtype == c["bg"].dtype == c["trimap"].dtype == torch.uint8
+        assert c["alpha"].dtype == torch.uint16 and "unknown" not in c and c["id"] == f["id"]
+        nbytes = sum(v.numel() * v.element_size() for v in c.values() if isinstance(v, torch.Tensor))
+        assert nbytes * 4 == sum(v.numel() * 4 for k, v in f.items() if k != "id")   # 12 bytes per pixel, not 48
+        g = batch_to_float(c)
+        assert set(g) == KEYS and all(g[k].dtype == torch.float32 and g[k].shape == f[k].shape for k in KEYS - {"id"})
+        for k in ("image", "fg", "bg"):
+            assert (g[k] - f[k]).abs().max() <= 0.5 / 255 + 1e-6, k
+        assert torch.equal(g["bg"], f["bg"])                       # 8-bit data comes back bit-exact
+        assert (g["alpha"] - f["alpha"]).abs().max() <= 0.5 / 65535 + 1e-7
+        assert torch.equal(g["trimap"], f["trimap"]) and torch.equal(g["unknown"], f["unknown"])
+        a = g["alpha"]                                             # the documented composition error bound
+        assert (g["image"] - (a * g["fg"] + (1 - a) * g["bg"])).abs().max() <= 1 / 255 + 1e-5
+    assert np.array_equal(flt.sample(3)["image"], cpt.sample(3)["image"])     # the same (float) samples
+
+
+def test_compact_batches_through_dataloader_workers_and_to_device(tiny):
+    from mattingkit.train import to_device
+
+    cpt, flt = _train(tiny, epoch_len=6, compact=True), _train(tiny, epoch_len=6)
+    loader = torch.utils.data.DataLoader(cpt, batch_size=3, num_workers=2, worker_init_fn=worker_init_fn)
+    for b, ref in zip(loader, torch.utils.data.DataLoader(flt, batch_size=3)):
+        assert b["alpha"].dtype == torch.uint16 and b["image"].shape == (3, 3, 32, 32)
+        g = to_device(b, torch.device("cpu"))                      # the Trainer's conversion
+        assert all(g[k].dtype == torch.float32 for k in KEYS - {"id"}) and g["id"] == ref["id"]
+        assert torch.equal(g["trimap"], ref["trimap"]) and torch.equal(g["unknown"], ref["unknown"])
+        assert (g["image"] - ref["image"]).abs().max() <= 0.5 / 255 + 1e-6
+        # converting a batch equals converting its items
+        one = batch_to_float({k: v[1] if isinstance(v, torch.Tensor) else v for k, v in b.items()})
+        assert torch.equal(one["image"], g["image"][1]) and torch.equal(one["alpha"], g["alpha"][1])
+
+
+def test_batch_to_float_is_a_no_op_on_float_batches_and_checks_trimaps(tiny):
+    it = _train(tiny)[0]
+    out = batch_to_float(it)
+    assert out is not it and all(out[k] is it[k] for k in it)
+    s = _train(tiny).sample(0)
+    c = to_compact_item(s)
+    assert set(c["trimap"].unique().tolist()) == {0, 128, 255} and c["trimap"].dtype == torch.uint8
+    with pytest.raises(TypeError, match="trimap"):
+        batch_to_float({"trimap": torch.zeros(1, 2, 2, dtype=torch.int32)})
+
+
+# --------------------------------------------------------------------------------------------
 # EvalDataset / TestDataset / collate
 # --------------------------------------------------------------------------------------------
 def test_eval_real_images_with_given_trimaps(tiny):
@@ -295,7 +359,10 @@ def test_build_datasets_on_demo_data(demo_root, tmp_path):
     assert len(train_ds) > 0 and len(val_ds) > 0
     loader = torch.utils.data.DataLoader(train_ds, batch_size=2, collate_fn=collate)
     batch = next(iter(loader))
+    assert train_ds.compact and batch["image"].dtype == torch.uint8 and "unknown" not in batch
+    batch = batch_to_float(batch)
     assert batch["image"].shape == (2, 3, 64, 64) and batch["alpha"].shape == (2, 1, 64, 64)
+    assert all(batch[k].dtype == torch.float32 for k in KEYS - {"id"})
     assert all(isinstance(i, str) for i in batch["id"])
     assert (tmp_path / "fg_cache").is_dir()              # foregrounds estimated beside the manifest
     v = val_ds[0]
@@ -313,7 +380,7 @@ def test_build_datasets_competition_recipe_on_demo_data(demo_root, tmp_path):
     manifest = tmp_path / "manifest.csv"
     build_manifest(cfg, manifest)
     train_ds, val_ds = build_datasets(cfg, manifest)
-    it = train_ds[0]
+    it = batch_to_float(train_ds[0])                      # training items travel compact
     assert torch.equal(it["image"], it["fg"]) and torch.all(it["trimap"] == 0.5)
     assert it["alpha"].min() > 0                          # densified (data is already soft too)
     assert len(val_ds) >= 1

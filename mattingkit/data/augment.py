@@ -13,12 +13,12 @@ The geometric transforms do not move pixels. They compose 3x3 matrices in ``samp
 (a :class:`Geometry`): one per layer (``fg`` for fg/alpha/image/trimap, ``fg2`` for the second
 foreground, ``bg``), mapping that layer's source pixels to the *canvas* (the foreground's frame),
 and a crop *window* on the canvas. :class:`Render` then makes every output pixel with one warp per
-array, straight from the decoded source into the output size -- affine, two-foreground resize,
-background cover, crop and resize in a single resampling, and only for the pixels that end up in
-the crop. The colour and compositing transforms that follow run on the small crop. Beyond decoding
-the files, a 512 crop from a 1024x1024 foreground costs several times less CPU this way than in the
-classic "convert, warp, jitter, composite the full image, then crop" order
-(``benchmarks/data_pipeline.py``).
+array (a foreground and its alpha share one 4-channel warp), straight from the decoded source into
+the output size -- affine, two-foreground resize, background cover, crop and resize in a single
+resampling, and only for the pixels that end up in the crop. The colour and compositing transforms
+that follow run on the small crop. Beyond decoding the files, a 512 crop from a 1024x1024
+foreground costs several times less CPU this way than in the classic "convert, warp, jitter,
+composite the full image, then crop" order (``benchmarks/data_pipeline.py``).
 
 The training order (:func:`build_train_pipeline`)::
 
@@ -216,6 +216,34 @@ def _near_int(v: float) -> bool:
     return abs(v - round(v)) < 1e-6
 
 
+def _sample_region(m: np.ndarray, out_hw: Sequence[int]) -> tuple[int, int, int, int]:
+    """``(y0, x0, y1, x1)``: the source pixels an ``out_hw`` output samples through ``m`` (bilinear),
+    with a 2-pixel margin; may reach outside the source."""
+    oh, ow = out_hw
+    inv = np.linalg.inv(m)
+    xs, ys, _ = inv @ np.array([[-0.5, ow - 0.5, -0.5, ow - 0.5], [-0.5, -0.5, oh - 0.5, oh - 0.5], [1, 1, 1, 1]])
+    return math.floor(ys.min()) - 2, math.floor(xs.min()) - 2, math.ceil(ys.max()) + 3, math.ceil(xs.max()) + 3
+
+
+def _cut(src: np.ndarray, region: tuple[int, int, int, int], bmode: int) -> np.ndarray | None:
+    """``src`` over ``region`` (y0, x0, y1, x1), the part outside ``src`` filled as a warp with
+    border ``bmode`` would read it (``cv2.copyMakeBorder``: zeros, or reflected / replicated about
+    the source's own edges). None when that cannot be done from the part alone (no overlap, or a
+    reflection reaching past the part's far side)."""
+    y0, x0, y1, x1 = region
+    h, w = src.shape[:2]
+    iy0, ix0, iy1, ix1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+    if iy0 >= iy1 or ix0 >= ix1:
+        return None
+    top, bottom, left, right = iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1
+    part = src[iy0:iy1, ix0:ix1]
+    if not (top or bottom or left or right):
+        return part
+    if bmode != cv2.BORDER_CONSTANT and (max(top, bottom) >= iy1 - iy0 or max(left, right) >= ix1 - ix0):
+        return None
+    return cv2.copyMakeBorder(part, top, bottom, left, right, bmode, value=0)
+
+
 def warp(src: np.ndarray, matrix: np.ndarray, out_hw: Sequence[int], interp: str = "linear",
          border: str = "zero") -> np.ndarray:
     """Resample ``src`` into an ``out_hw`` array through ``matrix`` (3x3, source -> output pixels).
@@ -257,15 +285,14 @@ def warp(src: np.ndarray, matrix: np.ndarray, out_hw: Sequence[int], interp: str
     bmode = _border(border)
     if interp == "nearest":
         return cv2.warpAffine(src, m[:2], (ow, oh), flags=cv2.INTER_NEAREST, borderMode=bmode, borderValue=0)
-    # Only the source region the output samples from (with a margin) is touched: when it lies
-    # inside the source, warp from that view (no border involved, so nothing changes).
-    inv = np.linalg.inv(m)
-    xs, ys, _ = inv @ np.array([[-0.5, ow - 0.5, -0.5, ow - 0.5], [-0.5, -0.5, oh - 0.5, oh - 0.5], [1, 1, 1, 1]])
-    rx0, ry0 = math.floor(xs.min()) - 2, math.floor(ys.min()) - 2
-    rx1, ry1 = math.ceil(xs.max()) + 3, math.ceil(ys.max()) + 3
-    if rx0 >= 0 and ry0 >= 0 and rx1 <= w and ry1 <= h and (rx1 - rx0) * (ry1 - ry0) < h * w:
-        src = src[ry0:ry1, rx0:rx1]
-        m = m @ translation(ry0, rx0)
+    # Only the source region the output samples from (with a margin) is touched: warp from that
+    # view, padded as the border mode would pad it where it sticks out (see _cut).
+    region = _sample_region(m, (oh, ow))
+    ry0, rx0, ry1, rx1 = region
+    if (rx1 - rx0) * (ry1 - ry0) < h * w:
+        part = _cut(src, region, bmode)
+        if part is not None:
+            src, m = part, m @ translation(ry0, rx0)
     # OpenCV's bilinear warp has a vectorised 4-channel path but not a 3-channel one: an RGB
     # uint8 source warps faster as RGBA (the conversion is cheap at 1 byte per sample)
     rgb = src.ndim == 3 and src.shape[2] == 3 and src.dtype == np.uint8
@@ -282,6 +309,44 @@ def warp(src: np.ndarray, matrix: np.ndarray, out_hw: Sequence[int], interp: str
     else:
         out = cv2.warpAffine(src, m[:2], (ow, oh), flags=cv2.INTER_LINEAR, borderMode=bmode, borderValue=0)
     return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB) if rgb else out
+
+
+def warp_with_alpha(rgb: np.ndarray, alpha: np.ndarray, matrix: np.ndarray, out_hw: Sequence[int],
+                    border: str = "reflect") -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`warp` (linear) of an ``HxWx3`` uint8 image (``border`` outside it) and its ``HxW``
+    uint8 alpha (zero outside) as one 4-channel warp: the same values as the two warps, for about
+    the cost of one. The region the output samples is cut out of each and padded per its own
+    border mode first. Returns ``(rgb_out, alpha_out)`` (uint8), or None when the inputs are not
+    such a pair, the region is not smaller than the source or its padding cannot be made from it
+    (then warp them separately).
+
+    Example:
+        >>> rgb = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+        >>> a = rgb[..., 0].copy(); m = affine_matrix((40, 40), angle=10) @ translation(-10, -10)
+        >>> f, fa = warp_with_alpha(rgb, a, m, (16, 16))
+        >>> np.array_equal(f, warp(rgb, m, (16, 16))) and np.array_equal(fa, warp(a, m, (16, 16)))
+        True
+    """
+    if not (rgb.dtype == alpha.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+            and alpha.shape == rgb.shape[:2]):
+        return None
+    oh, ow = int(out_hw[0]), int(out_hw[1])
+    m = np.asarray(matrix, np.float64)
+    try:
+        region = _sample_region(m, (oh, ow))
+    except np.linalg.LinAlgError:
+        return None
+    if (region[2] - region[0]) * (region[3] - region[1]) >= alpha.size:
+        return None                                 # (as warp(): no cut when the region is not smaller)
+    rgb_part = _cut(rgb, region, _border(border))
+    a_part = _cut(alpha, region, cv2.BORDER_CONSTANT)
+    if rgb_part is None or a_part is None:
+        return None
+    # (cvtColor + insertChannel, and back with cvtColor + extractChannel: several times faster than
+    # cv2.merge of a 3- and a 1-channel array, or numpy on the strided channel views)
+    rgba = cv2.insertChannel(a_part, cv2.cvtColor(rgb_part, cv2.COLOR_RGB2RGBA), 3)
+    out = warp(rgba, m @ translation(region[0], region[1]), (oh, ow), "linear", "zero")
+    return cv2.cvtColor(out, cv2.COLOR_RGBA2RGB), cv2.extractChannel(out, 3)
 
 
 def resize_image(image: np.ndarray, out_hw: Sequence[int]) -> np.ndarray:
@@ -356,6 +421,14 @@ def geometry(sample: Sample) -> Geometry:
 # --------------------------------------------------------------------------------------------
 # Pure pixel functions
 # --------------------------------------------------------------------------------------------
+def _channels(x: np.ndarray, n: int) -> np.ndarray:
+    """An ``HxW`` array repeated into ``HxWxn``: numpy multiplies same-shape arrays several times
+    faster than it broadcasts an ``HxWx1`` operand over a short channel axis (same values)."""
+    if n == 1:
+        return x[..., None]
+    return cv2.merge([x] * n) if n <= 4 else np.repeat(x[..., None], n, axis=2)
+
+
 def merge_foregrounds(fg1: np.ndarray, alpha1: np.ndarray, fg2: np.ndarray, alpha2: np.ndarray
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Put foreground 1 in front of foreground 2: ``alpha = 1 - (1 - a1)(1 - a2)`` and
@@ -377,7 +450,7 @@ def merge_foregrounds(fg1: np.ndarray, alpha1: np.ndarray, fg2: np.ndarray, alph
     # fg = c1 fg1 + c2 fg2 with c1 = a1 / alpha, c2 = w2 / alpha, c1 + c2 = 1 (c2 = 0 where alpha = 0)
     c2 = np.divide(w2, alpha, out=np.zeros_like(alpha), where=alpha > 0)
     fg = fg2 - fg1
-    fg *= c2[..., None]
+    fg *= _channels(c2, fg.shape[2])
     fg += fg1
     np.clip(fg, 0.0, 1.0, out=fg)
     return fg, np.clip(alpha, 0.0, 1.0, out=alpha)
@@ -396,7 +469,7 @@ def hsv_jitter(image: np.ndarray, hue_shift: float = 0.0, saturation: float = 1.
     h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))   # float: H in [0, 360), S, V in [0, 1]
     if hue_shift:
         h += np.float32(hue_shift % 360.0)
-        h[h >= 360.0] -= 360.0
+        np.subtract(h, np.float32(360.0), out=h, where=h >= 360.0)
     if saturation != 1.0:
         s *= np.float32(saturation)
         np.minimum(s, 1.0, out=s)
@@ -441,14 +514,19 @@ def unknown_point(alpha: np.ndarray, rng: np.random.Generator, matrix: np.ndarra
     """
     rng = _check_rng(rng)
     mask = unknown_mask(alpha)
-    idx = np.flatnonzero(mask)
-    if idx.size == 0:
+    # the k-th unknown pixel in row-major order without listing them all: per-row counts
+    rows = cv2.reduce(mask.view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel().astype(np.int64)
+    ends = np.cumsum(rows)
+    total = int(ends[-1])
+    if total == 0:
         return None
     h, w = mask.shape
     ch, cw = canvas if canvas is not None else (h, w)
     m = np.eye(3) if matrix is None else np.asarray(matrix, np.float64)
     for _ in range(max_tries):
-        y, x = divmod(int(idx[rng.integers(idx.size)]), w)
+        k = int(rng.integers(total))
+        y = int(np.searchsorted(ends, k, side="right"))
+        x = int(np.flatnonzero(mask[y])[k - (ends[y] - rows[y])])
         px, py, _ = m @ (x, y, 1.0)
         if -0.5 <= py < ch - 0.5 and -0.5 <= px < cw - 0.5:
             return float(py), float(px)
@@ -681,8 +759,10 @@ class Render(Transform):
     window, resized to ``out_size`` (an int for a square, ``(H, W)``, or None for the window's own
     size). Trimaps nearest, images / alphas bilinear-or-area; alpha 0 outside the source,
     foreground reflected (``pad="reflect"``) or 0 (``pad="zero"``). uint8 sources are warped as
-    uint8 and only the output converted (:func:`to_float`); every output is float32. Alphas are
-    snapped (:func:`snap_alpha`). A background without a placement is centred (:class:`CoverBackground`).
+    uint8 and only the output converted (:func:`to_float`); every output is float32, except the
+    keys in ``keep_8bit`` (only ``("bg",)``), which stay uint8 when their source is (the compact
+    training items send them as they are; :class:`Composite` converts them for the formula). Alphas
+    are snapped (:func:`snap_alpha`). A background without a placement is centred (:class:`CoverBackground`).
 
     Example:
         >>> a = np.zeros((40, 40), np.float32); a[10:30, 10:30] = 1
@@ -690,11 +770,15 @@ class Render(Transform):
         (20, 20)
     """
 
-    def __init__(self, out_size: int | Sequence[int] | None = None, pad: str = "reflect"):
+    def __init__(self, out_size: int | Sequence[int] | None = None, pad: str = "reflect",
+                 keep_8bit: Sequence[str] = ()):
         if pad not in PAD_MODES:
             raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
+        if set(keep_8bit) - {"bg"}:   # the colour transforms after Render need a float fg
+            raise ValueError(f"keep_8bit may only hold 'bg', got {tuple(keep_8bit)}")
         self.out_size = out_size
         self.pad = pad
+        self.keep_8bit = tuple(keep_8bit)
 
     def _out_hw(self, window_hw: tuple[int, int]) -> tuple[int, int]:
         if self.out_size is None:
@@ -712,9 +796,17 @@ class Render(Transform):
         y0, x0, h, w = g.window if g.window is not None else (0, 0, *g.canvas)
         oh, ow = self._out_hw((h, w))
         view = scale_matrix(oh / h, ow / w) @ translation(-y0, -x0)
+        done = set()
+        for rgb_key, a_key in (("fg", "alpha"), ("fg2", "alpha2")):   # a foreground and its alpha in one warp
+            rgb, a = sample.get(rgb_key), sample.get(a_key)
+            if isinstance(rgb, np.ndarray) and isinstance(a, np.ndarray) and LAYERS[rgb_key] in g.matrices:
+                pair = warp_with_alpha(rgb, a, view @ g.matrices[LAYERS[rgb_key]], (oh, ow), self.pad)
+                if pair is not None:
+                    sample[rgb_key], sample[a_key] = to_float(pair[0]), to_float(pair[1])
+                    done.update((rgb_key, a_key))
         for key, layer in LAYERS.items():
             src = sample.get(key)
-            if not isinstance(src, np.ndarray):
+            if not isinstance(src, np.ndarray) or key in done:
                 continue
             if layer not in g.matrices:
                 raise ValueError(f"no geometry for layer {layer!r} (array {key!r})")
@@ -729,7 +821,8 @@ class Render(Transform):
                 sample[key] = out if src.dtype == np.uint8 else snap_alpha(out)
             else:
                 border = "reflect" if key == "bg" else self.pad
-                sample[key] = to_float(warp(src, m, (oh, ow), "linear", border))
+                out = warp(src, m, (oh, ow), "linear", border)
+                sample[key] = out if key in self.keep_8bit else to_float(out)
         return sample
 
 
@@ -792,7 +885,16 @@ class Composite(Transform):
             sample["bg"] = fg.copy()
             sample["image"] = fg.copy()
             return sample
-        image = composite(fg, sample["bg"], alpha).astype(np.float32, copy=False)
+        bg = to_float(sample["bg"])          # a uint8 bg (Render keep_8bit) stays uint8 in the sample
+        if fg.ndim == 3 and fg.shape == bg.shape and alpha.shape == fg.shape[:2] and fg.flags.c_contiguous \
+                and bg.flags.c_contiguous and fg.dtype == bg.dtype == alpha.dtype == np.float32:
+            # the same formula, element by element, on the interleaved HxWx3 values seen as
+            # Hx3Wx1 (alpha repeated per channel): several times faster than broadcasting HxW alpha
+            h, w, c = fg.shape
+            image = composite(fg.reshape(h, w * c, 1), bg.reshape(h, w * c, 1),
+                              _channels(alpha, c).reshape(h, w * c, 1)).reshape(h, w, c)
+        else:
+            image = composite(fg, bg, alpha).astype(np.float32, copy=False)
         sample["image"] = np.clip(image, 0.0, 1.0, out=image)
         return sample
 
@@ -837,11 +939,12 @@ class Densify(Transform):
 
 
 def build_train_pipeline(data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig",
-                         has_background: bool = True) -> Compose:
+                         has_background: bool = True, keep_8bit: Sequence[str] = ()) -> Compose:
     """The training transforms for a config (see the module docstring for the order).
 
     ``has_background=False`` (real photos, no background pool): no background is placed; the
     (jittered) photo becomes ``image``, ``fg`` and ``bg`` (see :class:`Composite`).
+    ``keep_8bit=("bg",)``: an 8-bit background stays uint8 (:class:`Render`; the compact training items).
 
     Example:
         >>> from mattingkit.config import DataConfig, TrimapConfig, AugmentConfig
@@ -857,7 +960,7 @@ def build_train_pipeline(data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", aug
         RandomAffine.from_config(augment_cfg),
         CropAroundUnknown(data_cfg.crop_sizes),
         CoverBackground() if has_background else None,
-        Render(size, pad=augment_cfg.pad),
+        Render(size, pad=augment_cfg.pad, keep_8bit=keep_8bit),
         MergeForegrounds(),
         HSVJitter.from_config(augment_cfg) if augment_cfg.hsv_jitter else None,
         Composite(),

@@ -5,6 +5,21 @@ Every item is a dict of float32 CHW tensors -- ``image`` (in [0, 1], not normali
 items also carry ``orig_size`` ``(H, W)`` of the source image. The default DataLoader collate works
 (ids become a list of str); :func:`collate` also keeps ``orig_size`` as a list of tuples.
 
+Compact transport (``TrainDataset(compact=True)``, what :func:`build_datasets` makes for training):
+the DataLoader workers send each training item as 8/16-bit tensors -- ``image`` / ``fg`` / ``bg``
+uint8 (``rint(x * 255)``), ``alpha`` uint16 (``rint(a * 65535)``), ``trimap`` uint8 0 / 128 / 255 and
+no ``unknown`` -- 3.1 MB instead of 12.6 MB per 512x512 item, which is what a DataLoader spends its
+time on when two workers and the training process share two cores (``benchmarks/data_pipeline.py``).
+The training process converts the batch with :func:`batch_to_float` after moving it to the device
+(the Trainer does it in ``to_device``; on a GPU this also cuts the host-to-device copy by 4x) and
+gets the float32 batch of the package convention. Everything is computed in float32 in the worker
+(the image is composited from the float fg / bg / alpha) and each array is rounded once at the end:
+the largest errors are 0.5/255 (~0.002) for image / fg / bg, 0.5/65535 (~7.6e-6) for alpha and none
+for the trimap; ``bg`` and anything else that is still 8-bit data (exact multiples of 1/255) comes
+back bit-exact. So ``image`` differs from ``alpha * fg + (1 - alpha) * bg`` of the converted batch by
+at most 1/255 + 7.6e-6 (~0.0039) -- the composition loss sees at most that noise floor, the same
+as for any 8-bit photo.
+
 Reproducibility: every random choice of training item ``index`` in epoch ``e`` comes from
 ``np.random.default_rng(SeedSequence([seed, e, index]))`` (:func:`sample_rng`), so the stream is the
 same for any ``num_workers`` and any order of access, and resumes exactly (``set_epoch``; an index
@@ -33,13 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 
 from ..io import (ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8,
                   read_trimap)
-from .augment import Composite, CoverBackground, Render, build_train_pipeline, check_augment_config, resize_image
+from .augment import (Composite, CoverBackground, Render, build_train_pipeline, check_augment_config, resize_image,
+                      to_float)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, Config, DataConfig, TrimapConfig
@@ -48,6 +65,11 @@ if TYPE_CHECKING:  # pragma: no cover
 PathLike = str | os.PathLike
 FOREGROUND_MODES = ("estimate", "given", "photo")
 TENSOR_KEYS = ("image", "alpha", "trimap", "fg", "bg", "unknown")
+#: Compact transport: the integer scale of each array (``x_int = rint(x * scale)``) and its dtype.
+COMPACT_SCALE = {"image": 255, "fg": 255, "bg": 255, "alpha": 65535, "trimap": 255}
+COMPACT_DTYPE = {"image": np.uint8, "fg": np.uint8, "bg": np.uint8, "alpha": np.uint16, "trimap": np.uint8}
+#: The uint8 code of an unknown trimap pixel in a compact item (0.5 -> 128, as trimap PNGs on disk).
+TRIMAP_UNKNOWN_CODE = 128
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +130,94 @@ def _chw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
-def to_item(sample: dict[str, Any]) -> dict[str, Any]:
-    """A finished numpy sample -> the batch-dict item (CHW float32 tensors, ``unknown`` added).
+def quantise(x: np.ndarray, scale: int, dtype: Any = np.uint8) -> np.ndarray:
+    """``rint(x * scale)`` as ``dtype``, clipped to ``[0, scale]``: float in [0, 1] -> 8/16-bit
+    (round half to even, never truncation; the error is at most ``0.5 / scale``).
+
+    Example:
+        >>> quantise(np.array([0.0, 0.5, 0.999, 1.0], np.float32), 255).tolist()
+        [0, 128, 255, 255]
+    """
+    if scale == 255 and np.dtype(dtype) == np.uint8 and x.dtype == np.float32 and x.ndim in (2, 3) \
+            and x.shape[-1] <= 4 and float(x.min()) >= 0:
+        # OpenCV's saturating conversion in one pass, without temporaries: x * 255 in float32, then
+        # round half to even (cvRound) -- the same values as below (tests/test_datasets.py checks it)
+        return cv2.convertScaleAbs(x, alpha=255)
+    y = np.multiply(x, np.float32(scale), dtype=np.float32)
+    np.rint(y, out=y)
+    np.clip(y, np.float32(0), np.float32(scale), out=y)   # (float32 bounds: numpy's fast path)
+    return y.astype(dtype)
+
+
+def _chw_int(x: np.ndarray) -> torch.Tensor:
+    if x.ndim == 2:
+        return torch.from_numpy(x[None])
+    # per-channel planes (cv2.split) are faster than numpy's strided transpose copy
+    return torch.from_numpy(np.stack(cv2.split(x)) if x.shape[2] <= 4 else np.ascontiguousarray(x.transpose(2, 0, 1)))
+
+
+def to_compact_item(sample: dict[str, Any]) -> dict[str, Any]:
+    """A finished numpy sample -> a compact item: ``image`` / ``fg`` / ``bg`` uint8, ``alpha``
+    uint16, ``trimap`` uint8 (0 / 128 / 255), CHW, no ``unknown`` (see the module docstring);
+    :func:`batch_to_float` turns it (or a batch of them) into the float32 form of :func:`to_item`.
+
+    Example:
+        >>> s = {k: np.full((4, 5, 3), 0.5, np.float32) for k in ("image", "fg", "bg")}
+        >>> s.update(alpha=np.full((4, 5), 0.25, np.float32), trimap=np.full((4, 5), .5, np.float32), id="a")
+        >>> it = to_compact_item(s); it["image"].dtype, it["alpha"].dtype, int(it["trimap"][0, 0, 0])
+        (torch.uint8, torch.uint16, 128)
+        >>> f = batch_to_float(it); round(float(f["alpha"][0, 0, 0]), 5), float(f["unknown"].min()), f["id"]
+        (0.25, 1.0, 'a')
+    """
+    out: dict[str, Any] = {}
+    for k in ("image", "alpha", "trimap", "fg", "bg"):
+        x = sample[k]
+        if x.dtype != COMPACT_DTYPE[k]:
+            x = quantise(x, COMPACT_SCALE[k], COMPACT_DTYPE[k])
+        out[k] = _chw_int(x)
+    out["id"] = str(sample["id"])
+    if "orig_size" in sample:
+        out["orig_size"] = tuple(int(v) for v in sample["orig_size"])
+    return out
+
+
+def batch_to_float(batch: dict[str, Any]) -> dict[str, Any]:
+    """A compact batch or item (:func:`to_compact_item`, collated or not) -> the float32 form:
+    ``image`` / ``fg`` / ``bg`` ``x / 255``, ``alpha`` ``x / 65535`` (uint16; ``x / 255`` if uint8),
+    ``trimap`` 0 / 128 / 255 -> 0 / 0.5 / 1, ``unknown`` added (``trimap == 0.5``). Float tensors
+    pass through untouched, so this is a no-op on float batches (any device; run it after the move
+    to the device: the copy is then 4x smaller). Returns a new dict; other entries are shared.
+
+    Example:
+        >>> b = {"image": torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8),
+        ...      "trimap": torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8), "id": ["a"]}
+        >>> f = batch_to_float(b)
+        >>> f["image"].dtype, f["trimap"].flatten().tolist(), f["unknown"].flatten().tolist()
+        (torch.float32, [0.0, 0.5, 1.0], [0.0, 1.0, 0.0])
+        >>> batch_to_float(f)["image"] is f["image"]
+        True
+    """
+    out = dict(batch)
+    for k in ("image", "fg", "bg", "alpha"):
+        v = out.get(k)
+        if isinstance(v, torch.Tensor) and not v.is_floating_point():
+            scale = 65535.0 if v.dtype == torch.uint16 else 255.0
+            # (a float32 copy divided in place: correctly rounded, the same values as numpy's x / 255
+            # in mattingkit.io; torch's mixed-dtype v.div(255.0) is ~20x slower on CPU)
+            out[k] = v.to(torch.float32).div_(scale)
+    t = out.get("trimap")
+    if isinstance(t, torch.Tensor) and not t.is_floating_point():
+        if t.dtype != torch.uint8:
+            raise TypeError(f"batch_to_float: a compact trimap must be uint8 0/128/255, got {t.dtype}")
+        tri = t.to(torch.float32).div_(127.5).round_().mul_(0.5)   # 0 / 128 / 255 -> 0 / 1 / 2 -> 0 / .5 / 1
+        out["trimap"] = tri
+        out["unknown"] = torch.eq(tri, 0.5, out=torch.empty_like(tri))
+    return out
+
+
+def to_item(sample: dict[str, Any], compact: bool = False) -> dict[str, Any]:
+    """A finished numpy sample -> the batch-dict item (CHW float32 tensors, ``unknown`` added), or
+    with ``compact=True`` the compact item of :func:`to_compact_item`.
 
     Example:
         >>> s = {k: np.zeros((4, 5, 3), np.float32) for k in ("image", "fg", "bg")}
@@ -117,6 +225,8 @@ def to_item(sample: dict[str, Any]) -> dict[str, Any]:
         >>> it = to_item(s); it["unknown"].shape, float(it["unknown"].min()), it["id"]
         (torch.Size([1, 4, 5]), 1.0, 'a')
     """
+    if compact:
+        return to_compact_item(sample)
     out: dict[str, Any] = {}
     for k in ("image", "alpha", "trimap", "fg", "bg"):
         out[k] = _chw(sample[k])
@@ -222,11 +332,17 @@ class TrainDataset(torch.utils.data.Dataset):
     itself: ``image == fg == bg`` (the trimap-free competition recipe).
 
     ``len`` is ``epoch_len`` (default: the number of rows); item ``i`` uses row ``i % rows``.
+
+    ``compact=True``: ``[i]`` returns the compact transport form (uint8 / uint16 tensors, see the
+    module docstring; :func:`build_datasets` turns it on for training) and the consumer converts
+    batches with :func:`batch_to_float`; ``False`` (default here): float32 items. The samples are
+    the same (:meth:`sample` is float either way).
     """
 
     def __init__(self, df: pd.DataFrame | Iterable[dict], backgrounds: Sequence[PathLike] | None,
                  data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig",
-                 seed: int = 0, fg_cache: "ForegroundCache | None" = None, epoch_len: int | None = None):
+                 seed: int = 0, fg_cache: "ForegroundCache | None" = None, epoch_len: int | None = None,
+                 compact: bool = False):
         self.rows = _records(df)
         if not self.rows:
             raise ValueError("TrainDataset: the training set is empty (no manifest rows with split 'train'?)")
@@ -242,11 +358,14 @@ class TrainDataset(torch.utils.data.Dataset):
         self.backgrounds = [str(p) for p in (backgrounds or [])]
         self.seed = int(seed)
         self.epoch = 0
+        self.compact = bool(compact)
         if epoch_len is not None and int(epoch_len) < 1:
             raise ValueError(f"epoch_len must be >= 1, got {epoch_len}")
         self.epoch_len = int(epoch_len) if epoch_len is not None else len(self.rows)
+        # compact items send the 8-bit background as rendered (no float round trip)
         self.pipeline = build_train_pipeline(data_cfg, trimap_cfg, augment_cfg,
-                                             has_background=bool(self.backgrounds))
+                                             has_background=bool(self.backgrounds),
+                                             keep_8bit=("bg",) if self.compact else ())
 
     def _check_row(self, i: int, r: dict) -> None:
         where = f"manifest row {i} (id {r['id']!r})"
@@ -329,6 +448,14 @@ class TrainDataset(torch.utils.data.Dataset):
     # items -----------------------------------------------------------------------------------
     def sample(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """Item ``key`` as a numpy sample dict (HxWxC float32 arrays; for viewers and tests)."""
+        s = self._sample(key)
+        for k, v in s.items():
+            if isinstance(v, np.ndarray) and v.dtype == np.uint8:
+                s[k] = to_float(v)     # the 8-bit background of a compact dataset
+        s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)
+        return s
+
+    def _sample(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = self._key(key)
         rng = sample_rng(self.seed, epoch, index)
         plan = self._plan(rng, index)
@@ -338,11 +465,11 @@ class TrainDataset(torch.utils.data.Dataset):
             s["fg2"], s["alpha2"] = self.load_foreground(plan.fg2)
         if plan.bg is not None:
             s["bg"] = self.read_file("image", self.backgrounds[plan.bg])
-        s = self.pipeline(s, rng)
-        s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)
-        return s
+        return self.pipeline(s, rng)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if self.compact:
+            return to_compact_item(self._sample(key))
         return to_item(self.sample(key))
 
 
@@ -484,9 +611,13 @@ def _find_eval_rows(root: Path) -> pd.DataFrame:
                      "and folder layouts: image/ + alpha/ (+ trimap/))")
 
 
-def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLike | None = None
-                   ) -> tuple[TrainDataset, EvalDataset]:
+def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLike | None = None,
+                   compact: bool = True) -> tuple[TrainDataset, EvalDataset]:
     """``(train_ds, val_ds)`` from a config and a manifest (its ``split`` column).
+
+    The training set sends compact items (``compact=True``, the default here: convert batches with
+    :func:`batch_to_float`, as the Trainer does); ``compact=False`` gives float32 items. The
+    validation set always gives float32 items.
 
     Backgrounds come from ``cfg.data.backgrounds`` (relative to the data root; None = no pool: the
     photos themselves are the training images). With ``cfg.data.foreground == "estimate"``, rows
@@ -516,7 +647,7 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
 
         fg_cache = ForegroundCache(fg_cache_dir or default_cache_dir(manifest_path))
     train_ds = TrainDataset(train_df, backgrounds, d, cfg.trimap, cfg.augment, seed=cfg.run.seed,
-                            fg_cache=fg_cache)
+                            fg_cache=fg_cache, compact=compact)
     if d.eval_root:
         val_df = _find_eval_rows(resolve_data_path(d.eval_root, cfg))
     else:
