@@ -8,7 +8,12 @@ Cases (each in a fresh subprocess, so ``resource.getrusage`` peak RSS belongs to
 - ``vitmatte``  ViTMatte-S architecture from ``transformers`` (random init, timing only; skipped when
   ``transformers`` is not importable — it is not a mattingkit dependency)
 - ``tiled4k``   a 4096x4096 image through :func:`mattingkit.infer.predict` with tiling (default model,
-  default tile size / overlap / pixel budget), which must stay within 6 GB peak RSS
+  default tile size / context / pixel budget), which must stay within 6 GB peak RSS
+- ``context``   (not run by default) tiling error vs context on the real photos: for AlphaGAN
+  resnet18 OS16 GN (demo), resnet18 OS8 BN, resnet50 OS8 BN (default) and DIM, all random init, the
+  untiled prediction vs a tile cut 64 px from the left edge with the exact whole-image statistics
+  injected; max |diff| over the unknown region at >= d px from the cut, d = 0..768. Picks
+  ``tile_context``. ``--models`` / ``--photos`` narrow it.
 
 The input is a real photo (alphamatting.com GT01 from ``../shared/data`` beside the repo) resized to the
 benchmark size with its trimap (nearest), or a synthetic image with a band trimap when that is absent.
@@ -19,6 +24,7 @@ Usage::
     .venv/bin/python benchmarks/inference.py                 # all cases -> benchmarks/results/inference.json
     .venv/bin/python benchmarks/inference.py --cases demo pymatting   # re-run some, keep the others
     .venv/bin/python benchmarks/inference.py --case demo     # one case in this process (prints JSON)
+    .venv/bin/python benchmarks/inference.py --cases context --models demo bn18 --photos GT02 GT04
 """
 from __future__ import annotations
 
@@ -36,6 +42,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "alphamatting_dev"
 RESULTS = REPO / "benchmarks" / "results" / "inference.json"
 CASES = ["default", "demo", "pymatting", "vitmatte", "tiled4k"]
+EXTRA_CASES = ["context"]
+CONTEXT_MODELS = {   # name -> (config, overrides)
+    "demo": ("demo", []),
+    "bn18": ("default", ["model.backbone=resnet18"]),
+    "bn50": ("default", []),
+    "dim": ("default", ["model.name=dim", "model.backbone=vgg16_bn"]),
+}
+CONTEXT_DISTANCES = list(range(0, 800, 32))
 RSS_LIMIT_4K_GB = 6.0
 
 sys.path.insert(0, str(REPO))
@@ -91,6 +105,45 @@ def _time_predict(model, img, tri, **kw) -> float:
     return seconds
 
 
+def context_profile(model_name: str, photo: str, cut: int = 64) -> dict:
+    """Max |untiled - tile| over the unknown region at >= d px from a tile's cut edge (exact statistics)."""
+    import numpy as np
+    import torch
+
+    from mattingkit.config import load_config
+    from mattingkit.infer import padding
+    from mattingkit.io import read_image, read_trimap
+    from mattingkit.models import build_model
+    from mattingkit.tiling import GlobalContext
+
+    config, overrides = CONTEXT_MODELS[model_name]
+    torch.manual_seed(0)
+    model = build_model(load_config(config, ["model.pretrained=false", *overrides]).model).eval()
+    img, tri = read_image(SHARED / "image" / f"{photo}.png"), read_trimap(SHARED / "trimap" / f"{photo}.png")
+    t, b, l, r = padding(*tri.shape, 32)
+    img_p = np.pad(img, ((t, b), (l, r), (0, 0)), mode="reflect")
+    tri_p = np.pad(tri, ((t, b), (l, r)), mode="reflect")
+    x = torch.from_numpy(np.ascontiguousarray(img_p.transpose(2, 0, 1)))[None]
+    m = torch.from_numpy(np.ascontiguousarray(tri_p))[None, None]
+    hp, wp = tri_p.shape
+    with torch.inference_mode(), GlobalContext(model) as gc:
+        gc.record, gc.stop_at_frontier = True, False   # untiled: local statistics are the whole-image ones
+        gc.start_tile((0, hp, 0, wp), (hp, wp))
+        full = model(x, m)["alpha"][0, 0]
+        gc.inject.update(gc.finish_pass())
+        gc.record = False
+        gc.start_tile((0, hp, 0, 0), (hp, wp - cut))
+        tile = model(x[..., cut:], m[..., cut:])["alpha"][0, 0]
+    unknown = torch.from_numpy(tri_p[:, cut:] == 0.5)
+    err = torch.where(unknown, (tile - full[:, cut:]).abs(), torch.zeros(())).amax(0).numpy()
+    dist = np.arange(err.shape[0])
+    return {"model": model_name, "photo": photo, "tile_context": getattr(model, "tile_context", None),
+            "alpha_std_unknown": round(float(full[unknown.nonzero(as_tuple=True)[0],
+                                                  unknown.nonzero(as_tuple=True)[1] + cut].std()), 3),
+            "max_err_beyond": {d: round(float(err[dist >= d].max()), 5) for d in CONTEXT_DISTANCES
+                               if (dist >= d).any()}}
+
+
 def run_case(name: str, size: int) -> dict:
     """Run one case in this process; returns its measurements."""
     import numpy as np
@@ -108,20 +161,28 @@ def run_case(name: str, size: int) -> dict:
         out["seconds"] = _time_predict(model, img, tri)
     elif name == "tiled4k":
         from mattingkit.config import InferConfig
-        from mattingkit.infer import padding, tile_starts
+        from mattingkit.infer import padding, resolve_context
+        from mattingkit.tiling import TilingInfo
 
         model, cfg = _model("default")
         icfg = InferConfig()
         out["model"] = f"alphagan {cfg.model.backbone} OS{cfg.model.output_stride} norm={cfg.model.norm}"
         calls = []
         model.register_forward_pre_hook(lambda m, args: calls.append(tuple(args[0].shape)))
-        out["seconds"] = _time_predict(model, img, tri, pixel_budget=icfg.pixel_budget,
-                                       tile_size=icfg.tile_size, tile_overlap=icfg.tile_overlap)
+        info = TilingInfo()
+        out["seconds"] = _time_predict(model, img, tri, pixel_budget=icfg.pixel_budget, tile_size=icfg.tile_size,
+                                       tile_overlap=icfg.tile_overlap, tile_stats_passes=icfg.tile_stats_passes,
+                                       tiling_info=info)
         t, b, l, r = padding(size, size, icfg.pad_margin)
-        n = len(tile_starts(size + t + b, icfg.tile_size, icfg.tile_overlap))
-        out["tiles_total"] = n * n
-        out["tiles_run"] = sum(1 for c in calls if c[2] == icfg.tile_size)
-        out["tiling"] = f"tile {icfg.tile_size}, overlap {icfg.tile_overlap}, budget {icfg.pixel_budget} px"
+        out["tiles_total"] = info.tiles
+        out["tiles_run"] = info.tiles_run
+        out["stats_passes"] = info.stats_passes
+        out["global_ops"] = info.global_ops
+        out["exact_stats"] = info.exact_stats
+        out["largest_tile"] = max(c[2] * c[3] for c in calls[1:]) if len(calls) > 1 else None
+        out["tiling"] = (f"tile_size {icfg.tile_size}, context {resolve_context(model, icfg.tile_overlap)} px "
+                         f"(tile_overlap={icfg.tile_overlap!r}), blend {info.blend}, budget {icfg.pixel_budget} px, "
+                         f"padded {size + t + b}^2")
     elif name == "pymatting":
         from pymatting import estimate_alpha_cf
 
@@ -184,10 +245,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--fresh", action="store_true", help="do not merge with the cases already in --out")
+    ap.add_argument("--models", nargs="*", default=list(CONTEXT_MODELS), help="context case: models")
+    ap.add_argument("--photos", nargs="*", default=["GT02", "GT04"], help="context case: photos")
     args = ap.parse_args(argv)
     if args.case:
         print(json.dumps(run_case(args.case, args.size)))
         return 0
+    if "context" in args.cases:
+        rows = [context_profile(m, p) for m in args.models for p in args.photos]
+        ds = [0, 256, 384, 416, 448, 480, 512, 544, 576]
+        print(f"{'model':6s} {'photo':5s} " + " ".join(f"{'>=' + str(d):>8s}" for d in ds))
+        for r in rows:
+            print(f"{r['model']:6s} {r['photo']:5s} " + " ".join(f"{r['max_err_beyond'].get(d, 0):8.4f}" for d in ds))
+        out = Path(args.out).with_name("tiling_context.json")
+        from mattingkit.io import atomic_write_text
+
+        atomic_write_text(out, json.dumps({"command": "python benchmarks/inference.py " + " ".join(sys.argv[1:]),
+                                           "rows": rows}, indent=2) + "\n")
+        print(f"wrote {out}")
+        args.cases = [c for c in args.cases if c != "context"]
+        if not args.cases:
+            return 0
 
     results: dict = {}
     if not args.fresh and Path(args.out).exists():   # re-running some cases keeps the others' figures

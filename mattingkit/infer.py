@@ -8,19 +8,33 @@ float32 ``HxW`` in {0, .5, 1} or ``None``; alpha float32 ``HxW``) and hides what
 - **Known regions.** Where the trimap says 0 or 1 the alpha is set to 0 or 1.
 - **TTA.** ``tta_flip=True`` averages the prediction with that of the horizontally flipped input.
 - **AMP.** ``amp`` = ``off`` | ``auto`` | ``bf16`` | ``fp16`` (``auto``: bf16/fp16 on CUDA, off on CPU).
-- **Tiling.** When ``H*W > pixel_budget`` the padded image is cut into overlapping
-  ``tile_size`` tiles (origins on the 32-pixel grid) that are blended with a separable window which
-  is never zero (see :func:`blend_window`) and normalised by the summed weights. Tiles without any
-  unknown pixel are not run (their pixels are known and come from the trimap).
+- **Tiling.** When ``H*W > pixel_budget`` the padded image is partitioned into *cores* on the 32-px
+  grid and each is run as a tile of at most ``tile_size`` px: its core plus ``tile_overlap`` px of
+  context on every side (``"auto"``: the model's ``tile_context`` attribute — 544 px for AlphaGAN,
+  224 for DIM — else :data:`DEFAULT_CONTEXT`). Neighbours cross-fade over ``2 * blend`` px around
+  each core boundary (``blend = min(context // 4, 32)``) with a window that is never zero
+  (:func:`mattingkit.tiling.core_window`), normalised by the summed weights. Global operations
+  (``GroupNorm``, ``AdaptiveAvg/MaxPool2d(1)`` e.g. ASPP image pooling) get *whole-image* statistics:
+  recording passes over every tile sum them over the cores (one pass per global op, each stopping
+  at its op; ``tile_stats_passes`` caps the count, 0 = tile-local), and the final pass injects
+  them. Tiles without any unknown pixel are skipped in the final pass only (their pixels are known
+  and come from the trimap); every tile counts in the statistics. See :mod:`mattingkit.tiling`.
 
-  *Equivalence guarantee.* Let ``r`` be the model's receptive-field radius (an output pixel depends
-  on inputs at most ``r`` pixels away). If ``r <= tile_overlap / 4`` — the receptive field
-  (``2r+1`` pixels) fits in half the overlap — every tile whose window weight exceeds the floor
-  sees the pixel's whole receptive field (tile origins on the 32-grid keep strided layers aligned),
-  some such tile has weight >= 1/4, and at most 8 others have weight <= ``WINDOW_FLOOR``, so
-  ``|tiled - untiled| <= 32 * WINDOW_FLOOR`` = 0.0032 < 1/255 (up to float rounding).
-  Models with global operations (GroupNorm statistics, image-level pooling in ASPP, attention)
-  have an unbounded receptive field: tiling then approximates; ``tests/test_infer.py`` measures it.
+  *Equivalence guarantee.* If every output pixel depends only on inputs at most
+  ``r <= context - blend`` px away (apart from the global operations above, when implemented as
+  those modules and called once per forward), tiled == untiled up to float rounding plus at most
+  ``n * WINDOW_FLOOR`` from the ``n`` floor-weighted tiles overlapping a pixel (alphas are in [0, 1];
+  e.g. n = 16 -> 0.0016): each tile with more than floor weight at a pixel sees its whole receptive
+  field, on the same 32-grid, with exact whole-image statistics.
+  Real AlphaGAN generators have a theoretical receptive field of ~530 px, beyond any practical
+  context; measured with random init on alphamatting.com photos (exact statistics injected; max
+  error over the unknown region vs context minus blend): 448 px -> 0.002-0.007, 480 px -> <= 0.0017,
+  512 px -> <= 0.0002 (resnet18 OS8 BN, resnet18 OS16 GN, resnet50 OS8 BN), hence 544 px
+  (``ASPP max rate x stride + 256``). ``tests/test_infer.py`` checks max |tiled - untiled| <= 1/255
+  on real photos for the BN and the GN (demo) AlphaGAN, and that it is far off without the
+  whole-image statistics. Cost: a BN AlphaGAN needs one short recording pass (up to ASPP
+  pooling), a GroupNorm model one partial pass per GroupNorm (34 for the demo AlphaGAN). Attention
+  or functional global ops (``x.mean()``) are not covered: tiling then only approximates.
 - **Trimap-free two-pass** (the competition): pass 1 with an all-unknown trimap (``coarse_model``,
   default ``model``) gives a coarse alpha, :func:`mattingkit.trimap.trimap_from_mask` turns it into
   a trimap, pass 2 refines with ``model``. ``two_pass=False`` runs pass 1 only; pass 2 alone is
@@ -53,13 +67,15 @@ from .io import (
     IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, printable, read_alpha, read_image, read_trimap,
     write_png,
 )
+from .tiling import GRID, WINDOW_FLOOR, TilingInfo, core_window, tile_spans, tiled_predict
 
 #: Models downsample by up to this factor: padded sizes and tile origins are multiples of it.
-PAD_MULTIPLE = 32
-#: Smallest blending weight: the window never reaches zero, so the normalisation never divides by 0.
-WINDOW_FLOOR = 1e-4
+PAD_MULTIPLE = GRID
+#: Tiling context for ``tile_overlap="auto"`` when the model declares no ``tile_context``.
+DEFAULT_CONTEXT = 128
 
-_DEFAULTS = dict(pixel_budget=2048 * 2048, tile_size=1024, tile_overlap=128, pad_margin=32)
+_DEFAULTS = dict(pixel_budget=2048 * 2048, tile_size=1792, tile_overlap="auto", pad_margin=32,
+                 tile_stats_passes="auto")
 
 
 class InferenceInputError(ValueError):
@@ -108,14 +124,15 @@ def infer_kwargs(cfg: Any) -> dict[str, Any]:
 
     Example:
         >>> from mattingkit.config import load_config
-        >>> infer_kwargs(load_config("demo"))["tile_size"]
-        1024
+        >>> infer_kwargs(load_config("demo"))["tile_overlap"]
+        'auto'
     """
     infer = getattr(cfg, "infer", cfg)
     out = dict(
         tta_flip=infer.tta_flip, amp=infer.amp, pixel_budget=infer.pixel_budget, tile_size=infer.tile_size,
         tile_overlap=infer.tile_overlap, two_pass=infer.two_pass,
         pad_margin=getattr(infer, "pad_margin", _DEFAULTS["pad_margin"]),
+        tile_stats_passes=getattr(infer, "tile_stats_passes", _DEFAULTS["tile_stats_passes"]),
     )
     if hasattr(cfg, "trimap"):
         out["trimap_cfg"] = cfg.trimap
@@ -140,7 +157,7 @@ def _check_image(image: Any) -> np.ndarray:
     if a.min() < -1e-3 or a.max() > 1 + 1e-3:
         raise InferenceInputError(f"image values must be in [0, 1], got [{a.min():.3g}, {a.max():.3g}] "
                                   "(did you pass 0..255?)")
-    return np.clip(a, 0.0, 1.0)
+    return np.clip(a, 0.0, 1.0) if (a.min() < 0 or a.max() > 1) else a   # no copy of a large valid image
 
 
 def _check_trimap(trimap: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -171,48 +188,32 @@ def padding(h: int, w: int, margin: int = 32, multiple: int = PAD_MULTIPLE) -> t
     return margin, hp - h - margin, margin, wp - w - margin
 
 
-def blend_window(length: int, overlap: int, ramp_start: bool, ramp_end: bool,
-                 floor: float = WINDOW_FLOOR) -> np.ndarray:
-    """1-D blending weights for a tile of ``length`` px; never below ``floor``.
-
-    On a side that overlaps a neighbour (``ramp_start`` / ``ramp_end``) the weight is ``floor`` for the
-    outer quarter of the overlap, rises as a raised cosine across the middle half and is 1 beyond. Two
-    neighbours overlapping by exactly ``overlap`` sum to 1 (+ floor) there. Sides on the image border
-    keep weight 1 (no neighbour to hand over to).
+def resolve_context(model: nn.Module, tile_overlap: int | str = "auto") -> int:
+    """Context (px, a multiple of 32) each tile sees beyond its core: ``tile_overlap`` when it is a
+    number, else (``"auto"``) the model's ``tile_context`` attribute, else :data:`DEFAULT_CONTEXT`.
 
     Example:
-        >>> w = blend_window(8, 4, True, False)
-        >>> bool(w.min() > 0), float(w[-1])
-        (True, 1.0)
+        >>> resolve_context(torch.nn.Identity(), 40), resolve_context(torch.nn.Identity(), "auto")
+        (64, 128)
     """
-    x = np.arange(length, dtype=np.float64) + 0.5          # pixel centres, distance to the start
-    w = np.ones(length, np.float64)
-
-    def ramp(d: np.ndarray) -> np.ndarray:
-        t = np.clip((d - overlap / 4) / (overlap / 2), 0.0, 1.0)
-        return 0.5 - 0.5 * np.cos(np.pi * t)
-
-    if overlap > 0:
-        if ramp_start:
-            w = np.minimum(w, ramp(x))
-        if ramp_end:
-            w = np.minimum(w, ramp(length - x))
-    return (floor + (1.0 - floor) * w).astype(np.float32)
+    if isinstance(tile_overlap, str):
+        if tile_overlap != "auto":
+            raise InferenceInputError(f"tile_overlap must be a number of pixels or 'auto', got {tile_overlap!r}")
+        inner = getattr(model, "module", model)   # DataParallel / DDP wrappers
+        ctx = getattr(inner, "tile_context", None)
+        ctx = DEFAULT_CONTEXT if ctx is None else int(ctx)
+    else:
+        ctx = int(tile_overlap)
+    if ctx < 0:
+        raise InferenceInputError(f"tile_overlap must be >= 0, got {ctx}")
+    return -(-ctx // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
-def tile_starts(length: int, tile: int, overlap: int, multiple: int = PAD_MULTIPLE) -> list[int]:
-    """Tile origins along one axis: multiples of ``multiple``, last tile flush with the end.
-
-    Example:
-        >>> tile_starts(2048, 1024, 128)
-        [0, 896, 1024]
-    """
-    if length <= tile:
-        return [0]
-    stride = max(multiple, (tile - overlap) // multiple * multiple)
-    starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
-    return starts
+def _check_tile_fits(tile: int, context: int) -> None:
+    if tile < 2 * context + PAD_MULTIPLE:
+        raise InferenceInputError(
+            f"tile_size {tile} cannot hold the tiling context of {context} px on both sides (needs >= "
+            f"{2 * context + PAD_MULTIPLE}): raise infer.tile_size or lower infer.tile_overlap")
 
 
 @contextlib.contextmanager
@@ -260,7 +261,8 @@ def _forward(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor, amp_dt
 # --------------------------------------------------------------------------------------------
 def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, *, device: torch.device,
                          tta_flip: bool, amp_dtype: torch.dtype | None, pixel_budget: int, tile_size: int,
-                         tile_overlap: int, pad_margin: int) -> np.ndarray:
+                         tile_overlap: int | str, pad_margin: int, stats_passes: int | None,
+                         tiling_info: TilingInfo | None = None) -> np.ndarray:
     h, w = image.shape[:2]
     tri = np.full((h, w), 0.5, np.float32) if trimap is None else trimap
     top, bottom, left, right = padding(h, w, pad_margin)
@@ -275,25 +277,22 @@ def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray
         alpha_p = _forward(model, img_t.to(device), tri_t.to(device), amp_dtype, tta_flip)[0, 0].cpu()
     else:
         tile = max(PAD_MULTIPLE, -(-tile_size // PAD_MULTIPLE) * PAD_MULTIPLE)
-        overlap = int(np.clip(tile_overlap, 0, tile - PAD_MULTIPLE))
-        th, tw = min(tile, hp), min(tile, wp)
-        acc = torch.zeros((hp, wp), dtype=torch.float32)
-        wsum = torch.zeros((hp, wp), dtype=torch.float32)
-        unknown = tri_t[0, 0] == 0.5
-        for y0 in tile_starts(hp, th, overlap):
-            wy = torch.from_numpy(blend_window(th, overlap, y0 > 0, y0 + th < hp))
-            for x0 in tile_starts(wp, tw, overlap):
-                if not bool(unknown[y0:y0 + th, x0:x0 + tw].any()):
-                    continue  # all known: filled from the trimap below
-                wx = torch.from_numpy(blend_window(tw, overlap, x0 > 0, x0 + tw < wp))
-                sl = (slice(None), slice(None), slice(y0, y0 + th), slice(x0, x0 + tw))
-                a = _forward(model, img_t[sl].to(device), tri_t[sl].to(device), amp_dtype, tta_flip)[0, 0].cpu()
-                weight = wy[:, None] * wx[None, :]
-                acc[y0:y0 + th, x0:x0 + tw] += a * weight
-                wsum[y0:y0 + th, x0:x0 + tw] += weight
-        covered = wsum > 0
-        alpha_p = torch.where(covered, acc / wsum.clamp_min(1e-12), tri_t[0, 0])
-        del acc, wsum
+        context = resolve_context(model, tile_overlap)
+        if hp > tile or wp > tile:
+            _check_tile_fits(tile, context)
+        info = TilingInfo()
+        variants = (False, True) if tta_flip else (False,)
+        alpha_p = torch.zeros((hp, wp), dtype=torch.float32)
+        for flip in variants:   # each TTA view gets its own whole-image statistics
+            img_v, tri_v = (img_t.flip(-1), tri_t.flip(-1)) if flip else (img_t, tri_t)
+            a = tiled_predict(lambda i, t: _forward(model, i, t, amp_dtype, False), model, img_v, tri_v,
+                              tile=tile, context=context, device=device, max_stats_passes=stats_passes,
+                              info=info)
+            alpha_p += a.flip(-1) if flip else a
+            del img_v, tri_v
+        alpha_p /= len(variants)
+        if tiling_info is not None:
+            tiling_info.__dict__.update(info.__dict__)
 
     alpha = alpha_p[top:top + h, left:left + w].numpy().astype(np.float32, copy=True)
     if alpha.shape != (h, w):  # the contract: exactly the input size
@@ -307,9 +306,10 @@ def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray
 def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *,
                    device: str | torch.device = "cpu", tta_flip: bool = False, amp: str = "off",
                    pixel_budget: int = _DEFAULTS["pixel_budget"], tile_size: int = _DEFAULTS["tile_size"],
-                   tile_overlap: int = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
-                   two_pass: bool = False, trimap_cfg: Any = None,
-                   coarse_model: nn.Module | None = None) -> dict[str, np.ndarray]:
+                   tile_overlap: int | str = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
+                   two_pass: bool = False, trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
+                   tile_stats_passes: int | str = _DEFAULTS["tile_stats_passes"],
+                   tiling_info: TilingInfo | None = None) -> dict[str, np.ndarray]:
     """Like :func:`predict`, returning every stage: ``{"alpha"}`` plus, when ``two_pass``,
     ``{"coarse", "trimap"}`` (pass-1 alpha and the trimap synthesised from it).
 
@@ -327,12 +327,21 @@ def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | Non
     img = _check_image(image)
     h, w = img.shape[:2]
     tri = None if trimap is None else _check_trimap(trimap, (h, w))
-    if pixel_budget < 1 or tile_size < 1 or tile_overlap < 0 or pad_margin < 0:
-        raise InferenceInputError("pixel_budget and tile_size must be >= 1, tile_overlap and pad_margin >= 0")
+    for name, v in (("tile_overlap", tile_overlap), ("tile_stats_passes", tile_stats_passes)):
+        if isinstance(v, str) and v != "auto":
+            raise InferenceInputError(f"{name} must be a number or 'auto', got {v!r}")
+    if (pixel_budget < 1 or tile_size < 1 or pad_margin < 0
+            or (not isinstance(tile_stats_passes, str) and tile_stats_passes < 0)
+            or (not isinstance(tile_overlap, str) and tile_overlap < 0)):
+        raise InferenceInputError("pixel_budget and tile_size must be >= 1, tile_overlap, tile_stats_passes and "
+                                  "pad_margin >= 0")
     dev = resolve_device(device)
     amp_dtype = resolve_amp(amp, dev)
     kw = dict(device=dev, tta_flip=tta_flip, amp_dtype=amp_dtype, pixel_budget=int(pixel_budget),
-              tile_size=int(tile_size), tile_overlap=int(tile_overlap), pad_margin=int(pad_margin))
+              tile_size=int(tile_size), pad_margin=int(pad_margin),
+              stats_passes=None if isinstance(tile_stats_passes, str) else int(tile_stats_passes),
+              tile_overlap=tile_overlap if isinstance(tile_overlap, str) else int(tile_overlap),
+              tiling_info=tiling_info)
     for m in (model, coarse_model):
         md = None if m is None else _model_device(m)
         if md is not None and md.type != dev.type:
@@ -363,13 +372,20 @@ def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | Non
 def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *,
             device: str | torch.device = "cpu", tta_flip: bool = False, amp: str = "off",
             pixel_budget: int = _DEFAULTS["pixel_budget"], tile_size: int = _DEFAULTS["tile_size"],
-            tile_overlap: int = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
-            two_pass: bool = False, trimap_cfg: Any = None, coarse_model: nn.Module | None = None) -> np.ndarray:
+            tile_overlap: int | str = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
+            two_pass: bool = False, trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
+            tile_stats_passes: int | str = _DEFAULTS["tile_stats_passes"], tiling_info: TilingInfo | None = None,
+            ) -> np.ndarray:
     """Alpha matte (float32 ``HxW`` in [0, 1]) for one image; see the module docstring for the details.
 
     ``image`` float RGB ``HxWx3`` in [0, 1]; ``trimap`` ``HxW`` in {0, .5, 1} or ``None`` (all unknown).
     ``trimap_cfg`` (a ``TrimapConfig``) sets the pass-2 trimap thresholds and band for ``two_pass``.
     The model must already be on ``device``; it is run in eval mode and its mode is restored after.
+    Tiling (above ``pixel_budget`` pixels): ``tile_size`` px tiles, ``tile_overlap`` px of context
+    around each tile's core (``"auto"``: the model's ``tile_context``), at most ``tile_stats_passes``
+    whole-image-statistics passes (``"auto"``: one per global op, exact; 0: global ops see only their
+    tile); ``tiling_info`` (a :class:`mattingkit.tiling.TilingInfo`) is
+    filled in with what tiling did.
 
     Example:
         >>> import numpy as np, torch
@@ -387,7 +403,8 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
     return predict_passes(model, image, trimap, device=device, tta_flip=tta_flip, amp=amp,
                           pixel_budget=pixel_budget, tile_size=tile_size, tile_overlap=tile_overlap,
                           pad_margin=pad_margin, two_pass=two_pass, trimap_cfg=trimap_cfg,
-                          coarse_model=coarse_model)["alpha"]
+                          coarse_model=coarse_model, tile_stats_passes=tile_stats_passes,
+                          tiling_info=tiling_info)["alpha"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -471,7 +488,9 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
       column, else none (trimap-free). A missing trimap in ``trimap_dir`` is a per-image failure.
     - Resumable: with ``skip_existing`` an image whose output exists (and, with ``write_rgba``, whose
       cut-out exists) is skipped. Writes are atomic, so an interrupted run never leaves a partial PNG.
-    - Unreadable inputs are recorded and reported at the end; the loop continues.
+    - Unreadable inputs, and any error raised while predicting or writing one image (e.g. inside the
+      model), are recorded per file (name + error) and reported at the end; the loop continues.
+      ``KeyboardInterrupt`` still stops the run.
     - ``write_rgba``: also ``rgba_dir/<stem>.png`` (default ``out_dir/rgba``), RGBA with foreground
       colours from :func:`mattingkit.data.foreground.estimate_foreground`.
     - ``predict_kwargs`` go to :func:`predict` (e.g. ``**infer_kwargs(cfg)``). ``infer_cfg`` (an
@@ -546,6 +565,9 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
         except (ImageReadError, InferenceInputError) as e:
             report.failed.append((str(img_path), str(e)))
             continue
+        except Exception as e:  # noqa: BLE001 - a model / write error on one image must not stop the folder
+            report.failed.append((str(img_path), f"{type(e).__name__}: {e}"))
+            continue
         report.written.append(stem)
     report.seconds = time.monotonic() - t0
     if verbose:
@@ -572,7 +594,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
 
 __all__ = [
-    "InferenceInputError", "PredictReport", "blend_window", "infer_kwargs", "load_model", "padding", "predict",
-    "predict_folder", "predict_passes", "resolve_amp", "resolve_device", "tile_starts", "PAD_MULTIPLE",
-    "WINDOW_FLOOR",
+    "InferenceInputError", "PredictReport", "TilingInfo", "core_window", "infer_kwargs", "load_model", "padding",
+    "predict", "predict_folder", "predict_passes", "resolve_amp", "resolve_context", "resolve_device", "tile_spans",
+    "DEFAULT_CONTEXT", "PAD_MULTIPLE", "WINDOW_FLOOR",
 ]

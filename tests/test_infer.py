@@ -1,5 +1,6 @@
-"""Inference: padding/cropping, known-region clamp, TTA, AMP, tiling equivalence on real photos,
-trimap-free two-pass, folder prediction (resumable, failures reported), model loading."""
+"""Inference: padding/cropping, known-region clamp, TTA, AMP, tiling equivalence on real photos (a toy
+net, a toy GroupNorm net and the real AlphaGAN with BatchNorm and GroupNorm), trimap-free two-pass,
+folder prediction (resumable, failures reported), model loading."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,10 +13,11 @@ from PIL import Image
 from torch import nn
 
 from mattingkit.infer import (
-    WINDOW_FLOOR, InferenceInputError, blend_window, infer_kwargs, padding, predict, predict_folder,
-    predict_passes, tile_starts,
+    WINDOW_FLOOR, InferenceInputError, infer_kwargs, padding, predict, predict_folder, predict_passes,
+    resolve_context,
 )
 from mattingkit.io import read_alpha, read_image, read_trimap, to_uint8, write_png
+from mattingkit.tiling import TilingError, TilingInfo, blend_width, core_window, global_modules, tile_spans
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,23 +177,35 @@ def test_wrong_model_output_shape_is_an_error():
 # --------------------------------------------------------------------------------------------
 # Tiling
 # --------------------------------------------------------------------------------------------
-def test_blend_window_never_zero_and_neighbours_sum_to_one():
-    for length, overlap in [(256, 64), (1024, 128), (64, 32)]:
-        w = blend_window(length, overlap, True, True)
-        assert w.min() >= WINDOW_FLOOR and w.max() <= 1.0
-        assert w[0] == pytest.approx(WINDOW_FLOOR)
-        # two tiles overlapping by exactly `overlap`: end of the first + start of the second
-        a = blend_window(length, overlap, True, True)[-overlap:]
-        b = blend_window(length, overlap, True, True)[:overlap]
-        np.testing.assert_allclose((a - WINDOW_FLOOR) + (b - WINDOW_FLOOR), (1 - WINDOW_FLOOR), atol=1e-6)
-    assert blend_window(100, 32, False, False).min() == pytest.approx(1.0)
+def test_core_window_never_zero_and_neighbours_sum_to_one():
+    for length, tile, context in [(640, 384, 64), (1664, 1280, 544), (4160, 1792, 544), (192, 96, 32)]:
+        spans = tile_spans(length, tile, context)
+        blend = blend_width(context)
+        total = np.zeros(length)
+        for sp in spans:
+            w = core_window(sp, length, blend)
+            assert w.min() >= WINDOW_FLOOR * (1 - 1e-6) and w.max() <= 1.0
+            assert len(w) == sp.stop - sp.start
+            core = w[sp.core_start - sp.start:sp.core_stop - sp.start]
+            assert core.min() >= 0.5  # the owner has weight >= 1/2 on its whole core
+            total[sp.start:sp.stop] += w - WINDOW_FLOOR
+        # the raised cosines of two neighbours add up to one across each boundary (minus the floors)
+        np.testing.assert_allclose(total, 1 - WINDOW_FLOOR, atol=1e-5)
 
 
-def test_tile_starts_cover_on_the_32_grid():
-    for length, tile, overlap in [(2048, 1024, 128), (4128, 1024, 128), (576, 256, 64), (256, 256, 64)]:
-        s = tile_starts(length, tile, overlap)
-        assert all(x % 32 == 0 for x in s) and s[0] == 0 and s[-1] + tile == max(length, tile)
-        assert all(b - a <= tile - overlap for a, b in zip(s, s[1:]))
+def test_tile_spans_partition_on_the_grid_and_hold_their_context():
+    for length, tile, context in [(2048, 1024, 128), (4160, 1792, 544), (576, 256, 64), (256, 256, 64),
+                                  (1664, 1472, 544), (4160, 2048, 0)]:
+        spans = tile_spans(length, tile, context)
+        assert spans[0].core_start == 0 and spans[-1].core_stop == length
+        for a, b in zip(spans, spans[1:]):
+            assert a.core_stop == b.core_start                       # cores partition the axis
+        for sp in spans:
+            assert sp.start % 32 == 0 and sp.core_start % 32 == 0 and sp.stop - sp.start <= tile
+            assert sp.start == max(0, sp.core_start - context) and sp.stop == min(length, sp.core_stop + context)
+    assert len(tile_spans(4160, 1792, 544)) == 5
+    with pytest.raises(TilingError, match="cannot hold its context"):
+        tile_spans(2048, 1024, 512)
 
 
 def test_tiling_is_used_above_the_budget_and_all_known_tiles_are_skipped():
@@ -200,41 +214,16 @@ def test_tiling_is_used_above_the_budget_and_all_known_tiles_are_skipped():
     tri = np.zeros((300, 300), np.float32)
     tri[140:160, 140:160] = 0.5         # unknown only in the centre
     tri[:, 200:] = 1.0
-    a = predict(net, img, tri, pixel_budget=10_000, tile_size=128, tile_overlap=32)
-    n_tiles = len(tile_starts(384, 128, 32)) ** 2
-    assert 0 < net.calls < n_tiles
+    info = TilingInfo()
+    a = predict(net, img, tri, pixel_budget=10_000, tile_size=128, tile_overlap=32, tiling_info=info)
+    n_tiles = len(tile_spans(384, 128, 32)) ** 2
+    assert info.tiles == n_tiles and 0 < net.calls == info.tiles_run < n_tiles
+    assert info.stats_passes == 0 and info.global_ops == 0  # no global op: no statistics pass
     assert (a[:, 200:] == 1).all() and (a[:140, :200] == 0).all()
     net.calls = 0
     full = predict(net, img, tri)
     assert net.calls == 1
     assert np.abs(full - a).max() <= 1 / 255
-
-
-@pytest.mark.shared
-def test_tiled_equals_untiled_on_real_photos(alphamatting_dev):
-    """|tiled - untiled| <= 1/255 when the receptive-field radius <= overlap/4 (the documented guarantee),
-    with and without trimap, with TTA; and visibly worse without overlap (the test can fail)."""
-    net = SmallConvNet(seed=0)
-    radius = receptive_radius(net)
-    overlap = 64
-    assert 2 <= radius <= overlap // 4, radius
-    worst = 0.0
-    for name in ["GT01", "GT03", "GT05"]:
-        img = read_image(alphamatting_dev / "image" / f"{name}.png")
-        tri = read_trimap(alphamatting_dev / "trimap" / f"{name}.png")
-        for t in (None, tri):
-            untiled = predict(net, img, t)
-            tiled = predict(net, img, t, pixel_budget=100_000, tile_size=256, tile_overlap=overlap)
-            assert tiled.shape == untiled.shape == img.shape[:2]
-            assert untiled.std() > 0.02  # a real, non-constant prediction
-            worst = max(worst, float(np.abs(tiled - untiled).max()))
-        tta_u = predict(net, img, tri, tta_flip=True)
-        tta_t = predict(net, img, tri, tta_flip=True, pixel_budget=100_000, tile_size=256, tile_overlap=overlap)
-        worst = max(worst, float(np.abs(tta_t - tta_u).max()))
-    assert worst <= 1 / 255, worst
-    img = read_image(alphamatting_dev / "image" / "GT01.png")
-    seams = np.abs(predict(net, img, pixel_budget=100_000, tile_size=256, tile_overlap=0) - predict(net, img))
-    assert seams.max() > 1 / 255
 
 
 def _real_models_available() -> bool:
@@ -245,31 +234,169 @@ def _real_models_available() -> bool:
     return True
 
 
-@pytest.mark.slow
+def test_tile_context_auto_and_impossible_tiles():
+    assert resolve_context(SmallConvNet(), "auto") == 128           # no declaration: DEFAULT_CONTEXT
+    assert resolve_context(SmallConvNet(), 40) == 64                 # rounded up to the 32-grid
+    with pytest.raises(InferenceInputError, match="cannot hold"):
+        predict(SmallConvNet(), _rng_image(100, 100), pixel_budget=1000, tile_size=64, tile_overlap=32)
+    with pytest.raises(InferenceInputError, match="'auto'"):
+        predict(SmallConvNet(), _rng_image(10, 10), tile_overlap="big")
+    if _real_models_available():
+        from mattingkit.config import ModelConfig
+        from mattingkit.models import build_model
+
+        for os_ in (8, 16):   # widest ASPP tap = 288 px at both output strides, + 256 px margin
+            m = build_model(ModelConfig(backbone="resnet18", pretrained=False, output_stride=os_))
+            assert m.tile_context == 544 and resolve_context(m, "auto") == 544
+        assert resolve_context(build_model(ModelConfig(name="dim", backbone="vgg16_bn", pretrained=False)),
+                               "auto") == 224
+
+
 @pytest.mark.shared
-@pytest.mark.skipif(not _real_models_available(), reason="mattingkit.models not available yet")
-def test_tiling_path_with_real_alphagan_resnet18(alphamatting_dev, capsys):
-    """The real AlphaGAN generator (demo config, resnet18, random init): the tiled code path with one
-    tile covering the padded image reproduces the untiled result exactly, and small tiles give a valid
-    (finite, clamped) matte. AlphaGAN's receptive field (dilated ASPP, image pooling, GroupNorm) far
-    exceeds any overlap, so small tiles only approximate it: the figure is printed, not asserted."""
+def test_tiled_equals_untiled_on_real_photos(alphamatting_dev):
+    """|tiled - untiled| <= 1/255 when the receptive-field radius <= context - blend (the documented
+    guarantee), with and without trimap, with TTA; and visibly worse without context (the test can fail)."""
+    net = SmallConvNet(seed=0)
+    radius = receptive_radius(net)
+    context = 64
+    assert 2 <= radius <= context - blend_width(context), radius
+    worst = 0.0
+    for name in ["GT01", "GT03", "GT05"]:
+        img = read_image(alphamatting_dev / "image" / f"{name}.png")
+        tri = read_trimap(alphamatting_dev / "trimap" / f"{name}.png")
+        for t in (None, tri):
+            untiled = predict(net, img, t)
+            info = TilingInfo()
+            tiled = predict(net, img, t, pixel_budget=100_000, tile_size=384, tile_overlap=context,
+                            tiling_info=info)
+            assert info.tiles >= 6
+            assert tiled.shape == untiled.shape == img.shape[:2]
+            assert untiled.std() > 0.02  # a real, non-constant prediction
+            worst = max(worst, float(np.abs(tiled - untiled).max()))
+        tta_u = predict(net, img, tri, tta_flip=True)
+        tta_t = predict(net, img, tri, tta_flip=True, pixel_budget=100_000, tile_size=384, tile_overlap=context)
+        worst = max(worst, float(np.abs(tta_t - tta_u).max()))
+    assert worst <= 1 / 255, worst
+    img = read_image(alphamatting_dev / "image" / "GT01.png")
+    seams = np.abs(predict(net, img, pixel_budget=100_000, tile_size=256, tile_overlap=0) - predict(net, img))
+    assert seams.max() > 1 / 255
+
+
+class ToyGroupNormNet(nn.Module):
+    """Seeded conv-GroupNorm-ReLU stack (6 GroupNorms, one stride-2 stage) with a global-average-pooled
+    context branch (like ASPP image pooling): small receptive field, but 7 global operations."""
+
+    def __init__(self, depth: int = 6, width: int = 16, seed: int = 0):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 4
+        for i in range(depth):
+            layers += [nn.Conv2d(cin, width, 3, padding=1, stride=2 if i == 2 else 1), nn.GroupNorm(4, width),
+                       nn.ReLU(inplace=True)]
+            cin = width
+        self.body = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Conv2d(2 * width, 1, 3, padding=1)
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def forward(self, image, trimap):
+        x = self.body(torch.cat([image, trimap], 1))
+        x = torch.cat([x, self.pool(x).expand_as(x)], 1)
+        return {"alpha": torch.sigmoid(nn.functional.interpolate(self.head(x), scale_factor=2, mode="bilinear"))}
+
+
+@pytest.mark.shared
+def test_whole_image_statistics_make_a_groupnorm_net_tile_exactly(alphamatting_dev):
+    """GroupNorm statistics and global pooling see the whole image through the injected statistics:
+    exact after one recording pass per global op; tile-local statistics (0 passes) or too few passes
+    are far off, and a single tile covering the image is bit-identical to the untiled run."""
+    net = ToyGroupNormNet().eval()
+    assert len(global_modules(net)) == 7
+    crop = (slice(100, 400), slice(150, 650))   # 300x500 px of the photo around the subject
+    img = read_image(alphamatting_dev / "image" / "GT02.png")[crop]
+    tri = read_trimap(alphamatting_dev / "trimap" / "GT02.png")[crop]
+    unknown = tri == 0.5
+    untiled = predict(net, img, tri)
+    assert untiled[unknown].std() > 0.02 and unknown.mean() > 0.1
+    kw = dict(pixel_budget=10_000, tile_size=256, tile_overlap=64)
+    errors = {}
+    for passes in (0, 3, "auto"):
+        info = TilingInfo()
+        tiled = predict(net, img, tri, tile_stats_passes=passes, tiling_info=info, **kw)
+        errors[passes] = float(np.abs(tiled - untiled)[unknown].max())
+        assert info.stats_passes == (7 if passes == "auto" else passes) and info.tiles >= 6
+        assert info.exact_stats == (passes == "auto") and info.exact_ops == info.stats_passes
+    assert errors["auto"] <= 1 / 255, errors
+    assert errors[0] > 0.05 and errors[3] > 0.02, errors
+    one = predict(net, img, tri, pixel_budget=1000, tile_size=1024, tile_overlap=64)
+    np.testing.assert_array_equal(one, untiled)
+
+
+def _photo_strips(root: Path, names=("GT02", "GT04"), top: int = 150, height: int = 256):
+    """Rows ``top:top+height`` of real photos side by side (1600 px wide): wide enough to need several
+    tiles with AlphaGAN's 544 px context, without resampling the photos."""
+    imgs = [read_image(root / "image" / f"{n}.png")[top:top + height] for n in names]
+    tris = [read_trimap(root / "trimap" / f"{n}.png")[top:top + height] for n in names]
+    return np.ascontiguousarray(np.concatenate(imgs, 1)), np.ascontiguousarray(np.concatenate(tris, 1))
+
+
+def _alphagan(config: str, *overrides: str):
     from mattingkit.config import load_config
     from mattingkit.models import build_model
 
     torch.manual_seed(0)  # build_model initialises from torch's default generator
-    model = build_model(load_config("demo").model).eval()
-    img = read_image(alphamatting_dev / "image" / "GT02.png")
-    tri = read_trimap(alphamatting_dev / "trimap" / "GT02.png")
+    return build_model(load_config(config, ["model.pretrained=false", *overrides]).model).eval()
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not _real_models_available(), reason="mattingkit.models not available yet")
+def test_real_alphagan_batchnorm_tiles_like_untiled(alphamatting_dev):
+    """The real AlphaGAN generator (default config with resnet18: OS8, BatchNorm, random init) on real
+    photos: with the model's own context (tile_overlap="auto", 544 px) and the injected whole-image
+    ASPP image pooling, max |tiled - untiled| <= 1/255 over the unknown region; without the injection
+    (tile_stats_passes=0) it is far off."""
+    model = _alphagan("default", "model.backbone=resnet18")
+    img, tri = _photo_strips(alphamatting_dev)
+    unknown = tri == 0.5
     untiled = predict(model, img, tri)
-    one_tile = predict(model, img, tri, pixel_budget=1000, tile_size=1024, tile_overlap=128)
-    np.testing.assert_array_equal(one_tile, untiled)
-    tiled = predict(model, img, tri, pixel_budget=100_000, tile_size=512, tile_overlap=128)
-    assert np.isfinite(tiled).all() and tiled.min() >= 0 and tiled.max() <= 1
+    assert untiled[unknown].std() > 0.1
+    kw = dict(pixel_budget=100_000, tile_size=1472)
+    info = TilingInfo()
+    tiled = predict(model, img, tri, tiling_info=info, **kw)
+    assert info.tiles == 2 and info.context == 544 and info.stats_passes == 1 and info.exact_stats
+    diff = np.abs(tiled - untiled)[unknown]
+    assert diff.max() <= 1 / 255, diff.max()
     assert (tiled[tri == 0] == 0).all() and (tiled[tri == 1] == 1).all()
-    diff = np.abs(tiled - untiled)[tri == 0.5]
+    local = predict(model, img, tri, tile_stats_passes=0, **kw)
+    assert np.abs(local - untiled)[unknown].max() > 0.1
+
+
+@pytest.mark.shared
+@pytest.mark.skipif(not _real_models_available(), reason="mattingkit.models not available yet")
+def test_real_alphagan_groupnorm_demo_tiles_like_untiled(alphamatting_dev, capsys):
+    """The demo-config AlphaGAN (resnet18, OS16, GroupNorm everywhere: 34 global ops, random init):
+    one recording pass per GroupNorm/pooling makes max |tiled - untiled| <= 1/255 on real photos;
+    tile-local statistics are far off. (~12 s on 2 idle CPU cores: 34 partial passes over 2 tiles.)"""
+    model = _alphagan("demo")
+    img, tri = _photo_strips(alphamatting_dev, top=200, height=128)
+    unknown = tri == 0.5
+    untiled = predict(model, img, tri)
+    assert untiled[unknown].std() > 0.1
+    kw = dict(pixel_budget=100_000, tile_size=1472)
+    info = TilingInfo()
+    tiled = predict(model, img, tri, tiling_info=info, **kw)
+    assert info.tiles == 2 and info.context == 544 and info.global_ops == 34
+    assert info.stats_passes == 34 and info.exact_stats
+    diff = np.abs(tiled - untiled)[unknown]
+    local = np.abs(predict(model, img, tri, tile_stats_passes=0, **kw) - untiled)[unknown]
     with capsys.disabled():
-        print(f"\nAlphaGAN resnet18 (demo, random init) tiled (512/128) vs untiled on GT02, unknown region: "
-              f"max {diff.max():.3f}, mean {diff.mean():.4f}, share > 1/255 {(diff > 1 / 255).mean():.3f}")
+        print(f"\nAlphaGAN demo (GN) tiled vs untiled, unknown region: exact statistics max {diff.max():.5f}, "
+              f"tile-local max {local.max():.3f}")
+    assert diff.max() <= 1 / 255, diff.max()
+    assert local.max() > 0.1
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,6 +462,39 @@ def test_predict_folder_writes_rounded_pngs_resumes_and_reports_failures(tmp_pat
         np.testing.assert_array_equal(to_uint8(read_alpha(out / f"{n}.png")), to_uint8(predict(net, images[n])))
 
 
+class NeedsLargeInputs(nn.Module):
+    """A real failure inside the model: a 64x64 max-pool raises for inputs smaller than 64 px (as with
+    pad_margin=0 on tiny images)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 1, 3, padding=1)
+
+    def forward(self, image, trimap):
+        context = nn.functional.max_pool2d(image, 64).mean()
+        return {"alpha": torch.sigmoid(self.conv(image) + context)}
+
+
+def test_predict_folder_records_model_errors_and_continues(tmp_path, capsys):
+    src, out = tmp_path / "images", tmp_path / "out"
+    write_png(src / "a_big.png", _rng_image(70, 90, seed=1))
+    write_png(src / "b_tiny.png", _rng_image(20, 30, seed=2))      # padded to 32x32: the pool raises
+    write_png(src / "c_big.png", _rng_image(64, 64, seed=3))
+    net = NeedsLargeInputs()
+    with pytest.raises(RuntimeError):
+        predict(net, read_image(src / "b_tiny.png"), pad_margin=0)
+    rep = predict_folder(net, src, out, headless=True, pad_margin=0)
+    assert rep.written == ["a_big", "c_big"] and not rep.ok
+    (name, reason), = rep.failed
+    assert name.endswith("b_tiny.png") and reason.startswith("RuntimeError") and len(reason) > 20
+    assert not (out / "b_tiny.png").exists() and (out / "c_big.png").exists()
+    printed = capsys.readouterr().out
+    assert "FAILED" in printed and "b_tiny.png" in printed and "1 failed" in printed
+    # the next run retries only the failed file (it fails again; the others are already done)
+    rep2 = predict_folder(net, src, out, headless=True, verbose=False, pad_margin=0)
+    assert rep2.skipped == ["a_big", "c_big"] and len(rep2.failed) == 1 and rep2.written == []
+
+
 def test_predict_folder_with_trimaps_and_dataframe_keeps_string_stems(tmp_path):
     src, tris, out = tmp_path / "images", tmp_path / "trimaps", tmp_path / "out"
     images = _make_folder(src, names=("0001", "0002"))
@@ -372,12 +532,15 @@ def test_predict_folder_rgba_cutouts(tmp_path):
 def test_infer_kwargs_from_config_drive_predict():
     from mattingkit.config import load_config
 
-    cfg = load_config("demo", ["infer.tile_size=64", "infer.pixel_budget=1000", "infer.tile_overlap=32"])
+    assert infer_kwargs(load_config("demo"))["tile_overlap"] == "auto"
+    cfg = load_config("demo", ["infer.tile_size=96", "infer.pixel_budget=1000", "infer.tile_overlap=32",
+                               "infer.tile_stats_passes=0"])
     kw = infer_kwargs(cfg)
-    assert kw["tile_size"] == 64 and kw["device"] == "cpu" and kw["trimap_cfg"] is cfg.trimap
+    assert kw["tile_size"] == 96 and kw["device"] == "cpu" and kw["trimap_cfg"] is cfg.trimap
+    assert kw["tile_overlap"] == 32 and kw["tile_stats_passes"] == 0
     net = SmallConvNet()
-    predict(net, _rng_image(100, 100), **kw)
-    assert net.calls > 1 and all(s[2] == 64 and s[3] == 64 for s in net.shapes)
+    predict(net, _rng_image(100, 100), **kw)   # padded to 192: 4 x 4 tiles of 96 (32-px cores + context)
+    assert net.calls == 16 and all(s[2] == 96 and s[3] == 96 for s in net.shapes)
 
 
 def test_predict_folder_takes_defaults_from_infer_cfg(tmp_path):
@@ -386,15 +549,15 @@ def test_predict_folder_takes_defaults_from_infer_cfg(tmp_path):
     src = tmp_path / "images"
     images = _make_folder(src, names=("0001",), h=100, w=100)
     net = SmallConvNet()
-    cfg = InferConfig(tile_size=64, pixel_budget=1000, tile_overlap=32, tta_flip=True)
+    cfg = InferConfig(tile_size=96, pixel_budget=1000, tile_overlap=32, tta_flip=True)
     rep = predict_folder(net, src, tmp_path / "a", infer_cfg=cfg, headless=True, verbose=False)
-    assert rep.written == ["0001"] and net.calls > 2 and {s[2] for s in net.shapes} == {64}
-    expected = predict(net, images["0001"], tile_size=64, pixel_budget=1000, tile_overlap=32, tta_flip=True)
+    assert rep.written == ["0001"] and net.calls > 2 and {s[2] for s in net.shapes} == {96}
+    expected = predict(net, images["0001"], tile_size=96, pixel_budget=1000, tile_overlap=32, tta_flip=True)
     np.testing.assert_array_equal(read_alpha(tmp_path / "a" / "0001.png"), read_alpha(
         write_png(tmp_path / "expected.png", expected)))
     net.shapes.clear()
-    predict_folder(net, src, tmp_path / "b", infer_cfg=cfg, tile_size=96, headless=True, verbose=False)
-    assert {s[2] for s in net.shapes} == {96}     # explicit keyword arguments win
+    predict_folder(net, src, tmp_path / "b", infer_cfg=cfg, tile_size=128, headless=True, verbose=False)
+    assert {s[2] for s in net.shapes} == {128}     # explicit keyword arguments win
 
 
 # --------------------------------------------------------------------------------------------
