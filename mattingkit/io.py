@@ -269,18 +269,26 @@ def read_alpha(path: PathLike, channel: str = "auto") -> np.ndarray:
         >>> read_alpha(p).shape
         (2, 2)
     """
+    _check_channel(channel)
+    arr, has_alpha = _decode(path)
+    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 1.0, path), dtype=np.float32)
+
+
+def _check_channel(channel: str) -> None:
     if channel not in ("auto", "first", "alpha"):
         raise ValueError(f"channel must be 'auto', 'first' or 'alpha', got {channel!r}")
-    arr, has_alpha = _decode(path)
+
+
+def _matte_channel(arr: np.ndarray, has_alpha: bool, channel: str, opaque: float, path: PathLike) -> np.ndarray:
+    """The matte plane of a decoded ``HxWxC`` array for :func:`read_alpha` / :func:`read_alpha_uint8`:
+    the alpha channel (``"alpha"``, or ``"auto"`` when it is not fully ``opaque``), else the first."""
     if channel == "alpha":
         if not has_alpha:
             raise ImageReadError(path, "has no alpha channel (asked for channel='alpha')")
-        out = arr[:, :, -1]
-    elif channel == "auto" and has_alpha and arr[:, :, -1].min() < 1.0:
-        out = arr[:, :, -1]
-    else:
-        out = arr[:, :, 0]
-    return np.ascontiguousarray(out, dtype=np.float32)
+        return arr[:, :, -1]
+    if channel == "auto" and has_alpha and arr[:, :, -1].min() < opaque:
+        return arr[:, :, -1]
+    return arr[:, :, 0]
 
 
 #: JPEG-ish tolerance: a trimap pixel within this many 8-bit levels of 0/128/255 snaps to it.
@@ -374,18 +382,9 @@ def read_alpha_uint8(path: PathLike, channel: str = "auto") -> np.ndarray:
         >>> read_alpha_uint8(p).tolist()
         [[255, 255], [255, 255]]
     """
-    if channel not in ("auto", "first", "alpha"):
-        raise ValueError(f"channel must be 'auto', 'first' or 'alpha', got {channel!r}")
+    _check_channel(channel)
     arr, has_alpha = _decode_uint8(path)
-    if channel == "alpha":
-        if not has_alpha:
-            raise ImageReadError(path, "has no alpha channel (asked for channel='alpha')")
-        out = arr[:, :, -1]
-    elif channel == "auto" and has_alpha and arr[:, :, -1].min() < 255:
-        out = arr[:, :, -1]
-    else:
-        out = arr[:, :, 0]
-    return np.ascontiguousarray(out)
+    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 255, path))
 
 
 def image_size(path: PathLike) -> tuple[int, int]:
