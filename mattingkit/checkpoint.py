@@ -43,6 +43,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from .errors import RunStateError
 from . import __version__
 
 PathLike = str | os.PathLike
@@ -54,7 +55,7 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(RunStateError):
     """A checkpoint file is missing, truncated, corrupt, tampered with or not a mattingkit checkpoint."""
 
     def __init__(self, path: PathLike, reason: str):

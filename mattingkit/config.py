@@ -25,10 +25,12 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from .errors import UsageError
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError):
     """A configuration key or value is wrong; the message names the key and the valid choices."""
 
 

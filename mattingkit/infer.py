@@ -63,6 +63,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import InputDataError
+from .device import resolve_amp, resolve_device
 from .io import (
     IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, printable, read_alpha, read_image, read_trimap,
     write_png,
@@ -78,47 +80,13 @@ _DEFAULTS = dict(pixel_budget=2048 * 2048, tile_size=1792, tile_overlap="auto", 
                  tile_stats_passes="auto")
 
 
-class InferenceInputError(ValueError):
+class InferenceInputError(InputDataError):
     """An input to inference is wrong (shape, range, missing trimap); the message says which."""
 
 
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``.
-
-    Example:
-        >>> resolve_device("cpu").type
-        'cpu'
-    """
-    if isinstance(device, torch.device):
-        return device
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (``None`` = full float32).
-
-    Example:
-        >>> resolve_amp("auto", torch.device("cpu")) is None
-        True
-    """
-    if amp in (None, "off", False):
-        return None
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "bf16":
-        return torch.bfloat16
-    if amp == "fp16":
-        return torch.float16
-    raise InferenceInputError(f"amp must be 'off', 'auto', 'bf16' or 'fp16', got {amp!r}")
-
-
 def infer_kwargs(cfg: Any) -> dict[str, Any]:
     """Keyword arguments for :func:`predict` / :func:`predict_folder` from a ``Config`` or ``InferConfig``.
 

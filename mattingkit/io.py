@@ -28,6 +28,8 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import InputDataError
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 #: Largest image (in pixels) the readers accept; larger declared sizes are refused before decoding.
 MAX_PIXELS = 16384 * 16384 // 2
@@ -35,7 +37,7 @@ MAX_PIXELS = 16384 * 16384 // 2
 PathLike = str | os.PathLike
 
 
-class ImageReadError(ValueError):
+class ImageReadError(InputDataError):
     """An image file could not be read; ``path`` and ``reason`` say which and why."""
 
     def __init__(self, path: PathLike, reason: str):

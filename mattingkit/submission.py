@@ -42,6 +42,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from .errors import MattingKitError
 from .io import ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, printable, read_alpha
 
 HEADER = ("filename", "image_utf")
@@ -50,7 +51,7 @@ BOM = b"\xef\xbb\xbf"
 _B64_RE = re.compile(r"^[A-Za-z0-9+/]*={0,2}$")
 
 
-class SubmissionError(ValueError):
+class SubmissionError(MattingKitError, ValueError):
     """A submission cannot be built (missing predictions, bad inputs); the message lists what is wrong."""
 
 

@@ -52,6 +52,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import UsageError
+
 #: Tile origins and core boundaries are multiples of this (models downsample by up to 32).
 GRID = 32
 #: Smallest blending weight: the window never reaches zero, so the normalisation never divides by 0.
@@ -65,7 +67,7 @@ class _StopForward(BaseException):
     A BaseException, so a model's own ``except Exception`` cannot swallow it."""
 
 
-class TilingError(ValueError):
+class TilingError(UsageError):
     """A tiling parameter is impossible (e.g. the tile cannot hold its context); the message says why."""
 
 

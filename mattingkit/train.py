@@ -86,9 +86,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import MattingKitError
 from . import __version__
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, from_dict, load_config, apply_overrides, save_config
+from .device import resolve_amp
 
 BEST_MODES = ("min", "max")
 SCHEDULES = ("constant", "cosine", "cyclic", "plateau")
@@ -97,7 +99,7 @@ VAL_METRICS = ("sad", "mse", "grad", "conn", "competition_mse")
 SUMMARY_FILE = "train_summary.json"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(MattingKitError, RuntimeError):
     """Too many non-finite (NaN/inf) losses in a row: the run stops instead of training on garbage."""
 
 
@@ -331,17 +333,6 @@ class Dist:
     def barrier(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """``train.amp`` -> autocast dtype (None = full precision). auto: GPU bf16/fp16, CPU off."""
-    if amp not in ("auto", "off", "bf16", "fp16"):
-        raise ConfigError(f"train.amp={amp!r}; choose auto, off, bf16 or fp16")
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from mattingkit.errors import UsageError
 from mattingkit.infer import (
     WINDOW_FLOOR, InferenceInputError, infer_kwargs, padding, predict, predict_folder, predict_passes,
     resolve_context,
@@ -161,7 +162,7 @@ def test_input_errors_are_clear():
         predict(net, np.zeros((8, 8, 3), np.float32), np.zeros((8, 9), np.float32))
     with pytest.raises(InferenceInputError, match="0, 0.5 or 1"):
         predict(net, np.zeros((8, 8, 3), np.float32), np.full((8, 8), 0.3, np.float32))
-    with pytest.raises(InferenceInputError, match="amp"):
+    with pytest.raises(UsageError, match="amp"):
         predict(net, np.zeros((8, 8, 3), np.float32), amp="fp8")
 
 

@@ -49,6 +49,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from ..errors import InputDataError
+
 MARKER_NAME = ".mattingkit-extracted.json"
 #: Default caps. Real image datasets compress about 1:1; deflate itself cannot exceed ~1032:1.
 DEFAULT_MAX_MEMBERS = 200_000
@@ -61,7 +63,7 @@ ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".ta
 PathLike = str | os.PathLike
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InputDataError):
     """An archive was rejected or could not be read; the message names the archive (and member)."""
 
     def __init__(self, archive: PathLike, reason: str, member: str | None = None):

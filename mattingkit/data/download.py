@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
+from ..errors import MattingKitError
 from .. import env
 from .archive import ArchiveError, extract_archive, is_archive, read_marker
 
@@ -279,8 +280,10 @@ def load_colab_secrets(names: Iterable[str] = ("KAGGLE_API_TOKEN", "KAGGLE_USERN
 # --------------------------------------------------------------------------------------------
 # Errors
 # --------------------------------------------------------------------------------------------
-class DownloadError(RuntimeError):
+class DownloadError(MattingKitError, RuntimeError):
     """A download failed; ``kind`` says why (see module docstring). The message holds no secret."""
+
+    exit_code = 3
 
     def __init__(self, kind: str, message: str):
         self.kind = kind
