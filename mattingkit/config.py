@@ -54,6 +54,7 @@ class DataConfig:
     root: str = "aim500"              # dataset folder, relative to data_root unless absolute
     backgrounds: str | None = "bg20k"  # background pool folder (relative to data_root unless absolute)
     eval_root: str | None = None      # optional separate evaluation set (alphamatting layout etc.)
+    trimap_set: str = "Trimap1"       # alphamatting download: which trimaps become trimap/ (Trimap1 | Trimap2)
     manifest: str | None = None       # explicit manifest CSV; default: written by the scan step
     val_fraction: float = 0.1         # split by foreground identity
     foreground: str = "estimate"      # estimate (cached) | given (dataset has fg) | photo (use the photo)

@@ -352,6 +352,176 @@ def test_parse_dataset_spec_and_config(tmp_path: Path):
 
 
 # ------------------------------------------------------------------------------------------
+# alphamatting.com: a local fake site on 127.0.0.1 serving zips built from ../shared's photos
+# ------------------------------------------------------------------------------------------
+ALPHAMATTING_DEV = REPO.parent / "shared" / "data" / "alphamatting_dev"
+
+
+def _alphamatting_sources(tmp: Path, shared: Path = ALPHAMATTING_DEV) -> dict[str, dict[str, bytes]]:
+    """``{"image"|"alpha"|"Trimap1"|"Trimap2": {filename: bytes}}`` from ../shared (5 real photos), or
+    from the demo generator when ../shared is absent. Trimap2 differs from Trimap1 (a wider band)."""
+    import numpy as np
+
+    from mattingkit.io import png_bytes, read_alpha
+    from mattingkit.trimap import trimap_band
+
+    out: dict[str, dict[str, bytes]] = {"image": {}, "alpha": {}, "Trimap1": {}, "Trimap2": {}}
+    if (shared / "image").is_dir():
+        for p in sorted((shared / "image").glob("*.png")):
+            out["image"][p.name] = p.read_bytes()
+            out["alpha"][p.name] = (shared / "alpha" / p.name).read_bytes()
+            out["Trimap1"][p.name] = (shared / "trimap" / p.name).read_bytes()
+    else:
+        from mattingkit.data.synthetic import make_demo_data
+
+        info = make_demo_data(tmp / "demo", n_aim=5, n_backgrounds=1, n_comp_train=1, n_comp_test=1)
+        aim = Path(info["root"]) / "aim500"
+        for i, p in enumerate(sorted((aim / "original").glob("*.jpg"))[:5], 1):
+            name = f"GT{i:02d}"
+            out["image"][f"{name}.jpg"] = p.read_bytes()
+            out["alpha"][f"{name}.png"] = (aim / "mask" / f"{p.stem}.png").read_bytes()
+            out["Trimap1"][f"{name}.png"] = (aim / "trimap" / f"{p.stem}.png").read_bytes()
+    for name, data in out["alpha"].items():
+        src = tmp / "alpha_tmp.png"
+        src.write_bytes(data)
+        out["Trimap2"][name] = png_bytes(np.asarray(trimap_band(read_alpha(src), 25), np.float32))
+    return out
+
+
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def alphamatting_site(tmp_path_factory):
+    """A fake www.alphamatting.com/datasets/zip/ on 127.0.0.1; ``site["zips"]`` may be replaced per test."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    tmp = tmp_path_factory.mktemp("am_src")
+    src = _alphamatting_sources(tmp)
+    zips = {
+        "input_training_lowres.zip": _zip_bytes(src["image"]),
+        "gt_training_lowres.zip": _zip_bytes(src["alpha"]),
+        "trimap_training_lowres.zip": _zip_bytes({f"{s}/{n}": b for s in ("Trimap1", "Trimap2")
+                                                  for n, b in src[s].items()}),
+    }
+    site = {"zips": dict(zips), "requests": [], "src": src}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            site["requests"].append(self.path)
+            name = self.path.rsplit("/", 1)[-1]
+            body = site["zips"].get(name) if self.path.startswith("/datasets/zip/") else None
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Type", "application/zip" if body is not None else "text/html")
+            body = body if body is not None else b"<html>not here</html>"
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    site["url"] = f"http://127.0.0.1:{server.server_port}/datasets/zip/"
+    site["original"] = zips
+    yield site
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def am_site(alphamatting_site, monkeypatch):
+    alphamatting_site["zips"] = dict(alphamatting_site["original"])
+    alphamatting_site["requests"].clear()
+    for k in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return alphamatting_site
+
+
+def test_alphamatting_download_scans_and_is_idempotent(am_site, tmp_path: Path):
+    from mattingkit.data.layouts import scan_alphamatting
+
+    dest = tmp_path / "data" / "alphamatting"
+    out = dl.download_alphamatting(dest, base_url=am_site["url"])
+    assert out == dest
+    assert sorted(am_site["requests"]) == sorted(f"/datasets/zip/{n}" for n in dl.ALPHAMATTING_ZIPS.values())
+    rows = scan_alphamatting(dest)
+    assert len(rows) == 5 and rows["id"].tolist() == [f"GT{i:02d}" for i in range(1, 6)]
+    assert all(rows["trimap"].map(lambda p: Path(p).parent.name == "trimap"))
+    first = Path(rows["trimap"][0])
+    assert first.read_bytes() == am_site["src"]["Trimap1"][first.name]  # Trimap1 is the default
+    assert json.loads((dest / "alphamatting.json").read_text())["trimap_set"] == "Trimap1"
+    downloads = tmp_path / "data" / "downloads"
+    assert not downloads.exists() or list(downloads.iterdir()) == []  # zips + partial folders gone
+    # second call: no network at all, same folder
+    am_site["requests"].clear()
+    assert dl.download_alphamatting(dest, base_url=am_site["url"]) == dest
+    assert am_site["requests"] == []
+    # switching the trimap set re-arranges from the kept sets, still without network
+    dl.download_alphamatting(dest, base_url=am_site["url"], trimap_set="trimap2")
+    assert am_site["requests"] == []
+    assert first.read_bytes() == am_site["src"]["Trimap2"][first.name]
+
+
+def test_alphamatting_trimap2_via_env_url(am_site, tmp_path: Path, monkeypatch):
+    from mattingkit.config import load_config
+    from mattingkit.data.layouts import scan_alphamatting
+
+    monkeypatch.setenv(dl.ALPHAMATTING_URL_ENV, am_site["url"])
+    cfg = load_config("default", {"data.trimap_set": "Trimap2"})
+    dest = dl.download_alphamatting(tmp_path / "am", trimap_set=cfg.data.trimap_set, keep_archives=True)
+    rows = scan_alphamatting(dest)
+    assert len(rows) == 5
+    for tri in rows["trimap"]:
+        assert Path(tri).read_bytes() == am_site["src"]["Trimap2"][Path(tri).name]
+    assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == sorted(dl.ALPHAMATTING_ZIPS.values())
+    with pytest.raises(ValueError, match="Trimap1, Trimap2"):
+        dl.download_alphamatting(tmp_path / "x", trimap_set="Trimap3")
+
+
+def test_alphamatting_offline_is_clear_and_immediate(tmp_path: Path, monkeypatch):
+    import time
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    url = f"http://127.0.0.1:{closed_port()}/datasets/zip/"
+    t0 = time.monotonic()
+    with pytest.raises(dl.DownloadError) as ei:
+        dl.download_alphamatting(tmp_path / "data" / "am", base_url=url)
+    assert time.monotonic() - t0 < 10
+    err = ei.value
+    assert err.kind == "offline" and err.exit_code == 3
+    assert "no network connection" in str(err) and "input_training_lowres.zip" in str(err)
+    assert dl.ALPHAMATTING_URL_ENV in str(err) and "mattingkit demo-data" in str(err)
+    assert not (tmp_path / "data" / "am").exists()
+    downloads = tmp_path / "data" / "downloads"
+    assert not downloads.exists() or list(downloads.iterdir()) == []  # no partial file left
+
+
+def test_alphamatting_zip_slip_rejected_and_404(am_site, tmp_path: Path):
+    am_site["zips"]["gt_training_lowres.zip"] = _zip_bytes({"../../evil.png": b"x", "GT01.png": b"y"})
+    dest = tmp_path / "data" / "am"
+    with pytest.raises(dl.DownloadError) as ei:
+        dl.download_alphamatting(dest, base_url=am_site["url"])
+    assert ei.value.kind == "bad_archive" and "evil.png" in str(ei.value)
+    assert not dest.exists() and not list(tmp_path.rglob("evil.png"))
+    assert not (tmp_path / "data" / "downloads" / "gt_training_lowres.zip").exists()  # deleted
+    del am_site["zips"]["gt_training_lowres.zip"]
+    with pytest.raises(dl.DownloadError) as ei:
+        dl.download_alphamatting(dest, base_url=am_site["url"])
+    assert ei.value.kind == "not_found" and "HTTP 404" in str(ei.value)
+
+
+# ------------------------------------------------------------------------------------------
 # The fake Kaggle (run in a fresh interpreter: python tests/test_download.py --fake-kaggle WORKDIR)
 # ------------------------------------------------------------------------------------------
 def run_fake_kaggle(work: str) -> None:
