@@ -301,6 +301,54 @@ def test_e2e_no_credential_anywhere(fake_kaggle_run):
     assert_no_secret(all_files_text(run["work"], creds), "files written")
 
 
+def test_e2e_submit_success_prints_public_score(fake_kaggle_run):
+    r = fake_kaggle_run["results"]
+    ok = r["submit_ok"]
+    assert ok["ok"] and ok["status"] == "complete" and ok["score"] == "0.04321" and ok["ref"] == 777, ok
+    assert ok["uploaded"] == "filename,image_utf\n0001,abc\n" and ok["description"] == "resnet18 demo"
+    assert "scored 0.04321" in ok["printed"] and "Successfully submitted" in ok["printed"]
+    paths = [p.rsplit("/", 1)[-1] for p in ok["requests"]]
+    assert paths[-4:] == ["StartSubmissionUpload", "blob-1", "CreateSubmission", "ListSubmissions"]
+    pend = r["submit_pending_then_complete"]
+    assert pend["ok"] and pend["status"] == "complete" and pend["score"] == "0.04321"
+    assert [p.rsplit("/", 1)[-1] for p in pend["requests"]].count("ListSubmissions") == 3
+    assert "waiting for the score" in pend["printed"]
+    still = r["submit_still_pending"]
+    assert still["ok"] and still["status"] == "pending" and still["score"] is None
+    assert "still being scored" in still["text"] and "competitions/ecom-test/submissions" in still["text"]
+
+
+def test_e2e_submit_errors_are_clear(fake_kaggle_run):
+    r = fake_kaggle_run["results"]
+    rej = r["submit_rejected_at_upload"]
+    assert (rej["ok"], rej["kind"], rej["type"], rej["exit_code"]) == (False, "rejected", "SubmitError", 1)
+    assert "Submission must have 2 columns: filename, image_utf (got 3)" in rej["message"]
+    err = r["submit_scoring_error"]
+    assert err["kind"] == "rejected" and "Submission has 3 rows, expected 4 (0004 is missing)" in err["message"]
+    rules = r["submit_rules"]
+    assert rules["kind"] == "rules" and "competitions/ecom-test/rules" in rules["message"]
+    assert rules["exit_code"] == 3
+    off = r["submit_offline"]
+    assert off["kind"] == "offline" and "submit" in off["message"] and off["requests"] == []
+
+
+def test_submit_needs_an_existing_csv_and_credentials(tmp_path: Path, monkeypatch):
+    from mattingkit.errors import InputDataError, UsageError
+
+    with pytest.raises(InputDataError, match="not found or empty"):
+        dl.submit_to_kaggle(tmp_path / "nope.csv", "comp", "m")
+    csv = tmp_path / "s.csv"
+    csv.write_text("filename,image_utf\n")
+    with pytest.raises(UsageError):
+        dl.submit_to_kaggle(csv, "owner/dataset", "m")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(dl.SubmitError) as ei:
+        dl.submit_to_kaggle(csv, "comp", "m")
+    assert ei.value.kind == "no_credentials" and ei.value.exit_code == 3
+
+
 # ------------------------------------------------------------------------------------------
 # attached inputs / existing copies: no download
 # ------------------------------------------------------------------------------------------
@@ -533,6 +581,7 @@ def run_fake_kaggle(work: str) -> None:
     patched or mocked. Prints one ``RESULTS {json}`` line with every scenario's outcome.
     """
     import base64
+    import contextlib
     import io
     import shutil
     import threading
@@ -585,9 +634,16 @@ def run_fake_kaggle(work: str) -> None:
 
         def do_POST(self):
             n = int(self.headers.get("Content-Length") or 0)
-            self.rfile.read(n)
+            raw = self.rfile.read(n)
             STATE["requests"].append(self.path)
             mode = STATE["mode"]
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                body = {}
+            if "/competitions.CompetitionApiService/" in self.path and self.path.rsplit("/", 1)[-1] in (
+                    "StartSubmissionUpload", "CreateSubmission", "ListSubmissions"):
+                return self._submission_api(self.path.rsplit("/", 1)[-1], body, mode)
             if self.path.endswith("/IntrospectToken"):
                 if mode == "token_401":
                     return self._send(401, b'{"code": 401, "message": "Unauthenticated"}')
@@ -602,6 +658,53 @@ def run_fake_kaggle(work: str) -> None:
                 name = "ecom-test.zip" if "DataFiles" in self.path else "aim-demo.zip"
                 return self._send(302, b"", "text/plain", {"Location": f"http://localhost/files/{name}"})
             return self._send(404, b'{"code": 404, "message": "not found"}')
+
+        # --- submissions, as the kaggle 2.x client calls them (kagglesdk CompetitionApiService):
+        # StartSubmissionUpload -> {token, createUrl}; PUT the file to createUrl; CreateSubmission
+        # {competitionName, blobFileTokens, submissionDescription} -> {message, ref}; ListSubmissions
+        # {competitionName, ...} -> {submissions: [{ref, fileName, description, status, publicScore, ...}]}
+        def _submission_api(self, method: str, body: dict, mode: str):
+            if not self._auth_ok():
+                return self._send(401, b'{"code": 401, "message": "Unauthenticated"}')
+            if mode == "rules_403":
+                msg = {"code": 403, "message": "You must accept this competition's rules before you can submit."}
+                return self._send(403, json.dumps(msg).encode())
+            sub = STATE.setdefault("submission", {})
+            if method == "StartSubmissionUpload":
+                sub.update(file_name=body.get("fileName"), length=body.get("contentLength"))
+                return self._send(200, json.dumps({"token": "blob-token-1",
+                                                   "createUrl": "http://localhost/upload/blob-1"}).encode())
+            if method == "CreateSubmission":
+                if mode == "reject_400":
+                    msg = {"code": 400, "message": "Submission must have 2 columns: filename, image_utf (got 3)"}
+                    return self._send(400, json.dumps(msg).encode())
+                if body.get("blobFileTokens") != "blob-token-1" or not sub.get("uploaded"):
+                    return self._send(400, b'{"code": 400, "message": "unknown blob token"}')
+                sub.update(description=body.get("submissionDescription", ""), polls=0)
+                return self._send(200, json.dumps({"message": "Successfully submitted to Ecom Test",
+                                                   "ref": 777}).encode())
+            # ListSubmissions: newest first; an older, unrelated submission is always listed too
+            sub["polls"] = sub.get("polls", 0) + 1
+            status, score, err = "COMPLETE", "0.04321", ""
+            if mode == "pending2" and sub["polls"] <= 2 or mode == "pending_forever":
+                status, score = "PENDING", ""
+            elif mode == "score_error":
+                status, score, err = "ERROR", "", "Submission has 3 rows, expected 4 (0004 is missing)"
+            mine = {"ref": 777, "fileName": sub.get("file_name"), "description": sub.get("description", ""),
+                    "status": status, "publicScore": score, "privateScore": "", "errorDescription": err,
+                    "submittedBy": USER, "totalBytes": sub.get("length") or 0}
+            old = {"ref": 5, "fileName": sub.get("file_name"), "description": "older", "status": "COMPLETE",
+                   "publicScore": "0.9", "privateScore": "", "submittedBy": USER, "totalBytes": 1}
+            return self._send(200, json.dumps({"submissions": [mine, old]}).encode())
+
+        def do_PUT(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            data = self.rfile.read(n)
+            STATE["requests"].append(self.path)
+            if "/upload/blob-1" in self.path:
+                STATE.setdefault("submission", {})["uploaded"] = data
+                return self._send(200, b"{}")
+            return self._send(404, b"")
 
         def do_GET(self):
             STATE["requests"].append(self.path)
@@ -638,22 +741,45 @@ def run_fake_kaggle(work: str) -> None:
         ("success_competition", "token_file", "", PROXY, "competition"),
         ("success_again", "token_file", "", PROXY, "competition"),
         ("success_dataset", "key_json", "", PROXY, "dataset"),
+        ("submit_ok", "token_env", "", PROXY, "submit"),
+        ("submit_pending_then_complete", "key_json", "pending2", PROXY, "submit"),
+        ("submit_rejected_at_upload", "key_env", "reject_400", PROXY, "submit"),
+        ("submit_scoring_error", "token_file", "score_error", PROXY, "submit"),
+        ("submit_rules", "key_env", "rules_403", PROXY, "submit"),
+        ("submit_still_pending", "token_env", "pending_forever", PROXY, "submit"),
+        ("submit_offline", "key_json", "", f"http://127.0.0.1:{closed_port()}", "submit"),
     ]
+    csv_path = WORK / "submission.csv"
+    csv_path.write_text("filename,image_utf\n0001,abc\n")
     results = {}
     for name, form, mode, proxy, call in SCENARIOS:
         set_creds(form)
         os.environ["HTTP_PROXY"] = os.environ["http_proxy"] = proxy
         STATE["mode"] = mode
         STATE["requests"] = []
+        STATE["submission"] = {}
         out = {"source": dl.find_credentials().source}
+        printed = io.StringIO()
         try:
             if call == "competition":
                 path = dl.download_competition("ecom-test", WORK / "data" / "ecom", quiet=False)
+            elif call == "submit":
+                timeout = 0.3 if mode == "pending_forever" else 30
+                with contextlib.redirect_stdout(printed):
+                    res = dl.submit_to_kaggle(csv_path, "ecom-test", "resnet18 demo", timeout_s=timeout,
+                                              interval_s=0.05)
+                out.update(ok=True, status=res.status, score=res.public_score, ref=res.ref, text=str(res),
+                           uploaded=(STATE["submission"].get("uploaded") or b"").decode(),
+                           description=STATE["submission"].get("description"))
             else:
                 path = dl.download_dataset("owner/aim-demo", WORK / "data" / "aim", quiet=False)
-            out.update(ok=True, path=str(path), files=sorted(str(p.relative_to(path)) for p in path.rglob("*")))
+            if call != "submit":
+                out.update(ok=True, path=str(path),
+                           files=sorted(str(p.relative_to(path)) for p in path.rglob("*")))
         except dl.DownloadError as e:
-            out.update(ok=False, kind=e.kind, message=str(e))
+            out.update(ok=False, kind=e.kind, message=str(e), exit_code=e.exit_code,
+                       type=type(e).__name__)
+        out["printed"] = printed.getvalue()
         out["requests"] = list(STATE["requests"])
         results[name] = out
         print(f"scenario {name}: {json.dumps(out)}", file=sys.stderr)

@@ -915,3 +915,165 @@ def download_alphamatting(dest: PathLike | None = None, *, trimap_set: str = "Tr
         _drop_if_empty(archive_dir)
     log.info("alphamatting: %d photos in %s (trimaps: %s)", len(stems), dest, trimap_set)
     return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Kaggle submissions: upload a CSV, poll for the public score
+# --------------------------------------------------------------------------------------------
+SUBMISSIONS_URL = "https://www.kaggle.com/competitions/{slug}/submissions"
+
+
+class SubmitError(DownloadError):
+    """A Kaggle submission failed. ``kind`` as :class:`DownloadError`'s plus ``rejected`` (Kaggle refused
+    the file or scoring failed: the message quotes Kaggle's reason; exit code 1) and ``upload_failed``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(kind, message)
+        if kind == "rejected":
+            self.exit_code = 1
+
+
+@dataclass
+class SubmissionResult:
+    """One submission as Kaggle reports it. ``status``: ``complete`` | ``pending`` (still scoring when
+    polling stopped, or ``poll=False``). Scores are Kaggle's strings (``None`` until scored)."""
+
+    competition: str
+    file_name: str
+    message: str
+    status: str
+    ref: int | None = None
+    public_score: str | None = None
+    private_score: str | None = None
+    server_message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return SUBMISSIONS_URL.format(slug=self.competition)
+
+    def __str__(self) -> str:
+        if self.status == "complete":
+            score = self.public_score if self.public_score not in (None, "") else "(no public score)"
+            return f"Kaggle {self.competition}: {self.file_name} scored {score} (public leaderboard)"
+        return (f"Kaggle {self.competition}: {self.file_name} submitted, still being scored after "
+                f"{self.seconds:.0f}s; see {self.url}")
+
+
+def _submit_error(exc: BaseException, slug: str, info: CredentialInfo, secrets: list[str]) -> SubmitError:
+    """Map an exception from the kaggle client during a submission to a :class:`SubmitError`."""
+    if isinstance(exc, DownloadError):
+        return SubmitError(exc.kind, redact(str(exc), secrets))
+    detail = redact(str(exc), secrets)
+    status = _status_of(exc)
+    said = f" (Kaggle said: {detail.strip()[:500]})" if detail.strip() else ""
+    if status is not None:
+        if status in (401, 429) or (status in (403, 404)):
+            kind, msg = explain_http_error(status, slug, "competition", info.source, detail)
+            if status == 404:
+                msg += " (or it no longer accepts submissions)"
+            return SubmitError(kind, msg)
+        if 400 <= status < 500:
+            return SubmitError("rejected", f"Kaggle rejected the submission to '{slug}' (HTTP {status}){said}.")
+        return SubmitError("server", f"Kaggle server error (HTTP {status}){said} while submitting to '{slug}'; "
+                           f"retry later (check {SUBMISSIONS_URL.format(slug=slug)} first: it may have arrived).")
+    err = explain_exception(exc, slug, "competition", info, secrets)
+    if err.kind == "offline":
+        return SubmitError("offline", f"Cannot reach Kaggle to submit to '{slug}': no network connection "
+                           f"({type(exc).__name__}). The CSV is unchanged; submit it when online.")
+    return SubmitError(err.kind, f"Submitting to '{slug}' failed: {type(exc).__name__}: {detail}")
+
+
+def _status_name(status) -> str:
+    name = getattr(status, "name", status)
+    return str(name or "").upper().removeprefix("SUBMISSION_STATUS_")
+
+
+def _find_submission(subs, ref: int | None, file_name: str, message: str):
+    subs = [s for s in (subs or []) if s is not None]
+    if ref:
+        for s in subs:
+            if getattr(s, "ref", None) == ref:
+                return s
+    for s in subs:  # newest first (the list is sorted by date)
+        if getattr(s, "file_name", None) == file_name and (getattr(s, "description", None) or "") == (message or ""):
+            return s
+    return None
+
+
+def submit_to_kaggle(csv_path: PathLike, competition: str, message: str, *, poll: bool = True,
+                     timeout_s: float = 900.0, interval_s: float = 15.0, quiet: bool = False,
+                     sleep=None) -> SubmissionResult:
+    """Upload an existing submission CSV to ``competition`` with the kaggle client and (``poll``) wait for
+    its public score; returns a :class:`SubmissionResult` (``status="pending"`` if still scoring after
+    ``timeout_s``; polled every ``interval_s``). Prints progress and the score unless ``quiet``.
+
+    Credentials as for downloads (:func:`find_credentials`; never printed: the client's output and
+    logs are redacted). Raises :class:`SubmitError`: ``rejected`` with Kaggle's reason (a bad file at
+    upload, or scoring ended in error), ``rules`` (accept the competition rules), ``auth``,
+    ``not_found``, ``offline``, ``no_credentials``, ``upload_failed``.
+
+    Example (needs network + credentials; tests use a local fake Kaggle):
+        >>> # submit_to_kaggle("submissions/sub.csv", "some-competition", "resnet50, 20k steps")
+    """
+    import time as _time
+
+    sleep = sleep or _time.sleep
+    csv = Path(csv_path)
+    if not csv.is_file() or csv.stat().st_size == 0:
+        from ..errors import InputDataError
+
+        raise InputDataError(f"{csv}: submission CSV not found or empty (build it with `mattingkit submit`)")
+    if not competition or "/" in competition:
+        from ..errors import UsageError
+
+        raise UsageError(f"competition must be a Kaggle competition slug, got {competition!r}")
+    info = find_credentials()
+    secrets = secret_values()
+    if not info.found:
+        raise SubmitError("no_credentials", no_credentials_message(info))
+    say = (lambda text: None) if quiet else (lambda text: print(redact(text, secrets), flush=True))
+    t0 = _time.monotonic()
+    try:
+        api = _kaggle_api(secrets, True)
+        _authenticate(api, secrets, True, info)
+        with _guarded(secrets, True):
+            resp = api.competition_submit(str(csv), message, competition, quiet=True)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - mapped to a clear message
+        raise _submit_error(e, competition, info, secrets) from None
+    server_message = redact(str(getattr(resp, "message", "") or ""), secrets)
+    if server_message == getattr(api, "COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE", object()):
+        raise SubmitError("upload_failed", f"Uploading {csv.name} to '{competition}' failed (Kaggle's upload "
+                          f"server did not accept the file); run it again.")
+    ref = getattr(resp, "ref", None) or None
+    result = SubmissionResult(competition, csv.name, message, "pending", ref=ref, server_message=server_message)
+    say(f"Submitted {csv.name} to {competition} ({info.source}): {server_message or 'ok'}")
+    if not poll:
+        result.seconds = _time.monotonic() - t0
+        return result
+    deadline = t0 + float(timeout_s)
+    while True:
+        try:
+            with _guarded(secrets, True):
+                subs = api.competition_submissions(competition)
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise _submit_error(e, competition, info, secrets) from None
+        sub = _find_submission(subs, ref, csv.name, message)
+        status = _status_name(getattr(sub, "status", "PENDING")) if sub is not None else "PENDING"
+        result.seconds = _time.monotonic() - t0
+        if sub is not None and status == "COMPLETE":
+            result.status = "complete"
+            result.ref = getattr(sub, "ref", None) or ref
+            result.public_score = getattr(sub, "public_score", None) or None
+            result.private_score = getattr(sub, "private_score", None) or None
+            say(str(result))
+            return result
+        if sub is not None and status == "ERROR":
+            reason = redact(str(getattr(sub, "error_description", "") or "no reason given"), secrets)
+            raise SubmitError("rejected", f"Kaggle could not score {csv.name} for '{competition}': {reason}. "
+                              f"Check the file with `mattingkit submit` validation; details at {result.url}")
+        if _time.monotonic() + interval_s > deadline:
+            say(str(result))
+            return result
+        say(f"waiting for the score ({result.seconds:.0f}s)...")
+        sleep(interval_s)
