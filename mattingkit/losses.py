@@ -414,6 +414,37 @@ def gan_loss_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str =
         return {"d_real": lr, "d_fake": lf, "total": 0.5 * (lr + lf)}
 
 
+def discriminator_accuracy(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor, kind: str = "bce") -> float:
+    """How often D tells real from fake: ``0.5 * (share of real images judged real + share of fake images
+    judged fake)``; 0.5 is chance, 1.0 a perfect critic. Logged beside D's losses: losses near ln 2 with
+    accuracy near 0.5 mean D has learned nothing.
+
+    PatchGAN logit maps ``(N, 1, h, w)`` are averaged per image first (the image's verdict): patches
+    that see only known trimap regions are identical in the real and the fake input, so a per-patch
+    count could never exceed 0.5 + half the share of patches that see the unknown band. 1-D inputs are
+    counted element by element. The threshold is where ``kind``'s loss puts the boundary: 0 for bce /
+    hinge, 0.5 for lsgan (targets 1 and 0).
+
+    Example:
+        >>> discriminator_accuracy(torch.tensor([2.0, -1.0]), torch.tensor([-3.0, -0.5]))
+        0.75
+        >>> real = torch.tensor([[[[3.0, -1.0]]]])   # one image, two patches: mean 1.0 -> real
+        >>> discriminator_accuracy(real, -real, "hinge"), discriminator_accuracy(real, real, "lsgan")
+        (1.0, 0.5)
+    """
+    _check_kind(kind)
+    t = 0.5 if kind == "lsgan" else 0.0
+
+    def verdicts(x: torch.Tensor) -> torch.Tensor:
+        x = _f32(x.detach())
+        return x.reshape(x.shape[0], -1).mean(1) if x.ndim > 1 else x
+
+    r, f = verdicts(d_real_logits), verdicts(d_fake_logits)
+    if r.numel() == 0 or f.numel() == 0:
+        raise ValueError("discriminator_accuracy needs non-empty real and fake logits")
+    return float(0.5 * ((r > t).float().mean() + (f < t).float().mean()))
+
+
 def discriminator_inputs(batch: Mapping[str, torch.Tensor], alpha_pred: torch.Tensor,
                          known_from_trimap: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """The discriminator's ``(real, fake)`` inputs, each ``cat(composite(F, B, alpha), trimap)``.
