@@ -540,6 +540,115 @@ def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any] | 
     return check_config(from_dict(_merge(cfg.to_dict(), parse_overrides(overrides))))
 
 
+# --------------------------------------------------------------------------------------------
+# Sweep grids: every point checked before the first one runs
+# --------------------------------------------------------------------------------------------
+#: ``metrics.json`` keys a sweep's ``metric:`` may name, per notebook section (fnmatch patterns).
+SWEEP_METRICS: dict[str, tuple[str, ...]] = {
+    "01_data_download": ("items", "groups", "with_trimap", "excluded", "problems", "backgrounds", "test_images",
+                         "seconds", "splits.*", "sources.*", "sizes.*"),
+    "02_trimap_synthesis": ("samples", "seconds", "unknown_share.*", "ms_per_trimap.*"),
+    "03_train_gan": ("step", "steps", "best.value", "best.step", "final.*", "elapsed_s", "steps_per_s",
+                     "nonfinite_total", "seconds"),
+    "04_inference": ("sad", "mse", "grad", "conn", "competition_mse", "images", "written", "skipped", "failed",
+                     "evaluated", "eval_problems", "predict_seconds", "seconds"),
+    "05_submission": ("rows", "file_size", "resized", "predict_seconds", "seconds"),
+}
+
+
+def _metric_problem(metric: Any) -> str | None:
+    known = [f"{sec}.{k}" for sec, keys in SWEEP_METRICS.items() for k in keys]
+    text = str(metric)
+    if isinstance(metric, str) and any(fnmatch.fnmatchcase(text, k) for k in known):
+        return None
+    close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    section = text.split(".", 1)[0]
+    where = (f"{section}: {', '.join(SWEEP_METRICS[section])}" if section in SWEEP_METRICS
+             else f"sections: {', '.join(SWEEP_METRICS)}")
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"metric {metric!r} is not a key a run writes to metrics.json; {hint}({where})"
+
+
+def _key_problem(key: Any) -> str | None:
+    parts = str(key).split(".")
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    if len(parts) != 2 or not all(parts):
+        return f"grid key {key!r} must be section.key (sections: {', '.join(sections)})"
+    if parts[0] not in sections:
+        close = difflib.get_close_matches(parts[0], list(sections), n=1)
+        hint = f"; did you mean {close[0]}.{parts[1]}?" if close else f" (sections: {', '.join(sections)})"
+        return f"unknown key {key!r}{hint}"
+    names = [f.name for f in dataclasses.fields(_hints(Config)[parts[0]])]
+    if parts[1] not in names:
+        close = difflib.get_close_matches(parts[1], names, n=1)
+        hint = (f"; did you mean {parts[0]}.{close[0]}?" if close
+                else f"; valid keys in {parts[0]}: {', '.join(names)}")
+        return f"unknown key {key!r}{hint}"
+    return None
+
+
+def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None) -> list[str]:
+    """Every problem of a sweep grid at once: keys, each value (type and choices, against ``config`` +
+    ``overrides``), and ``metric``. An empty list means every point will load.
+
+    Example:
+        >>> grid_problems({"train.lr_g": [1e-4], "trimap.method": ["band", "bnad"]}, metric="04_inference.sad")
+        ["trimap.method='bnad': choose erode_dilate, band, mixed"]
+    """
+    problems: list[str] = []
+    try:
+        base = _merge(_read_yaml(config), parse_overrides(overrides))
+        base_problems = set(config_problems(from_dict(base)))
+    except ConfigError as e:
+        return [f"the sweep's config / overrides: {e}"]
+    problems.extend(sorted(base_problems))
+    if not isinstance(grid, Mapping) or not grid:
+        problems.append(f"grid must be a non-empty mapping of section.key: [values], got {grid!r}")
+        grid = {}
+    for key, values in grid.items():
+        problem = _key_problem(key)
+        if problem:
+            problems.append(problem)
+            continue
+        if not isinstance(values, (list, tuple)) or not values:
+            problems.append(f"grid entry {key!r} must be a non-empty list of values, got {values!r}")
+            continue
+        section, name = str(key).split(".")
+        for value in values:
+            try:
+                cfg = from_dict(_merge(base, {section: {name: value}}))
+            except ConfigError as e:
+                problems.append(str(e))
+                continue
+            problems.extend(p for p in config_problems(cfg) if p not in base_problems)
+    if metric is not None:
+        problem = _metric_problem(metric)
+        if problem:
+            problems.append(problem)
+    return list(dict.fromkeys(problems))
+
+
+def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`ConfigError` listing every problem of a sweep grid (see :func:`grid_problems`).
+
+    Call it before the sweep's first point (load the sweep file with :func:`load_yaml` so that
+    ``amp: [off, bf16]`` stays strings).
+
+    Example:
+        >>> validate_grid({"train.lr": [1e-4]})
+        Traceback (most recent call last):
+        ...
+        mattingkit.config.ConfigError: sweep grid: 1 problem:
+          unknown key 'train.lr'; did you mean train.lr_g?
+    """
+    problems = grid_problems(grid, metric=metric, config=config, overrides=overrides)
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ConfigError(f"sweep grid: {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n{lines}")
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:
     """Write the fully resolved config as YAML (atomically)."""
     from .io import atomic_write_bytes

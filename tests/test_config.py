@@ -203,3 +203,47 @@ def test_cli_config_wrong_enum_is_one_line_and_exit_2():
     assert r.returncode == 2, r.stderr
     assert "run.device='gpu': choose auto, cpu, cuda, cuda:N" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: a sweep grid is checked before its first point
+# ---------------------------------------------------------------------------------------------
+def test_shipped_sweep_grid_is_valid():
+    from pathlib import Path
+
+    from mattingkit.config import load_yaml, validate_grid
+
+    for path in (Path(__file__).resolve().parents[1] / "notebooks" / "sweeps").glob("*.yaml"):
+        spec = load_yaml(path.read_text(encoding="utf-8"))
+        validate_grid(spec["grid"], metric=spec.get("metric"), config=spec.get("config", "demo"),
+                      overrides=spec.get("overrides"))
+
+
+def test_grid_problems_are_listed_at_once():
+    from mattingkit.config import validate_grid
+
+    grid = {"train.lr": [1e-4], "trimap.method": ["erode_dilate", "bnad"], "train.steps": [10, "many"],
+            "model": [1]}
+    with pytest.raises(ConfigError) as e:
+        validate_grid(grid, metric="04_inference.sda", config="demo")
+    text = str(e.value)
+    assert "unknown key 'train.lr'" in text and "train.lr_g" in text       # did you mean
+    assert "trimap.method='bnad': choose erode_dilate, band, mixed" in text
+    assert "train.steps: expected an integer, got 'many'" in text
+    assert "'model' must be section.key" in text
+    assert "metric '04_inference.sda'" in text and "04_inference.sad" in text
+    assert len(text.splitlines()) == 6  # a heading + one line per problem
+
+
+def test_grid_checks_values_against_the_other_settings_and_metric_patterns():
+    from mattingkit.config import validate_grid
+
+    # model.backbone is checked against the model the overrides choose
+    with pytest.raises(ConfigError, match="model.backbone='resnet18': choose vgg16_bn"):
+        validate_grid({"model.backbone": ["resnet18"]}, config="demo", overrides=["model.name=dim"])
+    validate_grid({"train.amp": ["off", "bf16"]}, metric="03_train_gan.best.value", config="demo")
+    validate_grid({"train.amp": ["off"]}, metric="03_train_gan.final.sad", config="demo")
+    with pytest.raises(ConfigError, match="metric 'sad'"):
+        validate_grid({"train.amp": ["off"]}, metric="sad", config="demo")
+    with pytest.raises(ConfigError, match="non-empty list"):
+        validate_grid({"train.amp": []}, config="demo")
