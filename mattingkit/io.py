@@ -60,14 +60,50 @@ def printable(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting and restoring it
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: ``0o666`` less the umask (0644 under umask 022).
+
+    Example:
+        >>> file_mode() == 0o666 & ~current_umask()
+        True
+    """
+    return 0o666 & ~current_umask()
+
+
+def mkstemp_usual_mode(path: PathLike) -> tuple[int, str]:
+    """A temp file beside ``path`` for an atomic write, with :func:`file_mode` instead of mkstemp's 0600."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())
+    except (AttributeError, OSError):  # pragma: no cover - Windows / file systems without modes
+        pass
+    return fd, tmp
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync, then ``os.replace``.
 
-    A crash mid-write leaves the previous file (if any) intact and no partial file under ``path``.
+    A crash mid-write leaves the previous file (if any) intact and no partial file under ``path``. The
+    file gets the usual mode (0644 under umask 022), folders 0755.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = mkstemp_usual_mode(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

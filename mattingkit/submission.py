@@ -32,7 +32,6 @@ import io as _io
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import MattingKitError
-from .io import ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, printable, read_alpha
+from .io import (ImageReadError, atomic_write_bytes, image_size, list_images, mkstemp_usual_mode, png_bytes, printable,
+                 read_alpha)
 
 HEADER = ("filename", "image_utf")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -187,7 +187,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     resized: list[str] = []
     problems: list[str] = []   # every unusable row, reported together at the end (no CSV then)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_csv.name}.", suffix=".tmp", dir=out_csv.parent)
+    fd, tmp = mkstemp_usual_mode(out_csv)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")

@@ -256,3 +256,16 @@ def test_decode_refuses_unsafe_names(tmp_path):
     with pytest.warns(UserWarning, match="unsafe"):
         out = decode_submission(path, tmp_path / "dec")
     assert [p.name for p in out] == ["0001.png"] and not (tmp_path / "evil.png").exists()
+
+
+def test_built_csv_has_the_usual_mode(preds, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "sub.csv"
+        build_submission(preds, out, size=16, verbose=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
