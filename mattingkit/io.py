@@ -295,11 +295,14 @@ def read_rgba(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([color, alpha], axis=2), dtype=np.float32)
 
 
-def read_alpha(path: PathLike, channel: str = "auto") -> np.ndarray:
+def read_alpha(path: PathLike, channel: str = "auto", strict: bool = False) -> np.ndarray:
     """Read an alpha matte as float32 ``HxW`` in [0, 1].
 
     ``channel``: ``"auto"`` (gray as is; RGB: first channel; RGBA: the alpha channel when it is not
     all opaque, else the first channel), ``"first"`` or ``"alpha"`` (the alpha channel; error if none).
+    ``strict=True`` (submissions, evaluation of predictions): when the matte would come from the colour
+    channels, they must be equal (a gray image stored as RGB); a colour image — a photo passed where
+    predictions belong — is an :class:`ImageReadError` instead of its red channel.
 
     Example:
         >>> import tempfile, os
@@ -309,7 +312,7 @@ def read_alpha(path: PathLike, channel: str = "auto") -> np.ndarray:
     """
     _check_channel(channel)
     arr, has_alpha = _decode(path)
-    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 1.0, path), dtype=np.float32)
+    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 1.0, path, strict), dtype=np.float32)
 
 
 def _check_channel(channel: str) -> None:
@@ -317,15 +320,30 @@ def _check_channel(channel: str) -> None:
         raise ValueError(f"channel must be 'auto', 'first' or 'alpha', got {channel!r}")
 
 
-def _matte_channel(arr: np.ndarray, has_alpha: bool, channel: str, opaque: float, path: PathLike) -> np.ndarray:
+#: Largest difference between the colour channels of a "gray stored as RGB" matte, as a fraction of
+#: full scale (a gray JPEG's decoder can leave +-1 levels between channels).
+GRAY_TOLERANCE = 2 / 255
+
+
+def _matte_channel(arr: np.ndarray, has_alpha: bool, channel: str, opaque: float, path: PathLike,
+                   strict: bool = False) -> np.ndarray:
     """The matte plane of a decoded ``HxWxC`` array for :func:`read_alpha` / :func:`read_alpha_uint8`:
-    the alpha channel (``"alpha"``, or ``"auto"`` when it is not fully ``opaque``), else the first."""
+    the alpha channel (``"alpha"``, or ``"auto"`` when it is not fully ``opaque``), else the first
+    (``strict``: only when the colour channels are equal)."""
     if channel == "alpha":
         if not has_alpha:
             raise ImageReadError(path, "has no alpha channel (asked for channel='alpha')")
         return arr[:, :, -1]
     if channel == "auto" and has_alpha and arr[:, :, -1].min() < opaque:
         return arr[:, :, -1]
+    colour = arr.shape[2] - (1 if has_alpha else 0)
+    if strict and colour >= 3:
+        c = arr[:, :, :3]
+        spread = float((c.max(axis=2).astype(np.float32) - c.min(axis=2)).max(initial=0)) / opaque
+        if spread > GRAY_TOLERANCE:
+            raise ImageReadError(path, f"is a colour image (its R, G and B channels differ by up to "
+                                       f"{spread * 255:.0f}/255), not an alpha matte; expected a grayscale "
+                                       "PNG of predicted alpha (is this a photo instead of a prediction?)")
     return arr[:, :, 0]
 
 
@@ -411,8 +429,8 @@ def read_image_uint8(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(color)
 
 
-def read_alpha_uint8(path: PathLike, channel: str = "auto") -> np.ndarray:
-    """:func:`read_alpha` without the float conversion: uint8 ``HxW`` (same channel rules).
+def read_alpha_uint8(path: PathLike, channel: str = "auto", strict: bool = False) -> np.ndarray:
+    """:func:`read_alpha` without the float conversion: uint8 ``HxW`` (same channel and ``strict`` rules).
 
     Example:
         >>> import tempfile, os
@@ -422,7 +440,7 @@ def read_alpha_uint8(path: PathLike, channel: str = "auto") -> np.ndarray:
     """
     _check_channel(channel)
     arr, has_alpha = _decode_uint8(path)
-    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 255, path))
+    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 255, path, strict))
 
 
 def image_size(path: PathLike) -> tuple[int, int]:

@@ -230,3 +230,24 @@ def test_written_files_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
     for f in (p, tmp_path / "img" / "i.png", tmp_path / "i.png"):
         assert stat.S_IMODE(f.stat().st_mode) == file_mode, f
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == dir_mode
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: strict alpha reading refuses colour images (a photo is not a matte)
+# ---------------------------------------------------------------------------------------------
+def test_read_alpha_strict_refuses_colour_but_takes_gray_stored_as_rgb(tmp_path):
+    from mattingkit.io import read_alpha_uint8
+
+    gray = RNG.integers(0, 256, (6, 5), dtype=np.uint8)
+    colour = _save(Image.fromarray(RGB8), tmp_path / "photo.png")
+    gray_rgb = _save(Image.fromarray(np.repeat(gray[:, :, None], 3, 2)), tmp_path / "gray_rgb.png")
+    plain = _save(Image.fromarray(gray), tmp_path / "gray.png")
+    cutout = np.dstack([RGB8[:6, :5], gray])  # an RGBA cut-out: its alpha channel is the matte
+    rgba = _save(Image.fromarray(cutout, "RGBA"), tmp_path / "cutout.png")
+    for read in (read_alpha, read_alpha_uint8):
+        with pytest.raises(ImageReadError, match=r"photo\.png: .*colour image.*not an alpha matte"):
+            read(colour, strict=True)
+        read(colour)  # the lenient default keeps its documented behaviour (first channel)
+    assert np.array_equal(read_alpha_uint8(gray_rgb, strict=True), gray)
+    assert np.array_equal(read_alpha_uint8(plain, strict=True), gray)
+    assert np.array_equal(read_alpha_uint8(rgba, strict=True), gray)
