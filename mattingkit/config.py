@@ -50,6 +50,7 @@ class RunConfig:
     data_root: str | None = None      # default: mattingkit.env.data_root()
     smoke: bool = False               # tiny budgets everywhere (CI / quick checks)
     deterministic: bool = False       # torch deterministic algorithms (CPU tests)
+    lock_stale_s: float = 900.0       # run-folder lock from another host is stale after this heartbeat age
 
 
 @dataclass
