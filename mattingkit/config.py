@@ -2,8 +2,17 @@
 
 One config tree drives everything (data, trimaps, augmentation, model, losses, training, inference,
 submission). The dataclass defaults below are the paper-style AlphaGAN recipe; the YAML files in
-``mattingkit/configs/`` only state what they change. An unknown key or a wrong type is an error that
-names the key and lists the valid ones.
+``mattingkit/configs/`` only state what they change.
+
+A YAML file of your own should start with ``base: NAME`` (a shipped config: ``demo``, ``default``,
+``ecom``, ``aim500``, ... or a path to another YAML file): every key it does not state comes from that
+config. Without ``base:`` every key left out takes the dataclass default below — ResNet-50, 100,000
+steps and a ``bg20k`` background folder (a missing one is an error naming ``data.backgrounds``).
+
+Checked when loaded (:func:`load_config`, :func:`apply_overrides`), every problem at once: an unknown key
+or a wrong type names the key and lists the valid ones; an enumerated key (:data:`ENUMS`, ``run.device``,
+``model.backbone``) names the value and its choices. YAML is read with YAML 1.2 booleans
+(:func:`load_yaml`): ``amp: off`` is the string ``"off"``; only true/false are booleans.
 
 Example:
     >>> from mattingkit.config import load_config
