@@ -12,8 +12,10 @@ from . import __version__
 
 
 def _add_config_args(p: argparse.ArgumentParser, default: str = "demo") -> None:
-    p.add_argument("--config", default=default,
-                   help=f"shipped config name (default, demo, ecom, aim500) or a YAML path (default: {default})")
+    from .config import available_configs  # light: the shipped list is the configs folder
+
+    p.add_argument("--config", default=default, help=f"shipped config name ({', '.join(available_configs())}) "
+                   f"or a YAML path starting with `base: NAME` (default: {default})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable, e.g. --set train.lr_g=2e-4")
 

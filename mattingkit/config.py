@@ -2,8 +2,17 @@
 
 One config tree drives everything (data, trimaps, augmentation, model, losses, training, inference,
 submission). The dataclass defaults below are the paper-style AlphaGAN recipe; the YAML files in
-``mattingkit/configs/`` only state what they change. An unknown key or a wrong type is an error that
-names the key and lists the valid ones.
+``mattingkit/configs/`` only state what they change.
+
+A YAML file of your own should start with ``base: NAME`` (a shipped config: ``demo``, ``default``,
+``ecom``, ``aim500``, ... or a path to another YAML file): every key it does not state comes from that
+config. Without ``base:`` every key left out takes the dataclass default below — ResNet-50, 100,000
+steps and a ``bg20k`` background folder (a missing one is an error naming ``data.backgrounds``).
+
+Checked when loaded (:func:`load_config`, :func:`apply_overrides`), every problem at once: an unknown key
+or a wrong type names the key and lists the valid ones; an enumerated key (:data:`ENUMS`, ``run.device``,
+``model.backbone``) names the value and its choices. YAML is read with YAML 1.2 booleans
+(:func:`load_yaml`): ``amp: off`` is the string ``"off"``; only true/false are booleans.
 
 Example:
     >>> from mattingkit.config import load_config
@@ -16,12 +25,16 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import fnmatch
+import importlib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -46,6 +59,7 @@ class RunConfig:
     data_root: str | None = None      # default: mattingkit.env.data_root()
     smoke: bool = False               # tiny budgets everywhere (CI / quick checks)
     deterministic: bool = False       # torch deterministic algorithms (CPU tests)
+    lock_stale_s: float = 900.0       # run-folder lock from another host is stale after this heartbeat age
 
 
 @dataclass
@@ -212,6 +226,119 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------
+# Enumerated keys: one table. Where code dispatches on a value, the choices are that dispatcher's
+# own table, imported when first needed; where config.py is the one place, they are defined here.
+# --------------------------------------------------------------------------------------------
+SCHEDULES = ("constant", "cosine", "cyclic", "plateau")   # train.schedule (the trainer's LRSchedule)
+OPTIMIZERS = ("adam", "adamw")                          # train.optimizer
+BEST_MODES = ("min", "max")                             # train.best_mode
+NORMS = ("bn", "gn")                                    # model.norm (models.common.make_norm)
+OUTPUT_STRIDES = (8, 16)                                # model.output_stride (alphagan)
+DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"             # run.device, checked by mattingkit.device's pattern
+
+
+def _table(module: str, name: str) -> Callable[[], tuple]:
+    return lambda: tuple(getattr(importlib.import_module(module, __package__), name))
+
+
+def _const(values: tuple) -> Callable[[], tuple]:
+    return lambda: values
+
+
+#: ``section.key`` -> choices. Keys whose choices depend on another value (model.backbone, run.device,
+#: "auto"-or-a-number keys) are checked in :func:`config_problems` beside this table.
+ENUMS: dict[str, Callable[[], tuple]] = {
+    "data.layout": _table(".data.layouts", "LAYOUTS"),
+    "data.foreground": _table(".data.datasets", "FOREGROUND_MODES"),
+    "trimap.method": _table(".trimap", "TRIMAP_METHODS"),
+    "augment.pad": _table(".data.augment", "PAD_MODES"),
+    "model.name": _table(".models", "MODELS"),
+    "model.norm": _const(NORMS),
+    "model.output_stride": _const(OUTPUT_STRIDES),
+    "model.dim_stage": _table(".models.dim", "STAGES"),
+    "loss.gan_type": _table(".losses", "GAN_KINDS"),
+    "loss.region": _table(".losses", "REGIONS"),
+    "train.optimizer": _const(OPTIMIZERS),
+    "train.schedule": _const(SCHEDULES),
+    "train.amp": _table(".device", "AMP_CHOICES"),
+    "train.best_metric": _table(".metrics", "ALL_METRICS"),
+    "train.best_mode": _const(BEST_MODES),
+    "infer.amp": _table(".device", "AMP_CHOICES"),
+}
+#: model.name -> its backbones (a model not listed takes no backbone: model.backbone is ignored).
+BACKBONES: dict[str, Callable[[], tuple]] = {
+    "alphagan": _table(".models.alphagan", "RESNETS"),
+    "dim": _const(("vgg16_bn",)),
+}
+#: keys that take "auto" or a number (what the number counts, for the message).
+AUTO_OR_NUMBER = {"infer.tile_overlap": "a number of pixels", "infer.tile_stats_passes": "a number of passes"}
+
+
+def enum_choices(key: str, model_name: str | None = None) -> tuple:
+    """The valid values of an enumerated ``section.key`` (``model.backbone``: of ``model_name``, or of all).
+
+    Example:
+        >>> enum_choices("train.schedule")
+        ('constant', 'cosine', 'cyclic', 'plateau')
+        >>> enum_choices("model.backbone", "dim")
+        ('vgg16_bn',)
+    """
+    if key == "model.backbone":
+        names = [model_name] if model_name else list(BACKBONES)
+        return tuple(b for n in names for b in (BACKBONES[n]() if n in BACKBONES else ()))
+    if key not in ENUMS:
+        raise KeyError(f"{key} is not an enumerated key")
+    return ENUMS[key]()
+
+
+def _get(cfg: "Config", key: str) -> Any:
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
+
+
+def _device_ok(value: str) -> bool:
+    from .device import _DEVICE_RE  # the one pattern resolve_device accepts
+
+    return bool(_DEVICE_RE.match(value))
+
+
+def config_problems(cfg: "Config") -> list[str]:
+    """Every enumerated value of ``cfg`` that is not one of its choices, one line each.
+
+    Example:
+        >>> cfg = load_config("demo")
+        >>> cfg.run.device = "gpu"
+        >>> config_problems(cfg)
+        ["run.device='gpu': choose auto, cpu, cuda, cuda:N"]
+    """
+    problems = []
+    if not _device_ok(str(cfg.run.device)):
+        problems.append(f"run.device={cfg.run.device!r}: choose {DEVICE_CHOICES}")
+    for key, choices in ENUMS.items():
+        value = _get(cfg, key)
+        options = choices()
+        if value not in options:
+            problems.append(f"{key}={value!r}: choose {', '.join(map(str, options))}")
+    name = cfg.model.name
+    if name in BACKBONES and cfg.model.backbone not in enum_choices("model.backbone", name):
+        problems.append(f"model.backbone={cfg.model.backbone!r}: choose "
+                        f"{', '.join(enum_choices('model.backbone', name))} (model.name={name})")
+    for key, what in AUTO_OR_NUMBER.items():
+        value = _get(cfg, key)
+        if isinstance(value, str) and value != "auto":
+            problems.append(f"{key}={value!r}: choose auto or {what}")
+    return problems
+
+
+def check_config(cfg: "Config") -> "Config":
+    """Raise :class:`ConfigError` listing every wrong enumerated value (one line each); return ``cfg``."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
 # Type checking / coercion
 # --------------------------------------------------------------------------------------------
 def _type_name(tp: Any) -> str:
@@ -308,10 +435,37 @@ def _merge(base: dict, upd: Mapping) -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 booleans: only true/false (any case) are booleans.
+
+    YAML 1.1 also reads yes/no/on/off as booleans, so ``amp: off`` became ``False`` and failed as
+    "expected a string"; here those words stay the strings that were written, and a boolean key given
+    ``yes`` says "expected true/false" instead of silently taking it.
+    """
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text as the kit does everywhere: safe, and only true/false are booleans.
+
+    Example:
+        >>> load_yaml("amp: off\\nuse_gan: false\\nname: yes")
+        {'amp': 'off', 'use_gan': False, 'name': 'yes'}
+    """
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _parse_value(text: str) -> Any:
     """Parse the right-hand side of ``key=value`` as YAML (so 2e-4, true, [1,2], null work)."""
     try:
-        value = yaml.safe_load(text)
+        value = load_yaml(text)
     except yaml.YAMLError:
         return text
     # YAML 1.1 reads "2e-4" as a string; accept it as a number.
@@ -363,7 +517,7 @@ def _read_yaml(name_or_path: str | os.PathLike) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -389,12 +543,121 @@ def load_config(
         10
     """
     data = _merge(_read_yaml(name_or_path), parse_overrides(overrides))
-    return from_dict(data)
+    return check_config(from_dict(data))
 
 
 def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any] | None) -> Config:
     """Return a new config with dotted overrides applied (the input is not modified)."""
-    return from_dict(_merge(cfg.to_dict(), parse_overrides(overrides)))
+    return check_config(from_dict(_merge(cfg.to_dict(), parse_overrides(overrides))))
+
+
+# --------------------------------------------------------------------------------------------
+# Sweep grids: every point checked before the first one runs
+# --------------------------------------------------------------------------------------------
+#: ``metrics.json`` keys a sweep's ``metric:`` may name, per notebook section (fnmatch patterns).
+SWEEP_METRICS: dict[str, tuple[str, ...]] = {
+    "01_data_download": ("items", "groups", "with_trimap", "excluded", "problems", "backgrounds", "test_images",
+                         "seconds", "splits.*", "sources.*", "sizes.*"),
+    "02_trimap_synthesis": ("samples", "seconds", "unknown_share.*", "ms_per_trimap.*"),
+    "03_train_gan": ("step", "steps", "best.value", "best.step", "final.*", "elapsed_s", "steps_per_s",
+                     "nonfinite_total", "seconds"),
+    "04_inference": ("sad", "mse", "grad", "conn", "competition_mse", "images", "written", "skipped", "failed",
+                     "evaluated", "eval_problems", "predict_seconds", "seconds"),
+    "05_submission": ("rows", "file_size", "resized", "predict_seconds", "seconds"),
+}
+
+
+def _metric_problem(metric: Any) -> str | None:
+    known = [f"{sec}.{k}" for sec, keys in SWEEP_METRICS.items() for k in keys]
+    text = str(metric)
+    if isinstance(metric, str) and any(fnmatch.fnmatchcase(text, k) for k in known):
+        return None
+    close = difflib.get_close_matches(text, known, n=1, cutoff=0.6)
+    section = text.split(".", 1)[0]
+    where = (f"{section}: {', '.join(SWEEP_METRICS[section])}" if section in SWEEP_METRICS
+             else f"sections: {', '.join(SWEEP_METRICS)}")
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"metric {metric!r} is not a key a run writes to metrics.json; {hint}({where})"
+
+
+def _key_problem(key: Any) -> str | None:
+    parts = str(key).split(".")
+    sections = {f.name: f.type for f in dataclasses.fields(Config)}
+    if len(parts) != 2 or not all(parts):
+        return f"grid key {key!r} must be section.key (sections: {', '.join(sections)})"
+    if parts[0] not in sections:
+        close = difflib.get_close_matches(parts[0], list(sections), n=1)
+        hint = f"; did you mean {close[0]}.{parts[1]}?" if close else f" (sections: {', '.join(sections)})"
+        return f"unknown key {key!r}{hint}"
+    names = [f.name for f in dataclasses.fields(_hints(Config)[parts[0]])]
+    if parts[1] not in names:
+        close = difflib.get_close_matches(parts[1], names, n=1)
+        hint = (f"; did you mean {parts[0]}.{close[0]}?" if close
+                else f"; valid keys in {parts[0]}: {', '.join(names)}")
+        return f"unknown key {key!r}{hint}"
+    return None
+
+
+def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None) -> list[str]:
+    """Every problem of a sweep grid at once: keys, each value (type and choices, against ``config`` +
+    ``overrides``), and ``metric``. An empty list means every point will load.
+
+    Example:
+        >>> grid_problems({"train.lr_g": [1e-4], "trimap.method": ["band", "bnad"]}, metric="04_inference.sad")
+        ["trimap.method='bnad': choose erode_dilate, band, mixed"]
+    """
+    problems: list[str] = []
+    try:
+        base = _merge(_read_yaml(config), parse_overrides(overrides))
+        base_problems = set(config_problems(from_dict(base)))
+    except ConfigError as e:
+        return [f"the sweep's config / overrides: {e}"]
+    problems.extend(sorted(base_problems))
+    if not isinstance(grid, Mapping) or not grid:
+        problems.append(f"grid must be a non-empty mapping of section.key: [values], got {grid!r}")
+        grid = {}
+    for key, values in grid.items():
+        problem = _key_problem(key)
+        if problem:
+            problems.append(problem)
+            continue
+        if not isinstance(values, (list, tuple)) or not values:
+            problems.append(f"grid entry {key!r} must be a non-empty list of values, got {values!r}")
+            continue
+        section, name = str(key).split(".")
+        for value in values:
+            try:
+                cfg = from_dict(_merge(base, {section: {name: value}}))
+            except ConfigError as e:
+                problems.append(str(e))
+                continue
+            problems.extend(p for p in config_problems(cfg) if p not in base_problems)
+    if metric is not None:
+        problem = _metric_problem(metric)
+        if problem:
+            problems.append(problem)
+    return list(dict.fromkeys(problems))
+
+
+def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None) -> None:
+    """Raise :class:`ConfigError` listing every problem of a sweep grid (see :func:`grid_problems`).
+
+    Call it before the sweep's first point (load the sweep file with :func:`load_yaml` so that
+    ``amp: [off, bf16]`` stays strings).
+
+    Example:
+        >>> validate_grid({"train.lr": [1e-4]})
+        Traceback (most recent call last):
+        ...
+        mattingkit.config.ConfigError: sweep grid: 1 problem:
+          unknown key 'train.lr'; did you mean train.lr_g?
+    """
+    problems = grid_problems(grid, metric=metric, config=config, overrides=overrides)
+    if problems:
+        lines = "\n".join(f"  {p}" for p in problems)
+        raise ConfigError(f"sweep grid: {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n{lines}")
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:

@@ -60,14 +60,50 @@ def printable(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read by setting and restoring it
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give: ``0o666`` less the umask (0644 under umask 022).
+
+    Example:
+        >>> file_mode() == 0o666 & ~current_umask()
+        True
+    """
+    return 0o666 & ~current_umask()
+
+
+def mkstemp_usual_mode(path: PathLike) -> tuple[int, str]:
+    """A temp file beside ``path`` for an atomic write, with :func:`file_mode` instead of mkstemp's 0600."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, file_mode())
+    except (AttributeError, OSError):  # pragma: no cover - Windows / file systems without modes
+        pass
+    return fd, tmp
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temp file in the same folder, fsync, then ``os.replace``.
 
-    A crash mid-write leaves the previous file (if any) intact and no partial file under ``path``.
+    A crash mid-write leaves the previous file (if any) intact and no partial file under ``path``. The
+    file gets the usual mode (0644 under umask 022), folders 0755.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = mkstemp_usual_mode(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -259,11 +295,14 @@ def read_rgba(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate([color, alpha], axis=2), dtype=np.float32)
 
 
-def read_alpha(path: PathLike, channel: str = "auto") -> np.ndarray:
+def read_alpha(path: PathLike, channel: str = "auto", strict: bool = False) -> np.ndarray:
     """Read an alpha matte as float32 ``HxW`` in [0, 1].
 
     ``channel``: ``"auto"`` (gray as is; RGB: first channel; RGBA: the alpha channel when it is not
     all opaque, else the first channel), ``"first"`` or ``"alpha"`` (the alpha channel; error if none).
+    ``strict=True`` (submissions, evaluation of predictions): when the matte would come from the colour
+    channels, they must be equal (a gray image stored as RGB); a colour image — a photo passed where
+    predictions belong — is an :class:`ImageReadError` instead of its red channel.
 
     Example:
         >>> import tempfile, os
@@ -273,7 +312,7 @@ def read_alpha(path: PathLike, channel: str = "auto") -> np.ndarray:
     """
     _check_channel(channel)
     arr, has_alpha = _decode(path)
-    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 1.0, path), dtype=np.float32)
+    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 1.0, path, strict), dtype=np.float32)
 
 
 def _check_channel(channel: str) -> None:
@@ -281,15 +320,30 @@ def _check_channel(channel: str) -> None:
         raise ValueError(f"channel must be 'auto', 'first' or 'alpha', got {channel!r}")
 
 
-def _matte_channel(arr: np.ndarray, has_alpha: bool, channel: str, opaque: float, path: PathLike) -> np.ndarray:
+#: Largest difference between the colour channels of a "gray stored as RGB" matte, as a fraction of
+#: full scale (a gray JPEG's decoder can leave +-1 levels between channels).
+GRAY_TOLERANCE = 2 / 255
+
+
+def _matte_channel(arr: np.ndarray, has_alpha: bool, channel: str, opaque: float, path: PathLike,
+                   strict: bool = False) -> np.ndarray:
     """The matte plane of a decoded ``HxWxC`` array for :func:`read_alpha` / :func:`read_alpha_uint8`:
-    the alpha channel (``"alpha"``, or ``"auto"`` when it is not fully ``opaque``), else the first."""
+    the alpha channel (``"alpha"``, or ``"auto"`` when it is not fully ``opaque``), else the first
+    (``strict``: only when the colour channels are equal)."""
     if channel == "alpha":
         if not has_alpha:
             raise ImageReadError(path, "has no alpha channel (asked for channel='alpha')")
         return arr[:, :, -1]
     if channel == "auto" and has_alpha and arr[:, :, -1].min() < opaque:
         return arr[:, :, -1]
+    colour = arr.shape[2] - (1 if has_alpha else 0)
+    if strict and colour >= 3:
+        c = arr[:, :, :3]
+        spread = float((c.max(axis=2).astype(np.float32) - c.min(axis=2)).max(initial=0)) / opaque
+        if spread > GRAY_TOLERANCE:
+            raise ImageReadError(path, f"is a colour image (its R, G and B channels differ by up to "
+                                       f"{spread * 255:.0f}/255), not an alpha matte; expected a grayscale "
+                                       "PNG of predicted alpha (is this a photo instead of a prediction?)")
     return arr[:, :, 0]
 
 
@@ -375,8 +429,8 @@ def read_image_uint8(path: PathLike) -> np.ndarray:
     return np.ascontiguousarray(color)
 
 
-def read_alpha_uint8(path: PathLike, channel: str = "auto") -> np.ndarray:
-    """:func:`read_alpha` without the float conversion: uint8 ``HxW`` (same channel rules).
+def read_alpha_uint8(path: PathLike, channel: str = "auto", strict: bool = False) -> np.ndarray:
+    """:func:`read_alpha` without the float conversion: uint8 ``HxW`` (same channel and ``strict`` rules).
 
     Example:
         >>> import tempfile, os
@@ -386,7 +440,7 @@ def read_alpha_uint8(path: PathLike, channel: str = "auto") -> np.ndarray:
     """
     _check_channel(channel)
     arr, has_alpha = _decode_uint8(path)
-    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 255, path))
+    return np.ascontiguousarray(_matte_channel(arr, has_alpha, channel, 255, path, strict))
 
 
 def image_size(path: PathLike) -> tuple[int, int]:

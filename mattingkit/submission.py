@@ -32,7 +32,6 @@ import io as _io
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import MattingKitError
-from .io import ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, printable, read_alpha
+from .io import (ImageReadError, atomic_write_bytes, image_size, list_images, mkstemp_usual_mode, png_bytes, printable,
+                 read_alpha)
 
 HEADER = ("filename", "image_utf")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -187,7 +187,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     resized: list[str] = []
     problems: list[str] = []   # every unusable row, reported together at the end (no CSV then)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_csv.name}.", suffix=".tmp", dir=out_csv.parent)
+    fd, tmp = mkstemp_usual_mode(out_csv)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             writer = csv.writer(f, lineterminator="\n")
@@ -207,7 +207,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
                         raise SubmissionError(f"{name}: no test image with this stem in {test_dir}")
                     else:
                         w, h = size, size
-                    alpha = read_alpha(preds[name])
+                    alpha = read_alpha(preds[name], strict=True)  # a colour photo is not an alpha
                 except (ImageReadError, SubmissionError) as e:
                     problems.append(str(e))
                     continue
@@ -247,15 +247,20 @@ class ValidationReport:
     warnings: list[str] = field(default_factory=list)
     rows: int = 0
     file_size: int = 0
+    unchecked: list[str] = field(default_factory=list)  # what could not be checked, and why
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     def summary(self) -> str:
-        head = (f"{self.path}: {'OK' if self.ok else 'INVALID'} — {self.rows} rows, {_human(self.file_size)}, "
+        verdict = "OK" if self.ok else "INVALID"
+        if self.ok and self.unchecked:
+            verdict = "OK as far as checked"
+        head = (f"{self.path}: {verdict} — {self.rows} rows, {_human(self.file_size)}, "
                 f"{len(self.problems)} problem(s), {len(self.warnings)} warning(s)")
-        lines = [head] + [f"  PROBLEM {p}" for p in self.problems] + [f"  warning {w}" for w in self.warnings]
+        lines = ([head] + [f"  PROBLEM {p}" for p in self.problems] + [f"  warning {w}" for w in self.warnings]
+                 + [f"  not checked: {u}" for u in self.unchecked])
         return printable("\n".join(lines))
 
 
@@ -469,6 +474,17 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
     dupes = sorted(n for n, c in counts.items() if c > 1)
     if dupes:
         report.problems.append(f"duplicate filename(s): {_listing(dupes)}")
+    if expected is None and source == "none":
+        report.unchecked.append(
+            "filenames not checked against the test set (no --sample or --test-dir given): missing, extra or "
+            "renamed rows (e.g. stems that lost their leading zeros) would pass; sizes were checked against "
+            f"{size}x{size}")
+        digits = sorted({len(n) for n in names if n.isdigit()})
+        if len(digits) > 1:
+            short = next(n for n in names if n.isdigit() and len(n) == digits[0])
+            long_ = next(n for n in names if n.isdigit() and len(n) == digits[-1])
+            report.warnings.append(f"numeric filenames of different lengths ({short!r}, {long_!r}): if the test "
+                                   "images are zero-padded (0001), the padding was lost (read stems with dtype=str)")
     if expected is not None:
         exp_set, got_set = set(expected), set(names)
         if len(names) != len(expected):

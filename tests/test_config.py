@@ -83,3 +83,167 @@ def test_every_field_has_a_default():
     cfg = Config()
     for section in dataclasses.fields(cfg):
         assert dataclasses.is_dataclass(getattr(cfg, section.name))
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 14: YAML 1.1 words (off/on/yes/no) stay strings for string keys
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("word", ["off"])
+def test_amp_off_from_set_and_from_yaml_file(tmp_path, word):
+    cfg = load_config("demo", [f"train.amp={word}", f"infer.amp={word}"])
+    assert (cfg.train.amp, cfg.infer.amp) == (word, word)
+    p = tmp_path / "mine.yaml"
+    p.write_text(f"base: demo\ntrain:\n  amp: {word}\ninfer:\n  amp: {word}\n", encoding="utf-8")
+    cfg = load_config(p)
+    assert (cfg.train.amp, cfg.infer.amp) == (word, word)
+
+
+def test_yaml_words_stay_strings_but_booleans_stay_booleans(tmp_path):
+    cfg = apply_overrides(load_config("demo"), ["run.name=yes", "train.use_gan=true", "model.pretrained=False",
+                                                    "data.root=On"])
+    assert cfg.run.name == "yes" and cfg.data.root == "On" and cfg.train.use_gan is True and cfg.model.pretrained is False
+    p = tmp_path / "mine.yaml"
+    p.write_text("base: demo\nrun:\n  name: no\ntrain:\n  use_gan: false\n  tensorboard: True\n", encoding="utf-8")
+    cfg = load_config(p)
+    assert cfg.run.name == "no" and cfg.train.use_gan is False and cfg.train.tensorboard is True
+    # yes/no are not booleans any more: a boolean key says so instead of silently taking them
+    with pytest.raises(ConfigError, match=r"train\.use_gan: expected true/false, got 'yes'"):
+        load_config("demo", ["train.use_gan=yes"])
+
+
+def test_cli_config_set_amp_off(capsys):
+    from mattingkit.cli import main
+
+    assert main(["config", "--config", "demo", "--set", "train.amp=off"]) == 0
+    out = capsys.readouterr().out
+    assert "amp: 'off'" in out or "amp: off" in out
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: enumerated keys are checked when the config is loaded
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("run.device=gpu", "run.device='gpu': choose auto, cpu, cuda, cuda:N"),
+    ("model.name=alphagann", "model.name='alphagann': choose alphagan, dim, u2netp"),
+    ("model.backbone=resnet101", "model.backbone='resnet101': choose resnet18, resnet34, resnet50 (model.name=alphagan)"),
+    ("data.layout=aim", "data.layout='aim': choose "),
+    ("trimap.method=erode", "trimap.method='erode': choose erode_dilate, band, mixed"),
+    ("train.amp=fp32", "train.amp='fp32': choose auto, off, bf16, fp16"),
+    ("infer.amp=yes", "infer.amp='yes': choose auto, off, bf16, fp16"),
+    ("train.schedule=linear", "train.schedule='linear': choose constant, cosine, cyclic, plateau"),
+    ("loss.gan_type=wgan", "loss.gan_type='wgan': choose bce, lsgan, hinge"),
+    ("loss.region=known", "loss.region='known': choose unknown, all"),
+    ("train.optimizer=sgd", "train.optimizer='sgd': choose adam, adamw"),
+    ("train.best_metric=sda", "train.best_metric='sda': choose sad, mse, grad, conn, competition_mse"),
+    ("train.best_mode=lower", "train.best_mode='lower': choose min, max"),
+    ("model.norm=ln", "model.norm='ln': choose bn, gn"),
+    ("model.dim_stage=both", "model.dim_stage='both': choose encoder_decoder, refinement, joint"),
+    ("model.output_stride=32", "model.output_stride=32: choose 8, 16"),
+    ("augment.pad=edge", "augment.pad='edge': choose reflect, zero"),
+    ("data.foreground=guess", "data.foreground='guess': choose estimate, given, photo"),
+    ("infer.tile_overlap=big", "infer.tile_overlap='big': choose auto or a number of pixels"),
+])
+def test_enumerated_keys_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError) as e:
+        load_config("demo", [override])
+    assert message in str(e.value)
+    assert len(str(e.value).splitlines()) == 1
+    with pytest.raises(ConfigError):
+        apply_overrides(load_config("demo"), [override])
+
+
+def test_enumerated_keys_accept_every_documented_value():
+    for dev in ("auto", "cpu", "cuda", "cuda:1"):
+        assert load_config("demo", [f"run.device={dev}"]).run.device == dev
+    assert load_config("demo", ["model.name=dim", "model.backbone=vgg16_bn"]).model.name == "dim"
+    assert load_config("demo", ["model.name=u2netp"]).model.name == "u2netp"  # u2netp has no backbone choice
+    for layout in ("aim500", "adobe", "competition", "alphamatting", "folder", "synthetic"):
+        load_config("demo", [f"data.layout={layout}"])
+    for name in available_configs():  # every shipped config is valid
+        load_config(name)
+
+
+def test_every_wrong_value_is_listed_at_once():
+    with pytest.raises(ConfigError) as e:
+        load_config("demo", ["run.device=gpu", "train.schedule=linear"])
+    lines = str(e.value).splitlines()
+    assert len(lines) == 2 and "run.device" in lines[0] and "train.schedule" in lines[1]
+
+
+def test_choices_come_from_the_dispatch_tables():
+    from mattingkit import device, losses, trimap, train
+    from mattingkit.config import enum_choices
+    from mattingkit.data import augment, datasets, layouts
+    from mattingkit.models import MODELS
+    from mattingkit.models.alphagan import RESNETS
+    from mattingkit.models.dim import STAGES
+
+    assert enum_choices("model.name") == tuple(MODELS)
+    assert enum_choices("trimap.method") == tuple(trimap.TRIMAP_METHODS)
+    assert enum_choices("loss.gan_type") == tuple(losses.GAN_KINDS)
+    assert enum_choices("loss.region") == tuple(losses.REGIONS)
+    assert enum_choices("train.amp") == enum_choices("infer.amp") == tuple(device.AMP_CHOICES)
+    assert enum_choices("data.layout") == tuple(layouts.LAYOUTS)
+    assert enum_choices("augment.pad") == tuple(augment.PAD_MODES)
+    assert enum_choices("data.foreground") == tuple(datasets.FOREGROUND_MODES)
+    assert enum_choices("model.dim_stage") == tuple(STAGES)
+    assert set(RESNETS) <= set(enum_choices("model.backbone"))
+    # defined in config.py (the trainer moves to these in issue 16 phase 2); train.py agrees today
+    assert enum_choices("train.schedule") == tuple(train.SCHEDULES)
+    assert enum_choices("train.best_metric") == tuple(train.VAL_METRICS)
+    assert enum_choices("train.best_mode") == tuple(train.BEST_MODES)
+
+
+def test_cli_config_wrong_enum_is_one_line_and_exit_2():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "mattingkit", "config", "--set", "run.device=gpu"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "run.device='gpu': choose auto, cpu, cuda, cuda:N" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: a sweep grid is checked before its first point
+# ---------------------------------------------------------------------------------------------
+def test_shipped_sweep_grid_is_valid():
+    from pathlib import Path
+
+    from mattingkit.config import load_yaml, validate_grid
+
+    for path in (Path(__file__).resolve().parents[1] / "notebooks" / "sweeps").glob("*.yaml"):
+        spec = load_yaml(path.read_text(encoding="utf-8"))
+        validate_grid(spec["grid"], metric=spec.get("metric"), config=spec.get("config", "demo"),
+                      overrides=spec.get("overrides"))
+
+
+def test_grid_problems_are_listed_at_once():
+    from mattingkit.config import validate_grid
+
+    grid = {"train.lr": [1e-4], "trimap.method": ["erode_dilate", "bnad"], "train.steps": [10, "many"],
+            "model": [1]}
+    with pytest.raises(ConfigError) as e:
+        validate_grid(grid, metric="04_inference.sda", config="demo")
+    text = str(e.value)
+    assert "unknown key 'train.lr'" in text and "train.lr_g" in text       # did you mean
+    assert "trimap.method='bnad': choose erode_dilate, band, mixed" in text
+    assert "train.steps: expected an integer, got 'many'" in text
+    assert "'model' must be section.key" in text
+    assert "metric '04_inference.sda'" in text and "04_inference.sad" in text
+    assert len(text.splitlines()) == 6  # a heading + one line per problem
+
+
+def test_grid_checks_values_against_the_other_settings_and_metric_patterns():
+    from mattingkit.config import validate_grid
+
+    # model.backbone is checked against the model the overrides choose
+    with pytest.raises(ConfigError, match="model.backbone='resnet18': choose vgg16_bn"):
+        validate_grid({"model.backbone": ["resnet18"]}, config="demo", overrides=["model.name=dim"])
+    validate_grid({"train.amp": ["off", "bf16"]}, metric="03_train_gan.best.value", config="demo")
+    validate_grid({"train.amp": ["off"]}, metric="03_train_gan.final.sad", config="demo")
+    with pytest.raises(ConfigError, match="metric 'sad'"):
+        validate_grid({"train.amp": ["off"]}, metric="sad", config="demo")
+    with pytest.raises(ConfigError, match="non-empty list"):
+        validate_grid({"train.amp": []}, config="demo")

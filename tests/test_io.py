@@ -1,5 +1,6 @@
 """Image I/O on every listed file kind, real files from ../shared, and clear errors naming the file."""
 import io as _io
+import os
 import struct
 import zlib
 
@@ -206,3 +207,47 @@ def test_list_images_recursive_and_sorted(tmp_path):
         (tmp_path / rel).write_bytes(b"x")
     assert [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)] == ["b/a.png", "b/c/x.webp", "z.JPG"]
     assert read_rgba(write_png(tmp_path / "k.png", np.zeros((2, 2, 3), np.float32))).shape == (2, 2, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: output files get the usual 0644 / 0755 under the user's umask (not mkstemp's 0600)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750),
+                                                        (0o077, 0o600, 0o700)])
+def test_written_files_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    import stat
+
+    from mattingkit.io import atomic_write_text
+
+    old = os.umask(umask)
+    try:
+        p = atomic_write_text(tmp_path / "new" / "a.txt", "x")
+        write_png(tmp_path / "img" / "i.png", np.zeros((4, 4, 3), np.uint8))
+        write_png(tmp_path / "i.png", np.zeros((4, 4), np.uint8))
+        atomic_write_text(p, "again")  # replacing keeps the usual mode too
+    finally:
+        os.umask(old)
+    for f in (p, tmp_path / "img" / "i.png", tmp_path / "i.png"):
+        assert stat.S_IMODE(f.stat().st_mode) == file_mode, f
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == dir_mode
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 16: strict alpha reading refuses colour images (a photo is not a matte)
+# ---------------------------------------------------------------------------------------------
+def test_read_alpha_strict_refuses_colour_but_takes_gray_stored_as_rgb(tmp_path):
+    from mattingkit.io import read_alpha_uint8
+
+    gray = RNG.integers(0, 256, (6, 5), dtype=np.uint8)
+    colour = _save(Image.fromarray(RGB8), tmp_path / "photo.png")
+    gray_rgb = _save(Image.fromarray(np.repeat(gray[:, :, None], 3, 2)), tmp_path / "gray_rgb.png")
+    plain = _save(Image.fromarray(gray), tmp_path / "gray.png")
+    cutout = np.dstack([RGB8[:6, :5], gray])  # an RGBA cut-out: its alpha channel is the matte
+    rgba = _save(Image.fromarray(cutout, "RGBA"), tmp_path / "cutout.png")
+    for read in (read_alpha, read_alpha_uint8):
+        with pytest.raises(ImageReadError, match=r"photo\.png: .*colour image.*not an alpha matte"):
+            read(colour, strict=True)
+        read(colour)  # the lenient default keeps its documented behaviour (first channel)
+    assert np.array_equal(read_alpha_uint8(gray_rgb, strict=True), gray)
+    assert np.array_equal(read_alpha_uint8(plain, strict=True), gray)
+    assert np.array_equal(read_alpha_uint8(rgba, strict=True), gray)

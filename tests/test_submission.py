@@ -256,3 +256,82 @@ def test_decode_refuses_unsafe_names(tmp_path):
     with pytest.warns(UserWarning, match="unsafe"):
         out = decode_submission(path, tmp_path / "dec")
     assert [p.name for p in out] == ["0001.png"] and not (tmp_path / "evil.png").exists()
+
+
+def test_built_csv_has_the_usual_mode(preds, tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "sub.csv"
+        build_submission(preds, out, size=16, verbose=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+
+
+# --------------------------------------------------------------------------------------------
+# issue 16: colour photos are not alphas; validate says when it could not check names
+# --------------------------------------------------------------------------------------------
+def _photos(folder: Path, names=("0001", "0002", "0010")) -> Path:
+    rng = np.random.default_rng(5)
+    for n in names:
+        Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(folder / f"{n}.png")
+    return folder
+
+
+def test_build_refuses_colour_photos_naming_every_file(tmp_path):
+    photos = _photos(tmp_path)
+    (tmp_path / "0002.png").unlink()
+    Image.fromarray(np.repeat(to_uint8(_alpha(1))[:, :, None], 3, 2)).save(tmp_path / "0002.png")  # gray as RGB
+    out = tmp_path / "out" / "sub.csv"
+    with pytest.raises(SubmissionError) as e:
+        build_submission(photos, out, size=SIZE, verbose=False)
+    msg = str(e.value)
+    assert "0001.png" in msg and "0010.png" in msg and "0002.png" not in msg
+    assert "not an alpha matte" in msg and "2 of 3 rows" in msg
+    assert not out.exists()
+
+
+def test_build_accepts_gray_stored_as_rgb(tmp_path):
+    d = tmp_path / "a"
+    d.mkdir()
+    gray = to_uint8(_alpha(3))
+    Image.fromarray(np.repeat(gray[:, :, None], 3, 2)).save(d / "0001.png")
+    out = tmp_path / "sub.csv"
+    build_submission(d, out, size=SIZE, verbose=False)
+    df = pd.read_csv(out, dtype=str)
+    back = np.asarray(Image.open(io.BytesIO(base64.b64decode(df["image_utf"][0]))))
+    assert np.array_equal(back, gray)
+
+
+def test_validate_without_expected_names_says_names_were_not_checked(tmp_path):
+    p = _write_csv(tmp_path / "s.csv", _csv_text(_good_rows(("1", "2", "10"))))
+    rep = validate_submission(p, size=SIZE)
+    assert rep.ok  # the format is fine ...
+    text = rep.summary()
+    assert "filenames not checked" in text and "--sample" in text and "--test-dir" in text
+    assert "different lengths" in text  # ... but 1, 2, 10 look like lost zero padding
+    checked = validate_submission(p, size=SIZE, sample_csv=_sample(tmp_path, ("1", "2", "10")))
+    assert "not checked" not in checked.summary()
+
+
+def _cli(*args, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mattingkit", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_cli_submit_refuses_photos_and_validate_reports_unchecked_names(tmp_path, preds):
+    (tmp_path / "photos").mkdir()
+    photos = _photos(tmp_path / "photos")
+    r = _cli("submit", photos, tmp_path / "photo.csv", "--size", SIZE)
+    assert r.returncode != 0 and not (tmp_path / "photo.csv").exists()
+    assert "0001.png" in r.stderr and "0010.png" in r.stderr and "not an alpha matte" in r.stderr
+    r = _cli("submit", preds, tmp_path / "ok.csv", "--size", SIZE)
+    assert r.returncode == 0, r.stderr
+    r = _cli("validate", tmp_path / "ok.csv", "--size", SIZE)
+    assert r.returncode == 0 and "filenames not checked" in r.stdout

@@ -17,7 +17,8 @@ adobe          every folder holding ``fg/`` + ``alpha/`` (+ optional ``bg/``, ``
 competition    ``train_dataset/{images|orig|orig_1024|image}`` + ``{masks|mask|alpha|alphas|mask_1024}``
 competition_test  ``test_dataset/orig_1024`` (RGB only, split ``test``)
 alphamatting   ``image/`` (or input*/) + ``alpha/`` (or gt*/) + ``trimap/`` (or trimap1/, Trimap1/)
-folder         ``im/`` + ``gt/`` (DIS5K) or ``image/`` + ``alpha/``, or explicit image_dir/alpha_dir
+folder         ``{im|image|images|img|imgs}/`` + ``{gt|alpha|mask|masks|alphas|matte}/`` (+ ``trimap/``),
+               e.g. DIS5K's ``im/`` + ``gt/``; or explicit image_dir/alpha_dir (:func:`layout_hint`)
 synthetic      the demo data: ``<root>/aim500`` scanned as aim500
 =============  ==================================================================================
 
@@ -53,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from .. import env
+from ..errors import InputDataError
 from ..io import IMAGE_EXTENSIONS, ImageReadError, atomic_write_bytes, image_size, printable
 from ..io import list_images
 from ..io import read_image, read_rgba, read_trimap
@@ -76,6 +78,9 @@ ALPHAMATTING_DIRS = {"image": ("image", "images", "input", "input_training_lowre
                                 "trimap_training_highres/trimap1", "trimap_lowres/trimap1")}
 FOLDER_DIRS = {"image": ("im", "image", "images", "img", "imgs"),
                "alpha": ("gt", "alpha", "mask", "masks", "alphas", "matte")}
+FOLDER_TRIMAP_DIRS = ("trimap", "trimaps")
+ADOBE_ALPHA_DIRS = ("alpha", "alphas")
+ADOBE_TRIMAP_DIRS = ("trimaps", "trimap")
 
 # Roles that every item of a source must have; other roles are expected when any item of the same
 # dataset folder has them (e.g. if some AIM-500 items have trimaps, all should).
@@ -269,11 +274,11 @@ def scan_adobe(root: PathLike, split: str = "", group_regex: str | None = None,
     """
     root = _require_dir(root, "adobe")
     found = _search(root, lambda d: _child(d, ("fg",)) is not None
-                    and _child(d, ("alpha", "alphas")) is not None, max_depth=4)
+                    and _child(d, ADOBE_ALPHA_DIRS) is not None, max_depth=4)
     rows: list[dict] = []
     for base in found:
-        dirs = {"fg": _child(base, ("fg",)), "alpha": _child(base, ("alpha", "alphas")),
-                "bg": _child(base, ("bg",)), "trimap": _child(base, ("trimaps", "trimap"))}
+        dirs = {"fg": _child(base, ("fg",)), "alpha": _child(base, ADOBE_ALPHA_DIRS),
+                "bg": _child(base, ("bg",)), "trimap": _child(base, ADOBE_TRIMAP_DIRS)}
         rel = base.relative_to(root).as_posix().lower() if base != root else ""
         s = "test" if "test" in rel else split
         only = _names_filter(base, root) if use_names_lists else None
@@ -364,7 +369,7 @@ def scan_folder(root: PathLike, image_dir: PathLike | None = None, alpha_dir: Pa
             return _frame([])
         base = found[0]
         dirs = {"image": _child(base, FOLDER_DIRS["image"]), "alpha": _child(base, FOLDER_DIRS["alpha"]),
-                "trimap": _resolve_sub(root, trimap_dir) or _child(base, ("trimap", "trimaps"))}
+                "trimap": _resolve_sub(root, trimap_dir) or _child(base, FOLDER_TRIMAP_DIRS)}
     return _frame(_pair(dirs, "image", "folder", split, group_regex))
 
 
@@ -392,20 +397,50 @@ def scan(layout: str, root: PathLike, **kwargs) -> pd.DataFrame:
     return fns[layout](root, **kwargs)
 
 
+class BackgroundsError(InputDataError, FileNotFoundError):
+    """The background pool (``data.backgrounds``) is missing or empty; the message says how to fix it.
+    Also a ``FileNotFoundError`` and a ``ValueError`` (what the two cases raised before)."""
+
+
+_BACKGROUNDS_FIX = ("put background images there, point data.backgrounds at a folder of images "
+                    "(--set data.backgrounds=/path/to/backgrounds; a relative path is under the data root), "
+                    "or set data.backgrounds=null to train on the photos without new backgrounds")
+
+
 def list_backgrounds(folder: PathLike, min_count: int = 1) -> list[Path]:
     """Background images under ``folder`` (recursive, sorted, hidden files skipped).
 
-    Raises ``FileNotFoundError`` when the folder is missing and ``ValueError`` when it holds fewer
-    than ``min_count`` images.
+    Raises :class:`BackgroundsError` (a ``FileNotFoundError`` / ``ValueError``) when the folder is
+    missing or holds fewer than ``min_count`` images, saying how to point ``data.backgrounds`` elsewhere.
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: background folder not found")
+        raise BackgroundsError(f"{folder}: background folder not found (data.backgrounds); {_BACKGROUNDS_FIX}")
     found = list_images(folder, recursive=True)
     if len(found) < min_count:
-        raise ValueError(f"{folder}: {len(found)} background images found, need at least {min_count} "
-                         f"(extensions: {', '.join(IMAGE_EXTENSIONS)})")
+        raise BackgroundsError(f"{folder}: {len(found)} background images found, need at least {min_count} "
+                               f"(extensions: {', '.join(IMAGE_EXTENSIONS)}); {_BACKGROUNDS_FIX}")
     return found
+
+
+def check_backgrounds(cfg, environ: Mapping[str, str] | None = None) -> list[Path] | None:
+    """The background images ``cfg.data.backgrounds`` names (``None`` when it is null: no pool), or a
+    :class:`BackgroundsError` saying how to fix it. Call it before any work (the run's first step),
+    not when training starts.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> check_backgrounds(load_config("ecom")) is None
+        True
+    """
+    value = cfg.data.backgrounds
+    if not value:
+        return None
+    folder = resolve_data_path(value, cfg, environ)
+    try:
+        return list_backgrounds(folder)
+    except BackgroundsError as e:
+        raise BackgroundsError(f"data.backgrounds={value!r}: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -776,7 +811,7 @@ def build_manifest(cfg, out_path: PathLike | None = None, environ: Mapping[str, 
     rows = scan(d.layout, root, group_regex=getattr(d, "group_regex", None))
     if len(rows) == 0:
         raise ValueError(f"{root}: no items found for layout {d.layout!r}; expected folders: "
-                         f"{_layout_hint(d.layout)}")
+                         f"{layout_hint(d.layout)}")
     report = validate(rows, check_pixels=getattr(d, "check_pixels", None))
     report.to_csv(problems_path_for(out_path))
     if report.n_good == 0:
@@ -787,13 +822,26 @@ def build_manifest(cfg, out_path: PathLike | None = None, environ: Mapping[str, 
     return df, report
 
 
-def _layout_hint(layout: str) -> str:
+def _any(names: Sequence[str]) -> str:
+    return names[0] + "/" if len(names) == 1 else "{" + "|".join(names) + "}/"
+
+
+def layout_hint(layout: str) -> str:
+    """The folder names ``scan(layout, ...)`` recognises, written from the same tables it searches.
+
+    Example:
+        >>> layout_hint("folder")
+        '{im|image|images|img|imgs}/ + {gt|alpha|mask|masks|alphas|matte}/ (+ optional {trimap|trimaps}/), side by side, files paired by stem'
+    """
+    a, m = AIM500_DIRS, ALPHAMATTING_DIRS
     return {
-        "aim500": "original/ + mask/ + trimap/",
-        "synthetic": "aim500/original/ + aim500/mask/ (run `mattingkit demo-data`)",
-        "adobe": "fg/ + alpha/ (+ bg/)",
-        "competition": "train_dataset/images/ + train_dataset/masks/",
-        "competition_test": "test_dataset/orig_1024/",
-        "alphamatting": "image/ + alpha/ (+ trimap/)",
-        "folder": "im/ + gt/",
+        "aim500": f"{_any(a['image'])} + {_any(a['alpha'])} (+ optional {_any(a['trimap'])}), files paired by stem",
+        "synthetic": "aim500/ holding the aim500 folders (run `mattingkit demo-data`)",
+        "adobe": f"fg/ + {_any(ADOBE_ALPHA_DIRS)} (+ optional bg/, {_any(ADOBE_TRIMAP_DIRS)}) in any folder "
+                 "up to 4 levels down",
+        "competition": f"train_dataset/{_any(COMPETITION_IMAGE_DIRS)} + train_dataset/{_any(COMPETITION_MASK_DIRS)}",
+        "competition_test": f"test_dataset/{_any(COMPETITION_TEST_DIRS)}",
+        "alphamatting": f"{_any(m['image'])} + {_any(m['alpha'])} (+ optional {_any(m['trimap'])})",
+        "folder": f"{_any(FOLDER_DIRS['image'])} + {_any(FOLDER_DIRS['alpha'])} (+ optional "
+                  f"{_any(FOLDER_TRIMAP_DIRS)}), side by side, files paired by stem",
     }.get(layout, "see mattingkit.data.layouts")

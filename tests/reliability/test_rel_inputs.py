@@ -256,10 +256,13 @@ def test_submission_builder_reports_every_bad_prediction_at_once(corpus, predict
     shutil.copytree(out, alpha_dir)
     (alpha_dir / f"{NON_UTF8}.png").unlink()
     odd = {"p16": items["png16"].files["alpha"], "cutout": items["rgba"].files["alpha"],
-           "pal": items["palette"].files["trimap"], "cmyk": items["cmyk"].files["image"],
-           "exifjpg": items["exif"].files["image"], "small": items["size_mismatch"].files["alpha"]}
+           "pal": items["palette"].files["trimap"], "small": items["size_mismatch"].files["alpha"]}
     for stem, src in odd.items():
         shutil.copy(src, alpha_dir / f"odd_{stem}{src.suffix}")
+    # colour photos (a CMYK JPEG, an EXIF-rotated JPEG) are not alphas (issue 16): named in the error too
+    photos = {stem: items[key].files["image"] for stem, key in (("cmyk", "cmyk"), ("exifjpg", "exif"))}
+    for stem, src in photos.items():
+        shutil.copy(src, alpha_dir / f"photo_{stem}{src.suffix}")
     broken = {stem: items[stem].files["image"] for stem in ("zero_bytes", "trunc_png", "trunc_jpg", "huge_decl",
                                                               "not_image")}
     for stem, src in broken.items():
@@ -273,10 +276,14 @@ def test_submission_builder_reports_every_bad_prediction_at_once(corpus, predict
     msg.encode("utf-8")                                  # printable anywhere
     for stem, src in broken.items():
         assert str(alpha_dir / src.name) in msg, (stem, msg)
+    for stem, src in photos.items():
+        assert f"{alpha_dir / f'photo_{stem}{src.suffix}'}: is a colour image" in msg, (stem, msg)
     assert "not valid UTF-8" in msg and mio.printable(str(weird)) in msg
     assert not csv.exists() and not list(csv.parent.iterdir())  # no CSV, no temp file
     for src in broken.values():
         (alpha_dir / src.name).unlink()
+    for stem, src in photos.items():
+        (alpha_dir / f"photo_{stem}{src.suffix}").unlink()
     weird.unlink()
     report = build_submission(alpha_dir, csv, size=32, verbose=False)
     assert report.rows == len(rep.written) - 1 + len(odd)

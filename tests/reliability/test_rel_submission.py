@@ -151,3 +151,23 @@ def test_builder_output_is_the_organisers_format(base, tmp_path):
         im = Image.open(io.BytesIO(png))
         assert im.mode == "L" and im.size == (SIZE, SIZE) and png == png_bytes(np.asarray(im))
     assert Path(sample).read_text().splitlines()[1:] == [f"{n}," for n in NAMES]
+
+
+def test_builder_refuses_photos_in_place_of_predictions(base, tmp_path):
+    """Issue 16: the test photos passed as predictions were taken as alphas (their red channel) and the
+    CSV validated. Every colour file is named; gray stored as RGB stays accepted."""
+    from mattingkit.submission import SubmissionError
+
+    sample, _ = base
+    rng = np.random.default_rng(2)
+    for i, n in enumerate(NAMES):
+        if i == 1:
+            g = rng.integers(0, 256, (SIZE, SIZE), dtype=np.uint8)
+            Image.fromarray(np.dstack([g, g, g])).save(tmp_path / f"{n}.png")
+        else:
+            Image.fromarray(rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)).save(tmp_path / f"{n}.jpg")
+    out = tmp_path / "out.csv"
+    with pytest.raises(SubmissionError) as e:
+        build_submission(tmp_path, out, sample_csv=sample, size=SIZE, verbose=False)
+    named = [n for n in NAMES if f"{n}.jpg" in str(e.value)]
+    assert named == [NAMES[0], NAMES[2], NAMES[3]] and not out.exists()
