@@ -143,7 +143,7 @@ def require_gpu(device: torch.device, required: bool, recipe: str = "this recipe
         f"{recipe} needs a GPU (run.require_gpu=true) but none is visible. On Colab: Runtime > Change "
         "runtime type > T4 GPU (after a disconnect, reconnect to a GPU runtime); on Kaggle: Settings > "
         "Accelerator > GPU. To train on the CPU deliberately (about 100x slower) set run.device=cpu, or use "
-        "the demo or cpu config.")
+        "--config demo.")
 
 
 def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
