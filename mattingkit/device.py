@@ -266,11 +266,12 @@ class DevicePlan:
                 "amp_reason": self.amp_reason}
 
 
-def plan(cfg: Any, *, amp: str | bool | None = None, check: bool = True) -> DevicePlan:
+def plan(cfg: Any, *, amp: str | bool | None = None, check: bool = True, require: bool | None = None) -> DevicePlan:
     """Resolve ``run.device``, ``train.amp`` (or ``amp``), ``train.channels_last`` and ``data.num_workers``
     of a :class:`~mattingkit.config.Config`; with ``check``, refuse an unsupported GPU
     (:func:`check_device`) and a missing one when ``run.require_gpu`` (unless ``run.device=cpu`` was
-    asked for deliberately). Inference passes ``amp=cfg.infer.amp``.
+    asked for deliberately; ``require`` overrides ``run.require_gpu``). Inference passes
+    ``amp=cfg.infer.amp, require=False`` (predicting on a CPU is slow, not wrong).
 
     Example:
         >>> from mattingkit.config import load_config
@@ -283,7 +284,8 @@ def plan(cfg: Any, *, amp: str | bool | None = None, check: bool = True) -> Devi
     if check:
         check_device(device)
         deliberate_cpu = str(run.device) == "cpu"
-        require_gpu(device, bool(getattr(run, "require_gpu", False)) and not deliberate_cpu, recipe=run.name)
+        required = bool(getattr(run, "require_gpu", False)) if require is None else bool(require)
+        require_gpu(device, required and not deliberate_cpu, recipe=run.name)
     amp = train.amp if amp is None else amp
     dtype = resolve_amp(amp, device)
     return DevicePlan(device=device, amp_dtype=dtype, grad_scaler=needs_grad_scaler(dtype),

@@ -144,6 +144,9 @@ def test_inference_amp_from_plan(monkeypatch):
     simulate(monkeypatch, "T4")
     p = dv.plan(load_config("default", ["data.num_workers=0"]), amp="auto")
     assert p.amp_dtype == torch.float16
+    simulate(monkeypatch, None)
+    p = dv.plan(load_config("default", ["data.num_workers=0"]), amp="auto", require=False)   # inference
+    assert p.device.type == "cpu" and p.amp_dtype is None
 
 
 def test_device_facts(monkeypatch):
