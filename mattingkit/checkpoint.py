@@ -28,8 +28,10 @@ Example:
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import shutil
 import json
 import os
 import pickle
@@ -38,7 +40,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -53,6 +55,10 @@ EXPORT_FORMAT = "mattingkit-inference"
 FORMAT_VERSION = 1
 LAST = "last.pt"
 BEST = "best.pt"
+
+
+class CheckpointWriteError(RunStateError):
+    """A checkpoint could not be written (disk or Drive full, rename refused); the previous one is intact."""
 
 
 class CheckpointError(RunStateError):
@@ -93,6 +99,21 @@ def _read_sidecar(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+#: errno values that mean the bytes did not reach the disk: never tolerated from fsync.
+_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DATA_LOST = _NO_SPACE | {errno.EIO}
+
+
+def _fsync(fd: int) -> None:
+    """fsync, tolerating a mount that refuses it (Google Drive's FUSE mount, some network filesystems):
+    the sidecar's SHA-256 still catches a file that did not arrive whole. Out of space / I/O errors raise."""
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno in _DATA_LOST:
+            raise
+
+
 def _fsync_dir(folder: Path) -> None:
     # Make the renames durable where the platform allows it (not on Windows, nor on some FUSE mounts).
     try:
@@ -119,12 +140,19 @@ def _write_atomic(path: Path, data: bytes | None, writer=None, before_replace=No
     try:
         with os.fdopen(fd, "wb") as raw:
             f = _HashingWriter(raw)
-            if writer is not None:
-                writer(f)
-            else:
-                f.write(data)
+            try:
+                if writer is not None:
+                    writer(f)
+                else:
+                    f.write(data)
+            except Exception as e:
+                # torch.save reports a failed write (disk full) as a RuntimeError from its zip writer:
+                # surface the OSError underneath so the caller can say what happened.
+                if f.error is not None and not isinstance(e, OSError):
+                    raise f.error from e
+                raise
             raw.flush()
-            os.fsync(raw.fileno())
+            _fsync(raw.fileno())
         if before_replace is not None:
             before_replace(tmp, f.size, f.hexdigest())
         os.replace(tmp, path)
@@ -146,12 +174,17 @@ class _HashingWriter(io.RawIOBase):
         self.raw = raw
         self.sha = hashlib.sha256()
         self.size = 0
+        self.error: OSError | None = None
 
     def writable(self) -> bool:
         return True
 
     def write(self, b) -> int:
-        n = self.raw.write(b)
+        try:
+            n = self.raw.write(b)
+        except OSError as e:
+            self.error = e
+            raise
         self.sha.update(memoryview(b)[:n] if n is not None else b)
         self.size += n if n is not None else len(b)
         return n if n is not None else len(b)
@@ -168,14 +201,20 @@ class _HashingWriter(io.RawIOBase):
 _BEFORE_REPLACE_HOOK = None
 
 
-def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
+def save_checkpoint(state: Mapping[str, Any], path: PathLike, mirror_dir: PathLike | None = None,
+                    mirror_required: bool = False) -> Path:
     """Atomically write ``state`` with ``torch.save`` to ``path`` and its ``.json`` sidecar.
 
     ``state`` must hold only tensors and plain Python values (dict/list/tuple/str/int/float/bool/None)
     so that it loads with ``weights_only=True``; this is checked before anything is written.
 
     Order: temp file (fsync) -> sidecar listing the new digest *and* the previous one -> rename. A crash
-    at any point leaves ``path`` loadable (old or new content) and verifiable.
+    at any point leaves ``path`` loadable (old or new content) and verifiable. A full disk raises
+    :class:`CheckpointWriteError` (the previous checkpoint is left as it was).
+
+    ``mirror_dir`` (e.g. the run's folder on a mounted Google Drive): after the local write, copy the file
+    and its sidecar there the same way (:func:`mirror_checkpoint`). A failed mirror warns and the local
+    checkpoint stands, unless ``mirror_required``.
 
     Example:
         >>> import tempfile
@@ -187,29 +226,297 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> Path:
     if ":" in path.name:
         raise ValueError(f"{path}: checkpoint file names must not contain ':' (Google Drive / Windows)")
     _check_plain(state, "state")
+    meta = {"step": state.get("step") if isinstance(state, Mapping) else None, "version": __version__,
+            "written": time.strftime("%Y-%m-%dT%H-%M-%S"), "written_ns": time.time_ns()}
+    _publish(path, lambda f: torch.save(dict(state), f), meta, what="checkpoint")
+    if mirror_dir is not None:
+        mirror_checkpoint(path, mirror_dir, required=mirror_required)
+    return path
+
+
+def _publish(path: Path, writer, meta: Mapping[str, Any], what: str) -> None:
+    """Write ``writer(fileobj)``'s bytes to ``path`` with the sidecar protocol (see :func:`save_checkpoint`)."""
     previous = _current_digest(path)
+    old_side = _read_sidecar(path) if path.exists() else None
+    old_side_bytes = None
+    if old_side is not None:
+        try:
+            old_side_bytes = sidecar_path(path).read_bytes()
+        except OSError:
+            pass
+        if previous is not None:
+            previous.update({k: old_side.get(k) for k in ("step", "written_ns") if k in old_side})
+    wrote_sidecar = []
 
     def before_replace(tmp: Path, size: int, digest: str) -> None:
-        meta = {
-            "file": path.name,
-            "size": size,
-            "sha256": digest,
-            "previous": previous,  # the content still under `path` until the rename below
-            "step": state.get("step") if isinstance(state, Mapping) else None,
-            "version": __version__,
-            "written": time.strftime("%Y-%m-%dT%H-%M-%S"),
-        }
-        _write_atomic(sidecar_path(path), json.dumps(meta, indent=1).encode("utf-8"))
+        side = {"file": path.name, "size": size, "sha256": digest,
+                "previous": previous}  # the content still under `path` until the rename below
+        side.update(meta)
+        _write_atomic(sidecar_path(path), json.dumps(side, indent=1).encode("utf-8"))
+        wrote_sidecar.append(True)
         if _BEFORE_REPLACE_HOOK is not None:
             _BEFORE_REPLACE_HOOK(tmp)
 
-    _write_atomic(path, None, writer=lambda f: torch.save(dict(state), f), before_replace=before_replace)
-    # The rename succeeded: drop the "previous" entry so only the current digest verifies.
+    try:
+        _write_atomic(path, None, writer=writer, before_replace=before_replace)
+    except OSError as e:
+        if wrote_sidecar and old_side_bytes is not None:   # the rename failed: the old sidecar again
+            try:
+                _write_atomic(sidecar_path(path), old_side_bytes)
+            except OSError:
+                pass   # the new sidecar lists the old digest under "previous": still verifiable
+        raise _write_error(path, e, what, old_side) from None
+    # The rename succeeded: drop the "previous" entry so only the current digest verifies. If this
+    # small write fails (disk full), the sidecar with both digests still verifies the new file.
+    side = _read_sidecar(path) or {}
+    if side.get("previous") is not None:
+        side["previous"] = None
+        try:
+            _write_atomic(sidecar_path(path), json.dumps(side, indent=1).encode("utf-8"))
+        except OSError:
+            pass
+
+
+def _free_bytes(folder: Path) -> int | None:
+    for p in [folder, *folder.parents]:
+        try:
+            return shutil.disk_usage(p).free
+        except OSError:
+            continue
+    return None
+
+
+def _gb(n: int | float | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.1f} MB"
+
+
+def _write_error(path: Path, err: OSError, what: str, prev: dict | None) -> CheckpointWriteError:
+    """The message for a failed checkpoint write: what happened, that the previous file is intact, what to do."""
+    kept = (f"the previous {path.name} (step {prev.get('step')}) is intact" if prev and path.exists()
+            else f"no earlier {path.name} was there" if not path.exists() else f"the previous {path.name} is intact")
+    if err.errno in _NO_SPACE:
+        need = (prev or {}).get("size")
+        msg = (f"{what} {path}: no space left on the device ({_gb(_free_bytes(path.parent))} free, the checkpoint "
+               f"needs about {_gb(need)}); {kept}. Free space in {path.parent} (on Google Drive: empty the "
+               "trash, which counts against the quota) and run again to resume.")
+    else:
+        msg = f"{what} {path}: could not be written ({type(err).__name__}: {err}); {kept}."
+    e = CheckpointWriteError(msg)
+    e.errno = err.errno
+    return e
+
+
+class MirrorWarning(UserWarning):
+    """A checkpoint could not be copied to its mirror folder (the local checkpoint is fine)."""
+
+
+def mirror_checkpoint(path: PathLike, mirror_dir: PathLike, required: bool = False) -> Path | None:
+    """Copy a verified local checkpoint and its sidecar into ``mirror_dir`` (same name): temp file, then
+    rename; the mirrored sidecar carries the same size/SHA-256/step, so the mirror verifies on its own.
+    A refused fsync is tolerated. On failure the mirror keeps its previous copy (still verifiable) and a
+    :class:`MirrorWarning` is issued, or :class:`CheckpointWriteError` raised when ``required``.
+    Returns the mirrored path, or None when it failed.
+
+    Example:
+        >>> import tempfile
+        >>> a, b = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+        >>> _ = save_checkpoint({"step": 5}, a / "last.pt", mirror_dir=b)
+        >>> load_checkpoint(b / "last.pt")["step"], sorted(p.name for p in b.iterdir())
+        (5, ['last.pt', 'last.pt.json'])
+    """
+    path, mirror_dir = Path(path), Path(mirror_dir)
+    target = mirror_dir / path.name
+    if target.resolve() == path.resolve():
+        return target
     meta = _read_sidecar(path) or {}
-    if meta.get("previous") is not None:
-        meta["previous"] = None
-        _write_atomic(sidecar_path(path), json.dumps(meta, indent=1).encode("utf-8"))
-    return path
+    extra = {k: v for k, v in meta.items() if k not in ("file", "size", "sha256", "previous")}
+
+    def copy(f) -> None:
+        with open(path, "rb") as src:
+            shutil.copyfileobj(src, f, 8 << 20)
+
+    try:
+        mirror_dir.mkdir(parents=True, exist_ok=True)
+        cleanup_temp_files(mirror_dir)
+        _publish(target, copy, extra, what="mirror copy")
+        if meta.get("sha256") and (_read_sidecar(target) or {}).get("sha256") != meta["sha256"]:
+            raise CheckpointWriteError(f"mirror copy {target}: its digest differs from {path}'s (changed while "
+                                       "copying?)")
+    except (CheckpointWriteError, OSError) as e:
+        if required:
+            raise e if isinstance(e, CheckpointWriteError) else _write_error(target, e, "mirror copy", None) from None
+        warnings.warn(f"{e} The local checkpoint {path} is complete; the mirror will be retried at the next "
+                      "checkpoint.", MirrorWarning, stacklevel=3)
+        return None
+    return target
+
+
+def _copy_valid(src: Path, dst: Path) -> None:
+    meta = _read_sidecar(src) or {}
+    extra = {k: v for k, v in meta.items() if k not in ("file", "size", "sha256", "previous")}
+
+    def copy(f) -> None:
+        with open(src, "rb") as fsrc:
+            shutil.copyfileobj(fsrc, f, 8 << 20)
+
+    _publish(dst, copy, extra, what="checkpoint")
+
+
+def _newness(path: Path) -> tuple[int, int]:
+    """(step, write time) of what is under ``path`` now, from its sidecar (the ``previous`` entry when an
+    interrupted save left the old file in place)."""
+    meta = _read_sidecar(path) or {}
+    prev = meta.get("previous")
+    if isinstance(prev, dict) and path.exists() and path.stat().st_size == prev.get("size") != meta.get("size"):
+        meta = prev
+    try:
+        step = int(meta.get("step") or 0)
+    except (TypeError, ValueError):
+        step = 0
+    try:
+        ns = int(meta.get("written_ns") or 0)
+    except (TypeError, ValueError):
+        ns = 0
+    return step, ns
+
+
+def _valid(path: Path) -> str | None:
+    """None when ``path`` verifies against its sidecar (a sidecar is required here), else why not."""
+    if not path.is_file():
+        return "absent"
+    if _read_sidecar(path) is None:
+        return "no sidecar"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            verify_checkpoint(path)
+    except CheckpointError as e:
+        return e.reason
+    return None
+
+
+def sync_from_mirror(ckpt_dir: PathLike, mirror_dir: PathLike | None) -> dict[str, str]:
+    """Before resuming: for ``last.pt`` and ``best.pt``, make the local copy the newest *valid* one of the
+    two places. A mirror copy that is newer (higher step, then later write) than the local one, or valid
+    where the local one is missing or corrupt, is copied into ``ckpt_dir``; a valid local one that the
+    mirror lacks (or holds older/corrupt) is mirrored. Returns ``{name: what happened}``.
+
+    A fresh Colab VM has an empty local disk: this is what brings the Drive copies back.
+
+    Example:
+        >>> import tempfile
+        >>> local, drive = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+        >>> _ = save_checkpoint({"step": 9}, drive / "last.pt")
+        >>> sync_from_mirror(local, drive)["last.pt"]
+        'copied from the mirror (step 9)'
+        >>> load_checkpoint(local / "last.pt")["step"]
+        9
+    """
+    out: dict[str, str] = {}
+    if mirror_dir is None:
+        return out
+    ckpt_dir, mirror_dir = Path(ckpt_dir), Path(mirror_dir)
+    if ckpt_dir.resolve() == mirror_dir.resolve():
+        return out
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    cleanup_temp_files(ckpt_dir)
+    if mirror_dir.is_dir():
+        cleanup_temp_files(mirror_dir)
+    for name in (LAST, BEST):
+        local, remote = ckpt_dir / name, mirror_dir / name
+        bad_local, bad_remote = _valid(local), _valid(remote)
+        if bad_remote is None and (bad_local is not None or _newness(remote) > _newness(local)):
+            _copy_valid(remote, local)
+            out[name] = f"copied from the mirror (step {_newness(remote)[0]})"
+        elif bad_local is None and (bad_remote is not None or _newness(local) > _newness(remote)):
+            ok = mirror_checkpoint(local, mirror_dir)
+            out[name] = "mirrored the local copy" if ok is not None else "local copy kept (mirroring failed)"
+        elif bad_local is None:
+            out[name] = "up to date"
+        else:
+            out[name] = f"none valid (local: {bad_local}; mirror: {bad_remote})"
+    return out
+
+
+def newest_valid(candidates: Iterable[PathLike]) -> Path | None:
+    """The newest checkpoint among ``candidates`` that verifies (step, then write time; the first listed
+    wins a tie), or None. Used to pick between ``last.pt`` / ``best.pt`` in the local and mirror folders.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = save_checkpoint({"step": 4}, d / "last.pt"); _ = save_checkpoint({"step": 6}, d / "best.pt")
+        >>> newest_valid([d / "last.pt", d / "best.pt"]).name
+        'best.pt'
+    """
+    best: tuple[tuple[int, int], int, Path] | None = None
+    for i, c in enumerate(Path(c) for c in candidates):
+        if _valid(c) is not None:
+            continue
+        key = (_newness(c), -i)
+        if best is None or key > (best[0], best[1]):
+            best = (key[0], key[1], c)
+    return None if best is None else best[2]
+
+
+# --------------------------------------------------------------------------------------------
+# How big a checkpoint is, and how much room a run needs
+# --------------------------------------------------------------------------------------------
+def estimate_checkpoint_bytes(cfg: Any) -> int:
+    """About how many bytes one training checkpoint of ``cfg`` takes: float32 weights + two Adam moments
+    for the generator (and the discriminator when ``train.use_gan``), plus buffers. The models are built on
+    PyTorch's ``meta`` device: nothing is allocated or downloaded.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> round(estimate_checkpoint_bytes(load_config("default")) / 1e9, 2)   # ResNet-50 G + PatchGAN D
+        0.51
+    """
+    import copy as _copy
+
+    from .models import build_discriminator, build_model
+
+    mcfg = _copy.deepcopy(cfg.model)
+    mcfg.pretrained, mcfg.weights_path = False, None
+    modules = []
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        modules.append(build_model(mcfg))
+        if getattr(cfg.train, "use_gan", False):
+            modules.append(build_discriminator(mcfg))
+    total = 0
+    for m in modules:
+        params = sum(p.numel() * p.element_size() for p in m.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in m.buffers())
+        total += 3 * params + buffers        # weights + Adam exp_avg + exp_avg_sq
+    return int(total + 256 * 1024)           # schedules, RNG states, config, zip headers
+
+
+def drive_space_needed(cfg: Any) -> dict[str, Any]:
+    """What a run's checkpoints need on Google Drive (for notebook 03 to print before training).
+
+    ``steady_bytes`` = ``best.pt`` + ``last.pt`` (2 x a checkpoint); ``peak_bytes`` adds the temp copy
+    that exists while one is being replaced. Every replaced version goes to Drive's trash, which counts
+    against the quota until it is emptied (or after 30 days).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> need = drive_space_needed(load_config("default"))
+        >>> need["steady_bytes"] == 2 * need["checkpoint_bytes"], need["message"][:31]
+        (True, 'Checkpoints on Drive need about')
+    """
+    one = estimate_checkpoint_bytes(cfg)
+    every = getattr(cfg.train, "ckpt_every", 0) or 0
+    steps = getattr(cfg.train, "steps", 0) or 0
+    replaced = max(0, steps // every - 1) if every else 0
+    msg = (f"Checkpoints on Drive need about {_gb(2 * one)} (best.pt + last.pt, {_gb(one)} each) and "
+           f"{_gb(3 * one)} while one is being replaced. Each replaced version goes to Drive's trash "
+           f"(up to {replaced} x {_gb(one)} over {steps} steps at train.ckpt_every={every}), which counts "
+           "against the 15 GB free quota until you empty it.")
+    return {"checkpoint_bytes": one, "steady_bytes": 2 * one, "peak_bytes": 3 * one,
+            "replaced_versions": replaced, "message": msg}
 
 
 def _current_digest(path: Path) -> dict | None:

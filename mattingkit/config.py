@@ -55,6 +55,7 @@ class RunConfig:
     name: str = "run"                 # run folder name under runs_root
     seed: int = 0                     # every random choice derives from this
     device: str = "auto"              # auto | cpu | cuda | cuda:N
+    require_gpu: bool = True          # stop at start when no GPU is visible (false: demo / cpu recipes)
     runs_root: str | None = None      # default: mattingkit.env.runs_root()
     data_root: str | None = None      # default: mattingkit.env.data_root()
     smoke: bool = False               # tiny budgets everywhere (CI / quick checks)
@@ -75,7 +76,7 @@ class DataConfig:
     crop_sizes: list[int] = field(default_factory=lambda: [320, 480, 640])
     image_size: int = 320             # crops are resized to this (multiple of 32)
     batch_size: int = 8
-    num_workers: int = 2
+    num_workers: int | str = "auto"   # loader workers; auto = min(8, CPUs), 0 on one CPU
     val_max_side: int = 1024          # full-resolution evaluation, capped on the long side
     val_limit: int | None = None      # evaluate at most this many images (None = all)
     kaggle_competition: str | None = None   # competition slug for download
@@ -168,8 +169,8 @@ class TrainConfig:
     d_every: int = 1                  # update D every N batches
     grad_clip: float | None = 1.0     # max grad norm (None = off)
     accum_steps: int = 1              # gradient accumulation
-    amp: str = "auto"                 # auto (GPU: bf16 if supported else fp16; CPU: off) | off | bf16 | fp16
-    channels_last: bool = False
+    amp: str | bool = "auto"          # auto (capability >= 8.0: bf16; other GPUs: fp16 + GradScaler; CPU: off) | off | bf16 | fp16 (YAML reads off as false)
+    channels_last: bool | str = "auto"  # auto = on for CUDA + AMP at compute capability >= 7.0
     max_nonfinite: int = 10           # stop after this many non-finite losses in a row
     log_every: int = 50
     image_every: int = 500
@@ -183,6 +184,7 @@ class TrainConfig:
     time_limit_min: float | None = None  # stop cleanly (saving last.pt) after this many minutes
     tensorboard: bool = True          # write TensorBoard events to runs/NAME/tb
     find_unused_parameters: bool = False  # DDP: set when some G parameters get no gradient
+    dist_timeout_s: float = 1800.0    # multi-GPU process-group timeout (NCCL default 600 s is too short)
 
 
 @dataclass
@@ -194,7 +196,7 @@ class InferConfig:
     pad_margin: int = 32              # reflect padding on every side before rounding up to a multiple of 32
     tta_flip: bool = False
     two_pass: bool = False            # trimap-free: coarse pass -> trimap from mask -> refine
-    amp: str = "auto"
+    amp: str | bool = "auto"          # as train.amp
     write_rgba: bool = False          # also write RGBA cut-outs with estimated foreground colours
 
 

@@ -17,9 +17,12 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping
 
 import torch
 
@@ -29,6 +32,7 @@ AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 BF16_MIN_CAPABILITY = (8, 0)           # tensor-core bf16 (Ampere and newer)
 CHANNELS_LAST_MIN_CAPABILITY = (7, 0)  # tensor cores (Volta and newer)
 MAX_AUTO_WORKERS = 8
+DEFAULT_DIST_TIMEOUT_S = 1800.0        # train.dist_timeout_s default
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
@@ -72,25 +76,34 @@ def capability(device: torch.device) -> tuple[int, int] | None:
     return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
 
 
+def _arch_numbers(kind: str) -> list[int]:
+    """``sm`` / ``compute`` numbers in ``torch.cuda.get_arch_list()`` (``sm_86`` -> 86; ``sm_90a`` skipped:
+    arch-specific cubins run on that exact GPU only and always come with the plain ``sm_90``)."""
+    out = []
+    for a in torch.cuda.get_arch_list() or []:
+        k, _, num = str(a).partition("_")
+        if k == kind and num.isdigit():
+            out.append(int(num))
+    return out
+
+
 def arch_supported(device: torch.device) -> bool:
-    """Whether the installed torch was built with kernels for this GPU (``sm_XY`` or a ``compute_XY``
-    PTX at or below it in ``torch.cuda.get_arch_list()``). CPU is always supported."""
+    """Whether the installed torch has kernels this GPU can run. CPU is always supported.
+
+    CUDA's rules: a cubin built for ``sm_XY`` runs on every GPU of the same major ``X`` with minor >= ``Y``
+    (so an L4, 8.9, runs the ``sm_86`` cubins of a build that lists no ``sm_89``; a T4, 7.5, runs
+    ``sm_70``); a ``compute_XY`` PTX is JIT-compiled for any GPU at or above ``X.Y``. A P100 (6.0) under a
+    build listing ``sm_70`` and up has neither.
+    """
     cap = capability(device)
     if cap is None:
         return True
-    archs = torch.cuda.get_arch_list() or []
-    if not archs:  # builds that do not say: assume yes
+    if not torch.cuda.get_arch_list():  # builds that do not say: assume yes
         return True
-    sm = cap[0] * 10 + cap[1]
-    for a in archs:
-        kind, _, num = a.partition("_")
-        if not num.isdigit():
-            continue
-        if kind == "sm" and int(num) == sm:
-            return True
-        if kind == "compute" and int(num) <= sm:  # PTX is JIT-compiled forward
-            return True
-    return False
+    major, minor = cap
+    if any(sm // 10 == major and sm % 10 <= minor for sm in _arch_numbers("sm")):
+        return True
+    return any(ptx <= major * 10 + minor for ptx in _arch_numbers("compute"))
 
 
 def check_device(device: torch.device) -> None:
@@ -99,6 +112,9 @@ def check_device(device: torch.device) -> None:
     Example:
         >>> check_device(torch.device("cpu"))  # nothing to say
     """
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"run.device={device} but only {torch.cuda.device_count()} GPU(s) are visible "
+                          f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1}); use run.device=auto or cuda:0.")
     if arch_supported(device):
         return
     name = torch.cuda.get_device_name(device)
@@ -127,7 +143,7 @@ def require_gpu(device: torch.device, required: bool, recipe: str = "this recipe
         f"{recipe} needs a GPU (run.require_gpu=true) but none is visible. On Colab: Runtime > Change "
         "runtime type > T4 GPU (after a disconnect, reconnect to a GPU runtime); on Kaggle: Settings > "
         "Accelerator > GPU. To train on the CPU deliberately (about 100x slower) set run.device=cpu, or use "
-        "the demo or cpu config.")
+        "--config demo.")
 
 
 def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
@@ -143,6 +159,8 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     """
     if amp is False or amp is None:
         amp = "off"
+    elif amp is True:
+        amp = "auto"
     if amp not in AMP_CHOICES:
         raise UsageError(f"amp={amp!r}: choose {', '.join(AMP_CHOICES)}")
     if amp == "off":
@@ -160,6 +178,7 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
 def amp_reason(amp: str, device: torch.device) -> str:
     """One line saying why :func:`resolve_amp` chose what it chose (for doctor and the logs)."""
     dtype = resolve_amp(amp, device)
+    amp = {False: "off", None: "off", True: "auto"}.get(amp, amp) if not isinstance(amp, str) else amp
     name = {None: "off (float32)", torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}[dtype]
     if amp != "auto":
         return f"{name}: set explicitly (amp={amp})"
@@ -223,8 +242,230 @@ def device_facts(device: torch.device) -> dict[str, Any]:
     return facts
 
 
+# --------------------------------------------------------------------------------------------
+# One call for a run: every decision above, from the config
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DevicePlan:
+    """What a run will use, decided once from the config (:func:`plan`); ``as_dict`` is JSON-ready."""
+
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    grad_scaler: bool
+    channels_last: bool
+    num_workers: int
+    amp_reason: str
+
+    @property
+    def amp_name(self) -> str:
+        return {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": str(self.device), "amp": self.amp_name, "grad_scaler": self.grad_scaler,
+                "channels_last": self.channels_last, "num_workers": self.num_workers,
+                "amp_reason": self.amp_reason}
+
+
+def plan(cfg: Any, *, amp: str | bool | None = None, check: bool = True, require: bool | None = None) -> DevicePlan:
+    """Resolve ``run.device``, ``train.amp`` (or ``amp``), ``train.channels_last`` and ``data.num_workers``
+    of a :class:`~mattingkit.config.Config`; with ``check``, refuse an unsupported GPU
+    (:func:`check_device`) and a missing one when ``run.require_gpu`` (unless ``run.device=cpu`` was
+    asked for deliberately; ``require`` overrides ``run.require_gpu``). Inference passes
+    ``amp=cfg.infer.amp, require=False`` (predicting on a CPU is slow, not wrong).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> p = plan(load_config("demo", ["run.device=cpu", "data.num_workers=0"]))
+        >>> p.as_dict()["amp"], p.grad_scaler, p.channels_last, p.num_workers
+        ('off', False, False, 0)
+    """
+    run, train = cfg.run, cfg.train
+    device = resolve_device(run.device)
+    if check:
+        check_device(device)
+        deliberate_cpu = str(run.device) == "cpu"
+        required = bool(getattr(run, "require_gpu", False)) if require is None else bool(require)
+        require_gpu(device, required and not deliberate_cpu, recipe=run.name)
+    amp = train.amp if amp is None else amp
+    dtype = resolve_amp(amp, device)
+    return DevicePlan(device=device, amp_dtype=dtype, grad_scaler=needs_grad_scaler(dtype),
+                      channels_last=resolve_channels_last(getattr(train, "channels_last", "auto"), device, dtype),
+                      num_workers=resolve_num_workers(cfg.data.num_workers), amp_reason=amp_reason(amp, device))
+
+
+def dist_timeout(seconds: float | int | None) -> datetime.timedelta:
+    """``train.dist_timeout_s`` as the ``timeout`` of ``torch.distributed.init_process_group`` (accelerate:
+    ``InitProcessGroupKwargs(timeout=dist_timeout(cfg.train.dist_timeout_s))``). NCCL's 600 s default is
+    shorter than rank 0 estimating foregrounds on AIM-500-sized data while the others wait at a barrier.
+
+    Example:
+        >>> dist_timeout(1800)
+        datetime.timedelta(seconds=1800)
+    """
+    if seconds is None:
+        seconds = DEFAULT_DIST_TIMEOUT_S
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise UsageError(f"train.dist_timeout_s={seconds!r}: must be a number of seconds > 0")
+    return datetime.timedelta(seconds=float(seconds))
+
+
+# --------------------------------------------------------------------------------------------
+# Numerics and autotuning flags (process-wide, so always set-and-restore)
+# --------------------------------------------------------------------------------------------
+def _flags() -> dict[str, bool]:
+    return {"matmul_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+            "cudnn_tf32": bool(torch.backends.cudnn.allow_tf32),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic)}
+
+
+def _set_flags(f: Mapping[str, bool]) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = f["matmul_tf32"]
+    torch.backends.cudnn.allow_tf32 = f["cudnn_tf32"]
+    torch.backends.cudnn.benchmark = f["cudnn_benchmark"]
+    torch.backends.cudnn.deterministic = f["cudnn_deterministic"]
+
+
+@contextlib.contextmanager
+def exact_numerics(enabled: bool = True) -> Iterator[None]:
+    """Full float32 where a result is promised to match another (tiled vs untiled, the GPU check's
+    agreement figures): TF32 off for matmuls and cuDNN convolutions (TF32 keeps 10 mantissa bits, and
+    different tile shapes get different kernels, so rounding differs between tiles and the whole image),
+    cudnn.benchmark off and cudnn.deterministic on (one algorithm per shape, no autotune workspaces).
+    Everything is restored on exit. ``enabled=False`` changes nothing.
+
+    Example:
+        >>> before = torch.backends.cudnn.allow_tf32
+        >>> with exact_numerics():
+        ...     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark
+        (False, False)
+        >>> torch.backends.cudnn.allow_tf32 == before
+        True
+    """
+    if not enabled:
+        yield
+        return
+    saved = _flags()
+    _set_flags({"matmul_tf32": False, "cudnn_tf32": False, "cudnn_benchmark": False, "cudnn_deterministic": True})
+    try:
+        yield
+    finally:
+        _set_flags(saved)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(flag: bool) -> Iterator[None]:
+    """Set ``torch.backends.cudnn.benchmark`` for a block and restore it after: on for fixed-shape
+    training crops, off for validation and inference (each new full-resolution shape pays an autotune,
+    about 1 s on an H200, and may keep a large workspace).
+
+    Example:
+        >>> before = torch.backends.cudnn.benchmark
+        >>> with cudnn_benchmark(not before):
+        ...     torch.backends.cudnn.benchmark != before
+        True
+        >>> torch.backends.cudnn.benchmark == before
+        True
+    """
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = bool(flag)
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+# --------------------------------------------------------------------------------------------
+# Out of memory
+# --------------------------------------------------------------------------------------------
+def is_oom(exc: BaseException) -> bool:
+    """True for a CUDA (or MPS / CPU allocator) out-of-memory error: ``torch.cuda.OutOfMemoryError`` or a
+    ``RuntimeError`` whose message says "out of memory".
+
+    Example:
+        >>> is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")), is_oom(ValueError("x"))
+        (True, False)
+    """
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+class OutOfMemory(DeviceError):
+    """Training ran out of GPU memory; the message names the settings and what to change."""
+
+
+def oom_message(*, batch_size: int, crop_size: int, amp: str, model: str, device: torch.device | str = "cuda",
+                channels_last: bool | None = None, accum_steps: int = 1, detail: str = "") -> str:
+    """The training out-of-memory message: what was running and what to change, most effective first.
+
+    Example:
+        >>> print(oom_message(batch_size=16, crop_size=512, amp="off", model="alphagan/resnet50"))  # doctest: +ELLIPSIS
+        Out of GPU memory on cuda training alphagan/resnet50 at data.batch_size=16, crop 512x512, train.amp=off. ...
+    """
+    tips = []
+    if batch_size > 1:
+        tips.append(f"halve the batch (data.batch_size={max(1, batch_size // 2)}, and "
+                    f"train.accum_steps={max(1, accum_steps) * 2} to keep the effective batch)")
+    if amp in ("off", "none", None, False):
+        tips.append("turn mixed precision on (train.amp=auto: about half the activation memory)")
+    if crop_size > 320:
+        tips.append(f"train on smaller crops (data.image_size={max(320, (crop_size // 2) // 32 * 32)})")
+    tips.append("pick a smaller model (model.backbone=resnet34 or resnet18, or model.output_stride=16)")
+    tips.append("restart the runtime so nothing else holds GPU memory (another notebook, an earlier model)")
+    cl = "" if channels_last is None else f", channels_last={'on' if channels_last else 'off'}"
+    det = f" ({detail})" if detail else ""
+    return (f"Out of GPU memory on {device} training {model} at data.batch_size={batch_size}, crop "
+            f"{crop_size}x{crop_size}, train.amp={amp}{cl}{det}. The last checkpoint is intact "
+            "(checkpoints are written whole or not at all). To fit: " + "; ".join(tips) + ".")
+
+
+def training_oom_error(exc: BaseException, cfg: Any, amp_dtype: torch.dtype | None = None,
+                       device: torch.device | str = "cuda", channels_last: bool | None = None) -> OutOfMemory:
+    """Turn an out-of-memory exception in training into :class:`OutOfMemory` (raise it ``from None``).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> err = training_oom_error(RuntimeError("CUDA out of memory"), load_config("default"))
+        >>> err.exit_code, "data.batch_size=1" in str(err)
+        (5, True)
+    """
+    asked = {False: "off", True: "auto"}.get(cfg.train.amp, cfg.train.amp) if isinstance(cfg.train.amp, bool) \
+        else cfg.train.amp
+    amp = {None: asked, torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, str(amp_dtype))
+    first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return OutOfMemory(oom_message(batch_size=cfg.data.batch_size, crop_size=cfg.data.image_size, amp=amp,
+                                   model=f"{cfg.model.name}/{cfg.model.backbone}", device=device,
+                                   channels_last=channels_last, accum_steps=cfg.train.accum_steps, detail=first))
+
+
+def smaller_tile(tile_size: int, context: int = 0, grid: int = 32) -> int | None:
+    """The tile size to retry an image with after an out-of-memory error in inference: half the tile (on
+    the ``grid``), never below what holds its context (``2 * context + grid``); ``None`` when it cannot shrink.
+
+    Example:
+        >>> smaller_tile(1792, 64), smaller_tile(256, 96), smaller_tile(224, 96), smaller_tile(4096, 0)
+        (896, 224, None, 2048)
+    """
+    floor = max(2 * int(context) + grid, 4 * grid)
+    new = (int(tile_size) // 2) // grid * grid
+    new = max(new, floor)
+    return new if new < tile_size else None
+
+
+def free_cuda_memory() -> None:
+    """Release what an out-of-memory attempt left in PyTorch's CUDA cache (no-op without a GPU)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 __all__ = [
-    "AMP_CHOICES", "amp_reason", "arch_supported", "capability", "check_device", "cpu_count", "device_facts",
+    "AMP_CHOICES", "DevicePlan", "OutOfMemory", "cudnn_benchmark", "dist_timeout", "exact_numerics",
+    "free_cuda_memory", "is_oom", "oom_message", "plan", "smaller_tile", "training_oom_error", "amp_reason", "arch_supported", "capability", "check_device", "cpu_count", "device_facts",
     "needs_grad_scaler", "require_gpu", "resolve_amp", "resolve_channels_last", "resolve_device",
     "resolve_num_workers",
 ]

@@ -240,3 +240,246 @@ def test_export_inference_and_load_generator(tmp_path):
                 assert torch.equal(out, ref)
     with pytest.raises(CheckpointError, match="no 'generator'"):
         ckpt.load_generator(save_checkpoint({"step": 1}, tmp_path / "other.pt"))
+
+
+# --------------------------------------------------------------------------------------------
+# Google Drive: local checkpoints mirrored to a (stand-in) Drive folder; disk full
+# --------------------------------------------------------------------------------------------
+import errno  # noqa: E402
+
+from mattingkit.checkpoint import CheckpointWriteError, MirrorWarning  # noqa: E402
+from mattingkit.errors import RunStateError  # noqa: E402
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _meta(path: Path) -> dict:
+    return json.loads(ckpt.sidecar_path(path).read_text())
+
+
+@pytest.fixture
+def local_and_drive(tmp_path):
+    local, drive = tmp_path / "local" / "checkpoints", tmp_path / "drive" / "MyDrive" / "run" / "checkpoints"
+    return local, drive
+
+
+def test_mirror_keeps_exactly_best_and_last_in_both_places(local_and_drive):
+    local, drive = local_and_drive
+    for step in (1, 2, 3):
+        save_checkpoint(_state(step), local / ckpt.LAST, mirror_dir=drive)
+    save_checkpoint(_state(2), local / ckpt.BEST, mirror_dir=drive)
+    expected = ["best.pt", "best.pt.json", "last.pt", "last.pt.json"]
+    assert _names(local) == expected and _names(drive) == expected
+    for name in (ckpt.LAST, ckpt.BEST):
+        a, b = _meta(local / name), _meta(drive / name)
+        assert a["sha256"] == b["sha256"] and a["size"] == b["size"] and a["step"] == b["step"]
+        assert b["previous"] is None and (drive / name).stat().st_size == b["size"]
+    assert load_checkpoint(drive / ckpt.LAST)["step"] == 3 and load_checkpoint(drive / ckpt.BEST)["step"] == 2
+
+
+def test_mirror_cleans_stale_temp_files(local_and_drive):
+    local, drive = local_and_drive
+    drive.mkdir(parents=True)
+    (drive / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    save_checkpoint(_state(1), local / ckpt.LAST, mirror_dir=drive)
+    assert _names(drive) == ["last.pt", "last.pt.json"]
+
+
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.ENOTSUP, None])
+def test_refused_fsync_is_tolerated(local_and_drive, monkeypatch, code):
+    local, drive = local_and_drive
+
+    def refuse(fd):
+        raise OSError(code, "fsync refused") if code is not None else OSError("fsync refused")
+
+    monkeypatch.setattr(ckpt.os, "fsync", refuse)
+    save_checkpoint(_state(1), local / ckpt.LAST, mirror_dir=drive)
+    save_checkpoint(_state(2), local / ckpt.LAST, mirror_dir=drive)
+    monkeypatch.undo()
+    assert load_checkpoint(local / ckpt.LAST)["step"] == 2 and load_checkpoint(drive / ckpt.LAST)["step"] == 2
+
+
+def test_fsync_out_of_space_is_not_tolerated(tmp_path, monkeypatch):
+    save_checkpoint(_state(1), tmp_path / ckpt.LAST)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ckpt.os, "fsync", full)
+    with pytest.raises(CheckpointWriteError, match="no space left"):
+        save_checkpoint(_state(2), tmp_path / ckpt.LAST)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / ckpt.LAST)["step"] == 1
+    assert _names(tmp_path) == ["last.pt", "last.pt.json"]
+
+
+def _refuse_replace_into(monkeypatch, folder: Path):
+    real = os.replace
+
+    def replace(src, dst, *a, **kw):
+        if Path(dst).parent == folder and Path(dst).suffix == ".pt":
+            raise OSError(errno.EIO, "Input/output error (FUSE)")
+        return real(src, dst, *a, **kw)
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+
+
+def test_refused_rename_on_drive_warns_and_keeps_previous_mirror(local_and_drive, monkeypatch):
+    local, drive = local_and_drive
+    save_checkpoint(_state(1), local / ckpt.LAST, mirror_dir=drive)
+    _refuse_replace_into(monkeypatch, drive)
+    with pytest.warns(MirrorWarning, match="retried at the next checkpoint"):
+        save_checkpoint(_state(2), local / ckpt.LAST, mirror_dir=drive)
+    monkeypatch.undo()
+    assert load_checkpoint(local / ckpt.LAST)["step"] == 2
+    assert load_checkpoint(drive / ckpt.LAST)["step"] == 1          # the previous mirror copy still verifies
+    assert _names(drive) == ["last.pt", "last.pt.json"]             # no temp file left behind
+    save_checkpoint(_state(3), local / ckpt.LAST, mirror_dir=drive)  # the next one mirrors again
+    assert load_checkpoint(drive / ckpt.LAST)["step"] == 3 and _meta(drive / ckpt.LAST)["previous"] is None
+
+
+def test_refused_rename_on_drive_raises_when_required(local_and_drive, monkeypatch):
+    local, drive = local_and_drive
+    _refuse_replace_into(monkeypatch, drive)
+    with pytest.raises(CheckpointWriteError, match="mirror copy"):
+        save_checkpoint(_state(1), local / ckpt.LAST, mirror_dir=drive, mirror_required=True)
+
+
+def test_refused_local_rename_keeps_previous(tmp_path, monkeypatch):
+    save_checkpoint(_state(1), tmp_path / ckpt.LAST)
+    _refuse_replace_into(monkeypatch, tmp_path)
+    with pytest.raises(CheckpointWriteError, match="previous last.pt \\(step 1\\) is intact"):
+        save_checkpoint(_state(2), tmp_path / ckpt.LAST)
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / ckpt.LAST)["step"] == 1
+    assert _names(tmp_path) == ["last.pt", "last.pt.json"]
+
+
+class _FullDisk:
+    """A file object that takes ``room`` bytes, then fails like a full disk."""
+
+    def __init__(self, real, room: int):
+        self.real, self.room = real, room
+
+    def write(self, b):
+        if len(b) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(b)
+        return self.real.write(b)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.real.close()
+
+
+@pytest.mark.parametrize("room", [0, 3000])
+def test_disk_full_during_write_keeps_previous_and_says_so(tmp_path, monkeypatch, room):
+    save_checkpoint(_state(1), tmp_path / ckpt.LAST)
+    before = (tmp_path / ckpt.LAST).read_bytes()
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(ckpt.os, "fdopen", lambda fd, mode="r", *a, **kw: _FullDisk(real_fdopen(fd, mode), room))
+    with pytest.raises(CheckpointWriteError) as e:
+        save_checkpoint(_state(2, size=50_000), tmp_path / ckpt.LAST)
+    monkeypatch.undo()
+    err = e.value
+    assert isinstance(err, RunStateError) and err.exit_code == 6 and err.errno == errno.ENOSPC
+    msg = str(err)
+    assert "no space left" in msg and "previous last.pt (step 1) is intact" in msg and "free" in msg
+    assert (tmp_path / ckpt.LAST).read_bytes() == before
+    assert load_checkpoint(tmp_path / ckpt.LAST)["step"] == 1
+    assert _names(tmp_path) == ["last.pt", "last.pt.json"]
+
+
+def test_drive_full_warns_local_checkpoint_stands(local_and_drive, monkeypatch):
+    local, drive = local_and_drive
+    real_fdopen = os.fdopen
+    save_checkpoint(_state(1), local / ckpt.LAST)
+
+    def fdopen(fd, mode="r", *a, **kw):   # only the mirror's temp file sees a full disk
+        f = real_fdopen(fd, mode, *a, **kw)
+        return _FullDisk(f, 0) if Path(os.readlink(f"/proc/self/fd/{fd}")).parent == drive else f
+
+    if not Path("/proc/self/fd").exists():
+        pytest.skip("needs /proc")
+    monkeypatch.setattr(ckpt.os, "fdopen", fdopen)
+    with pytest.warns(MirrorWarning, match="no space left.*empty the trash"):
+        save_checkpoint(_state(2), local / ckpt.LAST, mirror_dir=drive)
+    monkeypatch.undo()
+    assert load_checkpoint(local / ckpt.LAST)["step"] == 2 and not (drive / ckpt.LAST).exists()
+
+
+def test_resume_brings_back_drive_copies_on_a_fresh_vm(local_and_drive):
+    local, drive = local_and_drive
+    save_checkpoint(_state(9), drive / ckpt.LAST)
+    save_checkpoint(_state(5), drive / ckpt.BEST)
+    done = ckpt.sync_from_mirror(local, drive)
+    assert done == {"last.pt": "copied from the mirror (step 9)", "best.pt": "copied from the mirror (step 5)"}
+    assert load_checkpoint(local / ckpt.LAST)["step"] == 9 and load_checkpoint(local / ckpt.BEST)["step"] == 5
+    assert ckpt.sync_from_mirror(local, drive) == {"last.pt": "up to date", "best.pt": "up to date"}
+
+
+def test_resume_newest_valid_copy_wins(local_and_drive):
+    local, drive = local_and_drive
+    save_checkpoint(_state(12), local / ckpt.LAST)      # local newer than the mirror: mirrored
+    save_checkpoint(_state(9), drive / ckpt.LAST)
+    save_checkpoint(_state(4), local / ckpt.BEST)       # mirror newer: copied back
+    save_checkpoint(_state(8), drive / ckpt.BEST)
+    done = ckpt.sync_from_mirror(local, drive)
+    assert done["last.pt"] == "mirrored the local copy" and done["best.pt"].startswith("copied from the mirror")
+    for d in (local, drive):
+        assert load_checkpoint(d / ckpt.LAST)["step"] == 12 and load_checkpoint(d / ckpt.BEST)["step"] == 8
+
+
+def test_resume_corrupt_copy_loses_to_the_valid_one(local_and_drive):
+    local, drive = local_and_drive
+    save_checkpoint(_state(12), local / ckpt.LAST)
+    save_checkpoint(_state(9), drive / ckpt.LAST)
+    data = bytearray((local / ckpt.LAST).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (local / ckpt.LAST).write_bytes(bytes(data))       # newer but corrupt
+    assert ckpt.newest_valid([local / ckpt.LAST, drive / ckpt.LAST]) == drive / ckpt.LAST
+    assert ckpt.sync_from_mirror(local, drive)["last.pt"] == "copied from the mirror (step 9)"
+    assert load_checkpoint(local / ckpt.LAST)["step"] == 9
+    (drive / ckpt.BEST).parent.mkdir(parents=True, exist_ok=True)
+    (drive / ckpt.BEST).write_bytes(b"truncated")
+    assert ckpt.sync_from_mirror(local, drive)["best.pt"].startswith("none valid")
+
+
+def test_newest_valid_ties_prefer_the_first_listed(local_and_drive):
+    local, drive = local_and_drive
+    save_checkpoint(_state(3), local / ckpt.LAST, mirror_dir=drive)
+    assert ckpt.newest_valid([local / ckpt.LAST, drive / ckpt.LAST]) == local / ckpt.LAST
+    assert ckpt.newest_valid([drive / ckpt.BEST]) is None
+
+
+def test_checkpoint_size_estimate_matches_a_real_checkpoint(tmp_path):
+    from mattingkit.config import load_config
+    from mattingkit.models import build_model
+
+    cfg = load_config("ecom", {"train.use_gan": False})   # U2-Net-P: small enough to save here
+    g = build_model(cfg.model)
+    opt = torch.optim.Adam(g.parameters())
+    for p in g.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    save_checkpoint({"step": 1, "generator": g.state_dict(), "opt_g": opt.state_dict(), "rng": ckpt.rng_state(),
+                     "config": cfg.to_dict()}, tmp_path / ckpt.LAST)
+    real = (tmp_path / ckpt.LAST).stat().st_size
+    est = ckpt.estimate_checkpoint_bytes(cfg)
+    assert abs(est - real) / real < 0.1, (est, real)
+
+
+def test_drive_space_needed_for_the_default_recipe():
+    from mattingkit.config import load_config
+
+    need = ckpt.drive_space_needed(load_config("default"))
+    assert 0.45e9 < need["checkpoint_bytes"] < 0.6e9            # ~0.5 GB: G + D + Adam moments
+    assert need["steady_bytes"] == 2 * need["checkpoint_bytes"] and need["peak_bytes"] == 3 * need["checkpoint_bytes"]
+    assert "trash" in need["message"] and "GB" in need["message"]
