@@ -61,6 +61,8 @@ class DataConfig:
     image_size: int = 320             # crops are resized to this (multiple of 32)
     batch_size: int = 8
     num_workers: int = 2
+    augment_on: str = "auto"          # auto | cpu | device: float augmentation on the training device (auto = on a GPU)
+    cache: str = "none"               # none | ram: decode foregrounds + alphas (+ backgrounds) once, before workers fork
     val_max_side: int = 1024          # full-resolution evaluation, capped on the long side
     val_limit: int | None = None      # evaluate at most this many images (None = all)
     kaggle_competition: str | None = None   # competition slug for download
