@@ -39,9 +39,21 @@ ours is). A second phase times the CPU per item of decode / ours (including ``ba
 the item) / old-style in the main process (no DataLoader, interleaved, medians): a cross-check that
 is much less sensitive to other programs sharing the machine than the wall-clock throughput.
 
+The device split (``data.augment_on: device``, :mod:`mattingkit.data.device_augment`) adds:
+
+- ``worker_side``: the same TrainDataset with ``augment_on="device"`` and the RAM cache filled before
+  the workers fork (``data.cache: ram``): what the CPU must still do per sample -- the geometry
+  decision (unknown-pixel search on the source alpha), cutting the uint8 source patches (area
+  pre-shrink where needed), the parameter draws and the transport. The device-side ops are excluded
+  (the batches are not rendered in the timed loop). Reported as ``worker side vs today: R x``
+  (samples/s of worker_side / samples/s of ours, i.e. today's whole loader; goal >= 2).
+- the device-side cost: ``device_augment.augment_batch`` on collated batches of the same items
+  (medians over batches) on this CPU, and on a GPU when one is visible.
+
 Run:  .venv/bin/python benchmarks/data_pipeline.py [--quick]
 Writes benchmarks/results/data_pipeline.json. The last two lines of the output are
-``vs decode bound: R x`` and ``vs old-style: R x`` (R = samples/s of ours / samples/s of theirs).
+``vs decode bound: R x`` and ``vs old-style: R x`` (R = samples/s of ours / samples/s of theirs);
+``worker side vs today: R x`` and ``device side: N ms per batch ...`` come just before them.
 """
 from __future__ import annotations
 
@@ -64,6 +76,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig  # noqa: E402
+from mattingkit.data import device_augment  # noqa: E402
 from mattingkit.data.datasets import TrainDataset, batch_to_float, sample_rng, worker_init_fn  # noqa: E402
 from mattingkit.io import read_alpha, read_image, write_png  # noqa: E402
 
@@ -313,6 +326,27 @@ def cpu_ms_per_item(ds, epoch: int, n_items: int, convert=None) -> float:
     return 1000 * (time.process_time() - t0) / n_items
 
 
+def device_ms_per_batch(ds: TrainDataset, epoch: int, n_batches: int, batch_size: int,
+                        device: torch.device) -> list[float]:
+    """Wall ms of ``device_augment.augment_batch`` per batch (the batch already on ``device``; CUDA
+    synchronised), one value per batch after a warm-up batch."""
+    ds.set_epoch(epoch)
+    out = []
+    for b in range(n_batches + 1):
+        items = [ds.device_item(b * batch_size + i) for i in range(batch_size)]
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                 for k, v in device_augment.collate_items(items).items()}
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        device_augment.augment_batch(batch, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if b:
+            out.append(1000 * (time.perf_counter() - t0))
+    return out
+
+
 def _rotations(names: list[str], r: int) -> list[str]:
     k = r % len(names)
     return names[k:] + names[:k]
@@ -345,12 +379,21 @@ def main(argv=None) -> dict:
         # compact=True: the training form (what build_datasets makes), converted by batch_to_float below
         ours = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000,
                             compact=True)
+        # the device split: workers cut uint8 patches from the RAM cache (filled here, before any fork)
+        worker_side = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000,
+                                   compact=True, augment_on="device")
+        cache_report = worker_side.fill_cache()
+        print(f"RAM cache: {cache_report['foregrounds']} fg+alpha ({cache_report['foreground_bytes'] / 2**20:.0f} MiB), "
+              f"{cache_report['backgrounds']} backgrounds ({cache_report['background_bytes'] / 2**20:.0f} MiB), "
+              f"{cache_report['seconds']:.1f} s to fill", flush=True)
         datasets = {"decode": DecodeOnlyDataset(ours), "ours": ours, "old_style": OldStyleDataset(ours),
-                    "transport": TransportOnlyDataset(ours), "transport_compact": TransportOnlyDataset(ours, True)}
+                    "transport": TransportOnlyDataset(ours), "transport_compact": TransportOnlyDataset(ours, True),
+                    "worker_side": worker_side}
         convert = {"ours": batch_to_float, "transport_compact": batch_to_float}
         names = list(datasets)
         rates: dict[str, list[float]] = {k: [] for k in names}
-        cpu: dict[str, list[float]] = {k: [] for k in names[:3]}
+        cpu_names = names[:3] + ["worker_side"]
+        cpu: dict[str, list[float]] = {k: [] for k in cpu_names}
         print(f"DataLoader: {args.workers} workers, batch {args.batch_size}, {n_batches} timed batches per run")
         for r in range(repeats):
             for name in _rotations(names, r):
@@ -359,14 +402,22 @@ def main(argv=None) -> dict:
                 print(f"  round {r + 1}/{repeats}  {name:17s} {rate:6.2f} samples/s", flush=True)
         print(f"CPU time per item in one process (no DataLoader), {n_items} items per run")
         for r in range(repeats):
-            for name in _rotations(names[:3], r):
+            for name in _rotations(cpu_names, r):
                 ms = cpu_ms_per_item(datasets[name], 1000 + r, n_items, convert.get(name))
                 cpu[name].append(ms)
                 print(f"  round {r + 1}/{repeats}  {name:17s} {ms:6.1f} ms", flush=True)
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        device_ms: dict[str, list[float]] = {}
+        for dev in devices:
+            device_ms[dev.type] = device_ms_per_batch(worker_side, 2000, n_batches, args.batch_size, dev)
+            print(f"device side on {dev.type}: {statistics.median(device_ms[dev.type]):.1f} ms per batch of "
+                  f"{args.batch_size} (median of {len(device_ms[dev.type])})", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     vs_decode = med["ours"] / med["decode"]
     vs_old = med["ours"] / med["old_style"]
+    worker_vs_today = med["worker_side"] / med["ours"]
+    device_med = {k: statistics.median(v) for k, v in device_ms.items()}
     # a worker that decoded and shipped what ours ships (but computed nothing) would spend both times per item
     decode_transport = 1.0 / (1.0 / med["decode"] + 1.0 / med["transport_compact"])
     result = {
@@ -381,7 +432,11 @@ def main(argv=None) -> dict:
                   "old_style": "float32 full-resolution pipeline, 12 float32 channels per item",
                   "transport": "12 float32 channels per item, no work (what old_style sends)",
                   "transport_compact": "ours' compact item, no work, batch_to_float per batch (what ours sends)",
-                  "trimap": "TrimapConfig() defaults"},
+                  "trimap": "TrimapConfig() defaults",
+                  "worker_side": "TrainDataset(augment_on='device') + fill_cache() (data.cache: ram): uint8 source "
+                                 "patches + drawn parameters, device-side ops not run (excluded)",
+                  "device_side": "device_augment.augment_batch per batch, batch already on the device"},
+        "ram_cache": cache_report,
         "samples_per_s": rates,
         "median_samples_per_s": med,
         "cpu_ms_per_item": cpu,
@@ -390,9 +445,12 @@ def main(argv=None) -> dict:
         "vs_decode_plus_transport": med["ours"] / decode_transport,
         "vs_decode_bound": vs_decode,
         "vs_old_style": vs_old,
+        "worker_side_vs_today": worker_vs_today,
+        "device_ms_per_batch": device_ms,
+        "median_device_ms_per_batch": device_med,
         "cpu_vs_decode_bound": cpu_med["decode"] / cpu_med["ours"],
         "cpu_vs_old_style": cpu_med["old_style"] / cpu_med["ours"],
-        "targets": {"vs_decode_bound": 0.7, "vs_old_style": 2.0},
+        "targets": {"vs_decode_bound": 0.7, "vs_old_style": 2.0, "worker_side_vs_today": 2.0},
         "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_start": load_start,
                     "load_avg_1min_at_end": os.getloadavg()[0],
                     "python": platform.python_version(), "torch": torch.__version__,
@@ -411,6 +469,11 @@ def main(argv=None) -> dict:
     print(f"CPU-time ratios (one process, no DataLoader): vs decode bound {result['cpu_vs_decode_bound']:.2f} x, "
           f"vs old-style {result['cpu_vs_old_style']:.2f} x")
     print(f"results -> {out}")
+    print(f"load average (1 min): {load_start:.2f} at start, {result['machine']['load_avg_1min_at_end']:.2f} at end")
+    for dev, ms in device_med.items():
+        print(f"device side: {ms:.1f} ms per batch of {args.batch_size} on {dev} "
+              f"({1000 * args.batch_size / ms:.1f} samples/s)")
+    print(f"worker side vs today: {worker_vs_today:.2f} x")
     print(f"vs decode bound: {vs_decode:.2f} x")
     print(f"vs old-style: {vs_old:.2f} x")
     return result

@@ -381,19 +381,17 @@ def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
 
 
 def hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """``cv2.cvtColor(..., COLOR_HSV2RGB)`` on float (N, 3, H, W) with H in degrees."""
+    """``cv2.cvtColor(..., COLOR_HSV2RGB)`` on float (N, 3, H, W) with H in degrees, in the
+    closed form ``c_n = v - v s clip(min(k, 4 - k), 0, 1)``, ``k = (n + h / 60) mod 6`` (n = 5, 3, 1
+    for R, G, B): the same piecewise-linear function as cv2's sector table (to float rounding)."""
     h, s, v = x.unbind(1)
-    h = torch.remainder(h * (6.0 / 360.0), 6.0)
-    sector = torch.floor(h)
-    f = h - sector
-    sector = sector.long().clamp_(0, 5)
-    tab = torch.stack((v, v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))), dim=1)
+    h6 = h * (1.0 / 60.0)
+    vs = v * s
     out = []
-    for idx in (_R_IDX, _G_IDX, _B_IDX):
-        sel = torch.tensor(idx, device=x.device)[sector]
-        out.append(tab.gather(1, sel.unsqueeze(1)).squeeze(1))
-    rgb = torch.stack(out, dim=1)
-    return torch.where((s == 0).unsqueeze(1), v.unsqueeze(1).expand_as(rgb), rgb)
+    for n in (5.0, 3.0, 1.0):
+        k = torch.remainder(h6 + n, 6.0)
+        out.append(v - vs * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0))
+    return torch.stack(out, dim=1)
 
 
 def hsv_jitter(image: torch.Tensor, hue_shift: torch.Tensor, saturation: torch.Tensor, value: torch.Tensor
@@ -417,39 +415,75 @@ def composite(fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor) -> torch.
     return _composite(fg, bg, alpha).clamp_(0.0, 1.0)
 
 
-def ellipse_kernels(sizes: torch.Tensor, radius: int) -> torch.Tensor:
-    """(N, 1, 2r+1, 2r+1) float kernels: sample i's :func:`mattingkit.trimap.ellipse_kernel` of
-    ``sizes[i]`` placed with its anchor at the centre (so a 'same' convolution is cv2's dilate)."""
+def ellipse_runs(sizes: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample i's :func:`mattingkit.trimap.ellipse_kernel` of ``sizes[i]`` as horizontal runs: for
+    each row offset ``dy`` in ``[-radius, radius]`` (relative to the anchor) the column offsets
+    ``lo[i, dy]``, ``hi[i, dy]`` of the row's one contiguous run (an ellipse is convex; the anchor
+    row is full), ``lo > hi`` for an empty row. int64 (N, 2 radius + 1) each.
+
+    Example:
+        >>> lo, hi = ellipse_runs(torch.tensor([3]), 1)
+        >>> lo.tolist(), hi.tolist()
+        ([[0, -1, 0]], [[0, 1, 0]])
+    """
     from ..trimap import ellipse_kernel
 
-    k = 2 * radius + 1
-    out = torch.zeros((len(sizes), 1, k, k), dtype=torch.float32)
+    n, k = len(sizes), 2 * radius + 1
+    lo = np.ones((n, k), np.int64)
+    hi = np.zeros((n, k), np.int64)
     for i, size in enumerate(sizes.tolist()):
-        e = torch.from_numpy(ellipse_kernel(int(size)).astype(np.float32))
-        o = radius - int(size) // 2
-        out[i, 0, o:o + e.shape[0], o:o + e.shape[1]] = e
-    return out
+        e = ellipse_kernel(int(size))
+        a = int(size) // 2
+        for r in range(e.shape[0]):
+            cols = np.flatnonzero(e[r])
+            if len(cols):
+                if cols[-1] - cols[0] + 1 != len(cols):
+                    raise ValueError(f"ellipse kernel {size}: row {r} is not one run")
+                lo[i, r - a + radius], hi[i, r - a + radius] = cols[0] - a, cols[-1] - a
+    return torch.from_numpy(lo), torch.from_numpy(hi)
 
 
-def dilate(mask: torch.Tensor, kernels: torch.Tensor, iterations: int = 1) -> torch.Tensor:
-    """Binary dilation of (N, 1, H, W) masks with per-sample kernels (:func:`ellipse_kernels`), the
-    outside counting as empty (cv2.dilate's default border): a grouped convolution, exact."""
+def dilate(mask: torch.Tensor, sizes: torch.Tensor, iterations: int = 1) -> torch.Tensor:
+    """Binary dilation of (N, 1, H, W) masks, sample i with the elliptical kernel of ``sizes[i]``
+    (cv2.dilate with :func:`mattingkit.trimap.ellipse_kernel`, outside counting as empty; exact).
+
+    Per kernel row offset ``dy``: a horizontal window OR from a row-wise prefix sum (two gathers),
+    shifted by ``dy`` -- about 2 x kernel-height passes over the batch whatever the kernel sizes
+    (a grouped convolution with 31 x 31 kernels is orders of magnitude slower on a CPU)."""
     n, _, h, w = mask.shape
-    r = kernels.shape[-1] // 2
-    x = mask.to(torch.float32)
-    k = kernels.to(mask.device)
+    dev = mask.device
+    radius = int(sizes.max()) // 2
+    lo, hi = (t.to(dev) for t in ellipse_runs(sizes.cpu(), radius))
+    xs = torch.arange(w, device=dev).view(1, 1, w)
+    x = mask.view(n, h, w)
     for _ in range(int(iterations)):
-        x = (F.conv2d(x.view(1, n, h, w), k, padding=r, groups=n).view(n, 1, h, w) > 0.5).to(torch.float32)
-    return x > 0.5
+        cs = F.pad(x.to(torch.float32).cumsum(-1), (1, 0))           # cs[..., j] = sum of x[..., :j]
+        out = torch.zeros((n, h, w), dtype=torch.bool, device=dev)
+        for j in range(2 * radius + 1):
+            dy = j - radius
+            if bool((lo[:, j] > hi[:, j]).all()):
+                continue
+            right = (xs + hi[:, j].view(n, 1, 1) + 1).clamp_(0, w).expand(n, h, w)
+            left = (xs + lo[:, j].view(n, 1, 1)).clamp_(0, w).expand(n, h, w)
+            row = (cs.gather(-1, right) - cs.gather(-1, left)) > 0.5
+            row &= (lo[:, j] <= hi[:, j]).view(n, 1, 1)
+            # out(y, x) |= row(y + dy, x)
+            if dy >= 0:
+                out[:, :h - dy] |= row[:, dy:]
+            else:
+                out[:, -dy:] |= row[:, :h + dy]
+        x = out
+    return x.view(n, 1, h, w)
 
 
 def trimap_erode_dilate(alpha: torch.Tensor, k_erode: torch.Tensor, k_dilate: torch.Tensor, iterations: int = 1
                         ) -> torch.Tensor:
     """Batched :func:`mattingkit.trimap.trimap_erode_dilate` with given kernel sizes (N,):
-    fg = erode(alpha == 1) (outside counts as opaque), bg = not dilate(alpha > 0); float {0, .5, 1}."""
-    radius = int(max(int(k_erode.max()), int(k_dilate.max()))) // 2
-    fg = ~dilate(alpha < 1.0, ellipse_kernels(k_erode.cpu(), radius), iterations)
-    grown = dilate(alpha > 0.0, ellipse_kernels(k_dilate.cpu(), radius), iterations)
+    fg = erode(alpha == 1) (outside counts as opaque), bg = not dilate(alpha > 0); float {0, .5, 1}.
+    Both in one :func:`dilate` call (erode(m) = not dilate(not m), the outside then empty)."""
+    n = alpha.shape[0]
+    both = dilate(torch.cat((alpha < 1.0, alpha > 0.0)), torch.cat((k_erode, k_dilate)), iterations)
+    fg, grown = ~both[:n], both[n:]
     trimap = torch.full_like(alpha, 0.5)
     trimap[fg] = 1.0
     trimap[~grown] = 0.0
