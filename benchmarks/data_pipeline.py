@@ -347,6 +347,39 @@ def device_ms_per_batch(ds: TrainDataset, epoch: int, n_batches: int, batch_size
     return out
 
 
+def device_check(args) -> dict:
+    """``--device-only``: the device-side ms per batch (batch sizes ``args.batch_size`` and 16) on
+    the CPU and on a GPU when one is visible, and the GPU's output against the CPU's for the same
+    batches (max |difference| per key, in 1/255)."""
+    with tempfile.TemporaryDirectory(prefix="mk_data_bench_") as tmp:
+        rows, bgs = make_inputs(Path(tmp), min(args.n_fg, 8), min(args.n_bg, 8))
+        ds = TrainDataset(rows, bgs, DataConfig(crop_sizes=[CROP], image_size=CROP, foreground="given"),
+                          TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000, compact=True,
+                          augment_on="device")
+        report = ds.fill_cache()
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        result: dict = {"ram_cache": report, "ms_per_batch": {}, "cuda_vs_cpu_max_diff_255": {}}
+        for bs in sorted({args.batch_size, 16}):
+            for dev in devices:
+                n = 3 if dev.type == "cpu" else args.batches
+                ms = device_ms_per_batch(ds, 3000 + bs, n, bs, dev)
+                result["ms_per_batch"][f"{dev.type}_batch{bs}"] = statistics.median(ms)
+                print(f"device side on {dev.type}, batch {bs}: {statistics.median(ms):.2f} ms per batch "
+                      f"(median of {len(ms)}; {1000 * bs / statistics.median(ms):.0f} samples/s)", flush=True)
+        if torch.cuda.is_available():
+            batch = device_augment.collate_items([ds.device_item(i) for i in range(8)])
+            cpu = device_augment.augment_batch(batch, "cpu")
+            gpu = device_augment.augment_batch(batch, "cuda")
+            for k in ("image", "alpha", "fg", "bg", "trimap"):
+                d = float((gpu[k].cpu() - cpu[k]).abs().max()) * 255
+                result["cuda_vs_cpu_max_diff_255"][k] = d
+            tri = float((gpu["trimap"].cpu() != cpu["trimap"]).float().mean())
+            result["cuda_vs_cpu_trimap_mismatch_share"] = tri
+            print(f"cuda vs cpu, max |diff| x 255: {result['cuda_vs_cpu_max_diff_255']}; trimap pixels that "
+                  f"differ: {tri:.2e}", flush=True)
+    return result
+
+
 def _rotations(names: list[str], r: int) -> list[str]:
     k = r % len(names)
     return names[k:] + names[:k]
@@ -362,11 +395,20 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--n-fg", type=int, default=16)
     p.add_argument("--n-bg", type=int, default=16)
+    p.add_argument("--device-only", action="store_true",
+                   help="only the device-side timing (CPU, and GPU when visible) and the GPU-vs-CPU check")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_pipeline.json"))
     args = p.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 5)
     n_batches = args.batches or (8 if args.quick else 16)
     n_items = args.items or (6 if args.quick else 12)
+    if args.device_only:
+        res = device_check(args)
+        out = Path(args.out).with_name("data_pipeline_device.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"results -> {out}")
+        return res
     worker_init_fn(0)   # the CPU-time phase runs here: the same settings as in the DataLoader workers
     load_start = os.getloadavg()[0]
 
