@@ -20,6 +20,14 @@ back bit-exact. So ``image`` differs from ``alpha * fg + (1 - alpha) * bg`` of t
 at most 1/255 + 7.6e-6 (~0.0039) -- the composition loss sees at most that noise floor, the same
 as for any 8-bit photo.
 
+Device augmentation (``TrainDataset(augment_on="device")``, ``data.augment_on``): the workers only
+decode (or take from the RAM cache), decide the geometry and draw the parameters, and send uint8
+source patches + the parameters (:mod:`mattingkit.data.device_augment`); :func:`batch_to_float`
+recognises such a batch and renders it with ``device_augment.augment_batch`` on the batch's device,
+giving the same float32 batch dict. RAM cache (``data.cache: ram``): :meth:`TrainDataset.fill_cache`
+decodes every foreground + alpha (and the backgrounds, budget permitting) once, before the workers
+fork.
+
 Reproducibility: every random choice of training item ``index`` in epoch ``e`` comes from
 ``np.random.default_rng(SeedSequence([seed, e, index]))`` (:func:`sample_rng`), so the stream is the
 same for any ``num_workers`` and any order of access, and resumes exactly (``set_epoch``; an index
@@ -341,6 +349,12 @@ class TrainDataset(torch.utils.data.Dataset):
     module docstring; :func:`build_datasets` turns it on for training) and the consumer converts
     batches with :func:`batch_to_float`; ``False`` (default here): float32 items. The samples are
     the same (:meth:`sample` is float either way).
+
+    ``augment_on="device"``: ``[i]`` returns :meth:`device_item` (uint8 source patches and the drawn
+    parameters; :func:`batch_to_float` renders the collated batch on its device); ``"cpu"`` (default):
+    as above. Resolve ``data.augment_on: auto`` with
+    :func:`mattingkit.data.device_augment.resolve_augment_on` (:func:`build_datasets` does).
+    :meth:`fill_cache` holds the decoded sources in RAM (``data.cache: ram``).
     """
 
     def __init__(self, df: pd.DataFrame | Iterable[dict], backgrounds: Sequence[PathLike] | None,
