@@ -39,9 +39,21 @@ ours is). A second phase times the CPU per item of decode / ours (including ``ba
 the item) / old-style in the main process (no DataLoader, interleaved, medians): a cross-check that
 is much less sensitive to other programs sharing the machine than the wall-clock throughput.
 
+The device split (``data.augment_on: device``, :mod:`mattingkit.data.device_augment`) adds:
+
+- ``worker_side``: the same TrainDataset with ``augment_on="device"`` and the RAM cache filled before
+  the workers fork (``data.cache: ram``): what the CPU must still do per sample -- the geometry
+  decision (unknown-pixel search on the source alpha), cutting the uint8 source patches (area
+  pre-shrink where needed), the parameter draws and the transport. The device-side ops are excluded
+  (the batches are not rendered in the timed loop). Reported as ``worker side vs today: R x``
+  (samples/s of worker_side / samples/s of ours, i.e. today's whole loader; goal >= 2).
+- the device-side cost: ``device_augment.augment_batch`` on collated batches of the same items
+  (medians over batches) on this CPU, and on a GPU when one is visible.
+
 Run:  .venv/bin/python benchmarks/data_pipeline.py [--quick]
 Writes benchmarks/results/data_pipeline.json. The last two lines of the output are
-``vs decode bound: R x`` and ``vs old-style: R x`` (R = samples/s of ours / samples/s of theirs).
+``vs decode bound: R x`` and ``vs old-style: R x`` (R = samples/s of ours / samples/s of theirs);
+``worker side vs today: R x`` and ``device side: N ms per batch ...`` come just before them.
 """
 from __future__ import annotations
 
@@ -64,6 +76,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig  # noqa: E402
+from mattingkit.data import device_augment  # noqa: E402
 from mattingkit.data.datasets import TrainDataset, batch_to_float, sample_rng, worker_init_fn  # noqa: E402
 from mattingkit.io import read_alpha, read_image, write_png  # noqa: E402
 
@@ -313,6 +326,60 @@ def cpu_ms_per_item(ds, epoch: int, n_items: int, convert=None) -> float:
     return 1000 * (time.process_time() - t0) / n_items
 
 
+def device_ms_per_batch(ds: TrainDataset, epoch: int, n_batches: int, batch_size: int,
+                        device: torch.device) -> list[float]:
+    """Wall ms of ``device_augment.augment_batch`` per batch (the batch already on ``device``; CUDA
+    synchronised), one value per batch after a warm-up batch."""
+    ds.set_epoch(epoch)
+    out = []
+    for b in range(n_batches + 1):
+        items = [ds.device_item(b * batch_size + i) for i in range(batch_size)]
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                 for k, v in device_augment.collate_items(items).items()}
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        device_augment.augment_batch(batch, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if b:
+            out.append(1000 * (time.perf_counter() - t0))
+    return out
+
+
+def device_check(args) -> dict:
+    """``--device-only``: the device-side ms per batch (batch sizes ``args.batch_size`` and 16) on
+    the CPU and on a GPU when one is visible, and the GPU's output against the CPU's for the same
+    batches (max |difference| per key, in 1/255)."""
+    with tempfile.TemporaryDirectory(prefix="mk_data_bench_") as tmp:
+        rows, bgs = make_inputs(Path(tmp), min(args.n_fg, 8), min(args.n_bg, 8))
+        ds = TrainDataset(rows, bgs, DataConfig(crop_sizes=[CROP], image_size=CROP, foreground="given"),
+                          TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000, compact=True,
+                          augment_on="device")
+        report = ds.fill_cache()
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        result: dict = {"ram_cache": report, "ms_per_batch": {}, "cuda_vs_cpu_max_diff_255": {}}
+        for bs in sorted({args.batch_size, 16}):
+            for dev in devices:
+                n = 3 if dev.type == "cpu" else args.batches
+                ms = device_ms_per_batch(ds, 3000 + bs, n, bs, dev)
+                result["ms_per_batch"][f"{dev.type}_batch{bs}"] = statistics.median(ms)
+                print(f"device side on {dev.type}, batch {bs}: {statistics.median(ms):.2f} ms per batch "
+                      f"(median of {len(ms)}; {1000 * bs / statistics.median(ms):.0f} samples/s)", flush=True)
+        if torch.cuda.is_available():
+            batch = device_augment.collate_items([ds.device_item(i) for i in range(8)])
+            cpu = device_augment.augment_batch(batch, "cpu")
+            gpu = device_augment.augment_batch(batch, "cuda")
+            for k in ("image", "alpha", "fg", "bg", "trimap"):
+                d = float((gpu[k].cpu() - cpu[k]).abs().max()) * 255
+                result["cuda_vs_cpu_max_diff_255"][k] = d
+            tri = float((gpu["trimap"].cpu() != cpu["trimap"]).float().mean())
+            result["cuda_vs_cpu_trimap_mismatch_share"] = tri
+            print(f"cuda vs cpu, max |diff| x 255: {result['cuda_vs_cpu_max_diff_255']}; trimap pixels that "
+                  f"differ: {tri:.2e}", flush=True)
+    return result
+
+
 def _rotations(names: list[str], r: int) -> list[str]:
     k = r % len(names)
     return names[k:] + names[:k]
@@ -328,11 +395,20 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--n-fg", type=int, default=16)
     p.add_argument("--n-bg", type=int, default=16)
+    p.add_argument("--device-only", action="store_true",
+                   help="only the device-side timing (CPU, and GPU when visible) and the GPU-vs-CPU check")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "data_pipeline.json"))
     args = p.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 5)
     n_batches = args.batches or (8 if args.quick else 16)
     n_items = args.items or (6 if args.quick else 12)
+    if args.device_only:
+        res = device_check(args)
+        out = Path(args.out).with_name("data_pipeline_device.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"results -> {out}")
+        return res
     worker_init_fn(0)   # the CPU-time phase runs here: the same settings as in the DataLoader workers
     load_start = os.getloadavg()[0]
 
@@ -345,12 +421,21 @@ def main(argv=None) -> dict:
         # compact=True: the training form (what build_datasets makes), converted by batch_to_float below
         ours = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000,
                             compact=True)
+        # the device split: workers cut uint8 patches from the RAM cache (filled here, before any fork)
+        worker_side = TrainDataset(rows, bgs, data_cfg, TrimapConfig(), AugmentConfig(), seed=0, epoch_len=100_000,
+                                   compact=True, augment_on="device")
+        cache_report = worker_side.fill_cache()
+        print(f"RAM cache: {cache_report['foregrounds']} fg+alpha ({cache_report['foreground_bytes'] / 2**20:.0f} MiB), "
+              f"{cache_report['backgrounds']} backgrounds ({cache_report['background_bytes'] / 2**20:.0f} MiB), "
+              f"{cache_report['seconds']:.1f} s to fill", flush=True)
         datasets = {"decode": DecodeOnlyDataset(ours), "ours": ours, "old_style": OldStyleDataset(ours),
-                    "transport": TransportOnlyDataset(ours), "transport_compact": TransportOnlyDataset(ours, True)}
+                    "transport": TransportOnlyDataset(ours), "transport_compact": TransportOnlyDataset(ours, True),
+                    "worker_side": worker_side}
         convert = {"ours": batch_to_float, "transport_compact": batch_to_float}
         names = list(datasets)
         rates: dict[str, list[float]] = {k: [] for k in names}
-        cpu: dict[str, list[float]] = {k: [] for k in names[:3]}
+        cpu_names = names[:3] + ["worker_side"]
+        cpu: dict[str, list[float]] = {k: [] for k in cpu_names}
         print(f"DataLoader: {args.workers} workers, batch {args.batch_size}, {n_batches} timed batches per run")
         for r in range(repeats):
             for name in _rotations(names, r):
@@ -359,14 +444,22 @@ def main(argv=None) -> dict:
                 print(f"  round {r + 1}/{repeats}  {name:17s} {rate:6.2f} samples/s", flush=True)
         print(f"CPU time per item in one process (no DataLoader), {n_items} items per run")
         for r in range(repeats):
-            for name in _rotations(names[:3], r):
+            for name in _rotations(cpu_names, r):
                 ms = cpu_ms_per_item(datasets[name], 1000 + r, n_items, convert.get(name))
                 cpu[name].append(ms)
                 print(f"  round {r + 1}/{repeats}  {name:17s} {ms:6.1f} ms", flush=True)
+        devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+        device_ms: dict[str, list[float]] = {}
+        for dev in devices:
+            device_ms[dev.type] = device_ms_per_batch(worker_side, 2000, n_batches, args.batch_size, dev)
+            print(f"device side on {dev.type}: {statistics.median(device_ms[dev.type]):.1f} ms per batch of "
+                  f"{args.batch_size} (median of {len(device_ms[dev.type])})", flush=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     vs_decode = med["ours"] / med["decode"]
     vs_old = med["ours"] / med["old_style"]
+    worker_vs_today = med["worker_side"] / med["ours"]
+    device_med = {k: statistics.median(v) for k, v in device_ms.items()}
     # a worker that decoded and shipped what ours ships (but computed nothing) would spend both times per item
     decode_transport = 1.0 / (1.0 / med["decode"] + 1.0 / med["transport_compact"])
     result = {
@@ -381,7 +474,11 @@ def main(argv=None) -> dict:
                   "old_style": "float32 full-resolution pipeline, 12 float32 channels per item",
                   "transport": "12 float32 channels per item, no work (what old_style sends)",
                   "transport_compact": "ours' compact item, no work, batch_to_float per batch (what ours sends)",
-                  "trimap": "TrimapConfig() defaults"},
+                  "trimap": "TrimapConfig() defaults",
+                  "worker_side": "TrainDataset(augment_on='device') + fill_cache() (data.cache: ram): uint8 source "
+                                 "patches + drawn parameters, device-side ops not run (excluded)",
+                  "device_side": "device_augment.augment_batch per batch, batch already on the device"},
+        "ram_cache": cache_report,
         "samples_per_s": rates,
         "median_samples_per_s": med,
         "cpu_ms_per_item": cpu,
@@ -390,9 +487,12 @@ def main(argv=None) -> dict:
         "vs_decode_plus_transport": med["ours"] / decode_transport,
         "vs_decode_bound": vs_decode,
         "vs_old_style": vs_old,
+        "worker_side_vs_today": worker_vs_today,
+        "device_ms_per_batch": device_ms,
+        "median_device_ms_per_batch": device_med,
         "cpu_vs_decode_bound": cpu_med["decode"] / cpu_med["ours"],
         "cpu_vs_old_style": cpu_med["old_style"] / cpu_med["ours"],
-        "targets": {"vs_decode_bound": 0.7, "vs_old_style": 2.0},
+        "targets": {"vs_decode_bound": 0.7, "vs_old_style": 2.0, "worker_side_vs_today": 2.0},
         "machine": {"cpus": os.cpu_count(), "load_avg_1min_at_start": load_start,
                     "load_avg_1min_at_end": os.getloadavg()[0],
                     "python": platform.python_version(), "torch": torch.__version__,
@@ -411,6 +511,11 @@ def main(argv=None) -> dict:
     print(f"CPU-time ratios (one process, no DataLoader): vs decode bound {result['cpu_vs_decode_bound']:.2f} x, "
           f"vs old-style {result['cpu_vs_old_style']:.2f} x")
     print(f"results -> {out}")
+    print(f"load average (1 min): {load_start:.2f} at start, {result['machine']['load_avg_1min_at_end']:.2f} at end")
+    for dev, ms in device_med.items():
+        print(f"device side: {ms:.1f} ms per batch of {args.batch_size} on {dev} "
+              f"({1000 * args.batch_size / ms:.1f} samples/s)")
+    print(f"worker side vs today: {worker_vs_today:.2f} x")
     print(f"vs decode bound: {vs_decode:.2f} x")
     print(f"vs old-style: {vs_old:.2f} x")
     return result

@@ -77,6 +77,8 @@ class DataConfig:
     image_size: int = 320             # crops are resized to this (multiple of 32)
     batch_size: int = 8
     num_workers: int | str = "auto"   # loader workers; auto = min(8, CPUs), 0 on one CPU
+    augment_on: str = "auto"          # auto | cpu | device: float augmentation on the training device (auto = on a GPU)
+    cache: str = "none"               # none | ram: decode foregrounds + alphas (+ backgrounds) once, before workers fork
     val_max_side: int = 1024          # full-resolution evaluation, capped on the long side
     val_limit: int | None = None      # evaluate at most this many images (None = all)
     kaggle_competition: str | None = None   # competition slug for download
@@ -252,6 +254,8 @@ def _const(values: tuple) -> Callable[[], tuple]:
 ENUMS: dict[str, Callable[[], tuple]] = {
     "data.layout": _table(".data.layouts", "LAYOUTS"),
     "data.foreground": _table(".data.datasets", "FOREGROUND_MODES"),
+    "data.augment_on": _table(".data.device_augment", "AUGMENT_ON"),
+    "data.cache": _table(".data.datasets", "CACHE_MODES"),
     "trimap.method": _table(".trimap", "TRIMAP_METHODS"),
     "augment.pad": _table(".data.augment", "PAD_MODES"),
     "model.name": _table(".models", "MODELS"),

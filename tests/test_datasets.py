@@ -372,6 +372,29 @@ def test_build_datasets_on_demo_data(demo_root, tmp_path):
     assert v["alpha"].shape[1:] == v["image"].shape[1:]
 
 
+def test_build_datasets_device_augmentation_and_ram_cache_on_demo_data(demo_root, tmp_path):
+    """data.augment_on=device + data.cache=ram through build_datasets: workers send device items
+    (estimated float foregrounds go as uint8), batch_to_float (the Trainer's to_device) renders them."""
+    from mattingkit.data.layouts import build_manifest
+
+    cfg = load_config("demo", {"run.data_root": str(demo_root), "data.crop_sizes": [64, 96], "data.image_size": 64,
+                               "data.augment_on": "device", "data.cache": "ram", "trimap.method": "erode_dilate",
+                               "augment.densify": 0.0})
+    manifest = tmp_path / "manifest.csv"
+    build_manifest(cfg, manifest)
+    train_ds, _ = build_datasets(cfg, manifest)
+    assert train_ds.augment_on == "device" and train_ds.cache_report["foregrounds"] == len(train_ds.rows)
+    loader = torch.utils.data.DataLoader(train_ds, batch_size=2, collate_fn=collate, num_workers=2,
+                                         worker_init_fn=worker_init_fn)
+    raw = next(iter(loader))
+    assert raw["fg_src"].dtype == torch.uint8 and "image" not in raw
+    batch = batch_to_float(raw)
+    assert batch["image"].shape == (2, 3, 64, 64) and batch["trimap"].shape == (2, 1, 64, 64)
+    assert all(batch[k].dtype == torch.float32 for k in KEYS - {"id"})
+    assert set(torch.unique(batch["trimap"]).tolist()) <= {0.0, 0.5, 1.0}
+    assert load_config("demo").data.augment_on == "auto"
+
+
 def test_build_datasets_competition_recipe_on_demo_data(demo_root, tmp_path):
     from mattingkit.data.layouts import build_manifest
 

@@ -26,6 +26,10 @@ The training order (:func:`build_train_pipeline`)::
     -> MergeForegrounds -> HSVJitter -> Composite                          (colour, on the crop)
     -> GenerateTrimap -> TrimapDropout -> Densify                           (targets)
 
+The float half of this (the warp, the colour work, compositing and the erode/dilate trimap) also
+exists batched in torch for the training device: :mod:`mattingkit.data.device_augment`
+(``data.augment_on``), which documents where the two differ.
+
 Resampling: images and alphas bilinear (area-averaged when shrinking by more than 1.25x; alias-free
 up to 4x), trimaps nearest -- never bilinear. Outside the source, alpha is 0 and the foreground is
 reflected (or 0, ``AugmentConfig.pad``).

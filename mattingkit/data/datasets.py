@@ -20,6 +20,14 @@ back bit-exact. So ``image`` differs from ``alpha * fg + (1 - alpha) * bg`` of t
 at most 1/255 + 7.6e-6 (~0.0039) -- the composition loss sees at most that noise floor, the same
 as for any 8-bit photo.
 
+Device augmentation (``TrainDataset(augment_on="device")``, ``data.augment_on``): the workers only
+decode (or take from the RAM cache), decide the geometry and draw the parameters, and send uint8
+source patches + the parameters (:mod:`mattingkit.data.device_augment`); :func:`batch_to_float`
+recognises such a batch and renders it with ``device_augment.augment_batch`` on the batch's device,
+giving the same float32 batch dict. RAM cache (``data.cache: ram``): :meth:`TrainDataset.fill_cache`
+decodes every foreground + alpha (and the backgrounds, budget permitting) once, before the workers
+fork.
+
 Reproducibility: every random choice of training item ``index`` in epoch ``e`` comes from
 ``np.random.default_rng(SeedSequence([seed, e, index]))`` (:func:`sample_rng`), so the stream is the
 same for any ``num_workers`` and any order of access, and resumes exactly (``set_epoch``; an index
@@ -64,6 +72,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 PathLike = str | os.PathLike
 FOREGROUND_MODES = ("estimate", "given", "photo")
+CACHE_MODES = ("none", "ram")
 TENSOR_KEYS = ("image", "alpha", "trimap", "fg", "bg", "unknown")
 #: Compact transport: the integer scale of each array (``x_int = rint(x * scale)``) and its dtype.
 COMPACT_SCALE = {"image": 255, "fg": 255, "bg": 255, "alpha": 65535, "trimap": 255}
@@ -197,6 +206,10 @@ def batch_to_float(batch: dict[str, Any]) -> dict[str, Any]:
         >>> batch_to_float(f)["image"] is f["image"]
         True
     """
+    if isinstance(batch, dict) and "fg_src" in batch and "warp" in batch:
+        from .device_augment import augment_batch   # data.augment_on=device: render on the batch's device
+
+        return augment_batch(batch)
     out = dict(batch)
     for k in ("image", "fg", "bg", "alpha"):
         v = out.get(k)
@@ -337,12 +350,18 @@ class TrainDataset(torch.utils.data.Dataset):
     module docstring; :func:`build_datasets` turns it on for training) and the consumer converts
     batches with :func:`batch_to_float`; ``False`` (default here): float32 items. The samples are
     the same (:meth:`sample` is float either way).
+
+    ``augment_on="device"``: ``[i]`` returns :meth:`device_item` (uint8 source patches and the drawn
+    parameters; :func:`batch_to_float` renders the collated batch on its device); ``"cpu"`` (default):
+    as above. Resolve ``data.augment_on: auto`` with
+    :func:`mattingkit.data.device_augment.resolve_augment_on` (:func:`build_datasets` does).
+    :meth:`fill_cache` holds the decoded sources in RAM (``data.cache: ram``).
     """
 
     def __init__(self, df: pd.DataFrame | Iterable[dict], backgrounds: Sequence[PathLike] | None,
                  data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig",
                  seed: int = 0, fg_cache: "ForegroundCache | None" = None, epoch_len: int | None = None,
-                 compact: bool = False):
+                 compact: bool = False, augment_on: str = "cpu"):
         self.rows = _records(df)
         if not self.rows:
             raise ValueError("TrainDataset: the training set is empty (no manifest rows with split 'train'?)")
@@ -366,6 +385,20 @@ class TrainDataset(torch.utils.data.Dataset):
         self.pipeline = build_train_pipeline(data_cfg, trimap_cfg, augment_cfg,
                                              has_background=bool(self.backgrounds),
                                              keep_8bit=("bg",) if self.compact else ())
+        if augment_on not in ("cpu", "device"):
+            raise ValueError(f"augment_on must be 'cpu' or 'device' (resolve 'auto' with "
+                             f"device_augment.resolve_augment_on), got {augment_on!r}")
+        self.augment_on = augment_on
+        self.device_plan = None
+        self.cache_report: dict[str, Any] | None = None
+        if augment_on == "device":
+            from .device_augment import build_device_plan
+
+            self.device_plan = build_device_plan(data_cfg, trimap_cfg, augment_cfg,
+                                                 has_background=bool(self.backgrounds))
+        #: decoded sources held in RAM (:meth:`fill_cache`): row index -> (fg, alpha), bg index -> bg
+        self._ram_fg: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._ram_bg: dict[int, np.ndarray] = {}
 
     def _check_row(self, i: int, r: dict) -> None:
         where = f"manifest row {i} (id {r['id']!r})"
@@ -432,7 +465,10 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def load_foreground(self, row_index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(fg, alpha)`` of one manifest row as decoded (uint8; a cached estimate is float32),
-        checked to be the same size."""
+        checked to be the same size. From the RAM cache when :meth:`fill_cache` holds it."""
+        hit = self._ram_fg.get(row_index)
+        if hit is not None:
+            return hit
         r = self.rows[row_index]
         alpha_path = _cell(r, "alpha")
         alpha = self.read_file("alpha", alpha_path)
@@ -445,6 +481,58 @@ class TrainDataset(torch.utils.data.Dataset):
         _same_size(fg, alpha, fg_path, alpha_path)
         return fg, alpha
 
+    def load_background(self, bg_index: int) -> np.ndarray:
+        """Background ``bg_index`` as decoded (uint8), from the RAM cache when it holds it."""
+        hit = self._ram_bg.get(bg_index)
+        return hit if hit is not None else self.read_file("image", self.backgrounds[bg_index])
+
+    def fill_cache(self, backgrounds: bool = True, max_bytes: int | None = None) -> dict[str, Any]:
+        """Decode every foreground + alpha (and, when ``backgrounds`` and they fit in what is left of
+        ``max_bytes``, every background) once into RAM (``data.cache: ram``). Call it before the
+        DataLoader forks its workers: they share the arrays copy-on-write (the arrays are read-only;
+        nothing writes to them, so the pages stay shared). Later items read no file at all for
+        what is cached. Returns the memory accounting: counts and bytes of foregrounds (fg + alpha)
+        and backgrounds, and the total.
+
+        Raises ``MemoryError`` when the foregrounds alone exceed ``max_bytes``."""
+        import time
+
+        t0 = time.perf_counter()
+        fg_bytes = 0
+        for i in range(len(self.rows)):
+            if i not in self._ram_fg:
+                fg, alpha = self.load_foreground(i)
+                for x in (fg, alpha):
+                    x.setflags(write=False)
+                self._ram_fg[i] = (fg, alpha)
+            fg_bytes += sum(x.nbytes for x in self._ram_fg[i])
+            if max_bytes is not None and fg_bytes > max_bytes:
+                raise MemoryError(f"data.cache=ram: the foregrounds need more than max_bytes={max_bytes} "
+                                  f"({fg_bytes} bytes after {i + 1} of {len(self.rows)} rows)")
+        bg_bytes, skipped = 0, 0
+        if backgrounds:
+            for j, path in enumerate(self.backgrounds):
+                bg = self._ram_bg.get(j)
+                if bg is None:
+                    bg = self.read_file("image", path)
+                if max_bytes is not None and fg_bytes + bg_bytes + bg.nbytes > max_bytes:
+                    skipped = len(self.backgrounds) - j     # the rest is read from disk as before
+                    for k in range(j, len(self.backgrounds)):
+                        self._ram_bg.pop(k, None)
+                    break
+                bg.setflags(write=False)
+                self._ram_bg[j] = bg
+                bg_bytes += bg.nbytes
+        return {"foregrounds": len(self._ram_fg), "foreground_bytes": fg_bytes,
+                "backgrounds": len(self._ram_bg), "background_bytes": bg_bytes,
+                "backgrounds_not_cached": skipped if backgrounds else len(self.backgrounds),
+                "total_bytes": fg_bytes + bg_bytes, "seconds": round(time.perf_counter() - t0, 3)}
+
+    def clear_cache(self) -> None:
+        """Drop the RAM cache (:meth:`fill_cache`)."""
+        self._ram_fg.clear()
+        self._ram_bg.clear()
+
     # items -----------------------------------------------------------------------------------
     def sample(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """Item ``key`` as a numpy sample dict (HxWxC float32 arrays; for viewers and tests)."""
@@ -455,7 +543,8 @@ class TrainDataset(torch.utils.data.Dataset):
         s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)
         return s
 
-    def _sample(self, key: int | tuple[int, int]) -> dict[str, Any]:
+    def _sources(self, key: int | tuple[int, int]) -> tuple[dict[str, Any], np.random.Generator]:
+        """The decoded sources of item ``key`` and its generator, positioned after the source plan."""
         epoch, index = self._key(key)
         rng = sample_rng(self.seed, epoch, index)
         plan = self._plan(rng, index)
@@ -464,10 +553,29 @@ class TrainDataset(torch.utils.data.Dataset):
         if plan.fg2 is not None:
             s["fg2"], s["alpha2"] = self.load_foreground(plan.fg2)
         if plan.bg is not None:
-            s["bg"] = self.read_file("image", self.backgrounds[plan.bg])
+            s["bg"] = self.load_background(plan.bg)
+        return s, rng
+
+    def _sample(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        s, rng = self._sources(key)
         return self.pipeline(s, rng)
 
+    def device_item(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """Item ``key`` for the device path (:func:`mattingkit.data.device_augment.worker_item`):
+        uint8 source patches + the drawn parameters; :func:`batch_to_float` (or
+        ``device_augment.augment_batch``) renders the collated batch on the device. Works whatever
+        ``augment_on`` (for comparisons); needs a supported config."""
+        from .device_augment import build_device_plan, worker_item
+
+        if self.device_plan is None:
+            self.device_plan = build_device_plan(self.data_cfg, self.trimap_cfg, self.augment_cfg,
+                                                 has_background=bool(self.backgrounds))
+        s, rng = self._sources(key)
+        return worker_item(s, rng, self.device_plan)
+
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        if self.augment_on == "device":
+            return self.device_item(key)
         if self.compact:
             return to_compact_item(self._sample(key))
         return to_item(self.sample(key))
@@ -626,6 +734,12 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
     images under ``cfg.data.eval_root`` when set; it is evaluated at full resolution capped at
     ``cfg.data.val_max_side``, with all-unknown trimaps when ``cfg.model.use_trimap`` is off.
 
+    ``cfg.data.augment_on`` (resolved by :func:`mattingkit.data.device_augment.resolve_augment_on`
+    against ``run.device``): ``device`` makes the training items device-augment items, which
+    :func:`batch_to_float` renders on the device (the Trainer's ``to_device``); ``cpu`` keeps the
+    compact items. ``cfg.data.cache == "ram"`` fills :meth:`TrainDataset.fill_cache` here, before any
+    DataLoader forks (its report is ``train_ds.cache_report``).
+
     Example:
         >>> # train_ds, val_ds = build_datasets(load_config("demo"), "runs/demo/manifest.csv")
     """
@@ -646,8 +760,17 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
         from .foreground import ForegroundCache, default_cache_dir
 
         fg_cache = ForegroundCache(fg_cache_dir or default_cache_dir(manifest_path))
+    from ..device import resolve_device
+    from .device_augment import resolve_augment_on
+
+    augment_on = resolve_augment_on(getattr(d, "augment_on", "auto"), resolve_device(cfg.run.device), cfg.trimap, cfg.augment)
     train_ds = TrainDataset(train_df, backgrounds, d, cfg.trimap, cfg.augment, seed=cfg.run.seed,
-                            fg_cache=fg_cache, compact=compact)
+                            fg_cache=fg_cache, compact=compact, augment_on=augment_on if compact else "cpu")
+    cache = getattr(d, "cache", "none")
+    if cache not in CACHE_MODES:
+        raise ValueError(f"data.cache must be 'none' or 'ram', got {cache!r}")
+    if cache == "ram":
+        train_ds.cache_report = train_ds.fill_cache()
     if d.eval_root:
         val_df = _find_eval_rows(resolve_data_path(d.eval_root, cfg))
     else:
