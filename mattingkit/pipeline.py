@@ -40,7 +40,7 @@ import numpy as np
 
 from . import env
 from .io import atomic_write_bytes, atomic_write_text, png_bytes, read_alpha, read_image
-from .runner import RunContext, read_metrics, update_metrics
+from .run import RunContext, read_metrics, update_metrics
 
 PathLike = str | os.PathLike
 

@@ -91,6 +91,7 @@ from . import __version__
 from . import checkpoint as ckpt
 from .config import Config, ConfigError, from_dict, load_config, apply_overrides, save_config
 from .device import resolve_amp
+from .run import default_run_dir, read_history, save_run_config
 
 BEST_MODES = ("min", "max")
 SCHEDULES = ("constant", "cosine", "cyclic", "plateau")
@@ -371,13 +372,6 @@ def _check_cfg(cfg: Config) -> None:
         raise ConfigError(f"run.name={name!r} must be a plain folder name (no ':', '/' or '\\')")
 
 
-def default_run_dir(cfg: Config) -> Path:
-    from . import env
-
-    root = Path(cfg.run.runs_root) if cfg.run.runs_root else env.runs_root()
-    return root / cfg.run.name
-
-
 def resolve_init_from(cfg: Config) -> Path:
     """``train.init_from`` as a path: absolute, or relative to the working directory when it exists
     there, else below the runs root (so ``dim_encoder_decoder/checkpoints/best.pt`` finds the previous
@@ -388,12 +382,12 @@ def resolve_init_from(cfg: Config) -> Path:
         >>> str(resolve_init_from(load_config("dim_refinement", ["train.init_from=/abs/best.pt"])))
         '/abs/best.pt'
     """
-    from . import env
+    from .run import runs_root
 
     p = Path(str(cfg.train.init_from)).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    root = Path(cfg.run.runs_root) if cfg.run.runs_root else env.runs_root()
+    root = runs_root(cfg)
     below = root / p
     if not below.exists() and not p.parent.exists():
         raise FileNotFoundError(f"train.init_from: {p} not found (looked in {Path.cwd()} and in the runs root "
@@ -408,22 +402,10 @@ def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callab
     :func:`mattingkit.data.datasets.build_datasets`. With several processes the main one also fills
     the foreground cache before the others start."""
     from .data.datasets import build_datasets
+    from .run import ensure_manifest, manifest_path
 
-    if cfg.data.manifest:  # relative paths resolve like every dataset path: below the data root
-        from .data.layouts import resolve_data_path
-
-        manifest = resolve_data_path(cfg.data.manifest, cfg)
-    else:
-        manifest = run_dir / "manifest.csv"
-    if not cfg.data.manifest and is_main and not manifest.exists():
-        from .data.layouts import build_manifest, data_root_for
-
-        rel = Path(cfg.data.root)
-        if not rel.is_absolute() and rel.parts[:1] == ("demo",):  # the embedded demo data: made on first use
-            from .data.synthetic import make_demo_data
-
-            make_demo_data(data_root_for(cfg) / "demo", seed=0)  # a no-op when it is already there
-        build_manifest(cfg, manifest)
+    # the main process scans the manifest (and makes the demo data) when the run has none yet
+    manifest = ensure_manifest(cfg, run_dir) if is_main else manifest_path(cfg, run_dir)
     if world > 1 and is_main and cfg.data.foreground == "estimate":
         # Estimate the foreground colours once, here, rather than in every process at the same time.
         from .data.manifest import read_manifest
@@ -934,7 +916,7 @@ class Trainer:
         if cfg.run.deterministic:  # (again: close() restores the process-wide setting)
             torch.use_deterministic_algorithms(True, warn_only=True)
         if self.dist.is_main:
-            save_config(cfg, self.run_dir / "config.yaml")
+            save_run_config(cfg, self.run_dir)   # a no-op when the run folder already holds this config
             self._wrote(self.run_dir / "config.yaml")
         deadline = None if t.time_limit_min is None else self._t0 + 60.0 * t.time_limit_min
         if self.step == 0 and t.val_at_start and self.val_ds is not None:
@@ -1078,28 +1060,6 @@ def _load_matching(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple
     take = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(take, strict=False)
     return [k for k in own if k not in take], [k for k in state if k not in own]
-
-
-def read_history(path: str | os.PathLike) -> list[dict]:
-    """Records of a ``metrics.jsonl`` (a torn last line from a crash is ignored).
-
-    Example:
-        >>> import tempfile
-        >>> p = Path(tempfile.mkdtemp()) / "m.jsonl"; _ = p.write_text('{"step": 1}\\n{"st')
-        >>> read_history(p)
-        [{'step': 1}]
-    """
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
 
 
 # ============================================================================================

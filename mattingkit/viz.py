@@ -95,7 +95,7 @@ def make_grid(image, trimap, alpha, pred, max_items: int = 4, max_side: int = 25
 
 def _load_history(history_or_jsonl) -> list[dict]:
     if isinstance(history_or_jsonl, (str, os.PathLike)):
-        from .train import read_history
+        from .run import read_history
 
         return read_history(history_or_jsonl)
     if hasattr(history_or_jsonl, "to_dict"):  # a DataFrame

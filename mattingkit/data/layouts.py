@@ -721,9 +721,8 @@ def split_by_group(df: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataF
 
 
 def data_root_for(cfg, environ: Mapping[str, str] | None = None) -> Path:
-    """``cfg.run.data_root`` or :func:`mattingkit.env.data_root`."""
-    run_root = getattr(getattr(cfg, "run", None), "data_root", None)
-    return Path(run_root) if run_root else env.data_root(environ)
+    """``cfg.run.data_root`` or :func:`mattingkit.env.data_root` (:func:`mattingkit.env.data_root_for`)."""
+    return env.data_root_for(cfg, environ)
 
 
 def resolve_data_path(path: PathLike, cfg=None, environ: Mapping[str, str] | None = None) -> Path:
