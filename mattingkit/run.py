@@ -237,6 +237,44 @@ def load_manifest(cfg: Config, run_dir: PathLike, download: bool = True):
     return read_manifest(ensure_manifest(cfg, run_dir, download=download))
 
 
+def build_run_manifest(cfg: Config, run_dir: PathLike):
+    """``(manifest, validation report)`` of the run, written to ``run_dir/manifest.csv``: the given
+    ``data.manifest`` validated and copied, else the dataset layout scanned and validated."""
+    from .data.layouts import build_manifest, validate
+    from .data.manifest import read_manifest, write_manifest
+
+    out = Path(run_dir) / MANIFEST_FILE
+    if not cfg.data.manifest:
+        return build_manifest(cfg, out)
+    given = read_manifest(data_path(cfg, cfg.data.manifest))
+    report = validate(given, check_pixels=cfg.data.check_pixels)
+    write_manifest(given, out)
+    return given, report
+
+
+def scan_test_images(cfg: Config):
+    """The competition test images (``submission.test_dir``) as manifest rows, or None without them."""
+    test_dir = data_path(cfg, cfg.submission.test_dir)
+    if test_dir is None or not test_dir.is_dir():
+        return None
+    from .data.layouts import scan_competition_test
+
+    return scan_competition_test(test_dir)
+
+
+def count_backgrounds(cfg: Config) -> int | None:
+    """Images in the background pool (``data.backgrounds``); None when none is configured or found."""
+    folder = data_path(cfg, cfg.data.backgrounds)
+    if folder is None or not folder.is_dir():
+        return None
+    from .data.layouts import list_backgrounds
+
+    try:
+        return len(list_backgrounds(folder))
+    except ValueError:  # fewer than the minimum
+        return 0
+
+
 # --------------------------------------------------------------------------------------------
 # Records: metrics.json (one section per notebook) and metrics.jsonl (the training history)
 # --------------------------------------------------------------------------------------------
@@ -298,9 +336,64 @@ def read_history(path: PathLike) -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Files of a run: checkpoints, the submission's destination, a summary of metrics.json
+# --------------------------------------------------------------------------------------------
+def find_checkpoint(run_dir: PathLike, which: str = "best") -> Path:
+    """``"best"`` (``last.pt`` when no validation produced a best), ``"last"``, or a path (relative to
+    the run folder or absolute); a missing file is an :class:`~mattingkit.errors.InputNotFoundError`."""
+    from .errors import InputNotFoundError
+
+    ck = Path(run_dir) / "checkpoints"
+    if which in ("best", "last"):
+        p = ck / f"{which}.pt"
+        if which == "best" and not p.exists() and (ck / "last.pt").exists():
+            print("no best.pt (no validation yet): using last.pt")
+            p = ck / "last.pt"
+    else:
+        p = Path(which)
+        if not p.is_absolute():
+            p = Path(run_dir) / p
+    if not p.exists():
+        raise InputNotFoundError(f"{p}: checkpoint not found (train first: notebook 03, or set `checkpoint`)")
+    return p
+
+
+def submission_destination(cfg: Config, run_dir: PathLike, submission_dir: PathLike | None = None) -> Path:
+    """Where the final CSV goes: ``submission_dir/<submission.name>.csv`` when given; on Kaggle
+    ``/kaggle/working/submission.csv``; else ``<repo>/submissions/<submission.name>.csv`` (without a
+    checkout: ``submissions/`` beside the runs root)."""
+    name = f"{cfg.submission.name}.csv"
+    if submission_dir:
+        return Path(submission_dir) / name
+    if env.detect_platform() == "kaggle":
+        return env.KAGGLE_WORKING / "submission.csv"
+    root = env.repo_root()
+    return (root / "submissions" / name) if root else Path(run_dir).parent.parent / "submissions" / name
+
+
+def metrics_summary(run_dir: PathLike, per_section: int = 8) -> str:
+    """A short text table of every section's headline numbers from ``metrics.json``.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp(); _ = update_metrics(d, "04_inference", {"sad": 12.3456, "images": 2})
+        >>> print(metrics_summary(d))
+        04_inference: images=2, sad=12.35
+    """
+    out = []
+    for section, vals in read_metrics(run_dir).items():
+        if isinstance(vals, dict):
+            keys = [k for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            out.append(f"{section}: " + ", ".join(f"{k}={vals[k]:.4g}" if isinstance(vals[k], float)
+                                                  else f"{k}={vals[k]}" for k in keys[:per_section]))
+    return "\n".join(out)
+
+
 __all__ = [
-    "CONFIG_FILE", "DEMO_DIR", "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
-    "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "is_demo_config", "jsonable",
-    "load_manifest", "manifest_path", "prepare_run", "read_history", "read_metrics", "resolve_config",
-    "runs_root", "safe_name", "save_run_config", "update_metrics",
+    "CONFIG_FILE", "DEMO_DIR", "build_run_manifest", "count_backgrounds", "scan_test_images", "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
+    "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "find_checkpoint", "is_demo_config",
+    "jsonable", "load_manifest", "manifest_path", "metrics_summary", "prepare_run", "read_history",
+    "read_metrics", "resolve_config", "runs_root", "safe_name", "save_run_config", "submission_destination",
+    "update_metrics",
 ]

@@ -31,7 +31,7 @@ import yaml
 
 from . import env
 from .config import Config
-from .errors import UsageError
+from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
 from .run import CONFIG_FILE, prepare_run, read_metrics, resolve_config, runs_root as resolve_runs_root, safe_name
 
@@ -48,7 +48,7 @@ def repo_notebooks_dir() -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    raise FileNotFoundError("cannot find the notebooks/ folder; run from the mattingkit repository checkout")
+    raise InputNotFoundError("cannot find the notebooks/ folder; run from the mattingkit repository checkout")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -42,7 +42,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import MattingKitError
+from .errors import InputNotFoundError, MattingKitError
 from .io import ImageReadError, atomic_write_bytes, image_size, list_images, png_bytes, printable, read_alpha
 
 HEADER = ("filename", "image_utf")
@@ -73,7 +73,7 @@ def _sample_names(sample_csv: str | os.PathLike) -> list[str]:
 
     path = Path(sample_csv)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: sample submission not found")
+        raise InputNotFoundError(f"{path}: sample submission not found")
     df = pd.read_csv(path, dtype=str, usecols=lambda c: c == "filename", keep_default_na=False)
     if "filename" not in df.columns:
         raise SubmissionError(f"{path}: no 'filename' column in the sample submission")
@@ -168,7 +168,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
 
     alpha_dir = Path(alpha_dir)
     if not alpha_dir.is_dir():
-        raise FileNotFoundError(f"{alpha_dir}: predictions folder not found")
+        raise InputNotFoundError(f"{alpha_dir}: predictions folder not found")
     preds = _stems(alpha_dir)
     names, order = expected_names(sample_csv, test_dir)
     if names is None:
@@ -499,8 +499,9 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
 _SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
-def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Write every row's PNG to ``out_dir/<filename>.png`` (to inspect a submission); returns the paths.
+def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Write every row's PNG (the first ``limit`` good ones when given) to ``out_dir/<filename>.png`` (to
+    inspect a submission); returns the paths.
 
     Rows that do not decode to a PNG, and unsafe file names (path separators, ``.``/``..``), are
     skipped with a warning.
@@ -528,6 +529,8 @@ def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike) -
     else:
         raise SubmissionError(f"{path}: header {header} has no filename/image_utf columns")
     for row in rows:
+        if limit is not None and len(written) >= limit:
+            break
         if len(row) <= max(name_col, data_col):
             continue
         name, payload = row[name_col], row[data_col]

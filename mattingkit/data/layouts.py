@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from .. import env
+from ..errors import InputNotFoundError
 from ..io import IMAGE_EXTENSIONS, ImageReadError, atomic_write_bytes, image_size, printable
 from ..io import list_images
 from ..io import read_image, read_rgba, read_trimap
@@ -161,7 +162,7 @@ def _search(root: Path, predicate: Callable[[Path], bool], max_depth: int = 3) -
 def _require_dir(root: PathLike, layout: str) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{root}: dataset folder not found (layout {layout!r}). Download it with notebook 01 / "
             "mattingkit.data.download, or make the demo data with `mattingkit demo-data`.")
     return root
@@ -344,7 +345,7 @@ def _resolve_sub(root: Path, d: PathLike | None) -> Path | None:
     p = Path(d)
     p = p if p.is_absolute() else root / p
     if not p.is_dir():
-        raise FileNotFoundError(f"{p}: folder not found")
+        raise InputNotFoundError(f"{p}: folder not found")
     return p
 
 
@@ -400,7 +401,7 @@ def list_backgrounds(folder: PathLike, min_count: int = 1) -> list[Path]:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: background folder not found")
+        raise InputNotFoundError(f"{folder}: background folder not found")
     found = list_images(folder, recursive=True)
     if len(found) < min_count:
         raise ValueError(f"{folder}: {len(found)} background images found, need at least {min_count} "
