@@ -182,6 +182,8 @@ def cmd_manifest(args) -> int:
 
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (declarative: one block per command, longer than 80 lines for
+    that reason only)."""
     ap = argparse.ArgumentParser(
         prog="mattingkit",
         description="Natural image matting experiment kit: data, trimaps, AlphaGAN/DIM/U2-Net-P training, "

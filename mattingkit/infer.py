@@ -459,11 +459,7 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rgba_root = Path(rgba_dir) if rgba_dir is not None else out_dir / "rgba"
-    tri_root = Path(trimap_dir) if trimap_dir is not None else None
-    if tri_root is not None and not tri_root.is_dir():
-        raise InputNotFoundError(f"{tri_root}: trimap folder not found")
-    if tri_root is not None and s.two_pass:
-        raise InferenceInputError("two_pass is trimap-free: do not pass trimap_dir with two_pass=True")
+    tri_root = _trimap_folder(trimap_dir, s)
     items = _items(images)
     report = PredictReport(out_dir=out_dir)
     seen: dict[str, Path] = {}
@@ -498,6 +494,16 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     if verbose:
         print(report.summary())
     return report
+
+
+def _trimap_folder(trimap_dir: str | os.PathLike | None, s: InferConfig) -> Path | None:
+    if trimap_dir is None:
+        return None
+    if not Path(trimap_dir).is_dir():
+        raise InputNotFoundError(f"{trimap_dir}: trimap folder not found")
+    if s.two_pass:
+        raise InferenceInputError("two_pass is trimap-free: do not pass trimap_dir with two_pass=True")
+    return Path(trimap_dir)
 
 
 def _predict_one(run, img_path: Path, tri_path: Path | None, out_path: Path, rgba_path: Path | None,

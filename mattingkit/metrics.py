@@ -206,12 +206,12 @@ def _mse(p: np.ndarray, g: np.ndarray, u: np.ndarray) -> float:
     return float(_octave_sum2(err * err * m) / _octave_sum2(m))
 
 
-def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
+def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-(x**2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
 
 
-def _dgauss(x: np.ndarray, sigma: float) -> np.ndarray:
-    return -x * _gauss(x, sigma) / sigma**2
+def _dgaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    return -x * _gaussian(x, sigma) / sigma**2
 
 
 def gaussgradient_kernels(sigma: float = _GRAD_SIGMA) -> tuple[np.ndarray, np.ndarray, float]:
@@ -229,7 +229,7 @@ def gaussgradient_kernels(sigma: float = _GRAD_SIGMA) -> tuple[np.ndarray, np.nd
     epsilon = 1e-2
     half = math.ceil(sigma * math.sqrt(-2 * math.log(math.sqrt(2 * math.pi) * sigma * epsilon)))
     x = np.arange(-half, half + 1, dtype=np.float64)
-    g, dg = _gauss(x, sigma), _dgauss(x, sigma)
+    g, dg = _gaussian(x, sigma), _dgaussian(x, sigma)
     norm = math.sqrt(float(np.sum(np.abs(np.outer(g, dg)) ** 2)))
     return g, dg, norm
 

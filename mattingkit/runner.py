@@ -216,19 +216,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
                                     request_save_on_cell_execute=True, execution_timeout=cell_timeout,
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP chatter
             except Exception as e:  # papermill's PapermillExecutionError or a kernel/start-up failure
-                result.ok = False
-                result.failed_notebook = f"{nb}.ipynb"
-                result.failed_cell = getattr(e, "exec_count", None)
-                result.failed_cell_index = getattr(e, "cell_index", None)
-                result.failed_source = getattr(e, "source", None)
-                ename = getattr(e, "ename", None) or type(e).__name__
-                evalue = getattr(e, "evalue", None)
-                if evalue is None:
-                    evalue = str(e)
-                result.error = strip_ansi(f"{ename}: {evalue}".strip())
-                tb = getattr(e, "traceback", None)
-                if tb:
-                    result.traceback = strip_ansi("\n".join(tb))
+                _record_failure(result, f"{nb}.ipynb", e)
                 result.timings[nb] = round(time.monotonic() - t1, 1)
                 if not quiet:
                     print(result.summary(), file=sys.stderr, flush=True)
@@ -245,6 +233,23 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
         if not quiet:
             print(result.summary(), flush=True)
     return result
+
+
+def _record_failure(result: PipelineResult, notebook: str, e: Exception) -> None:
+    """Fill in ``result`` from papermill's error: the notebook, the cell, the error and its traceback."""
+    result.ok = False
+    result.failed_notebook = notebook
+    result.failed_cell = getattr(e, "exec_count", None)
+    result.failed_cell_index = getattr(e, "cell_index", None)
+    result.failed_source = getattr(e, "source", None)
+    ename = getattr(e, "ename", None) or type(e).__name__
+    evalue = getattr(e, "evalue", None)
+    if evalue is None:
+        evalue = str(e)
+    result.error = strip_ansi(f"{ename}: {evalue}".strip())
+    tb = getattr(e, "traceback", None)
+    if tb:
+        result.traceback = strip_ansi("\n".join(tb))
 
 
 def _kernel_name() -> str:

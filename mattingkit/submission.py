@@ -239,7 +239,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
 # Validate
 # --------------------------------------------------------------------------------------------
 @dataclass
-class ValidationReport:
+class SubmissionCheck:
     """Every problem found in a submission at once. ``ok`` is True when ``problems`` is empty."""
 
     path: Path
@@ -331,14 +331,14 @@ def _lost_zeros(name: str, expected: set[str]) -> str | None:
 
 
 def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathLike | None = None,
-                        sample_csv: str | os.PathLike | None = None, size: int = 1024) -> ValidationReport:
+                        sample_csv: str | os.PathLike | None = None, size: int = 1024) -> SubmissionCheck:
     """Check a submission CSV against the organisers' format and report ALL problems at once.
 
     Checks: UTF-8 without BOM, LF line endings, the exact header ``filename,image_utf`` (and spots an
     extra index column), row count and names against ``test_dir`` or ``sample_csv`` (missing, extra,
     duplicate, stems that lost leading zeros), and that every row decodes (strict base64, no ``data:``
     prefix) to a PNG, 8-bit grayscale (mode L), of the test image's size (``size x size`` when no
-    ``test_dir``). Returns a :class:`ValidationReport` (``.ok``, ``.problems``, ``.summary()``).
+    ``test_dir``). Returns a :class:`SubmissionCheck` (``.ok``, ``.problems``, ``.summary()``).
 
     Example:
         >>> import tempfile
@@ -349,7 +349,7 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
         (False, True)
     """
     path = Path(csv_path)
-    report = ValidationReport(path=path)
+    report = SubmissionCheck(path=path)
     if not path.is_file():
         report.problems.append("file not found")
         return report
@@ -547,5 +547,5 @@ def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike, l
     return written
 
 
-__all__ = ["HEADER", "SubmissionError", "SubmissionReport", "ValidationReport", "build_submission",
+__all__ = ["HEADER", "SubmissionError", "SubmissionReport", "SubmissionCheck", "build_submission",
            "decode_submission", "expected_names", "validate_submission"]
