@@ -1,6 +1,9 @@
 """The ``mattingkit`` command. Each subcommand is a thin wrapper over a package function.
 
-Run ``mattingkit --help`` or ``mattingkit COMMAND --help``.
+Run ``mattingkit --help`` or ``mattingkit COMMAND --help``. The kit's own errors
+(:class:`mattingkit.errors.MattingKitError`) are caught once, in :func:`main`: one line on stderr,
+``mattingkit COMMAND: message``, and the error's exit code (:data:`EXIT_CODES`); anything else is a bug
+and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -9,6 +12,18 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .errors import MattingKitError, UsageError
+
+#: Exit codes of ``mattingkit`` (each :class:`~mattingkit.errors.MattingKitError` subclass carries one).
+EXIT_CODES = {
+    0: "success",
+    1: "the work ran and found problems (a failed notebook, an invalid submission, failed images)",
+    2: "usage or configuration error",
+    3: "download or network error",
+    4: "input data error (a missing or unreadable file or folder the command was given)",
+    5: "device error (no GPU, unsupported GPU, out of memory)",
+    6: "checkpoint or run-folder error (corrupt, locked, disk full)",
+}
 
 
 def _add_config_args(p: argparse.ArgumentParser, default: str = "demo") -> None:
@@ -50,13 +65,8 @@ def cmd_config(args) -> int:
 def cmd_run(args) -> int:
     from .runner import run_pipeline
 
-    try:
-        params = parse_params(args.params)
-        result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
-                              runs_root=args.runs_root, notebooks=args.notebooks, parameters=params)
-    except ValueError as e:
-        print(f"mattingkit run: {e}", file=sys.stderr)
-        return 2
+    result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
+                          runs_root=args.runs_root, notebooks=args.notebooks, parameters=parse_params(args.params))
     return 0 if result.ok else 1
 
 
@@ -74,11 +84,11 @@ def parse_params(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         key = key.strip()
         if not sep or not key.isidentifier():
-            raise ValueError(f"--param expects NAME=VALUE with a Python identifier as NAME, got {item!r}")
+            raise UsageError(f"--param expects NAME=VALUE with a Python identifier as NAME, got {item!r}")
         try:
             out[key] = yaml.safe_load(value) if value.strip() else ""
         except yaml.YAMLError as e:
-            raise ValueError(f"--param {key}: value {value!r} is not valid YAML ({e.__class__.__name__})") from None
+            raise UsageError(f"--param {key}: value {value!r} is not valid YAML ({e.__class__.__name__})") from None
     return out
 
 
@@ -90,14 +100,10 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .train import main as train_main
+    from .train import train_and_report
 
-    argv = ["--config", args.config] + sum((["--set", o] for o in args.overrides), [])
-    if args.name:
-        argv += ["--name", args.name]
-    if args.fresh:
-        argv += ["--fresh"]
-    return train_main(argv) or 0
+    train_and_report(_load(args), run_dir=args.run_dir, fresh=args.fresh)
+    return 0
 
 
 def cmd_evaluate(args) -> int:
@@ -111,13 +117,15 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .infer import load_model, predict_folder
+    from .infer import infer_settings, load_model, predict_folder
 
     model, cfg = load_model(args.checkpoint, device=args.device)
-    report = predict_folder(model, args.images, args.out, trimap_dir=args.trimaps, device=args.device,
-                            tta_flip=args.tta, two_pass=args.two_pass, write_rgba=args.rgba,
-                            infer_cfg=cfg.infer if cfg is not None else None)
-    return 0 if not getattr(report, "failed", None) else 2
+    flags = {k: v for k, v in (("tta_flip", args.tta), ("two_pass", args.two_pass), ("write_rgba", args.rgba))
+             if v is not None}  # given flags override the checkpoint's infer settings; absent ones keep them
+    settings = infer_settings(cfg.infer if cfg is not None else None, **flags)
+    report = predict_folder(model, args.images, args.out, trimap_dir=args.trimaps, infer_cfg=settings,
+                            device=args.device, trimap_cfg=cfg.trimap if cfg is not None else None)
+    return 0 if not report.failed else 1
 
 
 def cmd_submit(args) -> int:
@@ -146,7 +154,7 @@ def cmd_decode(args) -> int:
 
 def cmd_download(args) -> int:
     from .config import apply_overrides
-    from .data.download import DownloadError, ensure_config_data
+    from .data.download import ensure_config_data
 
     cfg = _load(args)
     upd = {}
@@ -158,14 +166,8 @@ def cmd_download(args) -> int:
         upd["run.data_root"] = str(args.data_root)
     cfg = apply_overrides(cfg, upd) if upd else cfg
     if not cfg.data.kaggle_competition and not cfg.data.kaggle_datasets:
-        print("nothing to download: give --competition SLUG and/or --dataset owner/name[:folder]", file=sys.stderr)
-        return 2
-    try:
-        placed = ensure_config_data(cfg)
-    except DownloadError as e:  # messages are already redacted and say what to do
-        print(f"mattingkit download: {e}", file=sys.stderr)
-        return 3
-    for slug, folder in placed.items():
+        raise UsageError("nothing to download: give --competition SLUG and/or --dataset owner/name[:folder]")
+    for slug, folder in ensure_config_data(cfg).items():  # DownloadError: redacted, says what to do (exit 3)
         print(f"{slug}: {folder}")
     return 0
 
@@ -182,10 +184,15 @@ def cmd_manifest(args) -> int:
 
 # --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (declarative: one block per command, longer than 80 lines for
+    that reason only)."""
     ap = argparse.ArgumentParser(
         prog="mattingkit",
         description="Natural image matting experiment kit: data, trimaps, AlphaGAN/DIM/U2-Net-P training, "
                     "official metrics, inference and Kaggle submissions.",
+        epilog="exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+               + "\nErrors are one line on stderr: 'mattingkit COMMAND: message'.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--version", action="version", version=f"mattingkit {__version__}")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
@@ -217,9 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-root", type=Path, default=None)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("train", help="train a model (use `accelerate launch -m mattingkit.train` for multi-GPU)")
+    p = sub.add_parser("train", help="train a model (multi-GPU: `accelerate launch -m mattingkit.train ARGS`, "
+                                     "the same arguments)")
     _add_config_args(p)
-    p.add_argument("--name", default=None)
+    p.add_argument("--name", default=None, help="run name (folder under the runs root)")
+    p.add_argument("--run-dir", type=Path, default=None, help="explicit run folder (default: RUNS_ROOT/NAME)")
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints/last.pt and start over")
     p.set_defaults(func=cmd_train)
 
@@ -237,9 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.add_argument("--trimaps", type=Path, default=None, help="trimap folder (matching stems)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--tta", action="store_true", help="horizontal-flip test-time augmentation")
-    p.add_argument("--two-pass", action="store_true", help="trimap-free: coarse pass -> trimap -> refine")
-    p.add_argument("--rgba", action="store_true", help="also write RGBA cut-outs")
+    # None = not given: the checkpoint's infer.* settings stand; --x / --no-x override them
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="horizontal-flip test-time augmentation (default: the checkpoint's infer.tta_flip)")
+    p.add_argument("--two-pass", action=argparse.BooleanOptionalAction, default=None,
+                   help="trimap-free: coarse pass -> trimap -> refine (default: the checkpoint's infer.two_pass)")
+    p.add_argument("--rgba", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write RGBA cut-outs (default: the checkpoint's infer.write_rgba)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("submit", help="build the competition CSV (filename,image_utf) from alpha PNGs")
@@ -282,13 +295,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    from .config import ConfigError
-
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"mattingkit {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except MattingKitError as e:
+        print(f"mattingkit {args.command}: {_one_line(e)}", file=sys.stderr)
+        return e.exit_code
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-line messages joined with ' | ')."""
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    return " | ".join(lines) or type(error).__name__
 
 
 if __name__ == "__main__":

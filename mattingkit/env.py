@@ -117,6 +117,36 @@ def runs_root(environ: Mapping[str, str] | None = None, platform: str | None = N
     return (root / "runs") if root else Path.cwd() / "runs"
 
 
+def data_root_for(cfg=None, environ: Mapping[str, str] | None = None) -> Path:
+    """The data root of a config: ``cfg.run.data_root`` when set, else :func:`data_root` (the platform's).
+    The one rule every module uses (datasets, downloads, demo data, run folders).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> str(data_root_for(load_config("demo", ["run.data_root=/d"])))
+        '/d'
+    """
+    given = getattr(getattr(cfg, "run", None), "data_root", None)
+    return Path(given) if given else data_root(environ)
+
+
+def runs_root_for(cfg=None, explicit: str | os.PathLike | None = None,
+                  environ: Mapping[str, str] | None = None) -> Path:
+    """The runs root: ``explicit`` (a caller's argument) when given, else ``cfg.run.runs_root``, else
+    :func:`runs_root` (the platform's: Drive on Colab, ``/kaggle/working/runs`` on Kaggle).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> cfg = load_config("demo", ["run.runs_root=/r"])
+        >>> str(runs_root_for(cfg)), str(runs_root_for(cfg, "/x"))
+        ('/r', '/x')
+    """
+    if explicit:
+        return Path(explicit)
+    given = getattr(getattr(cfg, "run", None), "runs_root", None)
+    return Path(given) if given else runs_root(environ)
+
+
 def input_roots(environ: Mapping[str, str] | None = None, platform: str | None = None) -> list[Path]:
     """Read-only places where datasets may already be (Kaggle's attached inputs), searched before downloading."""
     platform = platform or detect_platform(environ)
@@ -155,6 +185,46 @@ def is_headless(environ: Mapping[str, str] | None = None) -> bool:
         return not sys.stderr.isatty()
     except Exception:
         return True
+
+
+#: Colab secrets copied into the environment by :func:`setup_notebook` (papermill kernels inherit it).
+KAGGLE_SECRET_NAMES = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")
+
+
+def setup_notebook(mount_drive: bool = True, environ: Mapping[str, str] | None = None) -> str:
+    """What every notebook's set-up cell does once the kit is importable; returns the platform.
+
+    Nothing locally or in headless runs (``MATTINGKIT_HEADLESS=1``, which ``mattingkit run`` sets for the
+    kernels it starts). On Colab: mount Google Drive (``mount_drive``: run folders and
+    checkpoints survive a disconnect) and copy the Kaggle token from Colab *Secrets*
+    (:data:`KAGGLE_SECRET_NAMES`) into environment variables, without printing it. On Kaggle: work in
+    ``/kaggle/working``. Prints one line: the platform and whether the run is headless.
+
+    Example:
+        >>> setup_notebook(environ={"MATTINGKIT_HEADLESS": "1"})
+        platform: local | headless: True
+        'local'
+    """
+    platform = detect_platform(environ)
+    headless = _env(environ).get("MATTINGKIT_HEADLESS") == "1"   # set by ``mattingkit run`` for its kernels
+    if not headless and platform == "colab":
+        if mount_drive:
+            from google.colab import drive
+
+            drive.mount(str(COLAB_DRIVE.parent))
+        from google.colab import userdata
+
+        for name in KAGGLE_SECRET_NAMES:
+            try:
+                value = userdata.get(name)
+            except Exception:  # noqa: BLE001 - secret not defined or access not granted
+                value = None
+            if value:
+                os.environ[name] = value.strip()
+    elif not headless and platform == "kaggle":
+        os.chdir(str(KAGGLE_WORKING))
+    print(f"platform: {platform} | headless: {headless}")
+    return platform
 
 
 def summary(environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -35,6 +35,10 @@ class InputDataError(MattingKitError, ValueError):
     exit_code = 4
 
 
+class InputNotFoundError(InputDataError, FileNotFoundError):
+    """A file or folder the user named (argument or config value) does not exist."""
+
+
 class DeviceError(MattingKitError, RuntimeError):
     """The device cannot run this: no GPU where one is required, a GPU the torch build has no kernels for,
     or out of memory (the message says what to change)."""
@@ -48,4 +52,5 @@ class RunStateError(MattingKitError, RuntimeError):
     exit_code = 6
 
 
-__all__ = ["DeviceError", "InputDataError", "MattingKitError", "RunStateError", "UsageError"]
+__all__ = ["DeviceError", "InputDataError", "InputNotFoundError", "MattingKitError", "RunStateError",
+           "UsageError"]

@@ -1,44 +1,13 @@
-"""Inference: one image (:func:`predict`) or a folder (:func:`predict_folder`) to alpha mattes.
+"""Inference: one image (:func:`predict`) or a folder (:func:`predict_folder`) to alpha mattes, and the
+prediction of a run's split with its cache (:func:`predict_split`, notebooks 04 and 05).
 
 :func:`predict` takes NumPy in and gives NumPy out (image float32 RGB ``HxWx3`` in [0, 1], trimap
-float32 ``HxW`` in {0, .5, 1} or ``None``; alpha float32 ``HxW``) and hides what the models need:
-
-- **Padding.** The image is reflect-padded by ``pad_margin`` on every side and then up to a multiple
-  of 32 (models downsample by up to 32); the output is cropped back to exactly ``HxW``.
-- **Known regions.** Where the trimap says 0 or 1 the alpha is set to 0 or 1.
-- **TTA.** ``tta_flip=True`` averages the prediction with that of the horizontally flipped input.
-- **AMP.** ``amp`` = ``off`` | ``auto`` | ``bf16`` | ``fp16`` (``auto``: bf16/fp16 on CUDA, off on CPU).
-- **Tiling.** When ``H*W > pixel_budget`` the padded image is partitioned into *cores* on the 32-px
-  grid and each is run as a tile of at most ``tile_size`` px: its core plus ``tile_overlap`` px of
-  context on every side (``"auto"``: the model's ``tile_context`` attribute — 544 px for AlphaGAN,
-  224 for DIM — else :data:`DEFAULT_CONTEXT`). Neighbours cross-fade over ``2 * blend`` px around
-  each core boundary (``blend = min(context // 4, 32)``) with a window that is never zero
-  (:func:`mattingkit.tiling.core_window`), normalised by the summed weights. Global operations
-  (``GroupNorm``, ``AdaptiveAvg/MaxPool2d(1)`` e.g. ASPP image pooling) get *whole-image* statistics:
-  recording passes over every tile sum them over the cores (one pass per global op, each stopping
-  at its op; ``tile_stats_passes`` caps the count, 0 = tile-local), and the final pass injects
-  them. Tiles without any unknown pixel are skipped in the final pass only (their pixels are known
-  and come from the trimap); every tile counts in the statistics. See :mod:`mattingkit.tiling`.
-
-  *Equivalence guarantee.* If every output pixel depends only on inputs at most
-  ``r <= context - blend`` px away (apart from the global operations above, when implemented as
-  those modules and called once per forward), tiled == untiled up to float rounding plus at most
-  ``n * WINDOW_FLOOR`` from the ``n`` floor-weighted tiles overlapping a pixel (alphas are in [0, 1];
-  e.g. n = 16 -> 0.0016): each tile with more than floor weight at a pixel sees its whole receptive
-  field, on the same 32-grid, with exact whole-image statistics.
-  Real AlphaGAN generators have a theoretical receptive field of ~530 px, beyond any practical
-  context; measured with random init on alphamatting.com photos (exact statistics injected; max
-  error over the unknown region vs context minus blend): 448 px -> 0.002-0.007, 480 px -> <= 0.0017,
-  512 px -> <= 0.0002 (resnet18 OS8 BN, resnet18 OS16 GN, resnet50 OS8 BN), hence 544 px
-  (``ASPP max rate x stride + 256``). ``tests/test_infer.py`` checks max |tiled - untiled| <= 1/255
-  on real photos for the BN and the GN (demo) AlphaGAN, and that it is far off without the
-  whole-image statistics. Cost: a BN AlphaGAN needs one short recording pass (up to ASPP
-  pooling), a GroupNorm model one partial pass per GroupNorm (34 for the demo AlphaGAN). Attention
-  or functional global ops (``x.mean()``) are not covered: tiling then only approximates.
-- **Trimap-free two-pass** (the competition): pass 1 with an all-unknown trimap (``coarse_model``,
-  default ``model``) gives a coarse alpha, :func:`mattingkit.trimap.trimap_from_mask` turns it into
-  a trimap, pass 2 refines with ``model``. ``two_pass=False`` runs pass 1 only; pass 2 alone is
-  ``predict(model, image, trimap)``. :func:`predict_passes` returns all three stages.
+float32 ``HxW`` in {0, .5, 1} or ``None``; alpha float32 ``HxW``). Every setting is a field of one
+typed :class:`~mattingkit.config.InferConfig` (the defaults live there only), passed down as it is:
+reflect padding (``pad_margin`` on every side, then to a multiple of 32), the known-region clamp,
+flip TTA, AMP (one resolver, :func:`mattingkit.device.resolve_amp`), tiling above ``pixel_budget``
+(:mod:`mattingkit.tiling`) and trimap-free two-pass prediction. docs/inference.md explains each, with
+the measurements behind the tiling defaults.
 
 Example:
     >>> import numpy as np, torch
@@ -53,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -63,8 +34,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InputDataError
+from .config import InferConfig
 from .device import resolve_amp, resolve_device
+from .errors import InputDataError, InputNotFoundError
 from .io import (
     IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, printable, read_alpha, read_image, read_trimap,
     write_png,
@@ -76,10 +48,6 @@ PAD_MULTIPLE = GRID
 #: Tiling context for ``tile_overlap="auto"`` when the model declares no ``tile_context``.
 DEFAULT_CONTEXT = 128
 
-_DEFAULTS = dict(pixel_budget=2048 * 2048, tile_size=1792, tile_overlap="auto", pad_margin=32,
-                 tile_stats_passes="auto")
-
-
 class InferenceInputError(InputDataError):
     """An input to inference is wrong (shape, range, missing trimap); the message says which."""
 
@@ -87,26 +55,42 @@ class InferenceInputError(InputDataError):
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-def infer_kwargs(cfg: Any) -> dict[str, Any]:
-    """Keyword arguments for :func:`predict` / :func:`predict_folder` from a ``Config`` or ``InferConfig``.
+def infer_settings(cfg: Any = None, **overrides: Any) -> InferConfig:
+    """The inference settings: an ``InferConfig`` (or a whole ``Config``'s ``infer``; ``None``: the
+    defaults) with ``overrides`` (field names) replacing single fields; checked.
 
     Example:
         >>> from mattingkit.config import load_config
-        >>> infer_kwargs(load_config("demo"))["tile_overlap"]
-        'auto'
+        >>> s = infer_settings(load_config("demo"), tta_flip=True)
+        >>> s.tile_overlap, s.tta_flip
+        ('auto', True)
     """
-    infer = getattr(cfg, "infer", cfg)
-    out = dict(
-        tta_flip=infer.tta_flip, amp=infer.amp, pixel_budget=infer.pixel_budget, tile_size=infer.tile_size,
-        tile_overlap=infer.tile_overlap, two_pass=infer.two_pass,
-        pad_margin=getattr(infer, "pad_margin", _DEFAULTS["pad_margin"]),
-        tile_stats_passes=getattr(infer, "tile_stats_passes", _DEFAULTS["tile_stats_passes"]),
-    )
-    if hasattr(cfg, "trimap"):
-        out["trimap_cfg"] = cfg.trimap
-    if hasattr(cfg, "run"):
-        out["device"] = cfg.run.device
-    return out
+    base = getattr(cfg, "infer", cfg)
+    if base is None:
+        base = InferConfig()
+    elif not isinstance(base, InferConfig):
+        raise InferenceInputError(f"inference settings must be an InferConfig or a Config, got {type(cfg).__name__}")
+    unknown = sorted(set(overrides) - _FIELDS)
+    if unknown:
+        raise InferenceInputError(f"unknown inference setting(s) {unknown}; InferConfig has {sorted(_FIELDS)}")
+    s = dataclasses.replace(base, **overrides) if overrides else base
+    _check_settings(s)
+    return s
+
+
+_FIELDS = {f.name for f in dataclasses.fields(InferConfig)}
+
+
+def _check_settings(s: InferConfig) -> None:
+    for name in ("tile_overlap", "tile_stats_passes"):
+        v = getattr(s, name)
+        if isinstance(v, str) and v != "auto":
+            raise InferenceInputError(f"{name} must be a number or 'auto', got {v!r}")
+    if (s.pixel_budget < 1 or s.tile_size < 1 or s.pad_margin < 0
+            or (not isinstance(s.tile_stats_passes, str) and s.tile_stats_passes < 0)
+            or (not isinstance(s.tile_overlap, str) and s.tile_overlap < 0)):
+        raise InferenceInputError("pixel_budget and tile_size must be >= 1, tile_overlap, tile_stats_passes and "
+                                  "pad_margin >= 0")
 
 
 def _check_image(image: Any) -> np.ndarray:
@@ -227,13 +211,12 @@ def _forward(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor, amp_dt
 # --------------------------------------------------------------------------------------------
 # Prediction
 # --------------------------------------------------------------------------------------------
-def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, *, device: torch.device,
-                         tta_flip: bool, amp_dtype: torch.dtype | None, pixel_budget: int, tile_size: int,
-                         tile_overlap: int | str, pad_margin: int, stats_passes: int | None,
+def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig, *,
+                         device: torch.device, amp_dtype: torch.dtype | None,
                          tiling_info: TilingInfo | None = None) -> np.ndarray:
     h, w = image.shape[:2]
     tri = np.full((h, w), 0.5, np.float32) if trimap is None else trimap
-    top, bottom, left, right = padding(h, w, pad_margin)
+    top, bottom, left, right = padding(h, w, int(s.pad_margin))
     img_p = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="reflect")
     tri_p = np.pad(tri, ((top, bottom), (left, right)), mode="reflect")
     hp, wp = tri_p.shape
@@ -241,26 +224,10 @@ def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray
     tri_t = torch.from_numpy(np.ascontiguousarray(tri_p))[None, None]
     del img_p
 
-    if h * w <= pixel_budget:
-        alpha_p = _forward(model, img_t.to(device), tri_t.to(device), amp_dtype, tta_flip)[0, 0].cpu()
+    if h * w <= s.pixel_budget:
+        alpha_p = _forward(model, img_t.to(device), tri_t.to(device), amp_dtype, s.tta_flip)[0, 0].cpu()
     else:
-        tile = max(PAD_MULTIPLE, -(-tile_size // PAD_MULTIPLE) * PAD_MULTIPLE)
-        context = resolve_context(model, tile_overlap)
-        if hp > tile or wp > tile:
-            _check_tile_fits(tile, context)
-        info = TilingInfo()
-        variants = (False, True) if tta_flip else (False,)
-        alpha_p = torch.zeros((hp, wp), dtype=torch.float32)
-        for flip in variants:   # each TTA view gets its own whole-image statistics
-            img_v, tri_v = (img_t.flip(-1), tri_t.flip(-1)) if flip else (img_t, tri_t)
-            a = tiled_predict(lambda i, t: _forward(model, i, t, amp_dtype, False), model, img_v, tri_v,
-                              tile=tile, context=context, device=device, max_stats_passes=stats_passes,
-                              info=info)
-            alpha_p += a.flip(-1) if flip else a
-            del img_v, tri_v
-        alpha_p /= len(variants)
-        if tiling_info is not None:
-            tiling_info.__dict__.update(info.__dict__)
+        alpha_p = _tiled(model, img_t, tri_t, s, device, amp_dtype, tiling_info)
 
     alpha = alpha_p[top:top + h, left:left + w].numpy().astype(np.float32, copy=True)
     if alpha.shape != (h, w):  # the contract: exactly the input size
@@ -271,13 +238,35 @@ def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray
     return alpha
 
 
+def _tiled(model: nn.Module, img_t: torch.Tensor, tri_t: torch.Tensor, s: InferConfig, device: torch.device,
+           amp_dtype: torch.dtype | None, tiling_info: TilingInfo | None) -> torch.Tensor:
+    """The padded image through :func:`mattingkit.tiling.tiled_predict` (each TTA view with its own
+    whole-image statistics): ``(Hp, Wp)`` alpha on the CPU."""
+    hp, wp = tri_t.shape[-2:]
+    tile = max(PAD_MULTIPLE, -(-int(s.tile_size) // PAD_MULTIPLE) * PAD_MULTIPLE)
+    context = resolve_context(model, s.tile_overlap)
+    if hp > tile or wp > tile:
+        _check_tile_fits(tile, context)
+    stats_passes = None if isinstance(s.tile_stats_passes, str) else int(s.tile_stats_passes)
+    info = TilingInfo()
+    variants = (False, True) if s.tta_flip else (False,)
+    alpha_p = torch.zeros((hp, wp), dtype=torch.float32)
+    for flip in variants:
+        img_v, tri_v = (img_t.flip(-1), tri_t.flip(-1)) if flip else (img_t, tri_t)
+        a = tiled_predict(lambda i, t: _forward(model, i, t, amp_dtype, False), model, img_v, tri_v,
+                          tile=tile, context=context, device=device, max_stats_passes=stats_passes, info=info)
+        alpha_p += a.flip(-1) if flip else a
+        del img_v, tri_v
+    alpha_p /= len(variants)
+    if tiling_info is not None:
+        tiling_info.__dict__.update(info.__dict__)
+    return alpha_p
+
+
 def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *,
-                   device: str | torch.device = "cpu", tta_flip: bool = False, amp: str = "off",
-                   pixel_budget: int = _DEFAULTS["pixel_budget"], tile_size: int = _DEFAULTS["tile_size"],
-                   tile_overlap: int | str = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
-                   two_pass: bool = False, trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
-                   tile_stats_passes: int | str = _DEFAULTS["tile_stats_passes"],
-                   tiling_info: TilingInfo | None = None) -> dict[str, np.ndarray]:
+                   infer_cfg: Any = None, device: str | torch.device = "cpu", trimap_cfg: Any = None,
+                   coarse_model: nn.Module | None = None, tiling_info: TilingInfo | None = None,
+                   **settings: Any) -> dict[str, np.ndarray]:
     """Like :func:`predict`, returning every stage: ``{"alpha"}`` plus, when ``two_pass``,
     ``{"coarse", "trimap"}`` (pass-1 alpha and the trimap synthesised from it).
 
@@ -292,33 +281,23 @@ def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | Non
     """
     if not isinstance(model, nn.Module):
         raise InferenceInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    s = infer_settings(infer_cfg, **settings)
+    if trimap_cfg is None:
+        trimap_cfg = getattr(infer_cfg, "trimap", None)
     img = _check_image(image)
     h, w = img.shape[:2]
     tri = None if trimap is None else _check_trimap(trimap, (h, w))
-    for name, v in (("tile_overlap", tile_overlap), ("tile_stats_passes", tile_stats_passes)):
-        if isinstance(v, str) and v != "auto":
-            raise InferenceInputError(f"{name} must be a number or 'auto', got {v!r}")
-    if (pixel_budget < 1 or tile_size < 1 or pad_margin < 0
-            or (not isinstance(tile_stats_passes, str) and tile_stats_passes < 0)
-            or (not isinstance(tile_overlap, str) and tile_overlap < 0)):
-        raise InferenceInputError("pixel_budget and tile_size must be >= 1, tile_overlap, tile_stats_passes and "
-                                  "pad_margin >= 0")
     dev = resolve_device(device)
-    amp_dtype = resolve_amp(amp, dev)
-    kw = dict(device=dev, tta_flip=tta_flip, amp_dtype=amp_dtype, pixel_budget=int(pixel_budget),
-              tile_size=int(tile_size), pad_margin=int(pad_margin),
-              stats_passes=None if isinstance(tile_stats_passes, str) else int(tile_stats_passes),
-              tile_overlap=tile_overlap if isinstance(tile_overlap, str) else int(tile_overlap),
-              tiling_info=tiling_info)
+    kw = dict(device=dev, amp_dtype=resolve_amp(s.amp, dev), tiling_info=tiling_info)
     for m in (model, coarse_model):
         md = None if m is None else _model_device(m)
         if md is not None and md.type != dev.type:
             raise InferenceInputError(f"the model is on {md} but device={dev}; move it with model.to({str(dev)!r})")
 
     with torch.inference_mode():
-        if not two_pass:
+        if not s.two_pass:
             with _eval_mode(model):
-                return {"alpha": _predict_single_pass(model, img, tri, **kw)}
+                return {"alpha": _predict_single_pass(model, img, tri, s, **kw)}
         if tri is not None:
             raise InferenceInputError("two_pass is trimap-free prediction: pass trimap=None (or two_pass=False "
                                       "to refine with the given trimap)")
@@ -326,34 +305,30 @@ def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | Non
 
         first = coarse_model if coarse_model is not None else model
         with _eval_mode(first):
-            coarse = _predict_single_pass(first, img, None, **kw)
+            coarse = _predict_single_pass(first, img, None, s, **kw)
         tkw = {}
         if trimap_cfg is not None:
             tkw = dict(fg_threshold=trimap_cfg.fg_threshold, bg_threshold=trimap_cfg.bg_threshold,
                        band=trimap_cfg.mask_band)
         tri2 = np.asarray(trimap_from_mask(coarse, **tkw), np.float32)
         with _eval_mode(model):
-            alpha = _predict_single_pass(model, img, _check_trimap(tri2, (h, w)), **kw)
+            alpha = _predict_single_pass(model, img, _check_trimap(tri2, (h, w)), s, **kw)
         return {"alpha": alpha, "coarse": coarse, "trimap": tri2}
 
 
-def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *,
-            device: str | torch.device = "cpu", tta_flip: bool = False, amp: str = "off",
-            pixel_budget: int = _DEFAULTS["pixel_budget"], tile_size: int = _DEFAULTS["tile_size"],
-            tile_overlap: int | str = _DEFAULTS["tile_overlap"], pad_margin: int = _DEFAULTS["pad_margin"],
-            two_pass: bool = False, trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
-            tile_stats_passes: int | str = _DEFAULTS["tile_stats_passes"], tiling_info: TilingInfo | None = None,
-            ) -> np.ndarray:
-    """Alpha matte (float32 ``HxW`` in [0, 1]) for one image; see the module docstring for the details.
+def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *, infer_cfg: Any = None,
+            device: str | torch.device = "cpu", trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
+            tiling_info: TilingInfo | None = None, **settings: Any) -> np.ndarray:
+    """Alpha matte (float32 ``HxW`` in [0, 1]) for one image.
 
     ``image`` float RGB ``HxWx3`` in [0, 1]; ``trimap`` ``HxW`` in {0, .5, 1} or ``None`` (all unknown).
-    ``trimap_cfg`` (a ``TrimapConfig``) sets the pass-2 trimap thresholds and band for ``two_pass``.
-    The model must already be on ``device``; it is run in eval mode and its mode is restored after.
-    Tiling (above ``pixel_budget`` pixels): ``tile_size`` px tiles, ``tile_overlap`` px of context
-    around each tile's core (``"auto"``: the model's ``tile_context``), at most ``tile_stats_passes``
-    whole-image-statistics passes (``"auto"``: one per global op, exact; 0: global ops see only their
-    tile); ``tiling_info`` (a :class:`mattingkit.tiling.TilingInfo`) is
-    filled in with what tiling did.
+    ``infer_cfg``: an :class:`~mattingkit.config.InferConfig` or a whole ``Config`` (then its ``trimap``
+    section is the default ``trimap_cfg``); ``None`` = the defaults. Keyword ``settings`` (InferConfig
+    field names: ``tta_flip``, ``amp``, ``pixel_budget``, ``tile_size``, ``tile_overlap``,
+    ``tile_stats_passes``, ``pad_margin``, ``two_pass``) replace single fields. ``trimap_cfg`` (a
+    ``TrimapConfig``) sets the pass-2 trimap thresholds and band for ``two_pass``. The model must
+    already be on ``device``; it is run in eval mode and its mode is restored after. ``tiling_info``
+    (a :class:`mattingkit.tiling.TilingInfo`) is filled in with what tiling did. See docs/inference.md.
 
     Example:
         >>> import numpy as np, torch
@@ -368,11 +343,8 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
         >>> a.shape, float(a[:5].max())
         ((33, 47), 0.0)
     """
-    return predict_passes(model, image, trimap, device=device, tta_flip=tta_flip, amp=amp,
-                          pixel_budget=pixel_budget, tile_size=tile_size, tile_overlap=tile_overlap,
-                          pad_margin=pad_margin, two_pass=two_pass, trimap_cfg=trimap_cfg,
-                          coarse_model=coarse_model, tile_stats_passes=tile_stats_passes,
-                          tiling_info=tiling_info)["alpha"]
+    return predict_passes(model, image, trimap, infer_cfg=infer_cfg, device=device, trimap_cfg=trimap_cfg,
+                          coarse_model=coarse_model, tiling_info=tiling_info, **settings)["alpha"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -428,7 +400,7 @@ def _items(images: Any) -> list[tuple[str, Path, Path | None]]:
     if isinstance(images, (str, os.PathLike)):
         folder = Path(images)
         if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: image folder not found")
+            raise InputNotFoundError(f"{folder}: image folder not found")
         return [(p.stem, p, None) for p in list_images(folder, recursive=False)]
     return [(Path(p).stem, Path(p), None) for p in images]
 
@@ -445,13 +417,16 @@ def _done(path: Path) -> bool:
 
 
 def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
-                   trimap_dir: str | os.PathLike | None = None, *, skip_existing: bool = True,
-                   write_rgba: bool | None = None, rgba_dir: str | os.PathLike | None = None,
-                   infer_cfg: Any = None, headless: bool | None = None, verbose: bool = True,
-                   **predict_kwargs: Any) -> PredictReport:
+                   trimap_dir: str | os.PathLike | None = None, *, infer_cfg: Any = None,
+                   device: str | torch.device | None = None, trimap_cfg: Any = None, skip_existing: bool = True,
+                   rgba_dir: str | os.PathLike | None = None, headless: bool | None = None, verbose: bool = True,
+                   **settings: Any) -> PredictReport:
     """Predict every image of a folder (or manifest DataFrame with ``id``/``image``[/``trimap``] columns,
     or list of paths) to ``out_dir/<stem>.png`` (8-bit, rounded). Returns a :class:`PredictReport`.
 
+    - Settings: ``infer_cfg`` (an ``InferConfig`` or a whole ``Config``, whose ``run.device`` and
+      ``trimap`` then are the defaults of ``device`` and ``trimap_cfg``) with keyword ``settings``
+      replacing single fields (as :func:`predict`); ``write_rgba`` is one of them.
     - Trimaps: ``trimap_dir/<stem>.<ext>`` when ``trimap_dir`` is given, else the DataFrame's ``trimap``
       column, else none (trimap-free). A missing trimap in ``trimap_dir`` is a per-image failure.
     - Resumable: with ``skip_existing`` an image whose output exists (and, with ``write_rgba``, whose
@@ -461,9 +436,6 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
       ``KeyboardInterrupt`` still stops the run.
     - ``write_rgba``: also ``rgba_dir/<stem>.png`` (default ``out_dir/rgba``), RGBA with foreground
       colours from :func:`mattingkit.data.foreground.estimate_foreground`.
-    - ``predict_kwargs`` go to :func:`predict` (e.g. ``**infer_kwargs(cfg)``). ``infer_cfg`` (an
-      ``InferConfig`` or a whole ``Config``) supplies defaults for them and for ``write_rgba``;
-      explicit keyword arguments win.
 
     Example:
         >>> import tempfile, numpy as np, torch
@@ -479,57 +451,38 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     from .progress import progress
 
     t0 = time.monotonic()
-    if infer_cfg is not None:
-        predict_kwargs = {**infer_kwargs(infer_cfg), **predict_kwargs}
-        if write_rgba is None:
-            write_rgba = bool(getattr(getattr(infer_cfg, "infer", infer_cfg), "write_rgba", False))
-    write_rgba = bool(write_rgba)
+    s = infer_settings(infer_cfg, **settings)
+    if device is None:
+        device = getattr(getattr(infer_cfg, "run", None), "device", "cpu")
+    if trimap_cfg is None:
+        trimap_cfg = getattr(infer_cfg, "trimap", None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rgba_root = Path(rgba_dir) if rgba_dir is not None else out_dir / "rgba"
-    tri_root = Path(trimap_dir) if trimap_dir is not None else None
-    if tri_root is not None and not tri_root.is_dir():
-        raise FileNotFoundError(f"{tri_root}: trimap folder not found")
-    if tri_root is not None and predict_kwargs.get("two_pass"):
-        raise InferenceInputError("two_pass is trimap-free: do not pass trimap_dir with two_pass=True")
+    tri_root = _trimap_folder(trimap_dir, s)
     items = _items(images)
     report = PredictReport(out_dir=out_dir)
     seen: dict[str, Path] = {}
+    run = lambda image, trimap: predict(model, image, trimap, infer_cfg=s, device=device, trimap_cfg=trimap_cfg)  # noqa: E731
     bar = progress(items, desc="predict", headless=headless, unit="img") if verbose else items
     for stem, img_path, tri_path in bar:
         if stem in seen:
             report.failed.append((str(img_path), f"duplicate stem {stem!r} (also {seen[stem].name}); not written"))
             continue
         seen[stem] = img_path
-        out_path = out_dir / f"{stem}.png"
-        rgba_path = rgba_root / f"{stem}.png"
+        out_path, rgba_path = out_dir / f"{stem}.png", rgba_root / f"{stem}.png"
         alpha_done = skip_existing and _done(out_path)
-        rgba_needed = write_rgba and not (skip_existing and _done(rgba_path))
+        rgba_needed = s.write_rgba and not (skip_existing and _done(rgba_path))
         if alpha_done and not rgba_needed:
             report.skipped.append(stem)
             continue
+        if tri_root is not None and not alpha_done:
+            tri_path = _find_by_stem(tri_root, stem)
+            if tri_path is None:
+                report.failed.append((str(img_path), f"no trimap named {stem}.* in {tri_root}"))
+                continue
         try:
-            image = read_image(img_path)
-            if alpha_done:
-                alpha = read_alpha(out_path)
-                if alpha.shape != image.shape[:2]:
-                    raise InferenceInputError(f"existing {out_path.name} is {alpha.shape}, image is {image.shape[:2]}")
-            else:
-                if tri_root is not None:
-                    tri_path = _find_by_stem(tri_root, stem)
-                    if tri_path is None:
-                        raise InferenceInputError(f"no trimap named {stem}.* in {tri_root}")
-                trimap = read_trimap(tri_path) if tri_path is not None else None
-                if trimap is not None and trimap.shape != image.shape[:2]:
-                    raise InferenceInputError(f"trimap {tri_path} is {trimap.shape[1]}x{trimap.shape[0]}, "
-                                              f"image is {image.shape[1]}x{image.shape[0]}")
-                alpha = predict(model, image, trimap, **predict_kwargs)
-                write_png(out_path, alpha)
-            if rgba_needed:
-                from .data.foreground import estimate_foreground
-
-                fg = np.clip(np.asarray(estimate_foreground(image, alpha), np.float32), 0, 1)
-                write_png(rgba_path, np.concatenate([fg, alpha[:, :, None]], axis=2))
+            _predict_one(run, img_path, tri_path, out_path, rgba_path if rgba_needed else None, alpha_done)
         except (ImageReadError, InferenceInputError) as e:
             report.failed.append((str(img_path), str(e)))
             continue
@@ -543,11 +496,43 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     return report
 
 
+def _trimap_folder(trimap_dir: str | os.PathLike | None, s: InferConfig) -> Path | None:
+    if trimap_dir is None:
+        return None
+    if not Path(trimap_dir).is_dir():
+        raise InputNotFoundError(f"{trimap_dir}: trimap folder not found")
+    if s.two_pass:
+        raise InferenceInputError("two_pass is trimap-free: do not pass trimap_dir with two_pass=True")
+    return Path(trimap_dir)
+
+
+def _predict_one(run, img_path: Path, tri_path: Path | None, out_path: Path, rgba_path: Path | None,
+                 alpha_done: bool) -> None:
+    """One image of :func:`predict_folder`: the alpha (unless already written), then the cut-out."""
+    image = read_image(img_path)
+    if alpha_done:
+        alpha = read_alpha(out_path)
+        if alpha.shape != image.shape[:2]:
+            raise InferenceInputError(f"existing {out_path.name} is {alpha.shape}, image is {image.shape[:2]}")
+    else:
+        trimap = read_trimap(tri_path) if tri_path is not None else None
+        if trimap is not None and trimap.shape != image.shape[:2]:
+            raise InferenceInputError(f"trimap {tri_path} is {trimap.shape[1]}x{trimap.shape[0]}, "
+                                      f"image is {image.shape[1]}x{image.shape[0]}")
+        alpha = run(image, trimap)
+        write_png(out_path, alpha)
+    if rgba_path is not None:
+        from .data.foreground import estimate_foreground
+
+        fg = np.clip(np.asarray(estimate_foreground(image, alpha), np.float32), 0, 1)
+        write_png(rgba_path, np.concatenate([fg, alpha[:, :, None]], axis=2))
+
+
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
     """Load a generator for inference from ``best.pt`` / ``last.pt`` or the inference-only export.
 
-    Returns ``(model, cfg)`` — the model on ``device`` in eval mode and the run's config (use
-    ``infer_kwargs(cfg)`` for its inference settings). Delegates to
+    Returns ``(model, cfg)`` — the model on ``device`` in eval mode and the run's config (its
+    ``cfg.infer`` holds the run's inference settings). Delegates to
     :func:`mattingkit.checkpoint.load_generator` (``torch.load(weights_only=True)``).
 
     Example:
@@ -555,14 +540,111 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     """
     from .checkpoint import load_generator
 
+    if not Path(path).exists():
+        raise InputNotFoundError(f"{path}: checkpoint not found")
     dev = resolve_device(device)
     model, cfg = load_generator(path, dev)
     model.eval()
     return model, cfg
 
 
+# --------------------------------------------------------------------------------------------
+# A run's split: notebooks 04 (validation images) and 05 (competition test images)
+# --------------------------------------------------------------------------------------------
+#: InferConfig fields that do not change a predicted alpha (left out of the cache key).
+_NOT_IN_KEY = {"write_rgba"}
+
+
+@dataclass
+class SplitPrediction:
+    """What :func:`predict_split` did: the folder, the per-image report, the checkpoint, the effective
+    settings (``two_pass`` decided) and whether the items' trimaps were used."""
+
+    out_dir: Path
+    report: PredictReport
+    checkpoint: Path
+    settings: InferConfig
+    with_trimap: bool
+
+
+def producer_key(checkpoint: str | os.PathLike, settings: InferConfig, with_trimap: bool) -> dict[str, Any]:
+    """What made a folder of predictions: the checkpoint (path and SHA-256 from its sidecar, else size +
+    mtime) and every setting that changes a pixel. Stored as ``_source.json`` by :func:`predict_split`."""
+    from .checkpoint import sidecar_path
+
+    ckpt = Path(checkpoint)
+    try:
+        digest = json.loads(sidecar_path(ckpt).read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError):
+        digest = None
+    st = ckpt.stat()
+    fields = {k: v for k, v in sorted(dataclasses.asdict(settings).items()) if k not in _NOT_IN_KEY}
+    return {"checkpoint": str(ckpt.resolve()), "sha256": digest or f"{st.st_size}-{st.st_mtime_ns}",
+            "settings": {**fields, "trimaps": bool(with_trimap)}}
+
+
+def fresh_prediction_dir(out_dir: str | os.PathLike, key: dict[str, Any]) -> Path:
+    """``out_dir`` for predictions of the producer ``key``: PNGs another producer made are removed, so an
+    interrupted run resumes but a new model (or new settings) never reuses stale predictions."""
+    from .io import atomic_write_text
+
+    out = Path(out_dir)
+    marker = out / "_source.json"
+    try:
+        same = json.loads(marker.read_text(encoding="utf-8")) == key
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        for p in list(out.glob("*.png")) + list(out.glob("rgba/*.png")):
+            p.unlink()
+        atomic_write_text(marker, json.dumps(key, indent=1))
+    return out
+
+
+def predict_split(checkpoint: str | os.PathLike, images: Any, out_dir: str | os.PathLike, cfg: Any, *,
+                  headless: bool | None = None, verbose: bool = True) -> SplitPrediction:
+    """Predict a run's split with the model of ``checkpoint`` into ``out_dir``: the one path of notebooks
+    04 and 05.
+
+    ``images``: a manifest DataFrame (``id``, ``image``[, ``trimap``]) or a folder. ``cfg``: the run's
+    ``Config`` (``infer`` settings, ``trimap`` thresholds, ``run.device``). A model trained with trimaps
+    gets the items' trimaps when every item has one; otherwise prediction is trimap-free: two passes
+    for a trimap model, ``infer.two_pass`` for a trimap-free one. The folder is a cache keyed by
+    :func:`producer_key` (:func:`fresh_prediction_dir`).
+    """
+    import pandas as pd
+
+    model, mcfg = load_model(checkpoint, device=cfg.run.device)
+    use_trimap = bool(getattr(mcfg.model, "use_trimap", True)) if mcfg is not None else True
+    is_rows = isinstance(images, pd.DataFrame)
+    with_trimap = (use_trimap and is_rows and "trimap" in images.columns and len(images) > 0
+                   and bool((images["trimap"] != "").all()))
+    if is_rows:
+        images = images[["id", "image"] + (["trimap"] if with_trimap else [])]
+    settings = infer_settings(cfg, two_pass=False if with_trimap else (use_trimap or bool(cfg.infer.two_pass)))
+    out = fresh_prediction_dir(out_dir, producer_key(checkpoint, settings, with_trimap))
+    report = predict_folder(model, images, out, infer_cfg=settings, device=cfg.run.device, trimap_cfg=cfg.trimap,
+                            headless=headless, verbose=verbose)
+    return SplitPrediction(out_dir=out, report=report, checkpoint=Path(checkpoint), settings=settings,
+                           with_trimap=with_trimap)
+
+
+def downscaled_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, max_side: int) -> Path:
+    """PNG copies of the images of ``src_dir`` with the long side capped at ``max_side`` (same stems),
+    for quick low-resolution predictions; images already small enough are copied as PNG too."""
+    from .viz import fit_side
+
+    dst = Path(dst_dir)
+    for p in list_images(src_dir, recursive=False):
+        out = dst / f"{p.stem}.png"
+        if not out.exists():
+            write_png(out, np.clip(fit_side(read_image(p), max_side), 0, 1))
+    return dst
+
+
 __all__ = [
-    "InferenceInputError", "PredictReport", "TilingInfo", "core_window", "infer_kwargs", "load_model", "padding",
-    "predict", "predict_folder", "predict_passes", "resolve_amp", "resolve_context", "resolve_device", "tile_spans",
-    "DEFAULT_CONTEXT", "PAD_MULTIPLE", "WINDOW_FLOOR",
+    "InferenceInputError", "PredictReport", "SplitPrediction", "TilingInfo", "core_window", "downscaled_copy",
+    "fresh_prediction_dir", "infer_settings", "load_model", "padding", "predict", "predict_folder",
+    "predict_passes", "predict_split", "producer_key", "resolve_amp", "resolve_context", "resolve_device",
+    "tile_spans", "DEFAULT_CONTEXT", "PAD_MULTIPLE", "WINDOW_FLOOR",
 ]

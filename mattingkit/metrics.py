@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import ndimage
 
 from . import io as mio
+from .errors import InputNotFoundError
 
 __all__ = [
     "METRICS",
@@ -53,6 +54,7 @@ __all__ = [
     "competition_mse",
     "compute_metrics",
     "evaluate_folder",
+    "evaluate_triples",
     "mean_table",
     "format_table",
 ]
@@ -204,12 +206,12 @@ def _mse(p: np.ndarray, g: np.ndarray, u: np.ndarray) -> float:
     return float(_octave_sum2(err * err * m) / _octave_sum2(m))
 
 
-def _gauss(x: np.ndarray, sigma: float) -> np.ndarray:
+def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
     return np.exp(-(x**2) / (2 * sigma**2)) / (sigma * math.sqrt(2 * math.pi))
 
 
-def _dgauss(x: np.ndarray, sigma: float) -> np.ndarray:
-    return -x * _gauss(x, sigma) / sigma**2
+def _dgaussian(x: np.ndarray, sigma: float) -> np.ndarray:
+    return -x * _gaussian(x, sigma) / sigma**2
 
 
 def gaussgradient_kernels(sigma: float = _GRAD_SIGMA) -> tuple[np.ndarray, np.ndarray, float]:
@@ -227,7 +229,7 @@ def gaussgradient_kernels(sigma: float = _GRAD_SIGMA) -> tuple[np.ndarray, np.nd
     epsilon = 1e-2
     half = math.ceil(sigma * math.sqrt(-2 * math.log(math.sqrt(2 * math.pi) * sigma * epsilon)))
     x = np.arange(-half, half + 1, dtype=np.float64)
-    g, dg = _gauss(x, sigma), _dgauss(x, sigma)
+    g, dg = _gaussian(x, sigma), _dgaussian(x, sigma)
     norm = math.sqrt(float(np.sum(np.abs(np.outer(g, dg)) ** 2)))
     return g, dg, norm
 
@@ -449,7 +451,9 @@ def evaluate_folder(
 
     Returns one row per evaluated image (column ``image`` = file stem, a string, then one column
     per metric), sorted by stem. Files are matched by stem (``0001.png`` <-> ``0001.jpg``).
-    ``trimap_dir=None`` counts the whole image as unknown (competition style).
+    ``trimap_dir=None`` counts the whole image as unknown (competition style). The matched files go
+    through :func:`evaluate_triples`; a ground truth without prediction (or trimap), a prediction
+    without ground truth and several files sharing a stem are problems too.
 
     Nothing stops the loop halfway: a ground truth without prediction, a prediction without
     ground truth, an unreadable file or a size mismatch is collected in
@@ -470,7 +474,7 @@ def evaluate_folder(
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     for d, role in ((pred_dir, "prediction"), (gt_dir, "ground-truth"), (trimap_dir, "trimap")):
         if d is not None and not Path(d).is_dir():
-            raise FileNotFoundError(f"{d}: {role} folder not found")
+            raise InputNotFoundError(f"{d}: {role} folder not found")
     errors: list[dict] = []
     preds = _index_by_stem(pred_dir, errors, "prediction")
     gts = _index_by_stem(gt_dir, errors, "ground-truth")
@@ -480,50 +484,55 @@ def evaluate_folder(
     for stem in sorted(set(preds) - set(gts) - dup_stems):
         errors.append({"image": stem, "file": str(preds[stem]),
                        "reason": f"no ground truth with this stem in {gt_dir}"})
-    stems = sorted(set(gts) - dup_stems)
-    iterator: Iterable[str] = stems
-    if progress:
-        from .progress import progress as _progress
-
-        iterator = _progress(stems, desc="evaluate")
-
-    rows = []
-    for stem in iterator:
+    triples = []
+    for stem in sorted(set(gts) - dup_stems):
         if stem not in preds:
             errors.append({"image": stem, "file": str(gts[stem]),
                            "reason": f"no prediction with this stem in {pred_dir}"})
-            continue
-        if tris is not None and stem not in tris:
+        elif tris is not None and stem not in tris:
             errors.append({"image": stem, "file": str(gts[stem]),
                            "reason": f"no trimap with this stem in {trimap_dir}"})
-            continue
-        current = preds[stem]
-        try:
-            pred = mio.read_alpha(current)
-            current = gts[stem]
-            gt = mio.read_alpha(current)
-            if tris is not None:
-                current = tris[stem]
-                trimap = mio.read_trimap(current)
-            else:
-                trimap = np.full(gt.shape, 0.5, np.float32)
-            if not (pred.shape == gt.shape == trimap.shape):
-                raise ValueError(f"size mismatch: prediction {pred.shape[::-1]}, ground truth "
-                                 f"{gt.shape[::-1]}, trimap {trimap.shape[::-1]} (WxH)")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", EmptyUnknownWarning)
-                values = compute_metrics(pred, gt, trimap, metrics)
-            if not (trimap == 0.5).any() and set(metrics) & set(METRICS):
-                errors.append({"image": stem, "file": str(current),
-                               "reason": "the trimap has no unknown (128) pixel: its trimap "
-                                         "metrics are counted as 0"})
-        except mio.ImageReadError as e:
-            errors.append({"image": stem, "file": e.path, "reason": e.reason})
-            continue
-        except (ValueError, TypeError, OSError, MemoryError) as e:
-            errors.append({"image": stem, "file": str(current), "reason": str(e)})
-            continue
-        rows.append({"image": stem, **values})
+        else:
+            triples.append((stem, preds[stem], gts[stem], tris[stem] if tris is not None else None))
+    return evaluate_triples(triples, out_csv=out_csv, metrics=metrics, progress=progress, errors=errors)
+
+
+def evaluate_triples(
+    triples: Iterable[tuple[str, str | os.PathLike, str | os.PathLike, str | os.PathLike | None]],
+    out_csv: str | os.PathLike | None = None,
+    metrics: Sequence[str] = METRICS,
+    progress: bool = False,
+    errors: list[dict] | None = None,
+    warn: bool = True,
+) -> pd.DataFrame:
+    """Evaluate explicit ``(id, prediction, ground truth, trimap or None)`` file triples (e.g. a manifest's
+    rows and their predictions: no copying or renaming to match stems). The table, ``attrs`` and
+    ``out_csv`` are those of :func:`evaluate_folder`, in the order given; a trimap of ``None`` counts
+    the whole image. Problems (``errors``, given ones first) are collected, never raised; ``warn``:
+    report them once with a ``UserWarning`` (callers that print :func:`format_table` pass False).
+
+    Example:
+        >>> import tempfile, numpy as np
+        >>> from mattingkit.io import write_png
+        >>> d = Path(tempfile.mkdtemp()); a = np.zeros((8, 8), np.float32); a[:, 4:] = 1
+        >>> p, g = write_png(d / "p.png", a), write_png(d / "gt_0007.png", 1 - a)
+        >>> df = evaluate_triples([("0007", p, g, None), ("0008", d / "none.png", g, None)], warn=False,
+        ...                       metrics=("mse",))
+        >>> df.to_dict("records"), len(df.attrs["errors"])
+        ([{'image': '0007', 'mse': 1.0}], 1)
+    """
+    metrics = _check_metric_names(metrics)
+    errors = list(errors or [])
+    iterator: Iterable = list(triples)
+    if progress:
+        from .progress import progress as _progress
+
+        iterator = _progress(iterator, desc="evaluate")
+    rows = []
+    for stem, pred_path, gt_path, tri_path in iterator:
+        row = _evaluate_one(str(stem), pred_path, gt_path, tri_path, metrics, errors)
+        if row is not None:
+            rows.append(row)
 
     df = pd.DataFrame(rows, columns=["image", *metrics])
     df["image"] = df["image"].astype(str)
@@ -533,12 +542,42 @@ def evaluate_folder(
     if out_csv is not None:
         text = df.to_csv(index=False, float_format="%.10g")  # a non-UTF-8 file stem keeps its bytes:
         mio.atomic_write_bytes(out_csv, text.encode("utf-8", "surrogateescape"))  # never a crash here
-    if errors:
+    if errors and warn:
         lines = "\n".join(f"  {e['image']}: {e['file']}: {e['reason']}" for e in errors[:20])
         more = f"\n  ... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        warnings.warn(f"evaluate_folder: {len(errors)} problem(s), {len(df)} image(s) evaluated:\n"
-                      f"{lines}{more}", UserWarning, stacklevel=2)
+        warnings.warn(f"evaluate: {len(errors)} problem(s), {len(df)} image(s) evaluated:\n"
+                      f"{lines}{more}", UserWarning, stacklevel=3)
     return df
+
+
+def _evaluate_one(stem: str, pred_path, gt_path, tri_path, metrics: Sequence[str], errors: list[dict]) -> dict | None:
+    """One triple's metrics row, or None with the problem appended to ``errors``."""
+    current = pred_path
+    try:
+        pred = mio.read_alpha(current)
+        current = gt_path
+        gt = mio.read_alpha(current)
+        if tri_path is not None:
+            current = tri_path
+            trimap = mio.read_trimap(current)
+        else:
+            trimap = np.full(gt.shape, 0.5, np.float32)
+        if not (pred.shape == gt.shape == trimap.shape):
+            raise ValueError(f"size mismatch: prediction {pred.shape[::-1]}, ground truth "
+                             f"{gt.shape[::-1]}, trimap {trimap.shape[::-1]} (WxH)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmptyUnknownWarning)
+            values = compute_metrics(pred, gt, trimap, metrics)
+        if not (trimap == 0.5).any() and set(metrics) & set(METRICS):
+            errors.append({"image": stem, "file": str(current),
+                           "reason": "the trimap has no unknown (128) pixel: its trimap metrics are counted as 0"})
+    except mio.ImageReadError as e:
+        errors.append({"image": stem, "file": e.path, "reason": e.reason})
+        return None
+    except (ValueError, TypeError, OSError, MemoryError) as e:
+        errors.append({"image": stem, "file": str(current), "reason": str(e)})
+        return None
+    return {"image": stem, **values}
 
 
 def mean_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,12 +1,8 @@
-"""Headless runs of the numbered notebooks with papermill, batch sweeps, and the run folder.
+"""Headless runs of the numbered notebooks with papermill, and batch sweeps.
 
-A run is one folder ``runs/NAME/`` holding the resolved ``config.yaml``, the executed notebooks
-(``notebooks/``), ``metrics.json`` (one section per notebook), checkpoints, logs and predictions.
-
-- :func:`prepare_run` is what every notebook calls right after its ``parameters`` cell: it resolves the
-  config (name + dotted overrides + smoke budgets), creates the run folder and saves ``config.yaml``.
-- :func:`run_pipeline` executes ``01 -> 05`` through papermill, stopping at the first failure and
-  printing the failing notebook, cell and error.
+- :func:`run_pipeline` prepares the run folder (:func:`mattingkit.run.prepare_run`: ``config.yaml``
+  written once), then executes ``01 -> 05`` through papermill, every notebook loading that saved config;
+  it stops at the first failure and prints the failing notebook, cell and error.
 - :func:`run_sweep` runs a grid of parameter sets (one run folder each; finished runs are skipped on a
   re-run; a failed run does not stop the sweep) and writes ``results.csv``, ``results.md`` and a plot.
 
@@ -34,32 +30,14 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from . import env
-from .config import Config, apply_overrides, load_config, save_config
+from .config import Config
+from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
+from .run import CONFIG_FILE, prepare_run, read_metrics, resolve_config, runs_root as resolve_runs_root, safe_name
 
 NOTEBOOK_DIR_NAME = "notebooks"
 NOTEBOOKS = ["01_data_download", "02_trimap_synthesis", "03_train_gan", "04_inference", "05_submission"]
 DONE_MARKER = "DONE"
-
-#: Budgets applied on top of any config when ``smoke=True`` (CI: every notebook in a minute or two).
-SMOKE_OVERRIDES: dict[str, Any] = {
-    "run.smoke": True,
-    "train.steps": 12,
-    "train.warmup_steps": 2,
-    "train.g_warmup_steps": 4,
-    "train.log_every": 2,
-    "train.image_every": 6,
-    "train.val_every": 6,
-    "train.ckpt_every": 6,
-    "data.num_workers": 0,
-    "data.val_limit": 2,
-}
-
-
-def _safe_name(text: str) -> str:
-    """A folder name that is safe on Drive/Windows/Kaggle: no colons, slashes or spaces."""
-    s = re.sub(r"[^A-Za-z0-9._=+-]+", "_", text).strip("._")
-    return s[:120] or "run"
 
 
 def repo_notebooks_dir() -> Path:
@@ -70,88 +48,7 @@ def repo_notebooks_dir() -> Path:
     for c in candidates:
         if c.is_dir():
             return c
-    raise FileNotFoundError("cannot find the notebooks/ folder; run from the mattingkit repository checkout")
-
-
-@dataclass
-class RunContext:
-    cfg: Config
-    run_dir: Path
-    data_root: Path
-
-    @property
-    def name(self) -> str:
-        return self.run_dir.name
-
-    def path(self, *parts: str) -> Path:
-        return self.run_dir.joinpath(*parts)
-
-    def data_path(self, rel: str | None) -> Path | None:
-        """Resolve a config path: absolute stays, relative is under the data root."""
-        if rel is None:
-            return None
-        p = Path(rel)
-        return p if p.is_absolute() else self.data_root / p
-
-
-def resolve_config(config: str | os.PathLike | Config, overrides: Iterable[str] | Mapping[str, Any] | None = None,
-                   smoke: bool = False) -> Config:
-    """Config name/path/object + dotted overrides (+ smoke budgets, applied before the user's overrides)."""
-    cfg = config.copy() if isinstance(config, Config) else load_config(config)
-    if smoke:
-        cfg = apply_overrides(cfg, SMOKE_OVERRIDES)
-    return apply_overrides(cfg, overrides) if overrides else cfg
-
-
-def prepare_run(config: str | os.PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
-                run_name: str | None = None, runs_root: str | os.PathLike | None = None,
-                smoke: bool = False, save: bool = True) -> RunContext:
-    """Resolve the config and create the run folder (``runs_root/run_name``); save ``config.yaml`` there.
-
-    Example:
-        >>> import tempfile
-        >>> ctx = prepare_run("demo", ["train.steps=5"], run_name="x", runs_root=tempfile.mkdtemp())
-        >>> ctx.cfg.train.steps, (ctx.run_dir / "config.yaml").exists()
-        (5, True)
-    """
-    cfg = resolve_config(config, overrides, smoke)
-    name = _safe_name(run_name or cfg.run.name)
-    if name != cfg.run.name:
-        cfg = apply_overrides(cfg, {"run.name": name})
-    root = Path(runs_root) if runs_root else (Path(cfg.run.runs_root) if cfg.run.runs_root else env.runs_root())
-    data_root = Path(cfg.run.data_root) if cfg.run.data_root else env.data_root()
-    run_dir = root / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if save:
-        save_config(cfg, run_dir / "config.yaml")
-    return RunContext(cfg=cfg, run_dir=run_dir, data_root=data_root)
-
-
-def read_metrics(run_dir: str | os.PathLike) -> dict[str, Any]:
-    p = Path(run_dir) / "metrics.json"
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def update_metrics(run_dir: str | os.PathLike, section: str, values: Mapping[str, Any]) -> Path:
-    """Merge ``values`` into ``run_dir/metrics.json`` under ``section`` (atomic write)."""
-    data = read_metrics(run_dir)
-    data.setdefault(section, {}).update(_jsonable(values))
-    return atomic_write_text(Path(run_dir) / "metrics.json", json.dumps(data, indent=2, sort_keys=True))
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "item") and callable(x.item):
-        try:
-            return x.item()
-        except (ValueError, TypeError):
-            pass
-    return x
+    raise InputNotFoundError("cannot find the notebooks/ folder; run from the mattingkit repository checkout")
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -218,7 +115,7 @@ class PipelineResult:
         return "\n".join(lines)
 
 
-def _select(notebooks: Iterable[str] | None) -> list[str]:
+def select_notebooks(notebooks: Iterable[str] | None) -> list[str]:
     if not notebooks:
         return list(NOTEBOOKS)
     chosen = []
@@ -227,7 +124,7 @@ def _select(notebooks: Iterable[str] | None) -> list[str]:
             want = f"{want:02d}"
         match = [n for n in NOTEBOOKS if n == want or n.startswith(str(want))]
         if not match:
-            raise ValueError(f"unknown notebook {want!r}; choose from {', '.join(NOTEBOOKS)}")
+            raise UsageError(f"unknown notebook {want!r}; choose from {', '.join(NOTEBOOKS)}")
         chosen += [m for m in match if m not in chosen]
     return [n for n in NOTEBOOKS if n in chosen]
 
@@ -258,17 +155,6 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
-def _config_param(config: str | os.PathLike | Config, ctx: "RunContext") -> str:
-    """What the notebooks get as ``config``: a shipped name as is, a YAML path made absolute (the
-    kernels run in the notebooks folder), a Config object as the run's saved ``config.yaml``."""
-    if isinstance(config, Config):
-        return str(ctx.path("config.yaml"))
-    p = Path(config)
-    if p.suffix and p.exists():
-        return str(p.resolve())
-    return str(config)
-
-
 def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterable[str] | None = None,
                  name: str | None = None, smoke: bool = False, runs_root: str | os.PathLike | None = None,
                  notebooks: Iterable[str] | None = None, kernel_name: str | None = None,
@@ -293,21 +179,21 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     overrides = list(overrides or [])
     ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke)
     src_dir = (Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()).resolve()
-    selected = _select(notebooks)
+    selected = select_notebooks(notebooks)
     declared = {nb: set(notebook_parameters(src_dir / f"{nb}.ipynb")) for nb in selected}
     extra = dict(parameters or {})
     unknown = sorted(k for k in extra if not any(k in d for d in declared.values()))
     if unknown:
-        raise ValueError(f"parameter(s) {unknown} are declared by none of the notebooks {selected}")
+        raise UsageError(f"parameter(s) {unknown} are declared by none of the notebooks {selected}")
     out_dir = ctx.run_dir / NOTEBOOK_DIR_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
     (ctx.run_dir / DONE_MARKER).unlink(missing_ok=True)
-    common = {
-        "config": _config_param(config, ctx),
-        "overrides": overrides if not isinstance(config, Config) else [],
+    common = {  # every notebook loads the run's saved config.yaml (already resolved: no overrides)
+        "config": str(ctx.path(CONFIG_FILE).resolve()),
+        "overrides": [],
         "run_name": ctx.name,
         "runs_root": str(ctx.run_dir.parent.resolve()),
-        "smoke": bool(smoke) if not isinstance(config, Config) else False,
+        "smoke": bool(ctx.cfg.run.smoke),
     }
     result = PipelineResult(ok=True, run_dir=ctx.run_dir)
     t0 = time.monotonic()
@@ -330,19 +216,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
                                     request_save_on_cell_execute=True, execution_timeout=cell_timeout,
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP chatter
             except Exception as e:  # papermill's PapermillExecutionError or a kernel/start-up failure
-                result.ok = False
-                result.failed_notebook = f"{nb}.ipynb"
-                result.failed_cell = getattr(e, "exec_count", None)
-                result.failed_cell_index = getattr(e, "cell_index", None)
-                result.failed_source = getattr(e, "source", None)
-                ename = getattr(e, "ename", None) or type(e).__name__
-                evalue = getattr(e, "evalue", None)
-                if evalue is None:
-                    evalue = str(e)
-                result.error = strip_ansi(f"{ename}: {evalue}".strip())
-                tb = getattr(e, "traceback", None)
-                if tb:
-                    result.traceback = strip_ansi("\n".join(tb))
+                _record_failure(result, f"{nb}.ipynb", e)
                 result.timings[nb] = round(time.monotonic() - t1, 1)
                 if not quiet:
                     print(result.summary(), file=sys.stderr, flush=True)
@@ -361,6 +235,23 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     return result
 
 
+def _record_failure(result: PipelineResult, notebook: str, e: Exception) -> None:
+    """Fill in ``result`` from papermill's error: the notebook, the cell, the error and its traceback."""
+    result.ok = False
+    result.failed_notebook = notebook
+    result.failed_cell = getattr(e, "exec_count", None)
+    result.failed_cell_index = getattr(e, "cell_index", None)
+    result.failed_source = getattr(e, "source", None)
+    ename = getattr(e, "ename", None) or type(e).__name__
+    evalue = getattr(e, "evalue", None)
+    if evalue is None:
+        evalue = str(e)
+    result.error = strip_ansi(f"{ename}: {evalue}".strip())
+    tb = getattr(e, "traceback", None)
+    if tb:
+        result.traceback = strip_ansi("\n".join(tb))
+
+
 def _kernel_name() -> str:
     """The Jupyter kernel of this interpreter (ipykernel installs ``python3`` into sys.prefix)."""
     return os.environ.get("MATTINGKIT_KERNEL", "python3")
@@ -374,13 +265,13 @@ def sweep_points(grid: Mapping[str, list]) -> list[dict[str, Any]]:
     keys = list(grid)
     for k in keys:
         if not isinstance(grid[k], list) or not grid[k]:
-            raise ValueError(f"sweep grid entry {k!r} must be a non-empty list of values")
+            raise UsageError(f"sweep grid entry {k!r} must be a non-empty list of values")
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def point_name(index: int, point: Mapping[str, Any]) -> str:
     parts = [f"{k.split('.')[-1]}={v}" for k, v in point.items()]
-    return _safe_name(f"{index:02d}_" + "_".join(parts))
+    return safe_name(f"{index:02d}_" + "_".join(parts))
 
 
 @dataclass
@@ -402,7 +293,7 @@ def sweep_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
         ({'copy_submission': False}, {'n_preview': 2})
     """
     params = dict(spec.get("parameters") or {})
-    if any(n.startswith("05") for n in _select(spec.get("notebooks"))):
+    if any(n.startswith("05") for n in select_notebooks(spec.get("notebooks"))):
         params.setdefault("copy_submission", False)
     return params
 
@@ -435,18 +326,18 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
     unknown = set(spec) - {"name", "config", "smoke", "overrides", "notebooks", "metric", "mode", "grid",
                            "parameters"}
     if unknown:
-        raise ValueError(f"{grid_yaml}: unknown sweep keys {sorted(unknown)}")
+        raise UsageError(f"{grid_yaml}: unknown sweep keys {sorted(unknown)}")
     if "grid" not in spec:
-        raise ValueError(f"{grid_yaml}: a sweep needs a 'grid' mapping of key: [values]")
-    name = _safe_name(spec.get("name") or Path(grid_yaml).stem)
-    root = Path(runs_root) if runs_root else env.runs_root()
-    sweep_dir = root / name
-    sweep_dir.mkdir(parents=True, exist_ok=True)
+        raise UsageError(f"{grid_yaml}: a sweep needs a 'grid' mapping of key: [values]")
+    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
     metric = spec.get("metric")
     config = spec.get("config", "demo")
     cfg_path = Path(grid_yaml).parent / str(config)
     if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
         config = str(cfg_path.resolve())  # a config file named relative to the sweep file
+    base = resolve_config(config, list(spec.get("overrides") or []), bool(spec.get("smoke", False)))
+    sweep_dir = resolve_runs_root(base, runs_root) / name   # honours the base config's run.runs_root
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     params = sweep_parameters(spec)
     rows = []
     all_ok = True

@@ -41,7 +41,7 @@ from typing import Iterator
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .errors import MattingKitError
+from .errors import InputNotFoundError, MattingKitError
 from .io import (ImageReadError, atomic_write_bytes, image_size, list_images, mkstemp_usual_mode, png_bytes, printable,
                  read_alpha)
 
@@ -73,7 +73,7 @@ def _sample_names(sample_csv: str | os.PathLike) -> list[str]:
 
     path = Path(sample_csv)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: sample submission not found")
+        raise InputNotFoundError(f"{path}: sample submission not found")
     df = pd.read_csv(path, dtype=str, usecols=lambda c: c == "filename", keep_default_na=False)
     if "filename" not in df.columns:
         raise SubmissionError(f"{path}: no 'filename' column in the sample submission")
@@ -168,7 +168,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
 
     alpha_dir = Path(alpha_dir)
     if not alpha_dir.is_dir():
-        raise FileNotFoundError(f"{alpha_dir}: predictions folder not found")
+        raise InputNotFoundError(f"{alpha_dir}: predictions folder not found")
     preds = _stems(alpha_dir)
     names, order = expected_names(sample_csv, test_dir)
     if names is None:
@@ -239,7 +239,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
 # Validate
 # --------------------------------------------------------------------------------------------
 @dataclass
-class ValidationReport:
+class SubmissionCheck:
     """Every problem found in a submission at once. ``ok`` is True when ``problems`` is empty."""
 
     path: Path
@@ -336,14 +336,14 @@ def _lost_zeros(name: str, expected: set[str]) -> str | None:
 
 
 def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathLike | None = None,
-                        sample_csv: str | os.PathLike | None = None, size: int = 1024) -> ValidationReport:
+                        sample_csv: str | os.PathLike | None = None, size: int = 1024) -> SubmissionCheck:
     """Check a submission CSV against the organisers' format and report ALL problems at once.
 
     Checks: UTF-8 without BOM, LF line endings, the exact header ``filename,image_utf`` (and spots an
     extra index column), row count and names against ``test_dir`` or ``sample_csv`` (missing, extra,
     duplicate, stems that lost leading zeros), and that every row decodes (strict base64, no ``data:``
     prefix) to a PNG, 8-bit grayscale (mode L), of the test image's size (``size x size`` when no
-    ``test_dir``). Returns a :class:`ValidationReport` (``.ok``, ``.problems``, ``.summary()``).
+    ``test_dir``). Returns a :class:`SubmissionCheck` (``.ok``, ``.problems``, ``.summary()``).
 
     Example:
         >>> import tempfile
@@ -354,7 +354,7 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
         (False, True)
     """
     path = Path(csv_path)
-    report = ValidationReport(path=path)
+    report = SubmissionCheck(path=path)
     if not path.is_file():
         report.problems.append("file not found")
         return report
@@ -515,8 +515,9 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
 _SAFE_NAME = re.compile(r"^[^/\\\x00]+$")
 
 
-def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
-    """Write every row's PNG to ``out_dir/<filename>.png`` (to inspect a submission); returns the paths.
+def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Write every row's PNG (the first ``limit`` good ones when given) to ``out_dir/<filename>.png`` (to
+    inspect a submission); returns the paths.
 
     Rows that do not decode to a PNG, and unsafe file names (path separators, ``.``/``..``), are
     skipped with a warning.
@@ -544,6 +545,8 @@ def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike) -
     else:
         raise SubmissionError(f"{path}: header {header} has no filename/image_utf columns")
     for row in rows:
+        if limit is not None and len(written) >= limit:
+            break
         if len(row) <= max(name_col, data_col):
             continue
         name, payload = row[name_col], row[data_col]
@@ -560,5 +563,5 @@ def decode_submission(csv_path: str | os.PathLike, out_dir: str | os.PathLike) -
     return written
 
 
-__all__ = ["HEADER", "SubmissionError", "SubmissionReport", "ValidationReport", "build_submission",
+__all__ = ["HEADER", "SubmissionError", "SubmissionReport", "SubmissionCheck", "build_submission",
            "decode_submission", "expected_names", "validate_submission"]

@@ -1,36 +1,11 @@
 """Overlapped tiling that reproduces the untiled prediction: core/context layout + whole-image statistics.
 
 Used by :mod:`mattingkit.infer` when an image is above the pixel budget. Two things make a tile's
-output differ from the same pixels of an untiled run, and each has a remedy here:
-
-1. **Too little context.** An output pixel depends on inputs up to ``r`` px away (the receptive
-   field). The padded image is partitioned into *cores* on the 32-px grid (:func:`tile_spans`);
-   each tile is its core plus ``context`` px on every side (clipped to the image). A pixel whose
-   tile weight is above the floor lies at most ``blend`` px outside its tile's core, so it sees
-   ``context - blend`` px around it — the untiled value whenever ``r <= context - blend``
-   (tile origins on the 32-grid keep every strided layer aligned with the untiled run).
-   Neighbouring tiles cross-fade over ``2 * blend`` px around the shared core boundary with a
-   raised cosine that is never below :data:`WINDOW_FLOOR` (:func:`core_window`).
-2. **Global operations** — ``nn.GroupNorm`` / ``nn.InstanceNorm*`` statistics, ``nn.AdaptiveAvgPool2d(1)``
-   / ``nn.AdaptiveMaxPool2d(1)`` (ASPP image pooling) — see the whole image untiled but only the tile
-   when tiled. :class:`GlobalContext` finds them (by module type, so functional calls such as
-   ``x.mean()`` or attention are *not* covered), and forward hooks (i) *record*, for each such module,
-   the sums behind the whole-image statistic over each tile's core only (the cores partition the
-   padded image, so the sums add up to the untiled ones exactly), and (ii) *inject* the whole-image
-   statistic into every tile (the hook returns GroupNorm recomputed with the injected per-group
-   mean/variance, or the pooled whole-image mean/max).
-
-   A statistic depends on the features before it, which depend on earlier global ops, so the
-   statistics are completed one global op per *recording pass* over every tile (all pixels count):
-   in pass ``k`` the ``k`` ops whose whole-image statistics are already known are injected, and the
-   first op without one is recorded over the cores — exact, since everything before it was — after
-   which the forward stops (nothing later can be exact yet). A model with ``n`` global ops thus needs
-   ``n`` recording passes, each ending at its op: one short pass for a BatchNorm AlphaGAN (only the
-   ASPP image pooling is global), 34 for the GroupNorm demo AlphaGAN (every norm layer is global).
-   ``max_stats_passes`` caps this; ops left without statistics run tile-local (approximate).
-   Iterating all statistics together from tile-local ones instead (inject pass ``k - 1``'s
-   estimates everywhere) was measured to *diverge* on the random-init GroupNorm AlphaGAN.
-   The final pass injects everything known and skips tiles with no unknown pixel.
+output differ from the same pixels of an untiled run: too little context (each tile is its 32-px-grid
+*core* plus ``context`` px, neighbours cross-fading with a window never below :data:`WINDOW_FLOOR`), and
+global operations (GroupNorm, ``AdaptiveAvg/MaxPool2d(1)``), which get whole-image statistics recorded
+over the cores one op per pass and injected by forward hooks (:class:`GlobalContext`). docs/inference.md
+describes the procedure and its measurements.
 
 Example:
     >>> import torch

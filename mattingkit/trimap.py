@@ -233,6 +233,66 @@ def trimap_from_mask(mask: np.ndarray, fg_threshold: float = 0.95, bg_threshold:
 
 
 # --------------------------------------------------------------------------------------------
+# One dispatch: method name -> builder
+# --------------------------------------------------------------------------------------------
+#: Every way to make a trimap from an alpha (or a coarse mask), by name. Each builder takes the alpha and
+#: keyword parameters (the ones it does not use are ignored): ``rng`` and ``kernel_range`` /
+#: ``iterations`` (erode_dilate), ``band`` (band: the band width; from_mask: its band),
+#: ``fg_threshold`` / ``bg_threshold`` (from_mask).
+TRIMAP_BUILDERS = {
+    "erode_dilate": lambda a, p: trimap_erode_dilate(a, p["rng"], tuple(p["kernel_range"]), p["iterations"]),
+    "band": lambda a, p: trimap_band(a, p["band"]),
+    "from_mask": lambda a, p: trimap_from_mask(a, p["fg_threshold"], p["bg_threshold"], p["band"]),
+}
+_BUILD_DEFAULTS = {"kernel_range": (10, 10), "iterations": 1, "band": 10, "fg_threshold": 0.95,
+                   "bg_threshold": 0.05}
+
+
+def make_trimap(alpha: np.ndarray, method: str, *, rng: np.random.Generator | None = None, **params) -> np.ndarray:
+    """One trimap of ``alpha`` by ``method`` (a key of :data:`TRIMAP_BUILDERS`) with explicit parameters
+    (defaults: ``kernel_range=(10, 10)``, ``iterations=1``, ``band=10``, ``fg_threshold=0.95``,
+    ``bg_threshold=0.05``); ``rng`` defaults to ``default_rng(0)``.
+
+    Example:
+        >>> a = np.zeros((1, 10), np.float32); a[0, :5] = 1
+        >>> make_trimap(a, "band", band=2)[0].tolist()
+        [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0]
+    """
+    if method not in TRIMAP_BUILDERS:
+        raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(TRIMAP_BUILDERS)}")
+    unknown = set(params) - set(_BUILD_DEFAULTS)
+    if unknown:
+        raise TypeError(f"make_trimap: unknown parameter(s) {sorted(unknown)}")
+    p = {**_BUILD_DEFAULTS, **params, "rng": np.random.default_rng(0) if rng is None else rng}
+    return TRIMAP_BUILDERS[method](alpha, p)
+
+
+def config_params(cfg: "TrimapConfig") -> dict:
+    """The :func:`make_trimap` parameters of a ``TrimapConfig`` (``band`` = ``band_width`` for the band
+    method, ``mask_band`` for from_mask: see :func:`config_trimaps`)."""
+    return {"kernel_range": tuple(cfg.kernel_range), "iterations": cfg.iterations, "band": cfg.band_width,
+            "fg_threshold": cfg.fg_threshold, "bg_threshold": cfg.bg_threshold}
+
+
+def config_trimaps(alpha: np.ndarray, cfg: "TrimapConfig", seed: int = 0,
+                   methods: tuple[str, ...] = tuple(TRIMAP_BUILDERS)) -> dict[str, np.ndarray]:
+    """Each method's trimap with the config's parameters: ``erode_dilate`` (random kernels in
+    ``kernel_range``, seeded), ``band`` (``band_width``) and ``from_mask`` (``fg_threshold`` /
+    ``bg_threshold`` / ``mask_band``).
+
+    Example:
+        >>> from mattingkit.config import TrimapConfig
+        >>> a = np.zeros((40, 40), np.float32); a[10:30, 10:30] = 1
+        >>> sorted(config_trimaps(a, TrimapConfig()))
+        ['band', 'erode_dilate', 'from_mask']
+    """
+    p = config_params(cfg)
+    return {m: make_trimap(alpha, m, rng=np.random.default_rng(seed),
+                           **dict(p, band=cfg.mask_band if m == "from_mask" else cfg.band_width))
+            for m in methods}
+
+
+# --------------------------------------------------------------------------------------------
 # Training-time sampling and statistics
 # --------------------------------------------------------------------------------------------
 def random_trimap(alpha: np.ndarray, rng: np.random.Generator, cfg: "TrimapConfig") -> np.ndarray:
@@ -259,12 +319,13 @@ def random_trimap(alpha: np.ndarray, rng: np.random.Generator, cfg: "TrimapConfi
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"trimap.mixed_band_prob must be in [0, 1], got {p}")
         method = "band" if rng.random() < p else "erode_dilate"
+    params = config_params(cfg)
     if method == "band":
         lo, hi = int(cfg.band_width_min), int(cfg.band_width)
         if lo < 0 or hi < lo:
             raise ValueError(f"need 0 <= trimap.band_width_min <= trimap.band_width, got {lo} and {hi}")
-        return trimap_band(alpha, int(rng.integers(lo, hi + 1)))
-    return trimap_erode_dilate(alpha, rng, tuple(cfg.kernel_range), cfg.iterations)
+        params["band"] = int(rng.integers(lo, hi + 1))
+    return make_trimap(alpha, method, rng=rng, **params)
 
 
 def unknown_share(trimap: np.ndarray) -> float:

@@ -1,7 +1,9 @@
 """Small matplotlib / NumPy pictures: training curves and image / trimap / GT / prediction / error grids.
 
 Pure functions: arrays and history records in, a figure or an array out (matplotlib with the Agg
-backend when no display is available; nothing is shown unless you ask).
+backend when no display is available; nothing is shown unless you ask). The montage helpers
+(:func:`fit_side`, :func:`hstack`, :func:`vstack`) are the ones every picture of the kit is built with:
+notebook previews, the inspectors' views and the TensorBoard grids (:func:`make_grid`).
 
 Example:
     >>> import numpy as np
@@ -11,14 +13,17 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from .io import to_uint8
+
 PathLike = str | os.PathLike
+#: Pixels between the panels of a montage (:func:`hstack`, :func:`vstack`).
+GAP = 4
 
 
 def _np(x: Any) -> np.ndarray:
@@ -54,20 +59,13 @@ def _samples(x: Any, kind: str) -> list[np.ndarray]:
     return out
 
 
-def _resize(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if a.shape[:2] == hw:
-        return a
-    import cv2
-
-    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if a.shape[0] > hw[0] else cv2.INTER_LINEAR)
-
-
 def make_grid(image, trimap, alpha, pred, max_items: int = 4, max_side: int = 256) -> np.ndarray:
     """Rows of ``image | trimap | ground truth | prediction | |error|`` as one float32 HxWx3 array in [0,1].
 
     Each argument is a batch (tensor or array, NCHW / N1HW / NHW) or a list of per-sample arrays
     (sizes may differ: every tile is resized to the first sample's size, capped at ``max_side``).
-    The error tile is ``|pred - alpha|`` scaled so that an error of 0.5 is white.
+    The error tile is ``|pred - alpha|`` scaled so that an error of 0.5 is white. Built with
+    :func:`hstack` / :func:`vstack` (no gaps), so it holds 8-bit levels.
 
     Example:
         >>> g = make_grid([np.zeros((4, 6, 3))], [np.zeros((4, 6))], [np.ones((4, 6))], [np.ones((4, 6))])
@@ -88,14 +86,172 @@ def make_grid(image, trimap, alpha, pred, max_items: int = 4, max_side: int = 25
     for i in range(n):
         gt, pr = gts[i], preds[i]
         err = np.clip(np.abs(pr - gt) * 2.0, 0, 1) if pr.shape == gt.shape else np.zeros_like(gt)
-        tiles = [imgs[i]] + [np.repeat(m[:, :, None], 3, axis=2) for m in (tris[i], gt, pr, err)]
-        rows.append(np.concatenate([_resize(t, hw) for t in tiles], axis=1))
-    return np.ascontiguousarray(np.concatenate(rows, axis=0), dtype=np.float32)
+        rows.append(hstack([resize_to(t, hw) for t in (imgs[i], tris[i], gt, pr, err)], gap=0))
+    return vstack(rows, gap=0).astype(np.float32) / 255.0
+
+
+def _f32(a: Any, name: str) -> np.ndarray:
+    """float32 (uint8 scaled to [0, 1]); an empty array is an error naming ``name``."""
+    a = np.asarray(a)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    a = a.astype(np.float32, copy=False)
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape})")
+    return a
+
+
+def as_rgb(a: Any, name: str) -> np.ndarray:
+    """HxW / HxWx1 / HxWx3 (float [0,1] or uint8) -> float32 HxWx3."""
+    a = _f32(a, name)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3):
+        raise ValueError(f"{name}: expected HxW or HxWx3, got shape {a.shape}")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.clip(a, 0.0, 1.0)
+
+
+def as_map(a: Any, name: str) -> np.ndarray:
+    """HxW / HxWx1 (float [0,1] or uint8) -> float32 HxW."""
+    a = _f32(a, name)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a single-channel HxW map, got shape {a.shape}")
+    return a
+
+
+def resize_to(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``a`` resized to ``hw`` = (H, W) (area interpolation down, bilinear up); unchanged when it fits.
+
+    Example:
+        >>> resize_to(np.zeros((10, 20), np.float32), (5, 10)).shape
+        (5, 10)
+    """
+    if a.shape[:2] == tuple(hw):
+        return a
+    import cv2
+
+    return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if a.shape[0] > hw[0] else cv2.INTER_LINEAR)
+
+
+def fit_side(array: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Downscale (area interpolation) so that the long side is at most ``max_side``; never upscales.
+
+    Example:
+        >>> fit_side(np.zeros((100, 50), np.float32), 20).shape
+        (20, 10)
+    """
+    a = np.asarray(array)
+    if not max_side or max(a.shape[:2]) <= max_side:
+        return a
+    import cv2
+
+    scale = max_side / max(a.shape[:2])
+    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def fit_nearest(array: np.ndarray, max_side: int | None) -> np.ndarray:
+    """Like :func:`fit_side` but nearest-neighbour, so a trimap keeps its three values."""
+    a = np.asarray(array)
+    if not max_side or max(a.shape[:2]) <= max_side:
+        return a
+    import cv2
+
+    scale = max_side / max(a.shape[:2])
+    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def hstack(panels: Sequence[np.ndarray], gap: int = GAP, fill: float = 1.0) -> np.ndarray:
+    """Panels (HxW or HxWx3, float [0,1] or uint8) side by side with ``gap`` px of ``fill`` between
+    them; every panel is resized to the first one's height. Returns uint8 HxWx3.
+
+    Example:
+        >>> hstack([np.zeros((4, 5)), np.ones((8, 2, 3))], gap=1).shape   # 8x2 -> 4x1
+        (4, 7, 3)
+    """
+    if not panels:
+        raise ValueError("hstack: no panels")
+    import cv2
+
+    rgb = [as_rgb(p, f"panel {i}") for i, p in enumerate(panels)]
+    h = rgb[0].shape[0]
+    out = []
+    for i, p in enumerate(rgb):
+        if p.shape[0] != h:
+            w = max(1, round(p.shape[1] * h / p.shape[0]))
+            p = cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA if p.shape[0] > h else cv2.INTER_LINEAR)
+        if i and gap:
+            out.append(np.full((h, gap, 3), fill, np.float32))
+        out.append(p)
+    return to_uint8(np.concatenate(out, axis=1))
+
+
+def vstack(rows: Sequence[np.ndarray], gap: int = GAP, fill: float = 1.0) -> np.ndarray:
+    """Rows (uint8 or float RGB) one above the other, padded on the right to the widest. uint8 out.
+
+    Example:
+        >>> vstack([np.zeros((2, 3, 3), np.uint8), np.zeros((2, 5, 3), np.uint8)], gap=1).shape
+        (5, 5, 3)
+    """
+    if not rows:
+        raise ValueError("vstack: no rows")
+    rgb = [to_uint8(as_rgb(r, f"row {i}")) for i, r in enumerate(rows)]
+    width = max(r.shape[1] for r in rgb)
+    fill8 = int(round(fill * 255))
+    out = []
+    for i, r in enumerate(rgb):
+        if i and gap:
+            out.append(np.full((gap, width, 3), fill8, np.uint8))
+        if r.shape[1] < width:
+            r = np.concatenate([r, np.full((r.shape[0], width - r.shape[1], 3), fill8, np.uint8)], axis=1)
+        out.append(r)
+    return np.concatenate(out, axis=0)
+
+
+def manifest_grid(rows, max_side: int = 192, columns: Sequence[str] = ("image", "alpha", "trimap"),
+                  pred_dir: PathLike | None = None) -> np.ndarray:
+    """One montage row per manifest row (:func:`mattingkit.data.manifest.load_row`): the ``columns``
+    side by side, each fitted to ``max_side`` (uint8 RGB). A missing alpha is drawn black, a missing
+    trimap mid-gray; ``"pred"`` is ``pred_dir/<id>.png`` and ``"error"`` ``|pred - alpha|`` (0.5 and
+    above white), rows without a prediction being left out when they are asked for.
+
+    Example:
+        >>> a = np.zeros((20, 30), np.float32); a[5:15, 5:25] = 1
+        >>> manifest_grid([{"id": "x", "image": np.zeros((20, 30, 3), np.float32), "alpha": a}], 10).shape
+        (7, 38, 3)
+    """
+    from .data.manifest import load_row
+
+    records = rows.to_dict("records") if hasattr(rows, "to_dict") else list(rows)
+    out = []
+    for r in records:
+        if pred_dir is not None:
+            p = Path(pred_dir) / f"{r['id']}.png"
+            if not p.exists():
+                continue
+            r = dict(r, pred=str(p))
+        s = load_row(r)
+        if s["image"] is None:
+            continue
+        shape = s["image"].shape[:2]
+        s["alpha"] = s["alpha"] if s["alpha"] is not None else np.zeros(shape, np.float32)
+        s["trimap"] = s["trimap"] if s["trimap"] is not None else np.full(shape, 0.5, np.float32)
+        if s["pred"] is not None:
+            s["error"] = np.clip(np.abs(s["pred"] - s["alpha"]) * 2.0, 0, 1)
+        out.append(hstack([fit_side(s[c], max_side) for c in columns]))
+    if not out:
+        raise ValueError("manifest_grid: no rows to show")
+    return vstack(out)
 
 
 def _load_history(history_or_jsonl) -> list[dict]:
     if isinstance(history_or_jsonl, (str, os.PathLike)):
-        from .train import read_history
+        from .run import read_history
 
         return read_history(history_or_jsonl)
     if hasattr(history_or_jsonl, "to_dict"):  # a DataFrame

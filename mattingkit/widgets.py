@@ -33,156 +33,46 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .io import png_bytes, read_alpha, read_image, read_trimap, to_uint8
+from .io import png_bytes
+from .data.manifest import load_row
 from .metrics import METRICS, compute_metrics
-from .trimap import trimap_band, trimap_erode_dilate, trimap_from_mask, unknown_share
+from . import trimap as trimap_lib
+from .trimap import TRIMAP_BUILDERS, unknown_share
+from .viz import GAP, fit_side, hstack, vstack
+from .viz import as_map as _as_map, as_rgb as _as_rgb, fit_nearest as _fit_nearest
 
 PathLike = str | os.PathLike
 
 #: Trimap methods the inspector offers (``from_mask`` treats the alpha as a coarse mask).
-INSPECTOR_METHODS = ("erode_dilate", "band", "from_mask")
+INSPECTOR_METHODS = tuple(TRIMAP_BUILDERS)
 #: Colour of the unknown region in trimap overlays (RGB in [0, 1]).
 UNKNOWN_TINT = (1.0, 0.15, 0.55)
 #: Factor applied to the definite-background region in trimap overlays.
 BG_DIM = 0.3
-GAP = 4
 
 
 # --------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------
-def _f32(a: Any, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype == np.uint8:
-        a = a.astype(np.float32) / 255.0
-    a = a.astype(np.float32, copy=False)
-    if a.size == 0:
-        raise ValueError(f"{name} is empty (shape {a.shape})")
-    return a
-
-
-def _as_rgb(a: Any, name: str) -> np.ndarray:
-    """HxW / HxWx1 / HxWx3 (float [0,1] or uint8) -> float32 HxWx3."""
-    a = _f32(a, name)
-    if a.ndim == 2:
-        a = a[:, :, None]
-    if a.ndim != 3 or a.shape[2] not in (1, 3):
-        raise ValueError(f"{name}: expected HxW or HxWx3, got shape {a.shape}")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return np.clip(a, 0.0, 1.0)
-
-
-def _as_map(a: Any, name: str) -> np.ndarray:
-    a = _f32(a, name)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim != 2:
-        raise ValueError(f"{name}: expected a single-channel HxW map, got shape {a.shape}")
-    return a
-
-
-def fit_side(array: np.ndarray, max_side: int | None) -> np.ndarray:
-    """Downscale (area interpolation) so that the long side is at most ``max_side``; never upscales.
-
-    Example:
-        >>> fit_side(np.zeros((100, 50), np.float32), 20).shape
-        (20, 10)
-    """
-    a = np.asarray(array)
-    if not max_side or max(a.shape[:2]) <= max_side:
-        return a
-    import cv2
-
-    scale = max_side / max(a.shape[:2])
-    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
-
-
-def _fit_nearest(array: np.ndarray, max_side: int | None) -> np.ndarray:
-    """Like :func:`fit_side` but nearest-neighbour, so a trimap keeps its three values."""
-    a = np.asarray(array)
-    if not max_side or max(a.shape[:2]) <= max_side:
-        return a
-    import cv2
-
-    scale = max_side / max(a.shape[:2])
-    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST)
-
-
-def hstack(panels: Sequence[np.ndarray], gap: int = GAP, fill: float = 1.0) -> np.ndarray:
-    """Panels (HxW or HxWx3, float [0,1] or uint8) side by side with ``gap`` px of ``fill`` between
-    them; every panel is resized to the first one's height. Returns uint8 HxWx3.
-
-    Example:
-        >>> hstack([np.zeros((4, 5)), np.ones((8, 2, 3))], gap=1).shape   # 8x2 -> 4x1
-        (4, 7, 3)
-    """
-    if not panels:
-        raise ValueError("hstack: no panels")
-    import cv2
-
-    rgb = [_as_rgb(p, f"panel {i}") for i, p in enumerate(panels)]
-    h = rgb[0].shape[0]
-    out = []
-    for i, p in enumerate(rgb):
-        if p.shape[0] != h:
-            w = max(1, round(p.shape[1] * h / p.shape[0]))
-            p = cv2.resize(p, (w, h), interpolation=cv2.INTER_AREA if p.shape[0] > h else cv2.INTER_LINEAR)
-        if i and gap:
-            out.append(np.full((h, gap, 3), fill, np.float32))
-        out.append(p)
-    return to_uint8(np.concatenate(out, axis=1))
-
-
-def vstack(rows: Sequence[np.ndarray], gap: int = GAP, fill: float = 1.0) -> np.ndarray:
-    """Rows (uint8 or float RGB) one above the other, padded on the right to the widest. uint8 out.
-
-    Example:
-        >>> vstack([np.zeros((2, 3, 3), np.uint8), np.zeros((2, 5, 3), np.uint8)], gap=1).shape
-        (5, 5, 3)
-    """
-    if not rows:
-        raise ValueError("vstack: no rows")
-    rgb = [to_uint8(_as_rgb(r, f"row {i}")) for i, r in enumerate(rows)]
-    width = max(r.shape[1] for r in rgb)
-    fill8 = int(round(fill * 255))
-    out = []
-    for i, r in enumerate(rgb):
-        if i and gap:
-            out.append(np.full((gap, width, 3), fill8, np.uint8))
-        if r.shape[1] < width:
-            r = np.concatenate([r, np.full((r.shape[0], width - r.shape[1], 3), fill8, np.uint8)], axis=1)
-        out.append(r)
-    return np.concatenate(out, axis=0)
-
-
 def make_trimap(alpha: np.ndarray, method: str = "erode_dilate", *, kernel: int = 10, iterations: int = 1,
                 band: float = 10, fg_threshold: float = 0.95, bg_threshold: float = 0.05,
                 seed: int = 0) -> np.ndarray:
-    """One trimap from ``alpha`` with fixed (slider) parameters.
-
-    - ``erode_dilate``: :func:`~mattingkit.trimap.trimap_erode_dilate` with both kernels = ``kernel``
-      (``kernel_range=(kernel, kernel)``; ``seed`` is then irrelevant) and ``iterations``;
-    - ``band``: :func:`~mattingkit.trimap.trimap_band` of width ``band`` px;
-    - ``from_mask``: :func:`~mattingkit.trimap.trimap_from_mask` (alpha taken as a coarse mask) with the
-      thresholds and ``band``.
+    """One trimap from ``alpha`` with the inspector's slider values, through
+    :func:`mattingkit.trimap.make_trimap`: ``erode_dilate`` with both kernels = ``kernel``
+    (``kernel_range=(kernel, kernel)``; ``seed`` is then irrelevant) and ``iterations``; ``band`` of
+    width ``band`` px; ``from_mask`` (alpha taken as a coarse mask) with the thresholds and ``band``.
 
     Example:
         >>> a = np.zeros((1, 10), np.float32); a[0, :5] = 1
         >>> make_trimap(a, "band", band=2)[0].tolist()
         [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0]
     """
-    a = _as_map(alpha, "alpha")
-    if method == "erode_dilate":
-        k = int(kernel)
-        return trimap_erode_dilate(a, np.random.default_rng(seed), kernel_range=(k, k), iterations=int(iterations))
-    if method == "band":
-        return trimap_band(a, band)
-    if method == "from_mask":
-        return trimap_from_mask(a, fg_threshold=fg_threshold, bg_threshold=bg_threshold, band=band)
-    raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(INSPECTOR_METHODS)}")
+    if method not in INSPECTOR_METHODS:
+        raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(INSPECTOR_METHODS)}")
+    k = int(kernel)
+    return trimap_lib.make_trimap(_as_map(alpha, "alpha"), method, rng=np.random.default_rng(seed),
+                                  kernel_range=(k, k), iterations=int(iterations), band=band,
+                                  fg_threshold=fg_threshold, bg_threshold=bg_threshold)
 
 
 def trimap_overlay(image: np.ndarray, trimap: np.ndarray, tint: float = 0.55) -> np.ndarray:
@@ -319,20 +209,14 @@ class _Source:
     pred: Any = None
 
     def load(self, max_side: int | None) -> dict[str, np.ndarray | str | None]:
-        def get(v, reader, nearest=False):
-            if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v)):
-                return None
-            a = reader(v) if isinstance(v, (str, os.PathLike)) else np.asarray(v)
-            return _fit_nearest(a, max_side) if nearest else fit_side(a, max_side)
-
-        img = get(self.image, read_image)
-        alpha = get(self.alpha, read_alpha)
-        if img is None and alpha is not None:  # alpha-only sample: show the alpha as the image
-            img = np.repeat(_as_map(alpha, "alpha")[:, :, None], 3, axis=2)
-        return {"id": self.id, "image": None if img is None else _as_rgb(img, f"{self.id} image"),
-                "alpha": None if alpha is None else _as_map(alpha, f"{self.id} alpha"),
-                "trimap": get(self.trimap, read_trimap, nearest=True),
-                "pred": get(self.pred, read_alpha)}
+        """The sample's arrays (:func:`mattingkit.data.manifest.load_row`), each fitted to ``max_side``."""
+        r = load_row({"id": self.id, "image": self.image, "alpha": self.alpha, "trimap": self.trimap,
+                      "pred": self.pred})
+        fit = {k: (None if r[k] is None else fit_side(r[k], max_side)) for k in ("image", "alpha", "pred")}
+        return {"id": self.id, "image": None if fit["image"] is None else _as_rgb(fit["image"], f"{self.id} image"),
+                "alpha": None if fit["alpha"] is None else _as_map(fit["alpha"], f"{self.id} alpha"),
+                "trimap": None if r["trimap"] is None else _fit_nearest(r["trimap"], max_side),
+                "pred": fit["pred"]}
 
 
 def _sources(samples: Any, pred_dir: PathLike | None = None) -> list[_Source]:

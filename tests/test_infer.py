@@ -14,7 +14,7 @@ from torch import nn
 
 from mattingkit.errors import UsageError
 from mattingkit.infer import (
-    WINDOW_FLOOR, InferenceInputError, infer_kwargs, padding, predict, predict_folder, predict_passes,
+    WINDOW_FLOOR, InferenceInputError, infer_settings, padding, predict, predict_folder, predict_passes,
     resolve_context,
 )
 from mattingkit.io import read_alpha, read_image, read_trimap, to_uint8, write_png
@@ -530,18 +530,22 @@ def test_predict_folder_rgba_cutouts(tmp_path):
                                   np.asarray(Image.open(out / "0001.png")))
 
 
-def test_infer_kwargs_from_config_drive_predict():
-    from mattingkit.config import load_config
+def test_infer_config_drives_predict():
+    from mattingkit.config import InferConfig, load_config
 
-    assert infer_kwargs(load_config("demo"))["tile_overlap"] == "auto"
+    assert infer_settings(load_config("demo")).tile_overlap == "auto"
+    assert infer_settings(None) == InferConfig()                  # the defaults live in InferConfig only
     cfg = load_config("demo", ["infer.tile_size=96", "infer.pixel_budget=1000", "infer.tile_overlap=32",
                                "infer.tile_stats_passes=0"])
-    kw = infer_kwargs(cfg)
-    assert kw["tile_size"] == 96 and kw["device"] == "cpu" and kw["trimap_cfg"] is cfg.trimap
-    assert kw["tile_overlap"] == 32 and kw["tile_stats_passes"] == 0
+    s = infer_settings(cfg)
+    assert isinstance(s, InferConfig) and s.tile_size == 96 and s.tile_overlap == 32 and s.tile_stats_passes == 0
     net = SmallConvNet()
-    predict(net, _rng_image(100, 100), **kw)   # padded to 192: 4 x 4 tiles of 96 (32-px cores + context)
+    predict(net, _rng_image(100, 100), infer_cfg=cfg.infer)   # padded to 192: 4 x 4 tiles of 96 (32-px cores + context)
     assert net.calls == 16 and all(s[2] == 96 and s[3] == 96 for s in net.shapes)
+    with pytest.raises(InferenceInputError, match="unknown inference setting"):
+        predict(net, _rng_image(8, 8), infer_cfg=cfg, tile_sise=64)
+    with pytest.raises(InferenceInputError, match="tile_overlap"):
+        infer_settings(cfg, tile_overlap="wide")
 
 
 def test_predict_folder_takes_defaults_from_infer_cfg(tmp_path):

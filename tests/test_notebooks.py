@@ -58,13 +58,13 @@ def test_structure_setup_parameters_context(name):
 
     code = _code(_nb(name))
     setup, params, ctx = code[0], code[1], code[2]
-    assert "IN_COLAB" in setup.source and "IN_KAGGLE" in setup.source
-    assert "from mattingkit" not in setup.source          # the kit may not be installed yet there
+    assert "env.setup_notebook(" in setup.source           # the platform work is the package's
+    assert setup.source.index("import mattingkit") < setup.source.index("from mattingkit")  # install first
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert tagged == [params]
     declared = list(pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
     assert declared[:len(COMMON)] == COMMON                # papermill can parse every knob
-    assert "runner.prepare_run(config, overrides, run_name, runs_root, smoke)" in ctx.source
+    assert "run.prepare_run(config, overrides, run_name, runs_root, smoke)" in ctx.source
     for key in ("KAGGLE_KEY", "KAGGLE_API_TOKEN", "token", "password"):
         assert key.lower() not in params.source.lower()    # never a credential as a parameter
 
@@ -79,14 +79,25 @@ def test_cells_are_thin_and_explained(name):
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]}")
 
 
-def _run_setup_cell(environ: dict, fake_colab: bool) -> subprocess.CompletedProcess:
+def test_setup_cells_are_identical():
+    cells = {name: (_code(_nb(name))[0].source, nb_md) for name in NAMES
+             for nb_md in [next(c.source for c in _nb(name).cells if c.source.startswith("## 0. Set-up"))]}
+    assert len(set(cells.values())) == 1, "the five set-up cells (and their explanations) differ"
+
+
+def _run_setup_cell(environ: dict, fake_colab: bool, kit_missing: bool = False) -> subprocess.CompletedProcess:
     """Execute notebook 01's set-up cell in a fresh interpreter; with ``fake_colab`` a stand-in
     ``google.colab`` module records drive mounts and serves one secret (Colab cannot run here)."""
     setup = _code(_nb(NAMES[0]))[0].source
     prelude = textwrap.dedent("""
         import json, os, subprocess, sys, types
         calls = []
-        subprocess.check_call = lambda *a, **k: calls.append(("pip", a[0]))
+        def _pip(*a, **k):  # "installs" the kit: it becomes importable again
+            calls.append(("pip", a[0][-1]))
+            sys.modules.pop("mattingkit", None)
+        subprocess.check_call = _pip
+        if MISSING:
+            sys.modules["mattingkit"] = None   # import mattingkit -> ImportError
         if FAKE:
             colab = types.ModuleType("google.colab")
             colab.drive = types.SimpleNamespace(mount=lambda p: calls.append(("mount", p)))
@@ -100,7 +111,7 @@ def _run_setup_cell(environ: dict, fake_colab: bool) -> subprocess.CompletedProc
             sys.modules["google"] = types.ModuleType("google")
             sys.modules["google.colab"] = colab
         os.chdir = lambda p: calls.append(("chdir", p))
-    """).replace("FAKE", str(fake_colab))
+    """).replace("FAKE", str(fake_colab)).replace("MISSING", str(kit_missing))
     epilogue = "\nprint('CALLS=' + json.dumps(calls)); print('KEY=' + str(os.environ.get('KAGGLE_KEY') == 'colab-secret-value'))"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COLAB", "KAGGLE", "MATTINGKIT_HEADLESS"))}
     env.update(environ)
@@ -116,6 +127,23 @@ def test_setup_cell_is_a_noop_locally_and_headless():
     assert headless_colab.returncode == 0, headless_colab.stderr
     assert "platform: colab" in headless_colab.stdout and "CALLS=[]" in headless_colab.stdout
     assert "KEY=False" in headless_colab.stdout
+
+
+@pytest.mark.parametrize("environ", [{}, {"COLAB_RELEASE_TAG": "r"}, {"COLAB_GPU": ""}, {"COLAB_GPU": "1"},
+                                     {"KAGGLE_KERNEL_RUN_TYPE": "Interactive"}, {"KAGGLE_URL_BASE": "https://k"},
+                                     {"KAGGLE_KERNEL_RUN_TYPE": ""}])
+def test_setup_cell_detects_platforms_as_env_does(environ):
+    """Before the kit is installed the cell decides alone whether to install it: exactly where
+    env.detect_platform sees Colab or Kaggle (the cell then prints the package's answer)."""
+    from mattingkit import env
+
+    expected = env.detect_platform(environ)
+    res = _run_setup_cell(environ, fake_colab=True, kit_missing=True)
+    if expected == "local":
+        assert res.returncode != 0 and "Error" in res.stderr and "CALLS" not in res.stdout
+    else:
+        assert res.returncode == 0, res.stderr
+        assert f"platform: {expected}" in res.stdout and '["pip", "mattingkit[lab] @ git+' in res.stdout
 
 
 def test_setup_cell_on_colab_mounts_drive_and_copies_secrets_silently():

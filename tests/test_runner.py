@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from mattingkit import runner
-from mattingkit.runner import (SMOKE_OVERRIDES, SweepResult, point_name, prepare_run, read_metrics, run_pipeline,
-                               run_sweep, strip_ansi, sweep_points, update_metrics)
+from mattingkit.run import SMOKE_OVERRIDES, prepare_run, read_metrics, update_metrics
+from mattingkit.runner import SweepResult, point_name, run_pipeline, run_sweep, strip_ansi, sweep_points
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -54,10 +54,10 @@ def test_sweep_runs_keep_their_csv_in_the_run_folder():
 
 
 def test_select_notebooks_by_prefix_or_number():
-    assert runner._select(None) == runner.NOTEBOOKS
-    assert runner._select(["03", 1]) == ["01_data_download", "03_train_gan"]   # YAML reads 01 as 1
+    assert runner.select_notebooks(None) == runner.NOTEBOOKS
+    assert runner.select_notebooks(["03", 1]) == ["01_data_download", "03_train_gan"]   # YAML reads 01 as 1
     with pytest.raises(ValueError, match="unknown notebook"):
-        runner._select(["09"])
+        runner.select_notebooks(["09"])
 
 
 def test_prepare_run_smoke_then_user_overrides(tmp_path):
@@ -67,6 +67,18 @@ def test_prepare_run_smoke_then_user_overrides(tmp_path):
     assert ctx.cfg.train.val_every == SMOKE_OVERRIDES["train.val_every"] and ctx.cfg.run.smoke
     saved = yaml.safe_load((ctx.run_dir / "config.yaml").read_text())
     assert saved["train"]["steps"] == 7 and saved["run"]["name"] == "a_b_c"
+    # what every notebook of `mattingkit run` does: load the saved file (smoke budgets are not re-applied
+    # over the user's overrides) and leave it as it is
+    mtime = (ctx.run_dir / "config.yaml").stat().st_mtime_ns
+    again = prepare_run(ctx.path("config.yaml"), [], run_name="a_b_c", runs_root=tmp_path, smoke=True)
+    assert again.cfg == ctx.cfg and (ctx.run_dir / "config.yaml").stat().st_mtime_ns == mtime
+
+
+def test_runs_root_from_the_config(tmp_path):
+    ctx = prepare_run("demo", [f"run.runs_root={tmp_path / 'cfg_root'}"], run_name="r")
+    assert ctx.run_dir == tmp_path / "cfg_root" / "r"
+    assert prepare_run("demo", [f"run.runs_root={tmp_path}"], "r", runs_root=tmp_path / "x").run_dir.parent == \
+        tmp_path / "x"                                                # an explicit argument wins
 
 
 def test_update_metrics_merges_sections(tmp_path):
@@ -119,7 +131,7 @@ def test_failing_notebook_stops_the_run_and_names_notebook_cell_and_error(tmp_pa
     nb_dir = _copy_notebooks(tmp_path / "nbs")
     path = nb_dir / "01_data_download.ipynb"
     nb = nbformat.read(path, as_version=4)
-    ctx_index = next(i for i, c in enumerate(nb.cells) if "runner.prepare_run" in c.source)
+    ctx_index = next(i for i, c in enumerate(nb.cells) if "run.prepare_run" in c.source)
     nb.cells.insert(ctx_index + 1, nbformat.v4.new_code_cell(
         "def check(n):\n    raise RuntimeError(f'deliberate failure {n}')\ncheck(42)"))
     nbformat.write(nb, path)

@@ -18,8 +18,8 @@ from torch import nn
 
 from mattingkit import checkpoint as ckpt
 from mattingkit.config import load_config
-from mattingkit.train import (BatchStream, LRSchedule, NonFiniteLossError, Trainer, epoch_permutation,
-                              pad_to_multiple, read_history)
+from mattingkit.run import read_history
+from mattingkit.train import BatchStream, LRSchedule, NonFiniteLossError, Trainer, epoch_permutation
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,16 +168,6 @@ def test_batch_stream_epochs_shards_and_resume():
     # resuming at batch k continues the same stream
     again = iter(BatchStream(n, b, seed=5, start=4))
     assert [x for _ in range(6) for x in next(again)] == flat[12:30]
-
-
-def test_pad_to_multiple_crops_back():
-    x = torch.rand(1, 3, 37, 50)
-    y, (h, w) = pad_to_multiple(x)
-    assert y.shape[-2:] == (64, 64) and torch.equal(y[..., :h, :w], x)
-    assert torch.equal(y[..., 37, :50], x[..., 35, :])  # reflect: row 37 mirrors row 35
-    tiny = torch.rand(1, 1, 5, 7)
-    z, _ = pad_to_multiple(tiny)  # too small to reflect -> replicate
-    assert z.shape[-2:] == (32, 32) and torch.equal(z[..., 31, 0], tiny[..., 4, 0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +333,27 @@ def test_validation_full_resolution_with_padding(tmp_path):
     assert zero.validate(max_images=1)["n"] == 1
 
 
+def test_validation_predicts_like_notebook_04(tmp_path):
+    """Validation goes through infer.predict with the run's infer settings (reflect padding on every
+    side, known-region clamp): its metrics are those of the predictions notebook 04 would write."""
+    from mattingkit.infer import predict
+    from mattingkit.metrics import competition_mse, compute_metrics
+
+    val = TinySet(n=2, size=lambda i: [(37, 53), (45, 45)][i], fixed_epoch=0, known_border=True)
+    cfg = tiny_cfg(**{"train.use_gan": False, "infer.pad_margin": 16})
+    tr = tiny_trainer(tmp_path, cfg=cfg, val_ds=val)
+    res = tr.validate()
+    sads, cmses = [], []
+    for i in range(2):
+        item = val[i]
+        image, tri, gt = item["image"].permute(1, 2, 0).numpy(), item["trimap"][0].numpy(), item["alpha"][0].numpy()
+        pred = predict(tr.G, image, tri, infer_cfg=cfg.infer)
+        sads.append(compute_metrics(pred, gt, tri)["sad"])
+        cmses.append(competition_mse(pred, gt))
+    assert res["sad"] == pytest.approx(np.mean(sads), rel=1e-6)
+    assert res["competition_mse"] == pytest.approx(np.mean(cmses), rel=1e-6)
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_amp_on_cpu(tmp_path, amp):
     cfg = tiny_cfg(**{"train.steps": 3, "train.amp": amp, "train.g_warmup_steps": 1, "train.d_every": 1,
@@ -388,12 +399,12 @@ def test_bad_config_is_refused(tmp_path):
 # --------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_demo_recipe_learns(tmp_path, monkeypatch):
-    from mattingkit.train import main
+    from mattingkit.cli import main
 
     monkeypatch.setenv("MATTINGKIT_DATA_ROOT", str(tmp_path / "data"))  # demo data made on first use
     run = tmp_path / "demo"
     steps = 100  # half the recipe's budget (the full one: see the report / benchmarks)
-    rc = main(["--config", "demo", "--run-dir", str(run), "--set", f"train.steps={steps}",
+    rc = main(["train", "--config", "demo", "--run-dir", str(run), "--set", f"train.steps={steps}",
                "--set", f"train.val_every={steps}", "--set", "train.tensorboard=false"])
     assert rc == 0
     assert (tmp_path / "data" / "demo" / "demo.json").exists() and (run / "manifest.csv").exists()

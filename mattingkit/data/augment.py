@@ -484,14 +484,14 @@ def hsv_jitter(image: np.ndarray, hue_shift: float = 0.0, saturation: float = 1.
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def unknown_mask(alpha: np.ndarray) -> np.ndarray:
+def soft_alpha_mask(alpha: np.ndarray) -> np.ndarray:
     """Where a trimap made from ``alpha`` is surely unknown: the soft pixels (0 < alpha < 1); for a
     hard (binary) alpha, the object's boundary pixels. Empty when alpha is all 0 or all 1.
     ``alpha`` may be float in [0, 1] or uint8 (255 = opaque).
 
     Example:
         >>> a = np.zeros((5, 5), np.float32); a[1:4, 1:4] = 1
-        >>> int(unknown_mask(a).sum())                        # the 8 boundary pixels of the 3x3 square
+        >>> int(soft_alpha_mask(a).sum())                   # the 8 boundary pixels of the 3x3 square
         8
     """
     if not isinstance(alpha, np.ndarray) or alpha.ndim != 2:
@@ -508,7 +508,7 @@ def unknown_mask(alpha: np.ndarray) -> np.ndarray:
 
 def unknown_point(alpha: np.ndarray, rng: np.random.Generator, matrix: np.ndarray | None = None,
                   canvas: Sequence[int] | None = None, max_tries: int = 8) -> tuple[float, float] | None:
-    """A random pixel of :func:`unknown_mask`, mapped through ``matrix`` to the canvas: ``(y, x)``,
+    """A random pixel of :func:`soft_alpha_mask`, mapped through ``matrix`` to the canvas: ``(y, x)``,
     or None when there is none (or none of ``max_tries`` draws lands inside the canvas).
 
     Example:
@@ -517,7 +517,7 @@ def unknown_point(alpha: np.ndarray, rng: np.random.Generator, matrix: np.ndarra
         (4.0, 6.0)
     """
     rng = _check_rng(rng)
-    mask = unknown_mask(alpha)
+    mask = soft_alpha_mask(alpha)
     # the k-th unknown pixel in row-major order without listing them all: per-row counts
     rows = cv2.reduce(mask.view(np.uint8), 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel().astype(np.int64)
     ends = np.cumsum(rows)
@@ -686,7 +686,7 @@ def _start(n: int, c: int, rng: np.random.Generator) -> int:
 
 class CropAroundUnknown(Transform):
     """Choose a square crop window of a random size from ``crop_sizes``, centred on a random
-    unknown pixel (see :func:`unknown_mask`) of the (transformed) foreground, shifted to stay inside
+    unknown pixel (see :func:`soft_alpha_mask`) of the (transformed) foreground, shifted to stay inside
     the canvas when it fits. No unknown pixel -> a random crop (centred with padding when the
     canvas is smaller than the crop). Lazy: only records the window.
 

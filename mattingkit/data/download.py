@@ -630,7 +630,7 @@ def ensure_config_data(cfg, environ: Mapping[str, str] | None = None, **kwargs) 
     The competition goes to ``cfg.data.root`` when the layout is ``competition`` (else
     ``<data_root>/<slug>``); each dataset to ``<data_root>/<folder>``. Returns ``{slug: folder}``.
     """
-    root = Path(cfg.run.data_root) if getattr(cfg.run, "data_root", None) else env.data_root(environ)
+    root = env.data_root_for(cfg, environ)
     out: dict[str, Path] = {}
     d = cfg.data
     if d.kaggle_competition:

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 
 from .. import env
-from ..errors import InputDataError
+from ..errors import InputNotFoundError
 from ..io import IMAGE_EXTENSIONS, ImageReadError, atomic_write_bytes, image_size, printable
 from ..io import list_images
 from ..io import read_image, read_rgba, read_trimap
@@ -166,7 +166,7 @@ def _search(root: Path, predicate: Callable[[Path], bool], max_depth: int = 3) -
 def _require_dir(root: PathLike, layout: str) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise InputNotFoundError(
             f"{root}: dataset folder not found (layout {layout!r}). Download it with notebook 01 / "
             "mattingkit.data.download, or make the demo data with `mattingkit demo-data`.")
     return root
@@ -349,7 +349,7 @@ def _resolve_sub(root: Path, d: PathLike | None) -> Path | None:
     p = Path(d)
     p = p if p.is_absolute() else root / p
     if not p.is_dir():
-        raise FileNotFoundError(f"{p}: folder not found")
+        raise InputNotFoundError(f"{p}: folder not found")
     return p
 
 
@@ -397,7 +397,7 @@ def scan(layout: str, root: PathLike, **kwargs) -> pd.DataFrame:
     return fns[layout](root, **kwargs)
 
 
-class BackgroundsError(InputDataError, FileNotFoundError):
+class BackgroundsError(InputNotFoundError):
     """The background pool (``data.backgrounds``) is missing or empty; the message says how to fix it.
     Also a ``FileNotFoundError`` and a ``ValueError`` (what the two cases raised before)."""
 
@@ -756,9 +756,8 @@ def split_by_group(df: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataF
 
 
 def data_root_for(cfg, environ: Mapping[str, str] | None = None) -> Path:
-    """``cfg.run.data_root`` or :func:`mattingkit.env.data_root`."""
-    run_root = getattr(getattr(cfg, "run", None), "data_root", None)
-    return Path(run_root) if run_root else env.data_root(environ)
+    """``cfg.run.data_root`` or :func:`mattingkit.env.data_root` (:func:`mattingkit.env.data_root_for`)."""
+    return env.data_root_for(cfg, environ)
 
 
 def resolve_data_path(path: PathLike, cfg=None, environ: Mapping[str, str] | None = None) -> Path:

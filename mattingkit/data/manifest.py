@@ -32,6 +32,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
+from ..errors import InputDataError, InputNotFoundError
 from ..io import atomic_write_bytes
 
 MANIFEST_COLUMNS = ["id", "image", "alpha", "trimap", "fg", "bg", "group", "source", "split",
@@ -145,12 +146,12 @@ def read_manifest(path: PathLike) -> pd.DataFrame:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: manifest not found (build it with build_manifest / notebook 01)")
+        raise InputNotFoundError(f"{path}: manifest not found (build it with build_manifest / notebook 01)")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8",
                          encoding_errors=CSV_ERRORS)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not a readable manifest CSV ({e})") from None
+        raise InputDataError(f"{path}: not a readable manifest CSV ({e})") from None
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: manifest lacks column(s) {', '.join(missing)}; expected "
@@ -163,3 +164,50 @@ def read_manifest(path: PathLike) -> pd.DataFrame:
     for c in PATH_COLUMNS:
         df[c] = df[c].map(lambda v: "" if not v else os.path.normpath(os.path.join(folder, v)))
     return df
+
+
+def pick_rows(df: pd.DataFrame, n: int, prefer: str = "val") -> pd.DataFrame:
+    """Up to ``n`` rows, the ``prefer`` split first, in manifest order (deterministic).
+
+    Example:
+        >>> df = normalize([{"id": "a", "split": "train"}, {"id": "b", "split": "val"}])
+        >>> pick_rows(df, 2)["id"].tolist(), len(pick_rows(df, 0))
+        (['b', 'a'], 0)
+    """
+    if n <= 0 or len(df) == 0:
+        return df.iloc[:0]
+    first = df[df["split"] == prefer]
+    return pd.concat([first, df[df["split"] != prefer]]).iloc[:n]
+
+
+def load_row(row: Mapping) -> dict:
+    """The arrays of one manifest row (a dict or a DataFrame row), at full resolution: ``id``, ``image``
+    (float32 RGB: the ``image`` file, else ``fg``; an alpha-only row shows its alpha), ``alpha``,
+    ``trimap`` and ``pred`` (a prediction, when the row has that key) as float32 ``HxW``; ``None`` for
+    what the row lacks. Cells hold paths (read with :mod:`mattingkit.io`) or arrays (passed through).
+    The one loader of the previews and inspectors.
+
+    Example:
+        >>> import numpy as np
+        >>> r = load_row({"id": 7, "alpha": np.ones((2, 3), np.float32)})
+        >>> r["id"], r["image"].shape, r["trimap"], r["pred"]
+        ('7', (2, 3, 3), None, None)
+    """
+    import numpy as np
+
+    from ..io import read_alpha, read_image, read_trimap
+
+    def get(key, reader):
+        v = row.get(key)
+        if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(v, float) and np.isnan(v)):
+            return None
+        return reader(v) if isinstance(v, (str, os.PathLike)) else np.asarray(v)
+
+    image = get("image", read_image)
+    if image is None:
+        image = get("fg", read_image)
+    alpha = get("alpha", read_alpha)
+    if image is None and alpha is not None:  # alpha-only sample: show the alpha as the image
+        image = np.repeat(alpha[:, :, None] if alpha.ndim == 2 else alpha, 3, axis=2)
+    return {"id": str(row.get("id", "")), "image": image, "alpha": alpha, "trimap": get("trimap", read_trimap),
+            "pred": get("pred", read_alpha)}

@@ -1,0 +1,148 @@
+"""What the trainer builds before its first step: a checked config, the datasets, optimisers, and the weights
+it starts from (``train.init_from``, a resumed checkpoint)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+
+from .. import checkpoint as ckpt
+from ..config import Config, ConfigError
+from ..errors import InputNotFoundError
+from .schedule import BEST_MODES
+
+VAL_METRICS = ("sad", "mse", "grad", "conn", "competition_mse")
+
+
+def check_config(cfg: Config) -> None:
+    """Refuse training settings the trainer cannot run (one message naming the key)."""
+    t = cfg.train
+    if t.best_metric not in VAL_METRICS:
+        raise ConfigError(f"train.best_metric={t.best_metric!r}; choose one of {', '.join(VAL_METRICS)}")
+    if t.best_mode not in BEST_MODES:
+        raise ConfigError(f"train.best_mode={t.best_mode!r}; choose min or max")
+    for key in ("steps", "accum_steps", "d_every", "log_every", "image_every", "val_every", "ckpt_every",
+                "max_nonfinite"):
+        if getattr(t, key) < 1:
+            raise ConfigError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    name = cfg.run.name
+    if not name or any(c in name for c in ':/\\') or name in (".", ".."):
+        raise ConfigError(f"run.name={name!r} must be a plain folder name (no ':', '/' or '\\')")
+
+
+def make_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
+    """Adam or AdamW (``train.optimizer``) over the parameters that require gradients."""
+    params = [p for p in params if p.requires_grad]
+    kind = cfg.optimizer.lower()
+    if kind not in ("adam", "adamw"):
+        raise ConfigError(f"train.optimizer={cfg.optimizer!r}; choose adam or adamw")
+    cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
+    return cls(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def resolve_init_from(cfg: Config) -> Path:
+    """``train.init_from`` as a path: absolute, or relative to the working directory when it exists
+    there, else below the runs root (so ``dim_encoder_decoder/checkpoints/best.pt`` finds the previous
+    DIM stage wherever runs live: ``runs/``, Drive on Colab, ``/kaggle/working/runs``).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> str(resolve_init_from(load_config("dim_refinement", ["train.init_from=/abs/best.pt"])))
+        '/abs/best.pt'
+    """
+    from ..run import runs_root
+
+    p = Path(str(cfg.train.init_from)).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    root = runs_root(cfg)
+    below = root / p
+    if not below.exists() and not p.parent.exists():
+        raise InputNotFoundError(f"train.init_from: {p} not found (looked in {Path.cwd()} and in the runs root "
+                                 f"{root}); train the previous stage first or give an absolute path")
+    return below
+
+
+def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callable[[], None] = lambda: None,
+               world: int = 1):
+    """(train_ds, val_ds) from the config: the manifest (cfg.data.manifest, or scanned into
+    ``run_dir/manifest.csv`` by the main process; the demo data is generated when missing) ->
+    :func:`mattingkit.data.datasets.build_datasets`. With several processes the main one also fills
+    the foreground cache before the others start."""
+    from ..data.datasets import build_datasets
+    from ..run import ensure_manifest, manifest_path
+
+    # the main process scans the manifest (and makes the demo data) when the run has none yet
+    manifest = ensure_manifest(cfg, run_dir) if is_main else manifest_path(cfg, run_dir)
+    if world > 1 and is_main and cfg.data.foreground == "estimate":
+        # Estimate the foreground colours once, here, rather than in every process at the same time.
+        from ..data.manifest import read_manifest
+
+        train_ds, _ = build_datasets(cfg, manifest)
+        if getattr(train_ds, "fg_cache", None) is not None:
+            df = read_manifest(manifest)
+            train_ds.fg_cache.precompute(df[df["split"] == "train"], progress=False)
+    barrier()
+    return build_datasets(cfg, manifest)
+
+
+# --------------------------------------------------------------------------------------------
+# Starting weights
+# --------------------------------------------------------------------------------------------
+def sidecar_step(path: Path) -> int:
+    """The step a checkpoint's sidecar records (-1 when absent); 0 for a file without a sidecar."""
+    if not path.exists():
+        return -1
+    try:
+        return int(json.loads(ckpt.sidecar_path(path).read_text(encoding="utf-8")).get("step") or 0)
+    except (OSError, ValueError, TypeError):
+        return 0
+
+
+def pick_resume_state(ckpt_dir: Path) -> dict | None:
+    """The full training state to continue from: the newer of ``last.pt`` and ``best.pt`` (best.pt is
+    newer when a validation improved after the last ``ckpt_every`` step, or when the run died before its
+    first last.pt), the other one as the fallback when the first is unreadable; None without either."""
+    last, best = ckpt_dir / ckpt.LAST, ckpt_dir / ckpt.BEST
+    if not (last.exists() or best.exists()):
+        return None
+    first, other = (last, best) if sidecar_step(last) >= sidecar_step(best) else (best, last)
+    state = ckpt.load_checkpoint(first, fallback=other if other.exists() else None)
+    if first == best and "_fallback_from" not in state:
+        state["_resume_note"] = f"{last.name} is absent" if not last.exists() else f"{best.name} is newer"
+    return state
+
+
+def float_state(state: Mapping[str, torch.Tensor]) -> dict:
+    """A state dict with float16 tensors made float32 (inference exports may be half precision)."""
+    return {k: (v.float() if torch.is_floating_point(v) and v.dtype == torch.float16 else v)
+            for k, v in state.items()}
+
+
+def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load the tensors whose name and shape match; returns (missing, unexpected) names."""
+    own = model.state_dict()
+    take = {k: v.to(own[k].dtype) for k, v in state.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(take, strict=False)
+    return [k for k in own if k not in take], [k for k in state if k not in own]
+
+
+def load_resumed_weights(model: nn.Module, discriminator: nn.Module | None, state: Mapping) -> None:
+    """Put a resumed checkpoint's weights into the (not yet wrapped) models; a clear error when they do
+    not fit the configured model."""
+    try:
+        model.load_state_dict(float_state(state["generator"]))
+        if discriminator is not None and state.get("discriminator") is not None:
+            discriminator.load_state_dict(state["discriminator"])
+    except RuntimeError as e:
+        raise ckpt.CheckpointError(
+            state.get("_path", "checkpoint"),
+            "its weights do not fit the configured model (did a model.* setting change since it was "
+            f"written?). Start over with fresh=True / --fresh, or use another run name. {e}") from None
+
+
+__all__ = ["VAL_METRICS", "build_data", "check_config", "float_state", "load_matching",
+           "load_resumed_weights", "make_optimizer", "pick_resume_state", "resolve_init_from", "sidecar_step"]

@@ -1,0 +1,655 @@
+"""The trainer: G (matting network) + optional D (PatchGAN) over one run folder. The recipe, schedules,
+resuming and multi-process training are described in docs/training.md."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+import torch
+from torch import nn
+
+from .. import __version__
+from .. import checkpoint as ckpt
+from ..config import Config
+from ..device import resolve_amp
+from ..errors import MattingKitError
+from ..io import atomic_write_text
+from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
+from .distributed import Dist
+from .schedule import LRSchedule
+from .setup import (VAL_METRICS, build_data, check_config, load_matching, load_resumed_weights, make_optimizer,
+                    pick_resume_state, resolve_init_from)
+from .stream import BatchStream, EpochIndexed, to_device
+from .validation import validate_model
+
+#: The trainer's own summary in the run folder (``metrics.json`` belongs to the notebooks' sections).
+SUMMARY_FILE = "train_summary.json"
+
+
+class NonFiniteLossError(MattingKitError, RuntimeError):
+    """Too many non-finite (NaN/inf) losses in a row: the run stops instead of training on garbage."""
+
+
+class Trainer:
+    """Holds G, D, optimisers, schedules, scalers, data and logging for one run folder.
+
+    ``model`` / ``discriminator`` / ``train_dataset`` / ``val_dataset`` may be given (tests, notebooks
+    experimenting with a custom module); otherwise they are built from ``cfg``. ``loss_fn`` likewise
+    defaults to :func:`mattingkit.losses.matting_loss`. ``__init__`` is a list of named phases, each a
+    short method below.
+
+    Example (given demo data):
+        >>> trainer = Trainer(load_config("demo", ["train.steps=20"]), fresh=True)   # doctest: +SKIP
+        >>> summary = trainer.fit()                                                 # doctest: +SKIP
+    """
+
+    def __init__(self, cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = False, *,
+                 model: nn.Module | None = None, discriminator: nn.Module | None = None,
+                 train_dataset=None, val_dataset=None, loss_fn: Callable | None = None,
+                 headless: bool | None = None):
+        check_config(cfg)
+        self.cfg, self.headless = cfg, headless
+        self._init_distributed()
+        self._init_run_folder(run_dir, fresh)
+        self._init_determinism()
+        self._init_datasets(train_dataset, val_dataset)
+        model, discriminator = self._init_models(model, discriminator, loss_fn)
+        self._init_state()
+        resume_state = self._init_starting_weights(model, discriminator, fresh)
+        self._init_optimizers(model, discriminator)
+        if resume_state is not None:
+            self._restore(resume_state)
+        self._init_logging()
+
+    # ---------------------------------------------------------------------------------------
+    # set-up phases
+    def _init_distributed(self) -> None:
+        """One process, or one of several (Accelerate); DIM's first stage leaves its refinement head
+        without gradients, which DDP must be told."""
+        cfg = self.cfg
+        unused = cfg.train.find_unused_parameters or (cfg.model.name == "dim"
+                                                      and cfg.model.dim_stage == "encoder_decoder")
+        self.dist = Dist(cfg.run.device, find_unused_parameters=unused)
+        self.device = self.dist.device
+
+    def _init_run_folder(self, run_dir: str | os.PathLike | None, fresh: bool) -> None:
+        """Paths; the main process creates the folders, removes stale temporary files and, for a fresh
+        start, an earlier run's records."""
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(self.cfg)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.history_path = self.run_dir / HISTORY_FILE
+        self.written: list[str] = []  # files this process wrote (the multi-process test checks it)
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.cleanup_temp_files(self.ckpt_dir)
+            if fresh or not self.cfg.train.resume:
+                self._clear_previous_run()
+        self.dist.barrier()
+
+    def _init_determinism(self) -> None:
+        """``run.deterministic``: deterministic algorithms, process-wide (restored by :meth:`close`)."""
+        self._det_before = (torch.are_deterministic_algorithms_enabled(),
+                            torch.is_deterministic_algorithms_warn_only_enabled())
+        if self.cfg.run.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def _init_datasets(self, train_dataset, val_dataset) -> None:
+        """The given datasets, else the config's (:func:`mattingkit.train.setup.build_data`)."""
+        if train_dataset is None:
+            train_dataset, built_val = build_data(self.cfg, self.run_dir, self.dist.is_main, self.dist.barrier,
+                                                  self.dist.world)
+            val_dataset = built_val if val_dataset is None else val_dataset
+        self.train_ds, self.val_ds = train_dataset, val_dataset
+
+    def _init_models(self, model, discriminator, loss_fn) -> tuple[nn.Module, nn.Module | None]:
+        """G and D (seeded init: same seed -> same weights), SyncBatchNorm / channels_last as configured,
+        and the loss function."""
+        cfg, t = self.cfg, self.cfg.train
+        torch.manual_seed(cfg.run.seed)
+        if model is None:
+            from ..models import build_model
+
+            model = build_model(cfg.model)
+        self.use_gan = bool(t.use_gan)
+        if discriminator is None and self.use_gan:
+            from ..models import build_discriminator
+
+            discriminator = build_discriminator(cfg.model)
+        if not self.use_gan:
+            discriminator = None
+        convert = []
+        if self.dist.world > 1 and cfg.model.sync_bn:
+            convert.append(nn.SyncBatchNorm.convert_sync_batchnorm)
+        if t.channels_last:
+            convert.append(lambda m: m.to(memory_format=torch.channels_last))
+        for fn in convert:
+            model = fn(model)
+            discriminator = fn(discriminator) if discriminator is not None else None
+        if loss_fn is None:
+            from ..losses import matting_loss as loss_fn
+        self.loss_fn = loss_fn
+        return model, discriminator
+
+    def _init_state(self) -> None:
+        """Counters and records at step 0 (a resumed checkpoint overwrites them in :meth:`_restore`)."""
+        t = self.cfg.train
+        self.step = 0
+        self.best: dict[str, Any] = {"metric": t.best_metric, "mode": t.best_mode, "value": None, "step": None,
+                                     "metrics": None}
+        self.last_val: dict[str, float] | None = None
+        self.nonfinite_in_a_row = 0
+        self.nonfinite_total = 0
+        self.resumed_from: str | None = None
+
+    def _init_starting_weights(self, model: nn.Module, discriminator: nn.Module | None, fresh: bool) -> dict | None:
+        """Resume from the run's newer checkpoint (weights loaded here, before optimisers and DDP
+        wrapping; the rest in :meth:`_restore`), else start from ``train.init_from`` when set. Returns
+        the resumed state (or None)."""
+        t = self.cfg.train
+        state = pick_resume_state(self.ckpt_dir) if t.resume and not fresh else None
+        if state is None and self.dist.is_main:
+            # Starting at step 0: records of an earlier attempt that never reached a checkpoint go.
+            self._clear_previous_run()
+        if state is None and t.init_from:
+            init_path = resolve_init_from(self.cfg)
+            missing, _ = load_matching(model, ckpt.load_checkpoint(init_path)["generator"])
+            if self.dist.is_main:
+                print(f"initialised G from {init_path} ({len(missing)} tensors kept their init)", flush=True)
+        if state is not None:
+            load_resumed_weights(model, discriminator, state)
+        return state
+
+    def _init_optimizers(self, model: nn.Module, discriminator: nn.Module | None) -> None:
+        """Wrap the models (DDP), then optimisers, schedules, AMP and gradient scalers."""
+        t = self.cfg.train
+        self.G = self.dist.wrap(model)
+        self.D = self.dist.wrap(discriminator) if discriminator is not None else None
+        self.opt_g = make_optimizer(ckpt.unwrap(self.G).parameters(), t, t.lr_g)
+        self.opt_d = make_optimizer(ckpt.unwrap(self.D).parameters(), t, t.lr_d) if self.D is not None else None
+        sched = dict(total_steps=t.steps, schedule=t.schedule, warmup_steps=t.warmup_steps,
+                     min_lr_ratio=t.min_lr_ratio, cycle_steps=t.cycle_steps, plateau_patience=t.plateau_patience,
+                     plateau_factor=t.plateau_factor, mode=t.best_mode)
+        self.sched_g = LRSchedule(self.opt_g, t.lr_g, **sched)
+        self.sched_d = LRSchedule(self.opt_d, t.lr_d, **sched)
+        self.amp_dtype = resolve_amp(t.amp, self.device)
+        use_scaler = self.amp_dtype == torch.float16
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
+
+    def _init_logging(self) -> None:
+        """TensorBoard (on first use), the data iterator (on first batch), the loss window and the clock."""
+        self._writer = None
+        self._loader_iter = None
+        self._committing = False
+        self._window: dict[str, float] = {}  # loss sums since the last log record
+        self._window_n = 0
+        self._val_grid: list = []
+        self._t0 = time.monotonic()
+
+    # ---------------------------------------------------------------------------------------
+    # files
+    def _clear_previous_run(self) -> None:
+        """fresh=True: forget an earlier run in the same folder (checkpoints, loss history, TensorBoard
+        events; train_summary.json is rewritten at the end, config.yaml at the start, manifest.csv is kept)."""
+        for name in (ckpt.LAST, ckpt.BEST):
+            for p in (self.ckpt_dir / name, ckpt.sidecar_path(self.ckpt_dir / name)):
+                if p.exists():
+                    p.unlink()
+        if self.history_path.exists():
+            self.history_path.unlink()
+        tb = self.run_dir / "tb"
+        if tb.is_dir():
+            for p in tb.glob("events.out.tfevents.*"):
+                p.unlink()
+
+    def _log_record(self, record: Mapping[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.history_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, allow_nan=True) + "\n")
+            f.flush()
+        self._wrote(self.history_path)
+
+    def _wrote(self, path: Path) -> None:
+        s = str(path)
+        if s not in self.written:
+            self.written.append(s)
+
+    @property
+    def writer(self):
+        """TensorBoard SummaryWriter (main process, when ``train.tensorboard``), created on first use."""
+        if self._writer is None and self.dist.is_main and self.cfg.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), flush_secs=30)
+            self._wrote(self.run_dir / "tb")
+        return self._writer
+
+    # ---------------------------------------------------------------------------------------
+    # checkpoints
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: weights, optimisers, schedules, scalers, RNG, counters."""
+        g, d = ckpt.unwrap(self.G), ckpt.unwrap(self.D) if self.D is not None else None
+        return {
+            "format": ckpt.FORMAT,
+            "format_version": ckpt.FORMAT_VERSION,
+            "version": __version__,
+            "step": self.step,
+            "epoch": (self.step * self.cfg.train.accum_steps * self.cfg.data.batch_size * self.dist.world)
+                     // max(1, len(self.train_ds)),
+            "best": dict(self.best),
+            "last_val": self.last_val,
+            "nonfinite": {"in_a_row": self.nonfinite_in_a_row, "total": self.nonfinite_total},
+            "generator": g.state_dict(),
+            "discriminator": d.state_dict() if d is not None else None,
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
+            "sched_g": self.sched_g.state_dict(),
+            "sched_d": self.sched_d.state_dict(),
+            "scaler_g": self.scaler_g.state_dict(),
+            "scaler_d": self.scaler_d.state_dict(),
+            "rng": ckpt.rng_state(),
+            "world_size": self.dist.world,
+            "config": self.cfg.to_dict(),
+        }
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.best.update({k: v for k, v in (state.get("best") or {}).items() if k in ("value", "step", "metrics")})
+        if (state.get("best") or {}).get("metric") not in (None, self.cfg.train.best_metric):
+            self.best.update(value=None, step=None, metrics=None)  # a different metric: start over
+        self.last_val = state.get("last_val")
+        nf = state.get("nonfinite") or {}
+        self.nonfinite_in_a_row = int(nf.get("in_a_row", 0))
+        self.nonfinite_total = int(nf.get("total", 0))
+        self.opt_g.load_state_dict(state["opt_g"])
+        if self.opt_d is not None and state.get("opt_d") is not None:
+            self.opt_d.load_state_dict(state["opt_d"])
+        self.sched_g.load_state_dict(state.get("sched_g") or {})
+        self.sched_d.load_state_dict(state.get("sched_d") or {})
+        if state.get("scaler_g"):
+            self.scaler_g.load_state_dict(state["scaler_g"])
+        if state.get("scaler_d"):
+            self.scaler_d.load_state_dict(state["scaler_d"])
+        if state.get("rng") is not None:
+            ckpt.set_rng_state(state["rng"])
+        self.resumed_from = state.get("_path")
+        if state.get("world_size", self.dist.world) != self.dist.world and self.dist.is_main:
+            warnings.warn(f"resuming a run made with {state.get('world_size')} processes on {self.dist.world}: "
+                          "the data order after the resume point differs", stacklevel=2)
+        if self.dist.is_main:
+            self._truncate_history(self.step)
+            src = state.get("_path")
+            if state.get("_fallback_from"):
+                src = f"{src} ({state['_fallback_from']} was unreadable)"
+            elif state.get("_resume_note"):
+                src = f"{src} ({state['_resume_note']})"
+            print(f"resuming from {src} at step {self.step}", flush=True)
+
+    def _truncate_history(self, step: int) -> None:
+        """Drop history records written after the checkpoint we resume from (they will be redone)."""
+        if not self.history_path.exists():
+            return
+        keep = [rec for rec in read_history(self.history_path) if rec.get("step", 0) <= step]
+        atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
+
+    def save(self, which: Iterable[str] = (ckpt.LAST,)) -> list[Path]:
+        """Write ``last.pt`` and/or ``best.pt`` (main process only; a no-op elsewhere)."""
+        if not self.dist.is_main:
+            return []
+        state = self.state_dict()
+        out = []
+        for name in which:
+            path = ckpt.save_checkpoint(state, self.ckpt_dir / name)
+            self._wrote(path)
+            self._wrote(ckpt.sidecar_path(path))
+            out.append(path)
+        return out
+
+    # ---------------------------------------------------------------------------------------
+    # data
+    def _loader(self) -> Iterator[dict]:
+        d = self.cfg.data
+        start = self.step * self.cfg.train.accum_steps
+        stream = BatchStream(len(self.train_ds), d.batch_size, self.cfg.run.seed, self.dist.world, self.dist.rank,
+                             start=start)
+        kwargs = {}
+        if d.num_workers > 0:
+            try:
+                from ..data.datasets import worker_init_fn
+
+                kwargs["worker_init_fn"] = worker_init_fn
+            except ImportError:
+                pass
+            kwargs["prefetch_factor"] = 2
+        # Own generator: creating the iterator must not consume the global RNG (exact resume).
+        gen = torch.Generator().manual_seed(self.cfg.run.seed + 1000003 * self.dist.rank)
+        loader = torch.utils.data.DataLoader(
+            EpochIndexed(self.train_ds), batch_sampler=stream, num_workers=d.num_workers,
+            pin_memory=self.device.type == "cuda", generator=gen, **kwargs)
+        return iter(loader)
+
+    def next_batch(self) -> dict:
+        if self._loader_iter is None:
+            self._loader_iter = self._loader()
+        return to_device(next(self._loader_iter), self.device, self.cfg.train.channels_last)
+
+    def close(self) -> None:
+        """Stop data workers and flush TensorBoard."""
+        self._loader_iter = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self.cfg.run.deterministic:
+            torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
+
+    # ---------------------------------------------------------------------------------------
+    # one iteration
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self) -> dict[str, float] | None:
+        """One iteration (``accum_steps`` micro-batches). Returns the loss terms, or None when skipped."""
+        t = self.cfg.train
+        it = self.step
+        lr_g = self.sched_g.step(it)
+        lr_d = self.sched_d.step(it) if self.opt_d is not None else 0.0
+        gan_on = self.D is not None and it >= t.g_warmup_steps
+        d_update = gan_on and it % t.d_every == 0
+        self.G.train()
+        if self.D is not None:
+            self.D.train()
+        self.opt_g.zero_grad(set_to_none=True)
+        if d_update:
+            self.opt_d.zero_grad(set_to_none=True)
+
+        sums: dict[str, torch.Tensor] = {}
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        for micro in range(t.accum_steps):
+            batch = self.next_batch()
+            terms, ok, pred = self._micro_step(batch, micro == t.accum_steps - 1, gan_on, d_update)
+            finite &= ok
+            for k, v in terms.items():
+                if isinstance(v, torch.Tensor) and v.numel() == 1:
+                    v = v.detach().float() / t.accum_steps
+                    sums[k] = sums[k] + v if k in sums else v
+
+        if self.dist.any(not bool(finite.item())):
+            self._skip_step()
+            return None
+        self.nonfinite_in_a_row = 0
+        self._committing = True  # an interrupt from here to the end of the step leaves no clean state
+        self._optimizer_step(self.G, self.opt_g, self.scaler_g)
+        if d_update:
+            self._optimizer_step(self.D, self.opt_d, self.scaler_d)
+        self.step += 1
+        self._committing = False
+        out_terms = {k: float(v) for k, v in sums.items()}
+        out_terms["lr_g"] = lr_g
+        if self.opt_d is not None:
+            out_terms["lr_d"] = lr_d
+        self._last_batch, self._last_pred = batch, pred
+        return out_terms
+
+    def _micro_step(self, batch: dict, last_micro: bool, gan_on: bool, d_update: bool
+                    ) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+        """Forward + backward of one micro-batch: G's loss terms (adversarial with a frozen D when the GAN
+        is on), then D's on detached fakes (one forward over real and fake, DDP- and BatchNorm-friendly).
+        Returns (terms, all finite, G's alpha)."""
+        from ..losses import discriminator_inputs, gan_loss_d
+
+        cfg, t = self.cfg, self.cfg.train
+        d_raw = ckpt.unwrap(self.D) if self.D is not None else None
+        with self.dist.no_sync(self.G, skip=not last_micro):
+            with self._autocast():
+                out = self.G(batch["image"], batch["trimap"])
+                if gan_on:
+                    real, fake = discriminator_inputs(batch, out["alpha"])
+                    for p in d_raw.parameters():  # D is a fixed critic in the G step
+                        p.requires_grad_(False)
+                    fake_logits = d_raw(fake)
+                    for p in d_raw.parameters():
+                        p.requires_grad_(True)
+                    terms = dict(self.loss_fn(out, batch, cfg.loss, fake_logits=fake_logits))
+                else:
+                    terms = dict(self.loss_fn(out, batch, cfg.loss))
+                total = terms["total"]  # weighted sum, loss.gan x gan included
+            self.scaler_g.scale(total.float() / t.accum_steps).backward()
+        finite = torch.isfinite(total.detach()).all()
+        if d_update:
+            with self.dist.no_sync(self.D, skip=not last_micro):
+                with self._autocast():
+                    n = real.shape[0]
+                    logits = self.D(torch.cat([real, fake.detach()], dim=0))
+                    d_real, d_fake = logits[:n], logits[n:]
+                    d_terms = gan_loss_d(d_real, d_fake, cfg.loss.gan_type)
+                    d_total = d_terms["total"]
+                self.scaler_d.scale(d_total.float() / t.accum_steps).backward()
+            finite = finite & torch.isfinite(d_total.detach()).all()
+            terms["d_total"] = d_total
+            terms.update({k: v for k, v in d_terms.items() if k != "total"})  # d_real, d_fake
+            terms["d_real_mean"] = d_real.detach().float().mean()
+            terms["d_fake_mean"] = d_fake.detach().float().mean()
+        return terms, finite, out["alpha"].detach()
+
+    def _skip_step(self) -> None:
+        """A non-finite loss somewhere: no update, counted; ``train.max_nonfinite`` in a row stops the run."""
+        t = self.cfg.train
+        self.opt_g.zero_grad(set_to_none=True)
+        if self.opt_d is not None:
+            self.opt_d.zero_grad(set_to_none=True)
+        self.nonfinite_in_a_row += 1
+        self.nonfinite_total += 1
+        self.step += 1
+        if self.nonfinite_in_a_row >= t.max_nonfinite:
+            raise NonFiniteLossError(
+                f"{self.nonfinite_in_a_row} non-finite losses in a row (step {self.step}, "
+                f"{self.nonfinite_total} in total): stopping. Lower train.lr_g / lr_d, set train.grad_clip, "
+                f"use train.amp=off or bf16, or check the data (train.max_nonfinite={t.max_nonfinite}).")
+
+    def _optimizer_step(self, model, opt, scaler) -> None:
+        if self.cfg.train.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
+                                           self.cfg.train.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+
+    # ---------------------------------------------------------------------------------------
+    # validation
+    def validate(self, max_images: int | None = None) -> dict[str, float] | None:
+        """Full-resolution validation on the evaluation set (sharded over processes), predicted through
+        :func:`mattingkit.infer.predict` with the run's ``infer`` settings: the protocol notebook 04
+        reports. Returns mean ``sad, mse, grad, conn, competition_mse`` (+ ``n``), or None without an
+        evaluation set."""
+        if self.val_ds is None or len(self.val_ds) == 0:
+            return None
+        limit = len(self.val_ds)
+        for cap in (self.cfg.data.val_limit, max_images):
+            if cap is not None:
+                limit = min(limit, int(cap))
+        sums, grid = validate_model(ckpt.unwrap(self.G), self.val_ds, self.cfg, self.device, limit=limit,
+                                    rank=self.dist.rank, world=self.dist.world)
+        sums = self.dist.sum(sums).cpu()
+        n = int(sums[0].item())
+        if n == 0:
+            return None
+        result = {k: float(sums[j + 1] / n) for j, k in enumerate(VAL_METRICS)}
+        result["n"] = n
+        self._val_grid = grid
+        return result
+
+    def _after_validation(self, result: dict[str, float]) -> bool:
+        """Log, update best / plateau; returns True when this is a new best."""
+        t = self.cfg.train
+        self.last_val = result
+        value = result[t.best_metric]
+        best = self.best["value"]
+        improved = best is None or (value < best if t.best_mode == "min" else value > best)
+        if improved:
+            self.best.update(value=value, step=self.step, metrics=dict(result))
+        self.sched_g.observe(value)
+        self.sched_d.observe(value)
+        self._log_record({"step": self.step, "phase": "val", **result, "best": self.best["value"],
+                          "time": round(time.monotonic() - self._t0, 3)})
+        w = self.writer
+        if w is not None:
+            for k, v in result.items():
+                w.add_scalar(f"val/{k}", v, self.step)
+            if getattr(self, "_val_grid", None):
+                from ..viz import make_grid
+
+                img, tri, gt, pred = (list(x) for x in zip(*self._val_grid))
+                grid = make_grid(img, tri, gt, pred)
+                w.add_image("val/image_trimap_gt_pred_error", grid, self.step, dataformats="HWC")
+        return improved
+
+    # ---------------------------------------------------------------------------------------
+    # the loop
+    def fit(self, until: int | None = None) -> dict:
+        """Train to ``train.steps`` (or stop after step ``until``: a session budget) and return a summary.
+
+        The run can be interrupted at any point (Ctrl-C saves ``last.pt``) and continued by calling
+        :func:`train` / ``Trainer(...).fit()`` again on the same folder.
+        """
+        from ..progress import progress
+
+        cfg, t = self.cfg, self.cfg.train
+        end = t.steps if until is None else min(t.steps, int(until))
+        if cfg.run.deterministic:  # (again: close() restores the process-wide setting)
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.dist.is_main:
+            save_run_config(cfg, self.run_dir)   # a no-op when the run folder already holds this config
+            self._wrote(self.run_dir / "config.yaml")
+        deadline = None if t.time_limit_min is None else self._t0 + 60.0 * t.time_limit_min
+        if self.step == 0 and t.val_at_start and self.val_ds is not None:
+            res = self.validate()
+            if res is not None and self._after_validation(res):
+                self.save((ckpt.BEST,))
+        bar = None
+        if self.dist.is_main:
+            bar = progress(total=max(0, end - self.step), desc=f"train {cfg.run.name}", headless=self.headless)
+        stopped = "done"
+        t_start, step_start = time.monotonic(), self.step
+        try:
+            while self.step < end:
+                terms = self.train_step()
+                if bar is not None:
+                    bar.update(1)
+                self.after_step(terms, end, bar)
+                if deadline is not None and self.dist.broadcast_flag(time.monotonic() > deadline):
+                    if self.step % t.ckpt_every != 0 and self.step != end:
+                        self.save((ckpt.LAST,))
+                    stopped = "time_limit"
+                    break
+        except KeyboardInterrupt:
+            if self._committing:
+                print("\ninterrupted while updating weights: keeping the previous last.pt", flush=True)
+            else:
+                if self.dist.is_main:
+                    print(f"\ninterrupted at step {self.step}: saving last.pt", flush=True)
+                self.save((ckpt.LAST,))
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self.close()
+        elapsed = time.monotonic() - t_start
+        if stopped == "done" and self.step < t.steps:
+            stopped = "until"
+        summary = self._summary(stopped, elapsed, self.step - step_start)
+        if self.dist.is_main:
+            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
+            self._wrote(self.run_dir / SUMMARY_FILE)
+        self.dist.barrier()
+        return summary
+
+    def after_step(self, terms: dict[str, float] | None, end: int, bar=None) -> None:
+        """The periodic work after each iteration: log (every ``log_every``), image grid
+        (``image_every``), validation + best.pt (``val_every`` and the last step), last.pt
+        (``ckpt_every`` and the end of the session)."""
+        t, step = self.cfg.train, self.step
+        if terms is not None:
+            for k, v in terms.items():
+                self._window[k] = self._window.get(k, 0.0) + v
+            self._window_n += 1
+        if step % t.log_every == 0 or step == end:
+            self._log_train(self._window, self._window_n, bar)
+            self._window, self._window_n = {}, 0
+        if step % t.image_every == 0 and terms is not None and self.writer is not None:
+            from ..viz import make_grid
+
+            b = self._last_batch
+            grid = make_grid(b["image"], b["trimap"], b["alpha"], self._last_pred)
+            self.writer.add_image("train/image_trimap_gt_pred_error", grid, step, dataformats="HWC")
+        new_best = False
+        if step % t.val_every == 0 or step == t.steps:
+            res = self.validate()
+            if res is not None:
+                new_best = self._after_validation(res)
+                if bar is not None:
+                    bar.write(f"step {step}: val {t.best_metric}={res[t.best_metric]:.4g} "
+                              f"(best {self.best['value']:.4g} @ {self.best['step']})")
+        if new_best:
+            self.save((ckpt.BEST,))
+        if step % t.ckpt_every == 0 or step == end:
+            self.save((ckpt.LAST,))
+
+    def _log_train(self, window: dict[str, float], n: int, bar) -> None:
+        rec: dict[str, Any] = {"step": self.step, "phase": "train"}
+        if self.dist.world > 1 and window:  # the mean over processes (every rank has the same keys)
+            keys = sorted(window)
+            avg = self.dist.sum(torch.tensor([window[k] for k in keys], dtype=torch.float64)) / self.dist.world
+            window = dict(zip(keys, avg.cpu().tolist()))
+        if n:
+            rec.update({k: v / n for k, v in window.items()})
+        rec["nonfinite_total"] = self.nonfinite_total
+        rec["time"] = round(time.monotonic() - self._t0, 3)
+        self._log_record(rec)
+        w = self.writer
+        if w is not None and n:
+            for k, v in rec.items():
+                if k in ("step", "phase", "time"):
+                    continue
+                if k.startswith("lr_"):
+                    w.add_scalar(f"lr/{k[3:]}", v, self.step)
+                elif k.startswith("d_"):
+                    w.add_scalar(f"train_d/{k[2:]}", v, self.step)
+                else:
+                    w.add_scalar(f"train/{k}", v, self.step)
+        if bar is not None and n and hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=rec.get("total", float("nan")), lr=rec.get("lr_g", 0.0), refresh=False)
+
+    def _summary(self, stopped: str, elapsed: float, steps_done: int) -> dict:
+        return {
+            "run_dir": str(self.run_dir),
+            "name": self.cfg.run.name,
+            "step": self.step,
+            "steps": self.cfg.train.steps,
+            "stopped": stopped,
+            "resumed_from": self.resumed_from,
+            "best": {k: self.best[k] for k in ("metric", "mode", "value", "step", "metrics")},
+            "final": self.last_val,
+            "nonfinite_total": self.nonfinite_total,
+            "elapsed_s": round(elapsed, 3),
+            "steps_per_s": round(steps_done / elapsed, 4) if elapsed > 0 and steps_done else None,
+            "world_size": self.dist.world,
+            "checkpoints": {n: str(self.ckpt_dir / n) for n in (ckpt.LAST, ckpt.BEST)
+                            if (self.ckpt_dir / n).exists()},
+            "version": __version__,
+        }
+
+
+__all__ = ["NonFiniteLossError", "SUMMARY_FILE", "Trainer"]

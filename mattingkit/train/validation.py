@@ -1,0 +1,56 @@
+"""Validation during training, predicted through inference's own path.
+
+Each evaluation item goes through :func:`mattingkit.infer.predict` with the run's ``infer`` settings — the
+same reflect padding, tiling, AMP resolver and known-region clamp as notebook 04 — so ``best.pt`` is chosen
+under the protocol notebook 04 reports. The metrics are the official ones (:mod:`mattingkit.metrics`).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config
+from .stream import to_device
+
+#: Items kept for the TensorBoard picture of a validation.
+GRID_ITEMS = 4
+
+
+def _numpy_item(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image HxWx3, trimap HxW, alpha HxW) float32 of one dataset item (compact items made float)."""
+    batch = to_device({k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v]) for k, v in item.items()},
+                      torch.device("cpu"))
+    image = batch["image"][0].float().permute(1, 2, 0).contiguous().numpy()
+    return image, batch["trimap"][0, 0].float().numpy(), batch["alpha"][0, 0].float().numpy()
+
+
+@torch.no_grad()
+def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device, limit: int, rank: int = 0,
+                   world: int = 1) -> tuple[torch.Tensor, list]:
+    """This process's share (items ``rank, rank + world, ...`` below ``limit``) of the validation sums
+    ``[n, sad, mse, grad, conn, competition_mse]`` (float64), and up to :data:`GRID_ITEMS`
+    ``(image, trimap, gt, prediction)`` tensors for a picture."""
+    from ..infer import predict
+    from ..metrics import EmptyUnknownWarning, competition_mse, compute_metrics
+
+    sums = torch.zeros(6, dtype=torch.float64)
+    grid = []
+    for i in range(rank, limit, world):
+        image, trimap, gt = _numpy_item(dataset[i])
+        pred = predict(model, np.clip(image, 0.0, 1.0), trimap, infer_cfg=cfg.infer, device=device,
+                       trimap_cfg=cfg.trimap)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", EmptyUnknownWarning)  # an all-known trimap counts 0, as in 04
+            m = compute_metrics(pred, gt, trimap)
+        sums += torch.tensor([1.0, m["sad"], m["mse"], m["grad"], m["conn"], competition_mse(pred, gt)],
+                             dtype=torch.float64)
+        if len(grid) < GRID_ITEMS:
+            grid.append((torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(trimap), torch.from_numpy(gt),
+                         torch.from_numpy(pred)))
+    return sums, grid
+
+
+__all__ = ["GRID_ITEMS", "validate_model"]
