@@ -20,7 +20,7 @@ Steps (one run, one table):
 The models' predictions keep the trimap's known pixels (fg = 1, bg = 0), as inference does; the
 metrics only look at the unknown region anyway.
 
-Run (about 30 CPU minutes per training on a quiet 2-core machine)::
+Run::
 
     PYTHONPATH=. .venv/bin/python benchmarks/cpu_recipe.py --gan --demo
     PYTHONPATH=. .venv/bin/python benchmarks/cpu_recipe.py --checkpoint runs/cpu/checkpoints/best.pt
