@@ -131,7 +131,7 @@ def test_failing_notebook_stops_the_run_and_names_notebook_cell_and_error(tmp_pa
     nb_dir = _copy_notebooks(tmp_path / "nbs")
     path = nb_dir / "01_data_download.ipynb"
     nb = nbformat.read(path, as_version=4)
-    ctx_index = next(i for i, c in enumerate(nb.cells) if "run.prepare_run" in c.source)
+    ctx_index = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "run.prepare_run" in c.source)
     nb.cells.insert(ctx_index + 1, nbformat.v4.new_code_cell(
         "def check(n):\n    raise RuntimeError(f'deliberate failure {n}')\ncheck(42)"))
     nbformat.write(nb, path)
@@ -163,7 +163,7 @@ def test_bad_override_fails_in_the_notebook_with_a_clear_message(tmp_path, capsy
     assert code == 1
     err = capsys.readouterr().err
     assert "FAILED in 01_data_download.ipynb, cell In [" in err
-    assert "FileNotFoundError" in err and str(missing) in err and "dataset folder not found" in err
+    assert "InputNotFoundError" in err and str(missing) in err and "dataset folder not found" in err
 
 
 def test_unknown_notebook_parameter_is_an_error(tmp_path):
