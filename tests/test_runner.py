@@ -4,6 +4,7 @@ Failure tests run the real notebooks (copies in a temp folder) through real pape
 """
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -111,10 +112,81 @@ def test_sweep_tables_markdown_and_plot(tmp_path):
     df = pd.read_csv(res.results_csv)
     assert df["run"].tolist() == ["00_a", "01_b", "02_c"]
     md = res.results_md.read_text().splitlines()
-    assert md[0] == "| run | train.lr_g | status | 04_inference.sad |"
-    assert [ln.split("|")[1].strip() for ln in md[2:]] == ["02_c", "00_a", "01_b"]   # best first, NaN last
-    assert "a\\|b c" in md[-1] and len(md) == 5                                        # one line per row
+    assert "`04_inference.sad` (lower is better" in md[0] and "4 significant digits" in md[0]
+    assert md[2] == "| run | train.lr_g | status | 04_inference.sad |"
+    assert [ln.split("|")[1].strip() for ln in md[4:]] == ["02_c", "00_a", "01_b"]   # best first, NaN last
+    assert "a\\|b c" in md[-1] and len(md) == 7                                        # one line per row
     assert res.plot is not None and res.plot.stat().st_size > 1000
+
+
+def test_sweep_tables_round_to_4_significant_digits_and_say_higher_is_better(tmp_path):
+    rows = [{"run": "00_a", "model.norm": "bn", "status": "ok", "03_train_gan.best_value": 0.123456789},
+            {"run": "01_b", "model.norm": "gn", "status": "ok", "03_train_gan.best_value": 12345.678}]
+    res = SweepResult(ok=True, sweep_dir=tmp_path, rows=rows)
+    runner._write_sweep_tables(res, "03_train_gan.best_value", "max", ["model.norm"])
+    md = res.results_md.read_text()
+    assert "higher is better" in md and "| 1.235e+04 |" in md and "| 0.1235 |" in md
+    assert "0.123456789" not in res.results_csv.read_text() and "0.1235" in res.results_csv.read_text()
+    assert md.index("01_b") < md.index("00_a")   # best (highest) first
+
+
+def test_sweep_grid_is_checked_before_anything_runs_or_is_written(tmp_path, monkeypatch):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: bad\nconfig: demo\nmetric: 04_inference.sda\n"
+                    "grid:\n  train.lr: [1.0e-4]\n  train.amp: [off, bf17]\n")
+    monkeypatch.setattr(runner, "run_pipeline", lambda *a, **k: pytest.fail("a point ran"))
+    with pytest.raises(ValueError) as ei:
+        run_sweep(grid, runs_root=tmp_path / "runs")
+    text = str(ei.value)
+    assert "3 problems" in text and "train.lr" in text and "bf17" in text and "04_inference.sda" in text
+    assert "'off'" not in text                        # load_yaml: off is the string 'off', a valid choice
+    assert not (tmp_path / "runs").exists()
+    grid.write_text("name: bad\ngrid: {train.steps: [1]}\nmode: best\nmetrc: x\n")
+    with pytest.raises(ValueError, match="metrc.*mode 'best'"):
+        run_sweep(grid, runs_root=tmp_path / "runs")
+
+
+def test_refused_run_writes_nothing(tmp_path, capsys):
+    """A misspelled --param, a bad override or a missing background folder: refused before the run
+    folder (or its config.yaml) exists."""
+    from mattingkit.cli import main
+
+    runs = tmp_path / "runs"
+    base = ["run", "--config", "demo", "--runs-root", str(runs), "--set", f"run.data_root={tmp_path / 'data'}"]
+    assert main(base + ["--param", "n_previeww=3", "--name", "x"]) == 2
+    assert "n_previeww" in capsys.readouterr().err
+    assert main(base + ["--set", "run.device=gpu", "--name", "x"]) == 2
+    assert "run.device" in capsys.readouterr().err
+    assert main(["run", "--config", "demo", "--runs-root", str(runs), "--set", "data.root=mine",
+                 "--set", f"run.data_root={tmp_path / 'data'}", "--set", "data.backgrounds=no_bgs",
+                 "--name", "x"]) == 4   # an input-data error
+    assert "data.backgrounds" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_run_takes_a_live_lock_over_only_with_force(tmp_path, monkeypatch):
+    import json as _json
+    import socket
+
+    from mattingkit.errors import RunStateError
+    from mattingkit.runlock import LOCK_NAME
+
+    run_dir = tmp_path / "runs" / "locked"
+    run_dir.mkdir(parents=True)
+    holder = {"host": socket.gethostname(), "pid": os.getppid(), "pid_start": None, "started": 1.0,
+              "heartbeat": 9e12, "token": "t"}
+    (run_dir / LOCK_NAME).write_text(_json.dumps(holder))
+    monkeypatch.setattr(runner, "check_run_inputs", lambda cfg, quiet=False: None)
+    monkeypatch.setattr(runner, "_save_doctor", lambda *a: None)
+    with pytest.raises(RunStateError):
+        run_pipeline("demo", name="locked", runs_root=tmp_path / "runs", notebooks=["01"], quiet=True)
+    assert not (run_dir / "config.yaml").exists()
+    monkeypatch.setattr(runner, "notebook_parameters", lambda path: ["config"])
+    import papermill as pm
+
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: None)
+    res = run_pipeline("demo", name="locked", runs_root=tmp_path / "runs", notebooks=["01"], quiet=True, force=True)
+    assert res.ok and not (run_dir / LOCK_NAME).exists()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,7 +308,7 @@ def test_smoke_sweep_continues_past_a_failure_and_skips_finished_runs(tmp_path, 
     df = pd.read_csv(res.results_csv)
     assert len(df) == 4 and df["04_inference.sad"].notna().sum() == 3
     md = res.results_md.read_text()
-    assert md.count("\n") == 6 and "failed" in md
+    assert md.count("\n") == 8 and "failed" in md and "lower is better" in md
     assert res.plot.exists()
 
     # re-run: the three finished points are skipped, the failed one is tried again (and fails again)
