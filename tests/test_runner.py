@@ -320,3 +320,35 @@ def test_smoke_sweep_continues_past_a_failure_and_skips_finished_runs(tmp_path, 
     assert {n: (res.sweep_dir / n / "metrics.json").stat().st_mtime for n in mtimes} == mtimes
     df2 = pd.read_csv(again.results_csv)
     assert df2["04_inference.sad"].notna().sum() == 3     # metrics of skipped runs are still tabulated
+
+
+# ------------------------------------------------------------------------------------------------
+# submissions: one file per run name; a smoke run never replaces a full run's file
+# ------------------------------------------------------------------------------------------------
+def test_submission_destination_follows_the_run_name(tmp_path, monkeypatch):
+    from mattingkit import env
+    from mattingkit.config import load_config
+    from mattingkit.run import prepare_run, submission_destination
+
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delenv("KAGGLE_URL_BASE", raising=False)
+    monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "local")
+    monkeypatch.setattr(env, "repo_root", lambda *a, **k: tmp_path)
+    runs = tmp_path / "runs"
+    full = prepare_run("demo", run_name="demo", runs_root=runs)
+    smoke = prepare_run("demo", run_name="ux_smoke", runs_root=runs, smoke=True)
+    smoke_demo = prepare_run("demo", run_name="demo", runs_root=tmp_path / "other", smoke=True)
+    dest = {c.name + str(c.cfg.run.smoke): submission_destination(c.cfg, c.run_dir) for c in (full, smoke, smoke_demo)}
+    assert dest["demoFalse"] == tmp_path / "submissions" / "demo.csv"          # make demo (--name demo)
+    assert dest["ux_smokeTrue"] == tmp_path / "submissions" / "ux_smoke.smoke.csv"
+    assert dest["demoTrue"] == tmp_path / "submissions" / "demo.smoke.csv"     # never demo.csv
+    assert len(set(dest.values())) == 3
+    from mattingkit.config import available_configs
+
+    for name in available_configs():                                           # shipped configs set no name
+        assert load_config(name).submission.name == "submission", name
+    mine = load_config("demo", ["submission.name=final_v2"])
+    assert submission_destination(mine, runs / "whatever").name == "final_v2.csv"   # an explicit name wins
+    monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "kaggle")
+    assert submission_destination(full.cfg, full.run_dir) == env.KAGGLE_WORKING / "submission.csv"
+    assert submission_destination(smoke.cfg, smoke.run_dir) == env.KAGGLE_WORKING / "submission.smoke.csv"
