@@ -312,3 +312,21 @@ def test_submit_argument_errors(tmp_path, capsys):
     assert cli.main(["submit", "a", "b", "--kaggle", "comp"]) == 2          # no -m
     assert cli.main(["submit"]) == 2
     assert cli.main(["submit", "--csv", str(tmp_path / "x.csv"), "--kaggle", "c", "-m", "m"]) == 4
+
+
+def test_every_readme_command_line_parses():
+    """README's `mattingkit ...` examples name real commands and flags (argparse accepts each line)."""
+    import re
+    import shlex
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [ln for b in blocks for ln in b.splitlines() if re.match(r"\s*(\.venv/bin/)?mattingkit ", ln)]
+    assert len(lines) >= 15
+    parser = cli.build_parser()
+    for line in lines:
+        argv = shlex.split(line, comments=True)[1:]
+        if argv == ["--help"]:
+            continue
+        args = parser.parse_args(argv)
+        assert args.func is not None, line
