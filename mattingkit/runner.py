@@ -255,15 +255,32 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
 
 
 def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
-    """What a run checks before it writes anything (after the config itself): the background pool
-    (``data.backgrounds``; the demo data, backgrounds included, is made first when missing)."""
+    """What a run checks before it writes anything (after the config itself): the dataset folder
+    (``data.root``, unless notebook 01 downloads it or ``data.manifest`` lists the files) and the
+    background pool (``data.backgrounds``). The demo data, backgrounds included, is made first when the
+    config uses it and it is missing."""
     from .data.layouts import check_backgrounds
+    from .run import DEMO_DIR, data_path, data_root, ensure_data
 
     if is_demo_config(cfg):
-        from .run import ensure_data
-
         ensure_data(cfg, download=False)
+    elif _under(cfg.data.backgrounds, DEMO_DIR):   # the demo backgrounds with data of one's own
+        from .data.synthetic import make_demo_data
+
+        make_demo_data(data_root(cfg) / DEMO_DIR, seed=0)
+    downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
+    if not cfg.data.manifest and not downloads and not is_demo_config(cfg):
+        root = data_path(cfg, cfg.data.root)
+        if root is not None and not root.is_dir():
+            raise InputNotFoundError(
+                f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout {cfg.data.layout!r}); "
+                f"put the data there, point data.root at it (relative paths are under the data root "
+                f"{data_root(cfg)}), or make the demo data with `mattingkit demo-data`")
     check_backgrounds(cfg)
+
+
+def _under(value: Any, folder: str) -> bool:
+    return bool(value) and not Path(str(value)).is_absolute() and Path(str(value)).parts[:1] == (folder,)
 
 
 def _check_lock(cfg: Config, run_dir: Path, force: bool, quiet: bool) -> None:

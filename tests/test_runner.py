@@ -4,6 +4,7 @@ Failure tests run the real notebooks (copies in a temp folder) through real pape
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -157,6 +158,7 @@ def test_refused_run_writes_nothing(tmp_path, capsys):
     assert "n_previeww" in capsys.readouterr().err
     assert main(base + ["--set", "run.device=gpu", "--name", "x"]) == 2
     assert "run.device" in capsys.readouterr().err
+    (tmp_path / "data" / "mine").mkdir(parents=True)
     assert main(["run", "--config", "demo", "--runs-root", str(runs), "--set", "data.root=mine",
                  "--set", f"run.data_root={tmp_path / 'data'}", "--set", "data.backgrounds=no_bgs",
                  "--name", "x"]) == 4   # an input-data error
@@ -226,16 +228,30 @@ def test_failing_notebook_stops_the_run_and_names_notebook_cell_and_error(tmp_pa
     assert not (res.run_dir / runner.DONE_MARKER).exists()
 
 
-def test_bad_override_fails_in_the_notebook_with_a_clear_message(tmp_path, capsys):
+def test_missing_dataset_folder_is_refused_before_the_run_starts(tmp_path, capsys):
     from mattingkit.cli import main
 
     missing = tmp_path / "no_such_dataset"
     code = main(["run", "--config", "demo", "--set", f"data.root={missing}", "--name", "bad", "--runs-root",
-                 str(tmp_path / "runs"), "--notebooks", "01"])
+                 str(tmp_path / "runs"), "--set", f"run.data_root={tmp_path / 'data'}", "--notebooks", "01"])
+    assert code == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "dataset folder not found" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_override_fails_in_the_notebook_with_a_clear_message(tmp_path, capsys):
+    """An error only a notebook can find (here: a dataset folder without a single image pair) names the
+    notebook, the cell and the error."""
+    from mattingkit.cli import main
+
+    empty = tmp_path / "empty_dataset"
+    empty.mkdir()
+    code = main(["run", "--config", "demo", "--set", f"data.root={empty}", "--name", "bad", "--runs-root",
+                 str(tmp_path / "runs"), "--set", f"run.data_root={tmp_path / 'data'}", "--notebooks", "01"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "FAILED in 01_data_download.ipynb, cell In [" in err
-    assert "FileNotFoundError" in err and str(missing) in err and "dataset folder not found" in err
+    assert "FAILED in 01_data_download.ipynb, cell In [" in err and str(empty) in err
 
 
 def test_unknown_notebook_parameter_is_an_error(tmp_path):
@@ -265,6 +281,8 @@ def test_cli_run_passes_param_to_the_notebook(tmp_path, demo_data_root, capsys):
     out_nb = nbformat.read(tmp_path / "runs" / "p" / runner.NOTEBOOK_DIR_NAME / "01_data_download.ipynb", 4)
     injected = [c.source for c in out_nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "n_preview = 1" in injected[0] and "download = False" in injected[0]
+    doctor = json.loads((tmp_path / "runs" / "p" / runner.DOCTOR_FILE).read_text())
+    assert doctor["device"]["type"] == "cpu" and doctor["config"]["name"] == "p"
     capsys.readouterr()
     assert main(common + ["--name", "q", "--param", "n_show=1"]) == 2
     assert "n_show" in capsys.readouterr().err
