@@ -215,13 +215,14 @@ def test_failing_notebook_stops_the_run_and_names_notebook_cell_and_error(tmp_pa
     assert not res.ok and res.executed == []
     assert res.failed_notebook == "01_data_download.ipynb"
     assert res.error == "RuntimeError: deliberate failure 42"
-    # "In [N]": the set-up cell, the parameters cell, papermill's injected cell, the context cell, then ours
-    assert res.failed_cell == 5 and "check(42)" in res.failed_source
+    # "In [N]" is the failing cell's execution count in the executed notebook
+    out_nb = nbformat.read(res.output_notebook, as_version=4)
+    ours = next(c for c in out_nb.cells if "check(42)" in c.source)
+    assert res.failed_cell == ours.execution_count >= 4 and "check(42)" in res.failed_source
     assert "deliberate failure 42" in res.traceback and "\x1b[" not in res.traceback
     err = capsys.readouterr().err
-    assert "FAILED in 01_data_download.ipynb, cell In [5]: RuntimeError: deliberate failure 42" in err
+    assert f"FAILED in 01_data_download.ipynb, cell In [{ours.execution_count}]: RuntimeError: deliberate failure 42" in err
     assert "check(42)" in err
-    out_nb = nbformat.read(res.output_notebook, as_version=4)
     errors = [o for c in out_nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors and errors[0]["evalue"] == "deliberate failure 42"
     assert not (res.run_dir / "notebooks" / "02_trimap_synthesis.ipynb").exists()   # stopped at the failure
