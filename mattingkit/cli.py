@@ -17,7 +17,8 @@ from .errors import MattingKitError, UsageError
 #: Exit codes of ``mattingkit`` (each :class:`~mattingkit.errors.MattingKitError` subclass carries one).
 EXIT_CODES = {
     0: "success",
-    1: "the work ran and found problems (a failed notebook, an invalid submission, failed images)",
+    1: "the work ran and found problems (a failed notebook, an invalid or rejected submission, failed images, "
+       "nothing evaluated)",
     2: "usage or configuration error",
     3: "download or network error",
     4: "input data error (a missing or unreadable file or folder the command was given)",
