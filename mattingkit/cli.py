@@ -17,7 +17,8 @@ from .errors import MattingKitError, UsageError
 #: Exit codes of ``mattingkit`` (each :class:`~mattingkit.errors.MattingKitError` subclass carries one).
 EXIT_CODES = {
     0: "success",
-    1: "the work ran and found problems (a failed notebook, an invalid submission, failed images)",
+    1: "the work ran and found problems (a failed notebook, an invalid or rejected submission, failed images, "
+       "nothing evaluated)",
     2: "usage or configuration error",
     3: "download or network error",
     4: "input data error (a missing or unreadable file or folder the command was given)",
@@ -66,7 +67,8 @@ def cmd_run(args) -> int:
     from .runner import run_pipeline
 
     result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
-                          runs_root=args.runs_root, notebooks=args.notebooks, parameters=parse_params(args.params))
+                          runs_root=args.runs_root, notebooks=args.notebooks, parameters=parse_params(args.params),
+                          force=args.force)
     return 0 if result.ok else 1
 
 
@@ -99,17 +101,61 @@ def cmd_sweep(args) -> int:
     return 0 if result.ok else 1
 
 
+def _accepts(fn, name: str) -> bool:
+    """Whether ``fn`` takes a keyword ``name`` (flags passed on only where the function has them)."""
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def cmd_train(args) -> int:
     from .train import train_and_report
 
-    train_and_report(_load(args), run_dir=args.run_dir, fresh=args.fresh)
+    kwargs = {}
+    if _accepts(train_and_report, "force"):
+        kwargs["force"] = args.force
+    elif args.force:  # this build's trainer takes no lock over: release a held lock here first
+        _take_lock_over(_load(args), args.run_dir)
+    train_and_report(_load(args), run_dir=args.run_dir, fresh=args.fresh, **kwargs)
     return 0
 
 
+def _take_lock_over(cfg, run_dir) -> None:
+    from .run import default_run_dir
+    from .runlock import RunLock
+
+    folder = Path(run_dir) if run_dir else default_run_dir(cfg)
+    if folder.is_dir():
+        with RunLock.for_config(folder, cfg, force=True) as lock:
+            if lock.note:
+                print(lock.note)
+
+
+_TRIMAP_SHAPE = __import__("re").compile(r",? trimap \([^)]*\)")
+
+
 def cmd_evaluate(args) -> int:
+    import warnings
+
     from .metrics import evaluate_folder, format_table
 
-    df = evaluate_folder(args.pred_dir, args.gt_dir, args.trimap_dir, out_csv=args.out)
+    with warnings.catch_warnings():  # the problems are printed below, once: no UserWarning besides
+        warnings.simplefilter("ignore", UserWarning)
+        df = evaluate_folder(args.pred_dir, args.gt_dir, args.trimap_dir, out_csv=args.out)
+    errors = df.attrs.get("errors", [])
+    if args.trimap_dir is None:  # no trimap given: the whole image counts, and no message names one
+        for e in errors:
+            e["reason"] = _TRIMAP_SHAPE.sub("", e["reason"])
+    if len(df) == 0:
+        lines = format_table(df).splitlines()[2:]   # the problems, without a row of NaN means
+        print("\n".join(lines) if lines else f"no predictions in {args.pred_dir}")
+        reason = (f"{len(errors)} problem(s) above" if errors else
+                  f"no prediction matches a ground truth in {args.gt_dir} by file stem")
+        print(f"mattingkit evaluate: nothing was evaluated ({reason})", file=sys.stderr)
+        return 1
     print(format_table(df))
     if args.out:
         print(f"per-image metrics: {args.out}")
@@ -117,23 +163,92 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .infer import infer_settings, load_model, predict_folder
+    from . import infer
 
-    model, cfg = load_model(args.checkpoint, device=args.device)
+    paths = list(args.paths)
+    if args.method:
+        if len(paths) != 2:
+            raise UsageError(f"with --method give IMAGES OUT (no checkpoint), got {len(paths)} path(s)")
+        if args.trimaps is None:
+            raise UsageError(f"--method {args.method} needs --trimaps TRIMAPS (a folder of trimaps named like "
+                             f"the images): the classical solvers need the known foreground/background")
+        images, out = map(Path, paths)
+        return _predict_baseline(args, images, out)
+    if len(paths) != 3:
+        raise UsageError(f"give CHECKPOINT IMAGES OUT (or --method METHOD IMAGES OUT), got {len(paths)} path(s)")
+    checkpoint, images, out = map(Path, paths)
+    model, cfg = infer.load_model(checkpoint, device=args.device)
     flags = {k: v for k, v in (("tta_flip", args.tta), ("two_pass", args.two_pass), ("write_rgba", args.rgba))
              if v is not None}  # given flags override the checkpoint's infer settings; absent ones keep them
-    settings = infer_settings(cfg.infer if cfg is not None else None, **flags)
-    report = predict_folder(model, args.images, args.out, trimap_dir=args.trimaps, infer_cfg=settings,
-                            device=args.device, trimap_cfg=cfg.trimap if cfg is not None else None)
+    settings = infer.infer_settings(cfg.infer if cfg is not None else None, **flags)
+    report = infer.predict_folder(model, images, out, trimap_dir=args.trimaps, infer_cfg=settings,
+                                  device=args.device, trimap_cfg=cfg.trimap if cfg is not None else None,
+                                  **_force_kwargs(infer.predict_folder, args.force))
+    return 0 if not report.failed else 1
+
+
+def _force_kwargs(predict_folder, force: bool) -> dict:
+    """``force=`` for a predict_folder that knows producers; else ``--force`` means "redo every file"."""
+    if _accepts(predict_folder, "force"):
+        return {"force": force}
+    return {"skip_existing": False} if force else {}
+
+
+def _predict_baseline(args, images: Path, out: Path) -> int:
+    from . import infer
+    from .baselines import BaselinePredictor
+
+    if args.tta or args.two_pass:
+        raise UsageError("--tta / --two-pass apply to models; the classical methods solve once, with the trimap")
+    predictor = BaselinePredictor(args.method)
+    flags = {"write_rgba": args.rgba} if args.rgba is not None else {}
+    report = infer.predict_folder(predictor, images, out, trimap_dir=args.trimaps, device="cpu",
+                                  **BaselinePredictor.PREDICT_KWARGS, **flags,
+                                  **_force_kwargs(infer.predict_folder, args.force))
+    for note in dict.fromkeys(predictor.notes):   # e.g. "downscaled to ... for the solve"
+        print(f"note: {note}")
     return 0 if not report.failed else 1
 
 
 def cmd_submit(args) -> int:
-    from .submission import build_submission
+    from .submission import build_submission, validate_submission
 
-    report = build_submission(args.alpha_dir, args.out, sample_csv=args.sample, test_dir=args.test_dir,
-                              size=args.size)
-    return 0 if getattr(report, "ok", True) else 1
+    if args.kaggle and not args.message:
+        raise UsageError("--kaggle needs -m/--message MESSAGE (the submission's description on Kaggle)")
+    if args.message and not args.kaggle:
+        raise UsageError("-m/--message is the Kaggle description: give --kaggle COMPETITION too")
+    if args.csv is not None:
+        if args.alpha_dir is not None or args.out is not None:
+            raise UsageError("give either --csv FILE (an existing CSV) or ALPHA_DIR OUT (build one), not both")
+        if not args.kaggle:
+            raise UsageError("--csv FILE uploads an existing CSV: give --kaggle COMPETITION -m MESSAGE")
+        csv = args.csv
+        if not csv.is_file():
+            from .errors import InputNotFoundError
+
+            raise InputNotFoundError(f"{csv}: submission CSV not found")
+    else:
+        if args.alpha_dir is None or args.out is None:
+            raise UsageError("give ALPHA_DIR OUT (build the CSV from alpha PNGs) or --csv FILE (upload one)")
+        report = build_submission(args.alpha_dir, args.out, sample_csv=args.sample, test_dir=args.test_dir,
+                                  size=args.size)
+        if not getattr(report, "ok", True):
+            return 1
+        csv = args.out
+    if not args.kaggle:
+        return 0
+    check = validate_submission(csv, test_dir=args.test_dir, sample_csv=args.sample, size=args.size)
+    print(check.summary())
+    if not check.ok:
+        print(f"mattingkit submit: {csv} does not validate; not uploaded", file=sys.stderr)
+        return 1
+    from .data.download import submit_to_kaggle
+
+    result = submit_to_kaggle(csv, args.kaggle, args.message, poll=args.wait, timeout_s=args.wait_timeout,
+                              interval_s=args.poll_interval, quiet=False)  # prints progress and the score
+    if not args.wait:
+        print(result)
+    return 0
 
 
 def cmd_validate(args) -> int:
@@ -152,7 +267,19 @@ def cmd_decode(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    from .doctor import doctor, format_report, to_json
+
+    rep = doctor(_load(args), probe=not args.no_probe)
+    print(to_json(rep) if args.json else format_report(rep))
+    return 0
+
+
 def cmd_download(args) -> int:
+    if args.what == "alphamatting":
+        return _download_alphamatting(args)
+    if args.what not in (None, "kaggle"):
+        raise UsageError(f"unknown source {args.what!r}: choose kaggle (the default) or alphamatting")
     from .config import apply_overrides
     from .data.download import ensure_config_data
 
@@ -169,6 +296,22 @@ def cmd_download(args) -> int:
         raise UsageError("nothing to download: give --competition SLUG and/or --dataset owner/name[:folder]")
     for slug, folder in ensure_config_data(cfg).items():  # DownloadError: redacted, says what to do (exit 3)
         print(f"{slug}: {folder}")
+    return 0
+
+
+def _download_alphamatting(args) -> int:
+    from .data.download import download_alphamatting
+    from .run import data_root
+
+    if args.competition or args.dataset:
+        raise UsageError("--competition / --dataset are for Kaggle sources, not `download alphamatting`")
+    cfg = _load(args)   # for data.trimap_set and run.data_root
+    trimap_set = args.trimap_set or cfg.data.trimap_set
+    dest = args.dest
+    if dest is None:
+        dest = (args.data_root or data_root(cfg)) / "alphamatting"
+    folder = download_alphamatting(dest, trimap_set=trimap_set, base_url=args.url, force=args.force, quiet=False)
+    print(f"alphamatting ({trimap_set}): {folder}")
     return 0
 
 
@@ -217,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
                    help="a notebook-specific parameter (see the notebooks' parameters cells), value as YAML; "
                         "repeatable, e.g. --param n_preview=2")
+    p.add_argument("--force", action="store_true",
+                   help="take the run folder's lock over even if another process seems to hold it")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="run a grid of parameter sets (grid.yaml), one run folder each")
@@ -230,9 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run name (folder under the runs root)")
     p.add_argument("--run-dir", type=Path, default=None, help="explicit run folder (default: RUNS_ROOT/NAME)")
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints/last.pt and start over")
+    p.add_argument("--force", action="store_true",
+                   help="take the run folder's lock over even if another process seems to hold it")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="SAD/MSE/Grad/Conn (official DIM protocol) for a folder of predictions")
+    p = sub.add_parser("evaluate", help="SAD/MSE/Grad/Conn (official DIM protocol) for a folder of predictions",
+                       description="Mean SAD/MSE/Grad/Conn of the predictions against same-stem ground truths; "
+                                   "each problem (missing file, size mismatch) is listed once. Exit 1 when "
+                                   "nothing could be evaluated.")
     p.add_argument("pred_dir", type=Path)
     p.add_argument("gt_dir", type=Path)
     p.add_argument("trimap_dir", type=Path, nargs="?", default=None,
@@ -240,12 +390,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="per-image CSV")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="predict alpha PNGs for a folder of images")
-    p.add_argument("checkpoint", type=Path, help="best.pt / last.pt or an inference export")
-    p.add_argument("images", type=Path)
-    p.add_argument("out", type=Path)
+    from .baselines import METHODS
+
+    p = sub.add_parser(
+        "predict", help="predict alpha PNGs for a folder of images (a checkpoint, or a classical --method)",
+        usage="mattingkit predict [options] CHECKPOINT IMAGES OUT\n"
+              "       mattingkit predict --method {%s} IMAGES OUT --trimaps TRIMAPS [options]" % ",".join(METHODS),
+        description="Writes OUT/<stem>.png for every image. Resumable: a re-run skips images already "
+                    "predicted; --force predicts every image again.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  mattingkit predict runs/demo/checkpoints/best.pt data/photos preds --trimaps data/trimaps\n"
+               "  mattingkit predict --method closed_form data/photos preds_cf --trimaps data/trimaps")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="CHECKPOINT IMAGES OUT, or IMAGES OUT with --method")
+    p.add_argument("--method", choices=list(METHODS), default=None,
+                   help="a classical method instead of a checkpoint (needs --trimaps; large unknown regions "
+                        "are solved downscaled, and a note says so)")
     p.add_argument("--trimaps", type=Path, default=None, help="trimap folder (matching stems)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--force", action="store_true",
+                   help="predict every image again (default: resume, skipping images already in OUT)")
     # None = not given: the checkpoint's infer.* settings stand; --x / --no-x override them
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="horizontal-flip test-time augmentation (default: the checkpoint's infer.tta_flip)")
@@ -255,12 +418,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write RGBA cut-outs (default: the checkpoint's infer.write_rgba)")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("submit", help="build the competition CSV (filename,image_utf) from alpha PNGs")
-    p.add_argument("alpha_dir", type=Path)
-    p.add_argument("out", type=Path)
+    p = sub.add_parser(
+        "submit", help="build the competition CSV (filename,image_utf) from alpha PNGs; --kaggle uploads it",
+        usage="mattingkit submit ALPHA_DIR OUT [--test-dir DIR] [--sample CSV] [--kaggle COMPETITION -m MESSAGE]\n"
+              "       mattingkit submit --csv FILE --kaggle COMPETITION -m MESSAGE",
+        description="Build the CSV from ALPHA_DIR/<stem>.png into OUT. With --kaggle the CSV (built, or an "
+                    "existing one given with --csv) is validated, uploaded with the kaggle client and the "
+                    "public score is printed when Kaggle has scored it. Credentials as for `mattingkit "
+                    "download` (KAGGLE_API_TOKEN, KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle); never printed. "
+                    "A rejected submission prints Kaggle's reason and exits 1; network / credential / "
+                    "rules problems exit 3.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  mattingkit submit preds submissions/mine.csv --test-dir data/ecom/test_dataset/orig_1024\n"
+               "  mattingkit submit preds submissions/mine.csv --kaggle my-competition -m \"resnet50, 20k steps\"\n"
+               "  mattingkit submit --csv submissions/demo.csv --kaggle my-competition -m \"demo run\"")
+    p.add_argument("alpha_dir", type=Path, nargs="?", default=None)
+    p.add_argument("out", type=Path, nargs="?", default=None)
+    p.add_argument("--csv", type=Path, default=None, help="an existing submission CSV to upload (with --kaggle)")
     p.add_argument("--sample", type=Path, default=None, help="sample_submission.csv (row order)")
     p.add_argument("--test-dir", type=Path, default=None, help="test images (names and sizes)")
     p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--kaggle", metavar="COMPETITION", default=None, help="upload to this competition (its slug)")
+    p.add_argument("-m", "--message", default=None, help="the submission's description on Kaggle")
+    p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
+                   help="wait for the public score (default); --no-wait returns after the upload")
+    p.add_argument("--wait-timeout", type=float, default=900.0, help="seconds to wait for the score (default 900)")
+    p.add_argument("--poll-interval", type=float, default=15.0, help="seconds between score checks (default 15)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("validate", help="check a submission CSV; reports every problem at once")
@@ -275,12 +458,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", type=Path)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("download", help="download Kaggle competition files / datasets into data/")
+    p = sub.add_parser(
+        "download", help="download data into data/: Kaggle competitions / datasets, or the alphamatting.com set",
+        usage="mattingkit download [kaggle] [--competition SLUG] [--dataset OWNER/NAME[:FOLDER]] [--config NAME]\n"
+              "       mattingkit download alphamatting [--dest DIR] [--trimap-set Trimap1|Trimap2] [--url URL]",
+        description="kaggle (default): the config's (or the given) competition files and datasets, "
+                    "credentials from the environment. alphamatting: the alphamatting.com low-res training "
+                    "set (27 photos, ground-truth alphas, Trimap1 and Trimap2) into the `alphamatting` "
+                    "layout (default <data root>/alphamatting; use it with data.eval_root).",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("what", nargs="?", choices=["kaggle", "alphamatting"], default=None,
+                   help="what to download (default: kaggle)")
     _add_config_args(p, default="ecom")
     p.add_argument("--competition", default=None, help="competition slug (default: the config's)")
     p.add_argument("--dataset", action="append", default=None, help="owner/name[:folder], repeatable")
     p.add_argument("--data-root", type=Path, default=None, help="default: the platform's data root")
+    p.add_argument("--dest", type=Path, default=None, help="alphamatting: target folder "
+                   "(default: <data root>/alphamatting)")
+    p.add_argument("--trimap-set", choices=["Trimap1", "Trimap2"], default=None,
+                   help="alphamatting: which trimaps become trimap/ (default: the config's data.trimap_set, "
+                        "else Trimap1)")
+    p.add_argument("--url", default=None, help="alphamatting: base URL of the zips (default: "
+                   "$MATTINGKIT_ALPHAMATTING_URL, else http://www.alphamatting.com/datasets/zip/)")
+    p.add_argument("--force", action="store_true", help="alphamatting: download again even if present")
     p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("doctor", help="what this machine gives a run: platform, GPU, AMP, workers, roots, "
+                                      "credentials (source only), ImageNet weights",
+                       description="Check the machine before a long run. The same dict comes from "
+                                   "mattingkit.doctor.doctor(cfg); `mattingkit run` saves it as doctor.json "
+                                   "in the run folder.")
+    _add_config_args(p, default="default")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    p.add_argument("--no-probe", action="store_true", help="do not try to reach the ImageNet weights URL")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("manifest", help="scan a dataset layout, validate every file, write a manifest CSV")
     _add_config_args(p)

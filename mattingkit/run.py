@@ -146,6 +146,24 @@ def save_run_config(cfg: Config, run_dir: PathLike) -> bool:
     return True
 
 
+def resolve_run(config: PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                run_name: str | None = None, runs_root: PathLike | None = None,
+                smoke: bool = False) -> tuple[Config, Path]:
+    """``(config, run folder)`` of a run, resolved and checked, **nothing written** (a refused config
+    or override raises before any folder exists).
+
+    Example:
+        >>> cfg, run_dir = resolve_run("demo", run_name="not made", runs_root="/nonexistent/runs")
+        >>> cfg.run.name, run_dir, run_dir.exists()
+        ('not_made', PosixPath('/nonexistent/runs/not_made'), False)
+    """
+    cfg = resolve_config(config, overrides, smoke)
+    name = safe_name(run_name or cfg.run.name)
+    if name != cfg.run.name:
+        cfg = apply_overrides(cfg, {"run.name": name})
+    return cfg, _runs_root(cfg, runs_root) / name
+
+
 def prepare_run(config: PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
                 run_name: str | None = None, runs_root: PathLike | None = None, smoke: bool = False,
                 save: bool = True) -> RunContext:
@@ -162,11 +180,7 @@ def prepare_run(config: PathLike | Config = "demo", overrides: Iterable[str] | M
         >>> ctx.name, again.cfg == ctx.cfg
         ('a_b', True)
     """
-    cfg = resolve_config(config, overrides, smoke)
-    name = safe_name(run_name or cfg.run.name)
-    if name != cfg.run.name:
-        cfg = apply_overrides(cfg, {"run.name": name})
-    run_dir = _runs_root(cfg, runs_root) / name
+    cfg, run_dir = resolve_run(config, overrides, run_name, runs_root, smoke)
     run_dir.mkdir(parents=True, exist_ok=True)
     if save:
         save_run_config(cfg, run_dir)
@@ -359,15 +373,48 @@ def find_checkpoint(run_dir: PathLike, which: str = "best") -> Path:
     return p
 
 
+#: ``submission.name``'s default: "not set", the run's name is used instead.
+DEFAULT_SUBMISSION_NAME = "submission"
+#: Suffix of a smoke run's submission file (a smoke run never overwrites a full run's CSV).
+SMOKE_SUFFIX = ".smoke"
+
+
+def submission_name(cfg: Config, run_dir: PathLike | None = None) -> str:
+    """The file stem of a run's published CSV: ``submission.name`` when the user set it, else the run's
+    name (its folder); ``<stem>.smoke`` for a smoke run, so a smoke run never replaces a full run's file.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> submission_name(load_config("demo"), "runs/ux_smoke")
+        'ux_smoke'
+        >>> submission_name(load_config("demo", ["run.smoke=true"]), "runs/demo")
+        'demo.smoke'
+        >>> submission_name(load_config("demo", ["submission.name=mine"]), "runs/x")
+        'mine'
+    """
+    name = cfg.submission.name
+    if not name or name == DEFAULT_SUBMISSION_NAME:
+        name = Path(run_dir).name if run_dir else cfg.run.name
+    return safe_name(name) + (SMOKE_SUFFIX if cfg.run.smoke else "")
+
+
 def submission_destination(cfg: Config, run_dir: PathLike, submission_dir: PathLike | None = None) -> Path:
-    """Where the final CSV goes: ``submission_dir/<submission.name>.csv`` when given; on Kaggle
-    ``/kaggle/working/submission.csv``; else ``<repo>/submissions/<submission.name>.csv`` (without a
-    checkout: ``submissions/`` beside the runs root)."""
-    name = f"{cfg.submission.name}.csv"
+    """Where the final CSV is published (the run folder always keeps its own ``submission.csv``):
+    ``submission_dir/<name>.csv`` when given; on Kaggle ``/kaggle/working/submission.csv`` (the name
+    Kaggle expects; ``submission.smoke.csv`` for a smoke run); else ``<repo>/submissions/<name>.csv``
+    (without a checkout: ``submissions/`` beside the runs root), ``<name>`` from :func:`submission_name`
+    (the run's name unless ``submission.name`` is set; ``.smoke`` added for smoke runs).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> submission_destination(load_config("demo"), "runs/ux_smoke", "/tmp/subs").as_posix()
+        '/tmp/subs/ux_smoke.csv'
+    """
+    name = f"{submission_name(cfg, run_dir)}.csv"
     if submission_dir:
         return Path(submission_dir) / name
     if env.detect_platform() == "kaggle":
-        return env.KAGGLE_WORKING / "submission.csv"
+        return env.KAGGLE_WORKING / ("submission" + (SMOKE_SUFFIX if cfg.run.smoke else "") + ".csv")
     root = env.repo_root()
     return (root / "submissions" / name) if root else Path(run_dir).parent.parent / "submissions" / name
 
@@ -394,6 +441,7 @@ __all__ = [
     "CONFIG_FILE", "DEMO_DIR", "build_run_manifest", "count_backgrounds", "scan_test_images", "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
     "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "find_checkpoint", "is_demo_config",
     "jsonable", "load_manifest", "manifest_path", "metrics_summary", "prepare_run", "read_history",
-    "read_metrics", "resolve_config", "runs_root", "safe_name", "save_run_config", "submission_destination",
+    "read_metrics", "resolve_config", "resolve_run", "runs_root", "safe_name", "save_run_config",
+    "submission_destination", "submission_name",
     "update_metrics",
 ]

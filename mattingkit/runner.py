@@ -27,13 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-import yaml
 
 from . import env
-from .config import Config
+from .config import Config, validate_grid
 from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
-from .run import CONFIG_FILE, prepare_run, read_metrics, resolve_config, runs_root as resolve_runs_root, safe_name
+from .run import (CONFIG_FILE, is_demo_config, prepare_run, read_metrics, resolve_config, resolve_run,
+                  runs_root as resolve_runs_root, safe_name)
+
+DOCTOR_FILE = "doctor.json"
 
 NOTEBOOK_DIR_NAME = "notebooks"
 NOTEBOOKS = ["01_data_download", "02_trimap_synthesis", "03_train_gan", "04_inference", "05_submission"]
@@ -159,7 +161,8 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
                  name: str | None = None, smoke: bool = False, runs_root: str | os.PathLike | None = None,
                  notebooks: Iterable[str] | None = None, kernel_name: str | None = None,
                  notebooks_dir: str | os.PathLike | None = None, quiet: bool = False,
-                 parameters: Mapping[str, Any] | None = None, cell_timeout: int | None = None) -> PipelineResult:
+                 parameters: Mapping[str, Any] | None = None, cell_timeout: int | None = None,
+                 force: bool = False) -> PipelineResult:
     """Execute the numbered notebooks with papermill into ``runs/NAME/notebooks/``.
 
     Stops at the first failing notebook and prints which notebook, which cell and the error (the
@@ -170,6 +173,13 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     The kernels run with ``MATTINGKIT_HEADLESS=1`` (plain-text progress) and inherit the environment,
     so credentials come from environment variables, never from parameters.
 
+    Nothing is written before the arguments are checked: the config and overrides (``load_config``),
+    the notebook parameters (names no notebook declares), the background folder
+    (:func:`mattingkit.data.layouts.check_backgrounds`) and the run lock (another live process on this
+    run folder -> :class:`~mattingkit.errors.RunStateError`; ``force`` takes the lock over, and is
+    passed on as the ``force`` parameter to the notebooks that declare it). The run folder then gets
+    ``config.yaml`` and ``doctor.json`` (:func:`mattingkit.doctor.doctor`: what this machine gives the run).
+
     Example:
         >>> res = run_pipeline("demo", ["train.steps=20"], name="quick")   # doctest: +SKIP
         >>> res.ok, res.executed                                           # doctest: +SKIP
@@ -177,7 +187,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     import papermill as pm
 
     overrides = list(overrides or [])
-    ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke)
+    cfg, run_dir = resolve_run(config, overrides, name, runs_root, smoke)   # raises before any write
     src_dir = (Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()).resolve()
     selected = select_notebooks(notebooks)
     declared = {nb: set(notebook_parameters(src_dir / f"{nb}.ipynb")) for nb in selected}
@@ -185,6 +195,12 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     unknown = sorted(k for k in extra if not any(k in d for d in declared.values()))
     if unknown:
         raise UsageError(f"parameter(s) {unknown} are declared by none of the notebooks {selected}")
+    if force:
+        extra.setdefault("force", True)
+    check_run_inputs(cfg, quiet=quiet)
+    _check_lock(cfg, run_dir, force, quiet)
+    ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke)
+    _save_doctor(ctx.cfg, ctx.run_dir, quiet)
     out_dir = ctx.run_dir / NOTEBOOK_DIR_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
     (ctx.run_dir / DONE_MARKER).unlink(missing_ok=True)
@@ -207,6 +223,9 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
             src = src_dir / f"{nb}.ipynb"
             dst = out_dir / f"{nb}.ipynb"
             params = dict(common, **{k: v for k, v in extra.items() if k in declared[nb]})
+            if force and nb.startswith("03") and "force" not in declared[nb] and not quiet:
+                print(f"[{ctx.name}] note: {nb} declares no `force` parameter; the run lock was taken over "
+                      f"before it started", flush=True)
             if not quiet:
                 print(f"[{ctx.name}] {nb} ...", flush=True)
             t1 = time.monotonic()
@@ -233,6 +252,59 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
         if not quiet:
             print(result.summary(), flush=True)
     return result
+
+
+def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
+    """What a run checks before it writes anything (after the config itself): the dataset folder
+    (``data.root``, unless notebook 01 downloads it or ``data.manifest`` lists the files) and the
+    background pool (``data.backgrounds``). The demo data, backgrounds included, is made first when the
+    config uses it and it is missing."""
+    from .data.layouts import check_backgrounds
+    from .run import DEMO_DIR, data_path, data_root, ensure_data
+
+    if is_demo_config(cfg):
+        ensure_data(cfg, download=False)
+    elif _under(cfg.data.backgrounds, DEMO_DIR):   # the demo backgrounds with data of one's own
+        from .data.synthetic import make_demo_data
+
+        make_demo_data(data_root(cfg) / DEMO_DIR, seed=0)
+    downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
+    if not cfg.data.manifest and not downloads and not is_demo_config(cfg):
+        root = data_path(cfg, cfg.data.root)
+        if root is not None and not root.is_dir():
+            raise InputNotFoundError(
+                f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout {cfg.data.layout!r}); "
+                f"put the data there, point data.root at it (relative paths are under the data root "
+                f"{data_root(cfg)}), or make the demo data with `mattingkit demo-data`")
+    check_backgrounds(cfg)
+
+
+def _under(value: Any, folder: str) -> bool:
+    return bool(value) and not Path(str(value)).is_absolute() and Path(str(value)).parts[:1] == (folder,)
+
+
+def _check_lock(cfg: Config, run_dir: Path, force: bool, quiet: bool) -> None:
+    """Refuse a run folder another live process holds (``force``: take its lock over)."""
+    from .runlock import RunLock, read_lock
+
+    if not run_dir.is_dir() or read_lock(run_dir) is None:
+        return
+    lock = RunLock.for_config(run_dir, cfg, force=force)
+    with lock:
+        if lock.note and not quiet:
+            print(f"[{run_dir.name}] {lock.note}", flush=True)
+
+
+def _save_doctor(cfg: Config, run_dir: Path, quiet: bool) -> Path | None:
+    """``run_dir/doctor.json``: the doctor report for this run's config (never stops the run)."""
+    try:
+        from .doctor import doctor, to_json
+
+        return atomic_write_text(run_dir / DOCTOR_FILE, to_json(doctor(cfg, timeout=2.0)))
+    except Exception as e:  # noqa: BLE001 - a report, not a precondition
+        if not quiet:
+            print(f"[{run_dir.name}] doctor report not saved: {type(e).__name__}: {e}", flush=True)
+        return None
 
 
 def _record_failure(result: PipelineResult, notebook: str, e: Exception) -> None:
@@ -298,9 +370,41 @@ def sweep_parameters(spec: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
+SWEEP_KEYS = ("name", "config", "smoke", "overrides", "notebooks", "metric", "mode", "grid", "parameters")
+
+
+def load_sweep(grid_yaml: str | os.PathLike) -> dict[str, Any]:
+    """A sweep file read with :func:`mattingkit.config.load_yaml` (only true/false are booleans, so
+    ``amp: [off, bf16]`` stays strings); unknown top-level keys, a missing ``grid`` or a ``mode`` other
+    than min/max are one :class:`~mattingkit.errors.UsageError` listing them all."""
+    from .config import load_yaml
+
+    path = Path(grid_yaml)
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: sweep file not found")
+    spec = load_yaml(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(spec, Mapping):
+        raise UsageError(f"{path}: a sweep file is a mapping (name, config, grid, ...), got {type(spec).__name__}")
+    problems = []
+    unknown = sorted(set(spec) - set(SWEEP_KEYS))
+    if unknown:
+        problems.append(f"unknown sweep keys {unknown} (valid: {', '.join(SWEEP_KEYS)})")
+    if "grid" not in spec:
+        problems.append("a sweep needs a 'grid' mapping of section.key: [values]")
+    if spec.get("mode", "min") not in ("min", "max"):
+        problems.append(f"mode {spec.get('mode')!r}: choose min (lower is better) or max (higher is better)")
+    if problems:
+        raise UsageError(f"{path}: " + "; ".join(problems))
+    return dict(spec)
+
+
 def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None = None,
               quiet: bool = False) -> SweepResult:
     """Run every point of a sweep file; skip finished runs; continue past failures; tabulate metrics.
+
+    The whole file is checked before the first point runs and before anything is written
+    (:func:`load_sweep`, then :func:`mattingkit.config.validate_grid`: every misspelled grid key, wrong
+    value or unknown ``metric`` in one error; then the background folder).
 
     Each point is a run folder ``runs_root/<sweep name>/<NN_key=value_...>/``; a folder with a ``DONE``
     marker (all its notebooks succeeded) is skipped on a re-run. The submission CSV of a sweep run stays
@@ -322,23 +426,19 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
           train.lr_g: [1.0e-4, 5.0e-4]
           model.norm: [bn, gn]
     """
-    spec = yaml.safe_load(Path(grid_yaml).read_text(encoding="utf-8")) or {}
-    unknown = set(spec) - {"name", "config", "smoke", "overrides", "notebooks", "metric", "mode", "grid",
-                           "parameters"}
-    if unknown:
-        raise UsageError(f"{grid_yaml}: unknown sweep keys {sorted(unknown)}")
-    if "grid" not in spec:
-        raise UsageError(f"{grid_yaml}: a sweep needs a 'grid' mapping of key: [values]")
+    spec = load_sweep(grid_yaml)
     name = safe_name(spec.get("name") or Path(grid_yaml).stem)
     metric = spec.get("metric")
     config = spec.get("config", "demo")
     cfg_path = Path(grid_yaml).parent / str(config)
     if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
         config = str(cfg_path.resolve())  # a config file named relative to the sweep file
+    validate_grid(spec["grid"], metric=metric, config=config, overrides=list(spec.get("overrides") or []))
     base = resolve_config(config, list(spec.get("overrides") or []), bool(spec.get("smoke", False)))
+    check_run_inputs(base, quiet=quiet)
+    params = sweep_parameters(spec)
     sweep_dir = resolve_runs_root(base, runs_root) / name   # honours the base config's run.runs_root
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    params = sweep_parameters(spec)
     rows = []
     all_ok = True
     for i, point in enumerate(sweep_points(spec["grid"])):
@@ -369,17 +469,33 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
     return result
 
 
+def round_sig(v: Any, digits: int = 4) -> Any:
+    """A float rounded to ``digits`` significant digits (other values unchanged).
+
+    Example:
+        >>> round_sig(12.34567), round_sig(0.000123456), round_sig(3), round_sig("ok")
+        (12.35, 0.0001235, 3, 'ok')
+    """
+    if isinstance(v, float) and v == v and v not in (float("inf"), float("-inf")) and v != 0:
+        return float(f"{v:.{digits}g}")
+    return v
+
+
 def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys: list[str]) -> None:
     import pandas as pd
 
     df = pd.DataFrame(result.rows)
     result.results_csv = result.sweep_dir / "results.csv"
-    atomic_write_text(result.results_csv, df.to_csv(index=False))
+    atomic_write_text(result.results_csv, df.map(round_sig).to_csv(index=False))
     cols = ["run", *keys, "status"] + ([metric] if metric and metric in df.columns else [])
     view = df[cols].copy()
     if metric and metric in df.columns:
         view = view.sort_values(metric, ascending=(mode == "min"), na_position="last")
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    better = "lower" if mode == "min" else "higher"
+    head = (f"Sweep `{result.sweep_dir.name}`: main metric `{metric}` ({better} is better; best first). "
+            if metric else f"Sweep `{result.sweep_dir.name}` (no `metric:` given). ")
+    lines = [head + "Numbers rounded to 4 significant digits; every metric is in results.csv.", "",
+             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in view.iterrows():
         lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     result.results_md = result.sweep_dir / "results.md"
@@ -396,7 +512,7 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
                                                         for s in df["status"]])
         ax.set_xticks(range(len(df)), df["run"], rotation=45, ha="right", fontsize=7)
         ax.set_ylabel(metric)
-        ax.set_title(f"{result.sweep_dir.name}: {metric} ({mode} is better)")
+        ax.set_title(f"{result.sweep_dir.name}: {metric} ({better} is better)")
         fig.tight_layout()
         result.plot = result.sweep_dir / "results.png"
         fig.savefig(result.plot, dpi=100)
@@ -405,6 +521,6 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.5g}"
+        return f"{v:.4g}"
     text = " ".join(str(v).split())  # one line per table row
     return text.replace("|", "\\|")[:160]

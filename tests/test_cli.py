@@ -93,3 +93,240 @@ def test_every_kit_error_has_an_exit_code_in_the_table():
 def test_usage_errors_of_run_exit_2(argv, capsys, tmp_path):
     assert cli.main(argv + ["--runs-root", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("mattingkit run: ")
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate: nothing evaluated -> exit 1 with the reason; each problem once; no trimap not given
+# ------------------------------------------------------------------------------------------------
+def test_evaluate_with_every_prediction_the_wrong_size_exits_1_and_says_why_once(tmp_path):
+    import numpy as np
+
+    from mattingkit.io import write_png
+
+    for i in range(2):
+        write_png(tmp_path / "gt" / f"{i:04d}.png", np.zeros((16, 16), np.float32))
+        write_png(tmp_path / "pred" / f"{i:04d}.png", np.zeros((8, 8), np.float32))
+    res = _run("mattingkit", "evaluate", "pred", "gt", cwd=tmp_path)
+    assert res.returncode == 1, res
+    assert "nan" not in res.stdout and "size mismatch" in res.stdout
+    assert res.stdout.count("0000:") == 1 and res.stdout.count("0001:") == 1   # each problem once
+    assert "trimap" not in (res.stdout + res.stderr).lower()                     # none was given
+    assert "Warning" not in res.stderr
+    assert res.stderr.strip() == "mattingkit evaluate: nothing was evaluated (2 problem(s) above)"
+    write_png(tmp_path / "pred" / "0000.png", np.zeros((16, 16), np.float32))   # one now evaluates
+    ok = _run("mattingkit", "evaluate", "pred", "gt", cwd=tmp_path)
+    assert ok.returncode == 0 and ok.stdout.startswith("images") and "1 problem(s)" in ok.stdout
+    assert "Warning" not in ok.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# predict --method: classical baselines without a checkpoint; --force
+# ------------------------------------------------------------------------------------------------
+def _photo_and_trimap(root: Path) -> None:
+    import numpy as np
+
+    from mattingkit.io import write_png
+
+    tri = np.zeros((24, 24), np.float32)
+    tri[6:18, 6:18] = 0.5
+    tri[9:15, 9:15] = 1
+    write_png(root / "img" / "a.png", np.repeat(tri[..., None], 3, 2))
+    write_png(root / "tri" / "a.png", tri)
+
+
+def test_predict_method_needs_trimaps_and_writes_without_a_checkpoint(tmp_path, capsys):
+    _photo_and_trimap(tmp_path)
+    img, out = str(tmp_path / "img"), str(tmp_path / "out")
+    assert cli.main(["predict", "--method", "trimap", img, out]) == 2
+    assert "--trimaps" in capsys.readouterr().err and not Path(out).exists()
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--method", "closed_fom", img, out, "--trimaps", str(tmp_path / "tri")])
+    assert cli.main(["predict", "--method", "trimap", img, out, "--trimaps", str(tmp_path / "tri")]) == 0
+    assert (tmp_path / "out" / "a.png").exists()
+    assert cli.main(["predict", "--method", "trimap", "c.pt", img, out, "--trimaps", "t"]) == 2
+
+
+def test_predict_force_reaches_predict_folder(monkeypatch, tmp_path):
+    from mattingkit import infer
+
+    seen = []
+
+    def fake(model, images, out, force=False, **kw):
+        seen.append(force)
+        return infer.PredictReport(out)
+
+    monkeypatch.setattr(infer, "load_model", lambda path, device="cpu": (object(), None))
+    monkeypatch.setattr(infer, "predict_folder", fake)
+    assert cli.main(["predict", "c.pt", str(tmp_path), str(tmp_path / "o"), "--force"]) == 0
+    assert cli.main(["predict", "c.pt", str(tmp_path), str(tmp_path / "o")]) == 0
+    assert seen == [True, False]
+
+
+def test_train_force_is_passed_only_where_the_trainer_takes_it(monkeypatch, tmp_path):
+    import mattingkit.train as train_pkg
+
+    got = []
+    monkeypatch.setattr(train_pkg, "train_and_report", lambda cfg, run_dir=None, fresh=False, force=False:
+                        got.append(force) or {})
+    assert cli.main(["train", "--run-dir", str(tmp_path / "r"), "--force"]) == 0
+    assert got == [True]
+
+
+# ------------------------------------------------------------------------------------------------
+# doctor, download alphamatting
+# ------------------------------------------------------------------------------------------------
+def test_doctor_json_is_one_object(tmp_path):
+    import json
+
+    res = _run("mattingkit", "doctor", "--json", "--no-probe", "--config", "demo", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)
+    assert rep["device"]["type"] == "cpu" and "amp" in rep and "platform" in rep
+
+
+from test_download import alphamatting_site, am_site  # noqa: E402,F401 - the fake alphamatting.com
+
+
+def test_download_alphamatting_command(am_site, tmp_path, capsys):
+    dest = tmp_path / "am"
+    rc = cli.main(["download", "alphamatting", "--dest", str(dest), "--url", am_site["url"],
+                   "--trimap-set", "Trimap2"])
+    assert rc == 0, capsys.readouterr().err
+    assert f"alphamatting (Trimap2): {dest}" in capsys.readouterr().out
+    first = sorted((dest / "trimap").iterdir())[0]
+    assert first.read_bytes() == am_site["src"]["Trimap2"][first.name]
+    with pytest.raises(SystemExit):
+        cli.main(["download", "alphamatting", "--trimap-set", "Trimap3"])
+    assert cli.main(["download", "alphamatting", "--competition", "x"]) == 2
+
+
+# ------------------------------------------------------------------------------------------------
+# submit --kaggle against a local fake Kaggle (the real kaggle client, through HTTP_PROXY)
+# ------------------------------------------------------------------------------------------------
+KEY = "FAKEKEY_k1l2m3n4o5p6"
+
+
+@pytest.fixture
+def fake_kaggle(tmp_path):
+    import importlib.util
+    import json
+
+    if importlib.util.find_spec("kaggle") is None:
+        pytest.skip("the kaggle client is not installed")
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    state = {"mode": "", "requests": [], "uploaded": None}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _send(self, code, obj):
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+            method = self.path.rsplit("/", 1)[-1]
+            state["requests"].append(method)
+            if method == "IntrospectToken":
+                return self._send(200, {"active": True, "username": "tester"})
+            if method == "StartSubmissionUpload":
+                state["file_name"] = body.get("fileName")
+                return self._send(200, {"token": "blob-token-1", "createUrl": "http://localhost/upload/blob-1"})
+            if method == "CreateSubmission":
+                if state["mode"] == "reject":
+                    return self._send(400, {"code": 400, "message": "Submission must have 2 columns (got 3)"})
+                state["description"] = body.get("submissionDescription", "")
+                return self._send(200, {"message": "Successfully submitted", "ref": 777})
+            if method == "ListSubmissions":
+                return self._send(200, {"submissions": [{
+                    "ref": 777, "fileName": state.get("file_name"), "description": state.get("description", ""),
+                    "status": "COMPLETE", "publicScore": "0.04321", "privateScore": "", "submittedBy": "tester"}]})
+            return self._send(404, {"code": 404, "message": "not found"})
+
+        def do_PUT(self):
+            state["uploaded"] = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            state["requests"].append("PUT")
+            return self._send(200, {})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("KAGGLE_") and k.lower() not in ("no_proxy", "https_proxy", "all_proxy")}
+    env.update(HOME=str(home), KAGGLE_API_ENVIRONMENT="LOCALHOST", KAGGLE_USERNAME="tester", KAGGLE_KEY=KEY,
+               HTTP_PROXY=f"http://127.0.0.1:{server.server_port}", PYTHONPATH=str(REPO))
+    state["env"] = env
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def _submit(state, *args, cwd):
+    return subprocess.run([sys.executable, "-m", "mattingkit", "submit", *args], cwd=cwd, env=state["env"],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_submit_kaggle_builds_validates_uploads_and_prints_the_score(fake_kaggle, tmp_path):
+    import numpy as np
+
+    from mattingkit.io import write_png
+
+    write_png(tmp_path / "alphas" / "0001.png", np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8))
+    res = _submit(fake_kaggle, "alphas", "sub.csv", "--size", "8", "--kaggle", "ecom-test", "-m", "demo run",
+                  cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "scored 0.04321" in res.stdout
+    assert fake_kaggle["uploaded"] == (tmp_path / "sub.csv").read_bytes()
+    assert fake_kaggle["description"] == "demo run"
+    assert KEY not in res.stdout + res.stderr
+    # an existing CSV, uploaded as is
+    again = _submit(fake_kaggle, "--csv", "sub.csv", "--size", "8", "--kaggle", "ecom-test", "-m", "again",
+                    cwd=tmp_path)
+    assert again.returncode == 0 and "scored 0.04321" in again.stdout and fake_kaggle["description"] == "again"
+
+
+def test_submit_kaggle_rejected_shows_kaggles_reason_and_exits_1(fake_kaggle, tmp_path):
+    import numpy as np
+
+    from mattingkit.io import write_png
+    from mattingkit.submission import build_submission
+
+    write_png(tmp_path / "alphas" / "0001.png", np.zeros((8, 8), np.float32))
+    build_submission(tmp_path / "alphas", tmp_path / "sub.csv", size=8, verbose=False)
+    fake_kaggle["mode"] = "reject"
+    res = _submit(fake_kaggle, "--csv", "sub.csv", "--size", "8", "--kaggle", "ecom-test", "-m", "x", cwd=tmp_path)
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert "Submission must have 2 columns (got 3)" in res.stderr and KEY not in res.stdout + res.stderr
+
+
+def test_submit_argument_errors(tmp_path, capsys):
+    assert cli.main(["submit", "--csv", str(tmp_path / "x.csv")]) == 2
+    assert cli.main(["submit", "a", "b", "--kaggle", "comp"]) == 2          # no -m
+    assert cli.main(["submit"]) == 2
+    assert cli.main(["submit", "--csv", str(tmp_path / "x.csv"), "--kaggle", "c", "-m", "m"]) == 4
+
+
+def test_every_readme_command_line_parses():
+    """README's `mattingkit ...` examples name real commands and flags (argparse accepts each line)."""
+    import re
+    import shlex
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    lines = [ln for b in blocks for ln in b.splitlines() if re.match(r"\s*(\.venv/bin/)?mattingkit ", ln)]
+    assert len(lines) >= 15
+    parser = cli.build_parser()
+    for line in lines:
+        argv = shlex.split(line, comments=True)[1:]
+        if argv == ["--help"]:
+            continue
+        args = parser.parse_args(argv)
+        assert args.func is not None, line

@@ -4,6 +4,8 @@ Failure tests run the real notebooks (copies in a temp folder) through real pape
 """
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -111,10 +113,82 @@ def test_sweep_tables_markdown_and_plot(tmp_path):
     df = pd.read_csv(res.results_csv)
     assert df["run"].tolist() == ["00_a", "01_b", "02_c"]
     md = res.results_md.read_text().splitlines()
-    assert md[0] == "| run | train.lr_g | status | 04_inference.sad |"
-    assert [ln.split("|")[1].strip() for ln in md[2:]] == ["02_c", "00_a", "01_b"]   # best first, NaN last
-    assert "a\\|b c" in md[-1] and len(md) == 5                                        # one line per row
+    assert "`04_inference.sad` (lower is better" in md[0] and "4 significant digits" in md[0]
+    assert md[2] == "| run | train.lr_g | status | 04_inference.sad |"
+    assert [ln.split("|")[1].strip() for ln in md[4:]] == ["02_c", "00_a", "01_b"]   # best first, NaN last
+    assert "a\\|b c" in md[-1] and len(md) == 7                                        # one line per row
     assert res.plot is not None and res.plot.stat().st_size > 1000
+
+
+def test_sweep_tables_round_to_4_significant_digits_and_say_higher_is_better(tmp_path):
+    rows = [{"run": "00_a", "model.norm": "bn", "status": "ok", "03_train_gan.best_value": 0.123456789},
+            {"run": "01_b", "model.norm": "gn", "status": "ok", "03_train_gan.best_value": 12345.678}]
+    res = SweepResult(ok=True, sweep_dir=tmp_path, rows=rows)
+    runner._write_sweep_tables(res, "03_train_gan.best_value", "max", ["model.norm"])
+    md = res.results_md.read_text()
+    assert "higher is better" in md and "| 1.235e+04 |" in md and "| 0.1235 |" in md
+    assert "0.123456789" not in res.results_csv.read_text() and "0.1235" in res.results_csv.read_text()
+    assert md.index("01_b") < md.index("00_a")   # best (highest) first
+
+
+def test_sweep_grid_is_checked_before_anything_runs_or_is_written(tmp_path, monkeypatch):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: bad\nconfig: demo\nmetric: 04_inference.sda\n"
+                    "grid:\n  train.lr: [1.0e-4]\n  train.amp: [off, bf17]\n")
+    monkeypatch.setattr(runner, "run_pipeline", lambda *a, **k: pytest.fail("a point ran"))
+    with pytest.raises(ValueError) as ei:
+        run_sweep(grid, runs_root=tmp_path / "runs")
+    text = str(ei.value)
+    assert "3 problems" in text and "train.lr" in text and "bf17" in text and "04_inference.sda" in text
+    assert "'off'" not in text                        # load_yaml: off is the string 'off', a valid choice
+    assert not (tmp_path / "runs").exists()
+    grid.write_text("name: bad\ngrid: {train.steps: [1]}\nmode: best\nmetrc: x\n")
+    with pytest.raises(ValueError, match="metrc.*mode 'best'"):
+        run_sweep(grid, runs_root=tmp_path / "runs")
+
+
+def test_refused_run_writes_nothing(tmp_path, capsys):
+    """A misspelled --param, a bad override or a missing background folder: refused before the run
+    folder (or its config.yaml) exists."""
+    from mattingkit.cli import main
+
+    runs = tmp_path / "runs"
+    base = ["run", "--config", "demo", "--runs-root", str(runs), "--set", f"run.data_root={tmp_path / 'data'}"]
+    assert main(base + ["--param", "n_previeww=3", "--name", "x"]) == 2
+    assert "n_previeww" in capsys.readouterr().err
+    assert main(base + ["--set", "run.device=gpu", "--name", "x"]) == 2
+    assert "run.device" in capsys.readouterr().err
+    (tmp_path / "data" / "mine").mkdir(parents=True)
+    assert main(["run", "--config", "demo", "--runs-root", str(runs), "--set", "data.root=mine",
+                 "--set", f"run.data_root={tmp_path / 'data'}", "--set", "data.backgrounds=no_bgs",
+                 "--name", "x"]) == 4   # an input-data error
+    assert "data.backgrounds" in capsys.readouterr().err
+    assert not runs.exists()
+
+
+def test_run_takes_a_live_lock_over_only_with_force(tmp_path, monkeypatch):
+    import json as _json
+    import socket
+
+    from mattingkit.errors import RunStateError
+    from mattingkit.runlock import LOCK_NAME
+
+    run_dir = tmp_path / "runs" / "locked"
+    run_dir.mkdir(parents=True)
+    holder = {"host": socket.gethostname(), "pid": os.getppid(), "pid_start": None, "started": 1.0,
+              "heartbeat": 9e12, "token": "t"}
+    (run_dir / LOCK_NAME).write_text(_json.dumps(holder))
+    monkeypatch.setattr(runner, "check_run_inputs", lambda cfg, quiet=False: None)
+    monkeypatch.setattr(runner, "_save_doctor", lambda *a: None)
+    with pytest.raises(RunStateError):
+        run_pipeline("demo", name="locked", runs_root=tmp_path / "runs", notebooks=["01"], quiet=True)
+    assert not (run_dir / "config.yaml").exists()
+    monkeypatch.setattr(runner, "notebook_parameters", lambda path: ["config"])
+    import papermill as pm
+
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: None)
+    res = run_pipeline("demo", name="locked", runs_root=tmp_path / "runs", notebooks=["01"], quiet=True, force=True)
+    assert res.ok and not (run_dir / LOCK_NAME).exists()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,29 +215,44 @@ def test_failing_notebook_stops_the_run_and_names_notebook_cell_and_error(tmp_pa
     assert not res.ok and res.executed == []
     assert res.failed_notebook == "01_data_download.ipynb"
     assert res.error == "RuntimeError: deliberate failure 42"
-    # "In [N]": the set-up cell, the parameters cell, papermill's injected cell, the context cell, then ours
-    assert res.failed_cell == 5 and "check(42)" in res.failed_source
+    # "In [N]" is the failing cell's execution count in the executed notebook
+    out_nb = nbformat.read(res.output_notebook, as_version=4)
+    ours = next(c for c in out_nb.cells if "check(42)" in c.source)
+    assert res.failed_cell == ours.execution_count >= 4 and "check(42)" in res.failed_source
     assert "deliberate failure 42" in res.traceback and "\x1b[" not in res.traceback
     err = capsys.readouterr().err
-    assert "FAILED in 01_data_download.ipynb, cell In [5]: RuntimeError: deliberate failure 42" in err
+    assert f"FAILED in 01_data_download.ipynb, cell In [{ours.execution_count}]: RuntimeError: deliberate failure 42" in err
     assert "check(42)" in err
-    out_nb = nbformat.read(res.output_notebook, as_version=4)
     errors = [o for c in out_nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors and errors[0]["evalue"] == "deliberate failure 42"
     assert not (res.run_dir / "notebooks" / "02_trimap_synthesis.ipynb").exists()   # stopped at the failure
     assert not (res.run_dir / runner.DONE_MARKER).exists()
 
 
-def test_bad_override_fails_in_the_notebook_with_a_clear_message(tmp_path, capsys):
+def test_missing_dataset_folder_is_refused_before_the_run_starts(tmp_path, capsys):
     from mattingkit.cli import main
 
     missing = tmp_path / "no_such_dataset"
     code = main(["run", "--config", "demo", "--set", f"data.root={missing}", "--name", "bad", "--runs-root",
-                 str(tmp_path / "runs"), "--notebooks", "01"])
+                 str(tmp_path / "runs"), "--set", f"run.data_root={tmp_path / 'data'}", "--notebooks", "01"])
+    assert code == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(missing) in err and "dataset folder not found" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_override_fails_in_the_notebook_with_a_clear_message(tmp_path, capsys):
+    """An error only a notebook can find (here: a dataset folder without a single image pair) names the
+    notebook, the cell and the error."""
+    from mattingkit.cli import main
+
+    empty = tmp_path / "empty_dataset"
+    empty.mkdir()
+    code = main(["run", "--config", "demo", "--set", f"data.root={empty}", "--name", "bad", "--runs-root",
+                 str(tmp_path / "runs"), "--set", f"run.data_root={tmp_path / 'data'}", "--notebooks", "01"])
     assert code == 1
     err = capsys.readouterr().err
-    assert "FAILED in 01_data_download.ipynb, cell In [" in err
-    assert "InputNotFoundError" in err and str(missing) in err and "dataset folder not found" in err
+    assert "FAILED in 01_data_download.ipynb, cell In [" in err and str(empty) in err
 
 
 def test_unknown_notebook_parameter_is_an_error(tmp_path):
@@ -193,6 +282,8 @@ def test_cli_run_passes_param_to_the_notebook(tmp_path, demo_data_root, capsys):
     out_nb = nbformat.read(tmp_path / "runs" / "p" / runner.NOTEBOOK_DIR_NAME / "01_data_download.ipynb", 4)
     injected = [c.source for c in out_nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "n_preview = 1" in injected[0] and "download = False" in injected[0]
+    doctor = json.loads((tmp_path / "runs" / "p" / runner.DOCTOR_FILE).read_text())
+    assert doctor["device"]["type"] == "cpu" and doctor["config"]["name"] == "p"
     capsys.readouterr()
     assert main(common + ["--name", "q", "--param", "n_show=1"]) == 2
     assert "n_show" in capsys.readouterr().err
@@ -236,7 +327,7 @@ def test_smoke_sweep_continues_past_a_failure_and_skips_finished_runs(tmp_path, 
     df = pd.read_csv(res.results_csv)
     assert len(df) == 4 and df["04_inference.sad"].notna().sum() == 3
     md = res.results_md.read_text()
-    assert md.count("\n") == 6 and "failed" in md
+    assert md.count("\n") == 8 and "failed" in md and "lower is better" in md
     assert res.plot.exists()
 
     # re-run: the three finished points are skipped, the failed one is tried again (and fails again)
@@ -248,3 +339,35 @@ def test_smoke_sweep_continues_past_a_failure_and_skips_finished_runs(tmp_path, 
     assert {n: (res.sweep_dir / n / "metrics.json").stat().st_mtime for n in mtimes} == mtimes
     df2 = pd.read_csv(again.results_csv)
     assert df2["04_inference.sad"].notna().sum() == 3     # metrics of skipped runs are still tabulated
+
+
+# ------------------------------------------------------------------------------------------------
+# submissions: one file per run name; a smoke run never replaces a full run's file
+# ------------------------------------------------------------------------------------------------
+def test_submission_destination_follows_the_run_name(tmp_path, monkeypatch):
+    from mattingkit import env
+    from mattingkit.config import load_config
+    from mattingkit.run import prepare_run, submission_destination
+
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE", raising=False)
+    monkeypatch.delenv("KAGGLE_URL_BASE", raising=False)
+    monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "local")
+    monkeypatch.setattr(env, "repo_root", lambda *a, **k: tmp_path)
+    runs = tmp_path / "runs"
+    full = prepare_run("demo", run_name="demo", runs_root=runs)
+    smoke = prepare_run("demo", run_name="ux_smoke", runs_root=runs, smoke=True)
+    smoke_demo = prepare_run("demo", run_name="demo", runs_root=tmp_path / "other", smoke=True)
+    dest = {c.name + str(c.cfg.run.smoke): submission_destination(c.cfg, c.run_dir) for c in (full, smoke, smoke_demo)}
+    assert dest["demoFalse"] == tmp_path / "submissions" / "demo.csv"          # make demo (--name demo)
+    assert dest["ux_smokeTrue"] == tmp_path / "submissions" / "ux_smoke.smoke.csv"
+    assert dest["demoTrue"] == tmp_path / "submissions" / "demo.smoke.csv"     # never demo.csv
+    assert len(set(dest.values())) == 3
+    from mattingkit.config import available_configs
+
+    for name in available_configs():                                           # shipped configs set no name
+        assert load_config(name).submission.name == "submission", name
+    mine = load_config("demo", ["submission.name=final_v2"])
+    assert submission_destination(mine, runs / "whatever").name == "final_v2.csv"   # an explicit name wins
+    monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "kaggle")
+    assert submission_destination(full.cfg, full.run_dir) == env.KAGGLE_WORKING / "submission.csv"
+    assert submission_destination(smoke.cfg, smoke.run_dir) == env.KAGGLE_WORKING / "submission.smoke.csv"
