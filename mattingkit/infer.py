@@ -1,8 +1,10 @@
 """Inference: one image (:func:`predict`) or a folder (:func:`predict_folder`) to alpha mattes, and the
 prediction of a run's split with its cache (:func:`predict_split`, notebooks 04 and 05).
 
-:func:`predict` takes NumPy in and gives NumPy out (image float32 RGB ``HxWx3`` in [0, 1], trimap
-float32 ``HxW`` in {0, .5, 1} or ``None``; alpha float32 ``HxW``). Every setting is a field of one
+:func:`predict` takes NumPy in and gives NumPy out (image RGB ``HxWx3``, uint8 0..255 or float32 in
+[0, 1]; trimap ``HxW``, float32 in {0, .5, 1} or uint8 {0, 128, 255}, or ``None``; alpha float32
+``HxW``). The inputs go to the device as they are (uint8 ships a quarter of the bytes) and padding,
+normalisation, the known-region clamp and the crop run there. Every setting is a field of one
 typed :class:`~mattingkit.config.InferConfig` (the defaults live there only), passed down as it is:
 reflect padding (``pad_margin`` on every side, then to a multiple of 32), the known-region clamp,
 flip TTA, AMP (one resolver, :func:`mattingkit.device.resolve_amp`), tiling above ``pixel_budget``
@@ -18,6 +20,8 @@ Example:
     >>> a = predict(Gray(), img)
     >>> a.shape, a.dtype, float(a[0, 0])
     ((50, 70), dtype('float32'), 0.25)
+    >>> round(float(predict(Gray(), np.full((50, 70, 3), 51, np.uint8))[0, 0]), 6)   # uint8: 51 / 255
+    0.2
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,9 @@ import torch
 from torch import nn
 
 from .config import InferConfig
-from .device import resolve_amp, resolve_device
+from .device import (
+    cudnn_benchmark, exact_numerics, free_cuda_memory, is_oom, resolve_amp, resolve_device, smaller_tile,
+)
 from .errors import InputDataError, InputNotFoundError
 from .io import (
     IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, printable, read_alpha, read_image, read_trimap,
@@ -94,36 +101,29 @@ def _check_settings(s: InferConfig) -> None:
 
 
 def _check_image(image: Any) -> np.ndarray:
+    """Shape and dtype checks only (cheap): uint8 or float ``HxWx3``; the value checks of a float image
+    run on the device (:func:`_to_device`)."""
     a = np.asarray(image)
     if a.ndim != 3 or a.shape[2] != 3:
         raise InferenceInputError(f"image must be an HxWx3 RGB array, got shape {a.shape}")
-    if a.dtype == np.uint8:
-        raise InferenceInputError("image must be float32 in [0, 1], got uint8 (use mattingkit.io.read_image)")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise InferenceInputError(f"image must be float32 in [0, 1], got dtype {a.dtype}")
+    if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
+        raise InferenceInputError(f"image must be uint8 (0..255) or float32 in [0, 1], got dtype {a.dtype}")
     if a.shape[0] < 1 or a.shape[1] < 1:
         raise InferenceInputError(f"image is empty (shape {a.shape})")
-    a = a.astype(np.float32, copy=False)
-    if not np.isfinite(a).all():
-        raise InferenceInputError("image contains NaN or infinite values")
-    if a.min() < -1e-3 or a.max() > 1 + 1e-3:
-        raise InferenceInputError(f"image values must be in [0, 1], got [{a.min():.3g}, {a.max():.3g}] "
-                                  "(did you pass 0..255?)")
-    return np.clip(a, 0.0, 1.0) if (a.min() < 0 or a.max() > 1) else a   # no copy of a large valid image
+    return a
 
 
 def _check_trimap(trimap: Any, shape: tuple[int, int]) -> np.ndarray:
+    """Shape check only (the values are checked on the device by :func:`_trimap_to_device`)."""
     t = np.asarray(trimap)
     if t.ndim == 3 and t.shape[2] == 1:
         t = t[:, :, 0]
     if t.shape != shape:
         raise InferenceInputError(f"trimap shape {t.shape} does not match the image's {shape}")
-    t = t.astype(np.float32)
-    bad = ~(np.isclose(t, 0) | np.isclose(t, 0.5) | np.isclose(t, 1))
-    if bad.any():
-        raise InferenceInputError(f"trimap values must be 0, 0.5 or 1 (got e.g. {np.unique(t[bad])[:5].tolist()}; "
-                                  "read trimaps with mattingkit.io.read_trimap)")
-    return np.rint(t * 2) / 2
+    if t.dtype != np.uint8 and not (np.issubdtype(t.dtype, np.floating) or np.issubdtype(t.dtype, np.integer)
+                                    or t.dtype == bool):
+        raise InferenceInputError(f"trimap must be float in {{0, .5, 1}} or uint8 {{0, 128, 255}}, got {t.dtype}")
+    return t
 
 
 def padding(h: int, w: int, margin: int = 32, multiple: int = PAD_MULTIPLE) -> tuple[int, int, int, int]:
@@ -211,31 +211,113 @@ def _forward(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor, amp_dt
 # --------------------------------------------------------------------------------------------
 # Prediction
 # --------------------------------------------------------------------------------------------
+def _as_tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory (read only here: a read-only array needs no copy)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _image_to_device(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``HxWx3`` uint8 or float NumPy -> ``(3, H, W)`` tensor on ``device`` in its own dtype (uint8 ships
+    4x fewer bytes; nothing full-size is made on the host). Float values are checked there."""
+    t = _as_tensor(image).to(device, non_blocking=True)
+    if t.dtype != torch.uint8:
+        t = t.float()
+        lo, hi = torch.aminmax(t)
+        lo, hi = float(lo), float(hi)
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise InferenceInputError("image contains NaN or infinite values")
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise InferenceInputError(f"image values must be in [0, 1], got [{lo:.3g}, {hi:.3g}] "
+                                      "(did you pass 0..255 as float? pass uint8 instead)")
+    return t.permute(2, 0, 1)
+
+
+def _trimap_to_device(trimap: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``HxW`` trimap (float {0, .5, 1} or uint8 {0, 128, 255}) -> float32 ``(H, W)`` in {0, .5, 1} on ``device``."""
+    t = _as_tensor(trimap).to(device, non_blocking=True)
+    if t.dtype == torch.uint8:
+        q = torch.round(t.float() / 127.5) / 2   # 0, 127/128, 255 -> 0, .5, 1
+        bad = (t.float() - q * 255).abs() > 1
+    else:
+        t = t.float()
+        q = torch.round(t * 2) / 2
+        bad = ~(((t - q).abs() <= 1e-5) & (q >= 0) & (q <= 1))
+    if bool(bad.any()):
+        raise InferenceInputError(f"trimap values must be 0, 0.5 or 1 (got e.g. {t[bad].unique()[:5].tolist()}; "
+                                  "read trimaps with mattingkit.io.read_trimap)")
+    return q
+
+
+def _reflect_index(n: int, before: int, after: int, device: torch.device) -> torch.Tensor:
+    """Indices that reflect-pad a length-``n`` axis exactly as ``np.pad(mode="reflect")`` (any width)."""
+    return torch.from_numpy(np.pad(np.arange(n), (before, after), mode="reflect")).to(device)
+
+
+def _pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Reflect-pad the last two axes of ``x`` by ``(top, bottom, left, right)`` on its device."""
+    top, bottom, left, right = pads
+    h, w = x.shape[-2:]
+    if max(top, bottom) < h and max(left, right) < w and x.is_floating_point():
+        return torch.nn.functional.pad(x[None] if x.ndim == 3 else x, (left, right, top, bottom),
+                                       mode="reflect").reshape(*x.shape[:-2], h + top + bottom, w + left + right)
+    x = x.index_select(-2, _reflect_index(h, top, bottom, x.device))
+    return x.index_select(-1, _reflect_index(w, left, right, x.device))
+
+
+def _prepare(images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig, device: torch.device):
+    """Same-size images (+ trimaps) -> padded float ``(N,3,Hp,Wp)`` in [0,1], ``(N,1,Hp,Wp)`` trimaps and
+    the unpadded ``(N,H,W)`` trimaps (``None`` when none was given), all on ``device``; and the padding."""
+    h, w = images[0].shape[:2]
+    pads = padding(h, w, int(s.pad_margin))
+    n = len(images)
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    img_t = torch.empty((n, 3, hp, wp), dtype=torch.float32, device=device)
+    for i, im in enumerate(images):
+        x = _image_to_device(im, device)
+        if x.dtype == torch.uint8:   # pad the uint8 (1/4 the bytes), convert once, into the batch
+            img_t[i].copy_(_pad(x, pads))
+            img_t[i].div_(255.0)
+        else:
+            img_t[i].copy_(_pad(x, pads))
+            img_t[i].clamp_(0.0, 1.0)
+    known = None
+    if trimaps[0] is None:
+        tri_t = torch.full((n, 1, hp, wp), 0.5, dtype=torch.float32, device=device)
+    else:
+        known = torch.stack([_trimap_to_device(t, device) for t in trimaps])
+        tri_t = _pad(known, pads)[:, None]
+    return img_t, tri_t, known, pads
+
+
+def _predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig, *,
+                   device: torch.device, amp_dtype: torch.dtype | None,
+                   tiling_info: TilingInfo | None = None) -> list[np.ndarray]:
+    """One pass over same-size images: pad, normalise, forward (tiled above the pixel budget, one image
+    at a time), crop and clamp on ``device``; one float32 ``HxW`` copy per image comes back to the host."""
+    h, w = images[0].shape[:2]
+    img_t, tri_t, known, (top, _, left, _) = _prepare(images, trimaps, s, device)
+    if h * w <= s.pixel_budget:
+        alpha_p = _forward(model, img_t, tri_t, amp_dtype, s.tta_flip)[:, 0]
+    else:
+        with exact_numerics(device.type == "cuda"):
+            alpha_p = torch.stack([_tiled(model, img_t[i:i + 1], tri_t[i:i + 1], s, device, amp_dtype, tiling_info)
+                                   for i in range(len(images))]).to(device)
+    del img_t, tri_t
+    alpha = alpha_p[:, top:top + h, left:left + w]
+    if alpha.shape[-2:] != (h, w):  # the contract: exactly the input size
+        raise RuntimeError(f"internal error: cropped alpha {tuple(alpha.shape[-2:])} != input {(h, w)}")
+    if known is not None:
+        alpha = torch.where(known == 0.5, alpha, known)   # the known-region clamp
+    return list(alpha.contiguous().cpu().numpy())
+
+
 def _predict_single_pass(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig, *,
                          device: torch.device, amp_dtype: torch.dtype | None,
                          tiling_info: TilingInfo | None = None) -> np.ndarray:
-    h, w = image.shape[:2]
-    tri = np.full((h, w), 0.5, np.float32) if trimap is None else trimap
-    top, bottom, left, right = padding(h, w, int(s.pad_margin))
-    img_p = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="reflect")
-    tri_p = np.pad(tri, ((top, bottom), (left, right)), mode="reflect")
-    hp, wp = tri_p.shape
-    img_t = torch.from_numpy(np.ascontiguousarray(img_p.transpose(2, 0, 1)))[None]
-    tri_t = torch.from_numpy(np.ascontiguousarray(tri_p))[None, None]
-    del img_p
-
-    if h * w <= s.pixel_budget:
-        alpha_p = _forward(model, img_t.to(device), tri_t.to(device), amp_dtype, s.tta_flip)[0, 0].cpu()
-    else:
-        alpha_p = _tiled(model, img_t, tri_t, s, device, amp_dtype, tiling_info)
-
-    alpha = alpha_p[top:top + h, left:left + w].numpy().astype(np.float32, copy=True)
-    if alpha.shape != (h, w):  # the contract: exactly the input size
-        raise RuntimeError(f"internal error: cropped alpha {alpha.shape} != input {(h, w)}")
-    if trimap is not None:
-        alpha[trimap == 0] = 0.0
-        alpha[trimap == 1] = 1.0
-    return alpha
+    return _predict_batch(model, [image], [trimap], s, device=device, amp_dtype=amp_dtype,
+                          tiling_info=tiling_info)[0]
 
 
 def _tiled(model: nn.Module, img_t: torch.Tensor, tri_t: torch.Tensor, s: InferConfig, device: torch.device,
@@ -294,7 +376,7 @@ def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | Non
         if md is not None and md.type != dev.type:
             raise InferenceInputError(f"the model is on {md} but device={dev}; move it with model.to({str(dev)!r})")
 
-    with torch.inference_mode():
+    with torch.inference_mode(), cudnn_benchmark(False):   # full-res shapes: no autotune per new shape
         if not s.two_pass:
             with _eval_mode(model):
                 return {"alpha": _predict_single_pass(model, img, tri, s, **kw)}
@@ -321,7 +403,10 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
             tiling_info: TilingInfo | None = None, **settings: Any) -> np.ndarray:
     """Alpha matte (float32 ``HxW`` in [0, 1]) for one image.
 
-    ``image`` float RGB ``HxWx3`` in [0, 1]; ``trimap`` ``HxW`` in {0, .5, 1} or ``None`` (all unknown).
+    ``image`` RGB ``HxWx3``: uint8 (0..255, as decoded; the cheapest input) or float in [0, 1];
+    ``trimap`` ``HxW`` float in {0, .5, 1} or uint8 {0, 128, 255}, or ``None`` (all unknown). Both go to
+    ``device`` unconverted; padding, normalisation, the clamp and the crop run there (under
+    ``cudnn.benchmark`` off; tiled prediction under :func:`mattingkit.device.exact_numerics`).
     ``infer_cfg``: an :class:`~mattingkit.config.InferConfig` or a whole ``Config`` (then its ``trimap``
     section is the default ``trimap_cfg``); ``None`` = the defaults. Keyword ``settings`` (InferConfig
     field names: ``tta_flip``, ``amp``, ``pixel_budget``, ``tile_size``, ``tile_overlap``,
@@ -342,6 +427,9 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
         >>> a = predict(Net(), np.random.default_rng(0).random((33, 47, 3), np.float32), tri, tta_flip=True)
         >>> a.shape, float(a[:5].max())
         ((33, 47), 0.0)
+        >>> u8 = (np.random.default_rng(0).random((33, 47, 3)) * 255).astype(np.uint8)
+        >>> bool(np.abs(predict(Net(), u8) - predict(Net(), u8 / np.float32(255))).max() < 1e-6)
+        True
     """
     return predict_passes(model, image, trimap, infer_cfg=infer_cfg, device=device, trimap_cfg=trimap_cfg,
                           coarse_model=coarse_model, tiling_info=tiling_info, **settings)["alpha"]

@@ -153,7 +153,7 @@ def test_eval_mode_and_no_grad_inside_mode_restored_after():
 def test_input_errors_are_clear():
     net = ChannelMean()
     with pytest.raises(InferenceInputError, match="uint8"):
-        predict(net, np.zeros((8, 8, 3), np.uint8))
+        predict(net, np.zeros((8, 8, 3), np.int16))
     with pytest.raises(InferenceInputError, match="0..255"):
         predict(net, np.full((8, 8, 3), 200.0, np.float32))
     with pytest.raises(InferenceInputError, match="HxWx3"):
@@ -600,3 +600,46 @@ def test_load_model_from_best_pt_and_export(tmp_path):
     export = checkpoint.export_inference(best, tmp_path / "export.pt", half=False)
     loaded2, _ = load_model(export)
     np.testing.assert_array_equal(predict(loaded2, img, tri), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# uint8 inputs, device-side pre/post-processing
+# --------------------------------------------------------------------------------------------
+def _host_reference(net, img, tri, margin=32):
+    """predict() as it was before the device-side path: NumPy reflect padding, crop and clamp on the host."""
+    h, w = img.shape[:2]
+    top, bottom, left, right = padding(h, w, margin)
+    t = np.full((h, w), 0.5, np.float32) if tri is None else tri
+    ip = np.pad(img, ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    tp = np.pad(t, ((top, bottom), (left, right)), mode="reflect")
+    with torch.no_grad():
+        a = net.eval()(torch.from_numpy(ip.transpose(2, 0, 1).copy())[None],
+                       torch.from_numpy(tp)[None, None])["alpha"][0, 0].clamp(0, 1).numpy()
+    a = a[top:top + h, left:left + w].copy()
+    if tri is not None:
+        a[tri == 0], a[tri == 1] = 0.0, 1.0
+    return a
+
+
+def test_uint8_and_float_inputs_match_the_host_path_on_real_photos(alphamatting_dev):
+    from mattingkit.io import read_image_uint8
+
+    net = SmallConvNet(seed=2)
+    for name in ["GT02", "GT04"]:
+        u8 = read_image_uint8(alphamatting_dev / "image" / f"{name}.png")
+        tri = read_trimap(alphamatting_dev / "trimap" / f"{name}.png")
+        tri_u8 = to_uint8(tri)
+        ref = _host_reference(net, read_image(alphamatting_dev / "image" / f"{name}.png"), tri)
+        for image, t in ((u8, tri), (u8, tri_u8), (u8.astype(np.float32) / np.float32(255), tri)):
+            a = predict(net, image, t)
+            assert a.shape == ref.shape and a.dtype == np.float32 and a.flags.c_contiguous
+            assert np.abs(a - ref).max() <= 1 / 255
+        assert np.abs(predict(net, u8) - _host_reference(net, u8 / np.float32(255), None)).max() <= 1 / 255
+
+
+@pytest.mark.parametrize("h,w,margin", [(1, 1, 32), (5, 130, 32), (40, 33, 0), (70, 90, 16)])
+def test_device_padding_is_numpy_reflect(h, w, margin):
+    img = (np.random.default_rng(h).random((h, w, 3)) * 255).astype(np.uint8)
+    net = SmallConvNet(seed=1)
+    np.testing.assert_allclose(predict(net, img, pad_margin=margin),
+                               _host_reference(net, img / np.float32(255), None, margin), atol=1e-6)
