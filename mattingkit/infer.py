@@ -238,11 +238,14 @@ def _trimap_to_device(trimap: np.ndarray, device: torch.device) -> torch.Tensor:
     """``HxW`` trimap (float {0, .5, 1} or uint8 {0, 128, 255}) -> float32 ``(H, W)`` in {0, .5, 1} on ``device``."""
     t = _as_tensor(trimap).to(device, non_blocking=True)
     if t.dtype == torch.uint8:
-        q = torch.round(t.float() / 127.5) / 2   # 0, 127/128, 255 -> 0, .5, 1
+        q = t.float().div_(127.5).round_().mul_(0.5)   # 0, 127/128, 255 -> 0, .5, 1
         bad = (t.float() - q * 255).abs() > 1
     else:
         t = t.float()
-        q = torch.round(t * 2) / 2
+        q = (t * 2).round_().mul_(0.5)
+        lo, hi = torch.aminmax(q)
+        if float(lo) >= 0 and float(hi) <= 1 and torch.equal(q, t):   # the usual case: one cheap check
+            return q
         bad = ~(((t - q).abs() <= 1e-5) & (q >= 0) & (q <= 1))
     if bool(bad.any()):
         raise InferenceInputError(f"trimap values must be 0, 0.5 or 1 (got e.g. {t[bad].unique()[:5].tolist()}; "
@@ -266,6 +269,22 @@ def _pad(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
     return x.index_select(-1, _reflect_index(w, left, right, x.device))
 
 
+def _fill_reflect(out: torch.Tensor, pads: tuple[int, int, int, int]) -> None:
+    """Reflect-pad in place: ``out``'s centre holds the image; its borders get ``np.pad(mode="reflect")``'s
+    values (rows first, then columns over the full height, as NumPy does). Needs each pad < the size."""
+    top, bottom, left, right = pads
+    hp, wp = out.shape[-2:]
+    h0, h1, w0, w1 = top, hp - bottom, left, wp - right
+    if top:
+        out[..., :top, w0:w1] = out[..., h0 + 1:h0 + 1 + top, w0:w1].flip(-2)
+    if bottom:
+        out[..., h1:, w0:w1] = out[..., h1 - 1 - bottom:h1 - 1, w0:w1].flip(-2)
+    if left:
+        out[..., :, :left] = out[..., :, w0 + 1:w0 + 1 + left].flip(-1)
+    if right:
+        out[..., :, w1:] = out[..., :, w1 - 1 - right:w1 - 1].flip(-1)
+
+
 def _prepare(images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig, device: torch.device):
     """Same-size images (+ trimaps) -> padded float ``(N,3,Hp,Wp)`` in [0,1], ``(N,1,Hp,Wp)`` trimaps and
     the unpadded ``(N,H,W)`` trimaps (``None`` when none was given), all on ``device``; and the padding."""
@@ -274,19 +293,24 @@ def _prepare(images: list[np.ndarray], trimaps: list[np.ndarray | None], s: Infe
     n = len(images)
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     img_t = torch.empty((n, 3, hp, wp), dtype=torch.float32, device=device)
+    top, bottom, left, right = pads
+    fits = max(top, bottom) < h and max(left, right) < w
     for i, im in enumerate(images):
-        x = _image_to_device(im, device)
-        if x.dtype == torch.uint8:   # pad the uint8 (1/4 the bytes), convert once, into the batch
+        x = _image_to_device(im, device)   # (3, H, W) view of the HxWx3 input, uint8 or float
+        if fits:   # one converting copy into the centre, normalise it, reflect the borders in place
+            centre = img_t[i, :, top:top + h, left:left + w]
+            centre.copy_(x)
+            centre.div_(255.0) if x.dtype == torch.uint8 else centre.clamp_(0.0, 1.0)
+            _fill_reflect(img_t[i], pads)
+        else:      # tiny images (pad >= size): NumPy's repeated reflection by index
             img_t[i].copy_(_pad(x, pads))
-            img_t[i].div_(255.0)
-        else:
-            img_t[i].copy_(_pad(x, pads))
-            img_t[i].clamp_(0.0, 1.0)
+            img_t[i].div_(255.0) if x.dtype == torch.uint8 else img_t[i].clamp_(0.0, 1.0)
     known = None
     if trimaps[0] is None:
         tri_t = torch.full((n, 1, hp, wp), 0.5, dtype=torch.float32, device=device)
     else:
-        known = torch.stack([_trimap_to_device(t, device) for t in trimaps])
+        qs = [_trimap_to_device(t, device) for t in trimaps]
+        known = qs[0][None] if n == 1 else torch.stack(qs)
         tri_t = _pad(known, pads)[:, None]
     return img_t, tri_t, known, pads
 
