@@ -327,7 +327,8 @@ def _predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.
     else:
         with exact_numerics(device.type == "cuda"):
             alpha_p = torch.stack([_tiled(model, img_t[i:i + 1], tri_t[i:i + 1], s, device, amp_dtype, tiling_info)
-                                   for i in range(len(images))]).to(device)
+                                   for i in range(len(images))])   # blended on the host: clamp there
+        known = None if known is None else known.to(alpha_p.device)
     del img_t, tri_t
     alpha = alpha_p[:, top:top + h, left:left + w]
     if alpha.shape[-2:] != (h, w):  # the contract: exactly the input size
