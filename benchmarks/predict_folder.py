@@ -40,9 +40,9 @@ SHARED = REPO.parent / "shared" / "data" / "alphamatting_dev"
 RESULTS = REPO / "benchmarks" / "results" / "predict_folder.json"
 sys.path.insert(0, str(REPO))
 
-from mattingkit import infer  # noqa: E402
-from mattingkit.device import resolve_device  # noqa: E402
-from mattingkit.io import read_image_uint8, write_png  # noqa: E402
+from mattingkit import infer
+from mattingkit.device import resolve_device
+from mattingkit.io import read_image_uint8, write_png
 
 
 def sync(device: torch.device) -> None:
@@ -168,14 +168,18 @@ def gpu_predict_vs_forward(device: torch.device, reps: int, size: int = 1024) ->
         x = torch.rand(1, 3, size + top + bottom, size + left + right, device=device)
         t = torch.full((1, 1, x.shape[2], x.shape[3]), 0.5, device=device)
 
-        def fwd():
-            with torch.autocast("cuda", dtype=dt, enabled=dt is not None):
+        def fwd(x=x, t=t, dt=dt):
+            with torch.autocast("cuda", dtype=dt or torch.float32, enabled=dt is not None):
                 model(x, t)
+
+        def pred(amp=amp):
+            infer.predict(model, u8, device=device, amp=amp)
+
         with torch.inference_mode():
-            fwd(); infer.predict(model, u8, device=device, amp=amp)
+            fwd()
+            pred()
             f = statistics.median(timed(fwd, device) for _ in range(reps))
-        p = statistics.median(timed(lambda: infer.predict(model, u8, device=device, amp=amp), device)
-                              for _ in range(reps))
+        p = statistics.median(timed(pred, device) for _ in range(reps))
         res[amp] = {"forward_ms": f * 1000, "predict_ms": p * 1000, "ratio": p / f}
     return res
 
