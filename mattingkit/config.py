@@ -200,6 +200,7 @@ class InferConfig:
     two_pass: bool = False            # trimap-free: coarse pass -> trimap from mask -> refine
     amp: str | bool = "auto"          # as train.amp
     write_rgba: bool = False          # also write RGBA cut-outs with estimated foreground colours
+    batch_size: int = 1               # predict_folder: consecutive same-size images per forward
 
 
 @dataclass

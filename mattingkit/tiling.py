@@ -174,21 +174,24 @@ class _Stat:
         self.m2: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor, groups: int) -> None:
+        # Reductions over a strided view of the core: no copy of the slice (a float32 one only under AMP).
         n, c = x.shape[:2]
+        if x.dtype != torch.float32:
+            x = x.float()
+        dims = tuple(range(2, x.ndim))
         if self.kind == "norm":
-            xg = x.reshape(n, groups, -1).float()
-            cnt = xg.shape[-1]
-            var, mean = torch.var_mean(xg, dim=-1, unbiased=False)
+            xg = x.unflatten(1, (groups, c // groups))
+            cnt = xg[0, 0].numel()
+            var, mean = torch.var_mean(xg, dim=tuple(range(2, xg.ndim)), unbiased=False)
             mean, m2 = mean.double(), var.double() * cnt
         else:
-            xc = x.reshape(n, c, -1).float()
-            cnt = xc.shape[-1]
+            cnt = x[0, 0].numel()
             if self.kind == "max":
-                mx = xc.amax(-1).double()
+                mx = x.amax(dim=dims).double()
                 self.mean = mx if self.mean is None else torch.maximum(self.mean, mx)
                 self.count += cnt
                 return
-            mean, m2 = xc.mean(-1).double(), None
+            mean, m2 = x.mean(dim=dims).double(), None
         if cnt == 0:
             return
         if self.mean is None:
@@ -307,6 +310,9 @@ class GlobalContext:
             shift = shift * module.weight.float() + module.bias.float()
             scale = scale * module.weight.float()
         shape = (n, c) + (1,) * (x.ndim - 2)
+        if output.dtype == torch.float32 and output.shape == x.shape:
+            # in place in the module's own (discarded) output: no new full-size tensors per global op
+            return output.copy_(x).mul_(scale.reshape(shape)).add_(shift.reshape(shape))
         return (x.float() * scale.reshape(shape) + shift.reshape(shape)).to(output.dtype)
 
     def finish_pass(self) -> dict[nn.Module, tuple[torch.Tensor, torch.Tensor | None]]:
@@ -372,7 +378,8 @@ def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mod
                        sx.core_start - sx.start, sx.core_stop - sx.start), (sy.stop - sy.start, sx.stop - sx.start))
         try:
             return run(image[sl].to(device), trimap[sl].to(device))
-        except _StopForward:
+        except _StopForward as stop:
+            stop.__traceback__ = None     # its frames hold the tile's activations: drop them now
             return None
 
     with GlobalContext(model) as gc:
@@ -401,7 +408,9 @@ def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mod
         for sy, sx in _tiles(spans_y, spans_x):
             if not bool(unknown[sy.start:sy.stop, sx.start:sx.stop].any()):
                 continue  # all known: filled from the trimap below
-            a = forward(sy, sx)[0, 0].float().cpu()
+            out = forward(sy, sx)
+            a = out[0, 0].float().cpu()
+            del out                        # the tile's device output: freed before the next tile runs
             wy = torch.from_numpy(core_window(sy, hp, blend))
             wx = torch.from_numpy(core_window(sx, wp, blend))
             weight = wy[:, None] * wx[None, :]

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from mattingkit.errors import UsageError
+from mattingkit.errors import RunStateError, UsageError
 from mattingkit.infer import (
     WINDOW_FLOOR, InferenceInputError, infer_settings, padding, predict, predict_folder, predict_passes,
     resolve_context,
@@ -153,7 +153,7 @@ def test_eval_mode_and_no_grad_inside_mode_restored_after():
 def test_input_errors_are_clear():
     net = ChannelMean()
     with pytest.raises(InferenceInputError, match="uint8"):
-        predict(net, np.zeros((8, 8, 3), np.uint8))
+        predict(net, np.zeros((8, 8, 3), np.int16))
     with pytest.raises(InferenceInputError, match="0..255"):
         predict(net, np.full((8, 8, 3), 200.0, np.float32))
     with pytest.raises(InferenceInputError, match="HxWx3"):
@@ -506,6 +506,9 @@ def test_predict_folder_with_trimaps_and_dataframe_keeps_string_stems(tmp_path):
     assert rep.written == ["0001"] and "no trimap" in rep.failed[0][1]
     assert (read_alpha(out / "0001.png")[:, :10] == 0).all()
     df = pd.DataFrame({"id": ["0002"], "image": [str(src / "0002.png")], "trimap": [""]})
+    with pytest.raises(RunStateError, match="trimaps: True -> False"):   # trimap-free into a trimap folder
+        predict_folder(ChannelMean(), df, out, headless=True, verbose=False)
+    out = tmp_path / "out2"
     rep = predict_folder(ChannelMean(), df, out, headless=True, verbose=False)
     assert rep.written == ["0002"] and (out / "0002.png").exists()
     np.testing.assert_allclose(read_alpha(out / "0002.png"), images["0002"].mean(2), atol=0.5 / 255 + 1e-6)
@@ -524,7 +527,8 @@ def test_predict_folder_rgba_cutouts(tmp_path):
     np.testing.assert_array_equal(np.asarray(rgba)[:, :, 3], np.asarray(Image.open(out / "0001.png")))
     # resume: alpha exists, cut-out missing -> only the cut-out is made
     (out / "rgba" / "0001.png").unlink()
-    rep = predict_folder(SmallConvNet(), src, out, write_rgba=True, headless=True, verbose=False)
+    # (another model under the same declared producer: its alpha would differ, so it must not run)
+    rep = predict_folder(SmallConvNet(), src, out, write_rgba=True, headless=True, verbose=False, producer=rep.producer)
     assert rep.written == ["0001"] and (out / "rgba" / "0001.png").exists()
     np.testing.assert_array_equal(np.asarray(Image.open(out / "rgba" / "0001.png"))[:, :, 3],
                                   np.asarray(Image.open(out / "0001.png")))
@@ -600,3 +604,211 @@ def test_load_model_from_best_pt_and_export(tmp_path):
     export = checkpoint.export_inference(best, tmp_path / "export.pt", half=False)
     loaded2, _ = load_model(export)
     np.testing.assert_array_equal(predict(loaded2, img, tri), expected)
+
+
+# --------------------------------------------------------------------------------------------
+# uint8 inputs, device-side pre/post-processing
+# --------------------------------------------------------------------------------------------
+def _host_reference(net, img, tri, margin=32):
+    """predict() as it was before the device-side path: NumPy reflect padding, crop and clamp on the host."""
+    h, w = img.shape[:2]
+    top, bottom, left, right = padding(h, w, margin)
+    t = np.full((h, w), 0.5, np.float32) if tri is None else tri
+    ip = np.pad(img, ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    tp = np.pad(t, ((top, bottom), (left, right)), mode="reflect")
+    with torch.no_grad():
+        a = net.eval()(torch.from_numpy(ip.transpose(2, 0, 1).copy())[None],
+                       torch.from_numpy(tp)[None, None])["alpha"][0, 0].clamp(0, 1).numpy()
+    a = a[top:top + h, left:left + w].copy()
+    if tri is not None:
+        a[tri == 0], a[tri == 1] = 0.0, 1.0
+    return a
+
+
+def test_uint8_and_float_inputs_match_the_host_path_on_real_photos(alphamatting_dev):
+    from mattingkit.io import read_image_uint8
+
+    net = SmallConvNet(seed=2)
+    for name in ["GT02", "GT04"]:
+        u8 = read_image_uint8(alphamatting_dev / "image" / f"{name}.png")
+        tri = read_trimap(alphamatting_dev / "trimap" / f"{name}.png")
+        tri_u8 = to_uint8(tri)
+        ref = _host_reference(net, read_image(alphamatting_dev / "image" / f"{name}.png"), tri)
+        for image, t in ((u8, tri), (u8, tri_u8), (u8.astype(np.float32) / np.float32(255), tri)):
+            a = predict(net, image, t)
+            assert a.shape == ref.shape and a.dtype == np.float32 and a.flags.c_contiguous
+            assert np.abs(a - ref).max() <= 1 / 255
+        assert np.abs(predict(net, u8) - _host_reference(net, u8 / np.float32(255), None)).max() <= 1 / 255
+
+
+@pytest.mark.parametrize("h,w,margin", [(1, 1, 32), (5, 130, 32), (40, 33, 0), (70, 90, 16)])
+def test_device_padding_is_numpy_reflect(h, w, margin):
+    img = (np.random.default_rng(h).random((h, w, 3)) * 255).astype(np.uint8)
+    net = SmallConvNet(seed=1)
+    np.testing.assert_allclose(predict(net, img, pad_margin=margin),
+                               _host_reference(net, img / np.float32(255), None, margin), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# The producer rule (issue 16), OOM retry (issue 12), baselines and the pipelined folder (issue 13)
+# --------------------------------------------------------------------------------------------
+def _checkpoints(tmp_path, seeds=(0, 1)):
+    from mattingkit import checkpoint
+    from mattingkit.config import load_config
+    from mattingkit.models import build_model
+
+    cfg = load_config("demo")
+    paths = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        state = {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "step": 5,
+                 "generator": build_model(cfg.model).eval().state_dict(), "config": cfg.to_dict()}
+        paths.append(checkpoint.save_checkpoint(state, tmp_path / f"ckpt{seed}" / "best.pt"))
+    return cfg, paths
+
+
+def test_a_second_checkpoint_into_a_filled_folder_is_refused_force_rewrites_same_resumes(tmp_path):
+    from mattingkit.infer import predictor_for
+
+    cfg, (a, b) = _checkpoints(tmp_path)
+    src, out = tmp_path / "images", tmp_path / "out"
+    _make_folder(src, h=64, w=64)
+    model_a, prod_a = predictor_for(a)
+    model_b, prod_b = predictor_for(b)
+    assert prod_a["sha256"] != prod_b["sha256"] and model_a.mattingkit_cfg.model.name == cfg.model.name
+    rep = predict_folder(model_a, src, out, producer=prod_a, headless=True, verbose=False)
+    assert len(rep.written) == 3
+    a_mattes = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    with pytest.raises(RunStateError, match=r"checkpoint .*ckpt0.*force=True"):
+        predict_folder(model_b, src, out, producer=prod_b, headless=True, verbose=False)
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} == a_mattes     # untouched
+    # without an explicit producer the weights identify the model: the same refusal
+    with pytest.raises(RunStateError):
+        predict_folder(model_b, src, out, headless=True, verbose=False)
+    # the same producer resumes
+    (out / "abc.png").unlink()
+    rep = predict_folder(model_a, src, out, producer=prod_a, headless=True, verbose=False)
+    assert rep.written == ["abc"] and len(rep.skipped) == 2
+    # other settings = another producer
+    with pytest.raises(RunStateError, match="tta_flip: False -> True"):
+        predict_folder(model_a, src, out, producer=prod_a, tta_flip=True, headless=True, verbose=False)
+    # force: B's mattes replace A's, and B's record is kept
+    rep = predict_folder(model_b, src, out, producer=prod_b, force=True, headless=True, verbose=False)
+    assert len(rep.written) == 3 and rep.skipped == []
+    assert {p.name: p.read_bytes() for p in out.glob("*.png")} != a_mattes
+    rep = predict_folder(model_b, src, out, producer=prod_b, headless=True, verbose=False)
+    assert rep.written == [] and len(rep.skipped) == 3
+
+
+def test_predict_split_goes_through_the_rule_and_replaces_another_producer(tmp_path):
+    from mattingkit.infer import PRODUCER_FILE, predict_split
+
+    cfg, (a, b) = _checkpoints(tmp_path)
+    src, out = tmp_path / "images", tmp_path / "pred"
+    _make_folder(src, names=("0001", "0002"), h=64, w=64)
+    r1 = predict_split(a, src, out, cfg, headless=True, verbose=False)
+    assert len(r1.report.written) == 2
+    assert predict_split(a, src, out, cfg, headless=True, verbose=False).report.skipped == ["0001", "0002"]
+    r3 = predict_split(b, src, out, cfg, headless=True, verbose=False)   # a cache: replaced, not refused
+    assert len(r3.report.written) == 2
+    import json
+    assert json.loads((out / PRODUCER_FILE).read_text())["checkpoint"] == str(Path(b).resolve())
+
+
+def test_baselines_through_predict_folder_and_predict_split(tmp_path):
+    from mattingkit.baselines import BaselinePredictor
+    from mattingkit.config import load_config
+    from mattingkit.infer import predict_split, predictor_for
+
+    src, tris, out = tmp_path / "images", tmp_path / "trimaps", tmp_path / "out"
+    images = _make_folder(src, names=("0001", "0002"), h=40, w=40)
+    for n, img in images.items():
+        tri = np.full(img.shape[:2], 0.5, np.float32)
+        tri[:8], tri[-8:] = 0, 1
+        write_png(tris / f"{n}.png", tri)
+    model, producer = predictor_for("trimap")
+    rep = predict_folder(model, src, out, tris, producer=producer, headless=True, verbose=False)
+    assert rep.written == ["0001", "0002"] and rep.producer["method"] == "trimap"
+    with pytest.raises(RunStateError, match="baseline 'trimap'"):
+        predict_folder(BaselinePredictor("knn"), src, out, tris, headless=True, verbose=False)
+    small = BaselinePredictor("closed_form", max_pixels=500)
+    rep = predict_folder(small, src, tmp_path / "cf", tris, headless=True, verbose=False)
+    assert rep.ok and len(rep.notes) == 2 and all("downscaled" in n for n in rep.notes)
+    df = pd.DataFrame({"id": ["0001", "0002"], "image": [str(src / "0001.png"), str(src / "0002.png")],
+                       "trimap": [str(tris / "0001.png"), str(tris / "0002.png")]})
+    res = predict_split(None, df, tmp_path / "split", load_config("demo"), method="trimap", headless=True,
+                        verbose=False)
+    assert res.method == "trimap" and res.report.written == ["0001", "0002"] and res.with_trimap
+    np.testing.assert_array_equal(read_alpha(tmp_path / "split" / "0001.png"), read_alpha(out / "0001.png"))
+
+
+class OomAbove(nn.Module):
+    """Raises the real CUDA out-of-memory error for inputs above ``limit`` pixels (as a GPU would)."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.conv = limit, nn.Conv2d(3, 1, 1)
+
+    def forward(self, image, trimap):
+        if image.shape[-2] * image.shape[-1] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"alpha": torch.sigmoid(self.conv(image))}
+
+
+def test_out_of_memory_on_one_image_retries_it_tiled_with_a_note(tmp_path):
+    src, out = tmp_path / "images", tmp_path / "out"
+    write_png(src / "big.png", _rng_image(300, 400, seed=1))
+    write_png(src / "small.png", _rng_image(40, 40, seed=2))
+    net = OomAbove(limit=256 * 256)
+    rep = predict_folder(net, src, out, tile_overlap=0, headless=True, verbose=False)
+    assert rep.ok and rep.written == ["big", "small"]
+    assert len(rep.notes) == 1 and "big: out of memory" in rep.notes[0] and "tile_size=" in rep.notes[0]
+    ref = OomAbove(10 ** 9)
+    ref.conv.load_state_dict(net.conv.state_dict())
+    np.testing.assert_allclose(read_alpha(out / "big.png"), predict(ref, read_image(src / "big.png")),
+                               atol=0.5 / 255 + 1e-6)
+    # an image that cannot fit at any tile: a per-image failure with the reason
+    rep = predict_folder(OomAbove(limit=10), src, tmp_path / "out2", tile_overlap=0, headless=True, verbose=False)
+    assert [Path(p).name for p, _ in rep.failed] == ["big.png", "small.png"] and "cannot shrink" in rep.failed[0][1]
+
+
+def test_batched_folder_equals_one_by_one_in_order_with_a_bad_file(tmp_path):
+    src = tmp_path / "images"
+    for i in range(7):
+        write_png(src / f"{i:04d}.png", _rng_image(64, 64, seed=i) if i != 4 else _rng_image(48, 64, seed=i))
+    (src / "0002.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    net = SmallConvNet(seed=4)
+    one = predict_folder(net, src, tmp_path / "one", headless=True, verbose=False)
+    net.shapes.clear()
+    many = predict_folder(net, src, tmp_path / "many", batch_size=3, headless=True, verbose=False)
+    assert many.written == one.written == ["0000", "0001", "0003", "0004", "0005", "0006"]
+    assert [Path(p).name for p, _ in many.failed] == ["0002.png"]
+    assert max(s[0] for s in net.shapes) == 3       # batched forwards happened
+    for stem in one.written:
+        assert np.abs(read_alpha(tmp_path / "one" / f"{stem}.png").astype(np.float32)
+                      - read_alpha(tmp_path / "many" / f"{stem}.png")).max() <= 1 / 255 + 1e-6
+
+
+def test_ctrl_c_in_the_pipeline_leaves_no_partial_png_and_resumes(tmp_path):
+    src, out = tmp_path / "images", tmp_path / "out"
+    for i in range(6):
+        write_png(src / f"{i:04d}.png", _rng_image(32, 32, seed=i))
+
+    class Interrupt(ChannelMean):
+        calls = 0
+
+        def forward(self, image, trimap):
+            Interrupt.calls += 1
+            if Interrupt.calls == 4:
+                raise KeyboardInterrupt
+            return super().forward(image, trimap)
+
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(Interrupt(), src, out, headless=True, verbose=False)
+    done = sorted(p.name for p in out.glob("*.png"))
+    assert done == ["0000.png", "0001.png", "0002.png"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    for p in out.glob("*.png"):
+        read_alpha(p)      # whole, readable files
+    rep = predict_folder(Interrupt(), src, out, headless=True, verbose=False)
+    assert rep.skipped == ["0000", "0001", "0002"] and rep.written == ["0003", "0004", "0005"]
