@@ -172,40 +172,23 @@ def cmd_predict(args) -> int:
         if args.trimaps is None:
             raise UsageError(f"--method {args.method} needs --trimaps TRIMAPS (a folder of trimaps named like "
                              f"the images): the classical solvers need the known foreground/background")
-        images, out = map(Path, paths)
-        return _predict_baseline(args, images, out)
-    if len(paths) != 3:
+        if args.tta or args.two_pass:
+            raise UsageError("--tta / --two-pass apply to models; the classical methods solve once, with the trimap")
+        source, (images, out) = args.method, map(Path, paths)
+    elif len(paths) != 3:
         raise UsageError(f"give CHECKPOINT IMAGES OUT (or --method METHOD IMAGES OUT), got {len(paths)} path(s)")
-    checkpoint, images, out = map(Path, paths)
-    model, cfg = infer.load_model(checkpoint, device=args.device)
+    else:
+        source, images, out = map(Path, paths)
+    model, producer = infer.predictor_for(source, device=args.device if not args.method else "cpu")
+    cfg = model.mattingkit_cfg
     flags = {k: v for k, v in (("tta_flip", args.tta), ("two_pass", args.two_pass), ("write_rgba", args.rgba))
              if v is not None}  # given flags override the checkpoint's infer settings; absent ones keep them
     settings = infer.infer_settings(cfg.infer if cfg is not None else None, **flags)
     report = infer.predict_folder(model, images, out, trimap_dir=args.trimaps, infer_cfg=settings,
-                                  device=args.device, trimap_cfg=cfg.trimap if cfg is not None else None,
-                                  **_force_kwargs(infer.predict_folder, args.force))
-    return 0 if not report.failed else 1
-
-
-def _force_kwargs(predict_folder, force: bool) -> dict:
-    """``force=`` for a predict_folder that knows producers; else ``--force`` means "redo every file"."""
-    if _accepts(predict_folder, "force"):
-        return {"force": force}
-    return {"skip_existing": False} if force else {}
-
-
-def _predict_baseline(args, images: Path, out: Path) -> int:
-    from . import infer
-    from .baselines import BaselinePredictor
-
-    if args.tta or args.two_pass:
-        raise UsageError("--tta / --two-pass apply to models; the classical methods solve once, with the trimap")
-    predictor = BaselinePredictor(args.method)
-    flags = {"write_rgba": args.rgba} if args.rgba is not None else {}
-    report = infer.predict_folder(predictor, images, out, trimap_dir=args.trimaps, device="cpu",
-                                  **BaselinePredictor.PREDICT_KWARGS, **flags,
-                                  **_force_kwargs(infer.predict_folder, args.force))
-    for note in dict.fromkeys(predictor.notes):   # e.g. "downscaled to ... for the solve"
+                                  device=args.device if not args.method else "cpu",
+                                  trimap_cfg=cfg.trimap if cfg is not None else None,
+                                  producer=producer, force=args.force)
+    for note in dict.fromkeys(report.notes):   # e.g. "downscaled to ... for the solve"; an OOM retry
         print(f"note: {note}")
     return 0 if not report.failed else 1
 

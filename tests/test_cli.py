@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -60,7 +61,8 @@ def test_predict_flags_override_the_checkpoint_settings_only_when_given(monkeypa
 
     saved = load_config("demo", ["infer.tta_flip=true", "infer.two_pass=true", "infer.write_rgba=true"])
     seen = []
-    monkeypatch.setattr(infer, "load_model", lambda path, device="cpu": (object(), saved))
+    monkeypatch.setattr(infer, "predictor_for",
+                        lambda source, device="cpu": (types.SimpleNamespace(mattingkit_cfg=saved), {"checkpoint": "c"}))
     monkeypatch.setattr(infer, "predict_folder",
                         lambda model, images, out, **kw: seen.append(kw["infer_cfg"]) or infer.PredictReport(out))
     assert cli.main(["predict", "c.pt", str(tmp_path), str(tmp_path / "o")]) == 0
@@ -155,7 +157,8 @@ def test_predict_force_reaches_predict_folder(monkeypatch, tmp_path):
         seen.append(force)
         return infer.PredictReport(out)
 
-    monkeypatch.setattr(infer, "load_model", lambda path, device="cpu": (object(), None))
+    monkeypatch.setattr(infer, "predictor_for",
+                        lambda source, device="cpu": (types.SimpleNamespace(mattingkit_cfg=None), {"checkpoint": "c"}))
     monkeypatch.setattr(infer, "predict_folder", fake)
     assert cli.main(["predict", "c.pt", str(tmp_path), str(tmp_path / "o"), "--force"]) == 0
     assert cli.main(["predict", "c.pt", str(tmp_path), str(tmp_path / "o")]) == 0
