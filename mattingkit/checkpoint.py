@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from .errors import RunStateError
+from .io import mkstemp_usual_mode
 from . import __version__
 
 PathLike = str | os.PathLike
@@ -135,7 +136,7 @@ def _write_atomic(path: Path, data: bytes | None, writer=None, before_replace=No
     before the rename (used to write the sidecar first, and by tests to simulate a crash).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = mkstemp_usual_mode(path)   # 0644 under the usual umask, not mkstemp's 0600
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as raw:

@@ -134,7 +134,6 @@ def _take_lock_over(cfg, run_dir) -> None:
                 print(lock.note)
 
 
-_TRIMAP_SHAPE = __import__("re").compile(r",? trimap \([^)]*\)")
 
 
 def cmd_evaluate(args) -> int:
@@ -146,9 +145,6 @@ def cmd_evaluate(args) -> int:
         warnings.simplefilter("ignore", UserWarning)
         df = evaluate_folder(args.pred_dir, args.gt_dir, args.trimap_dir, out_csv=args.out)
     errors = df.attrs.get("errors", [])
-    if args.trimap_dir is None:  # no trimap given: the whole image counts, and no message names one
-        for e in errors:
-            e["reason"] = _TRIMAP_SHAPE.sub("", e["reason"])
     if len(df) == 0:
         lines = format_table(df).splitlines()[2:]   # the problems, without a row of NaN means
         print("\n".join(lines) if lines else f"no predictions in {args.pred_dir}")

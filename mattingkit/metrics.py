@@ -563,8 +563,9 @@ def _evaluate_one(stem: str, pred_path, gt_path, tri_path, metrics: Sequence[str
         else:
             trimap = np.full(gt.shape, 0.5, np.float32)
         if not (pred.shape == gt.shape == trimap.shape):
+            given_trimap = f", trimap {trimap.shape[::-1]}" if tri_path is not None else ""
             raise ValueError(f"size mismatch: prediction {pred.shape[::-1]}, ground truth "
-                             f"{gt.shape[::-1]}, trimap {trimap.shape[::-1]} (WxH)")
+                             f"{gt.shape[::-1]}{given_trimap} (WxH)")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmptyUnknownWarning)
             values = compute_metrics(pred, gt, trimap, metrics)

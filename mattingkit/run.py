@@ -24,6 +24,8 @@ Example:
 """
 from __future__ import annotations
 
+import importlib
+
 import json
 import os
 import re
@@ -205,21 +207,41 @@ def is_demo_config(cfg: Config) -> bool:
     return not root.is_absolute() and root.parts[:1] == (DEMO_DIR,)
 
 
+#: Data the kit generates itself, by the first folder of ``data.root``: folder -> (module, function(root, seed)).
+GENERATED_DATA = {DEMO_DIR: (".data.synthetic", "make_demo_data"),
+                  "photoreal": (".data.photoreal", "make_photoreal_data")}
+
+
+def generated_source(cfg: Config) -> str | None:
+    """The generated dataset a config trains on (``demo``, ``photoreal``), or ``None`` for real data.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> [generated_source(load_config(name)) for name in ("demo", "cpu", "ecom")]
+        ['demo', 'photoreal', None]
+    """
+    root = Path(cfg.data.root)
+    if root.is_absolute() or not root.parts or root.parts[0] not in GENERATED_DATA:
+        return None
+    return root.parts[0]
+
+
 def ensure_data(cfg: Config, download: bool = True) -> dict[str, str]:
     """Make the config's data available: the demo data is generated when the config points at it and
-    it is missing; Kaggle sources (``data.kaggle_competition`` / ``kaggle_datasets``) are used from
+    it is missing (likewise the photo-like data of the ``cpu`` recipe, :data:`GENERATED_DATA`); Kaggle sources (``data.kaggle_competition`` / ``kaggle_datasets``) are used from
     ``/kaggle/input`` or downloaded (credentials from the environment) when ``download``.
 
     Returns ``{what: folder}`` for what it made available.
     """
-    if is_demo_config(cfg):
-        from .data.synthetic import make_demo_data
-
-        demo_root = data_root(cfg) / DEMO_DIR
-        summary = make_demo_data(demo_root, seed=0)  # a no-op when already there (checked by its marker)
+    source = generated_source(cfg)
+    if source is not None:
+        module, function = GENERATED_DATA[source]
+        make = getattr(importlib.import_module(module, __package__), function)
+        root = data_root(cfg) / source
+        summary = make(root, seed=0)  # a no-op when already there (checked by its marker)
         if summary.get("created"):
-            print(f"demo data written to {demo_root} ({summary.get('seconds', 0):.1f}s): {summary.get('counts')}")
-        return {"demo": str(demo_root)}
+            print(f"{source} data written to {root} ({summary.get('seconds', 0):.1f}s): {summary.get('counts')}")
+        return {source: str(root)}
     if download and (cfg.data.kaggle_competition or cfg.data.kaggle_datasets):
         from .data.download import ensure_config_data
 

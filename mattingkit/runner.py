@@ -32,7 +32,7 @@ from . import env
 from .config import Config, validate_grid
 from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
-from .run import (CONFIG_FILE, is_demo_config, prepare_run, read_metrics, resolve_config, resolve_run,
+from .run import (CONFIG_FILE, generated_source, prepare_run, read_metrics, resolve_config, resolve_run,
                   runs_root as resolve_runs_root, safe_name)
 
 DOCTOR_FILE = "doctor.json"
@@ -262,14 +262,14 @@ def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
     from .data.layouts import check_backgrounds
     from .run import DEMO_DIR, data_path, data_root, ensure_data
 
-    if is_demo_config(cfg):
+    if generated_source(cfg) is not None:
         ensure_data(cfg, download=False)
     elif _under(cfg.data.backgrounds, DEMO_DIR):   # the demo backgrounds with data of one's own
         from .data.synthetic import make_demo_data
 
         make_demo_data(data_root(cfg) / DEMO_DIR, seed=0)
     downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
-    if not cfg.data.manifest and not downloads and not is_demo_config(cfg):
+    if not cfg.data.manifest and not downloads and generated_source(cfg) is None:
         root = data_path(cfg, cfg.data.root)
         if root is not None and not root.is_dir():
             raise InputNotFoundError(
