@@ -19,6 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mattingkit run --config demo --name demo
 
-## make test: the test suite (exit code 5, "no tests collected", is an error here too)
+## make test: lint (ruff, configured in pyproject.toml), then the test suite
+## (exit code 5, "no tests collected", is an error here too)
 test: $(STAMP)
+	$(BIN)/ruff check mattingkit tests benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -120,9 +120,9 @@ def context_profile(model_name: str, photo: str, cut: int = 64) -> dict:
     torch.manual_seed(0)
     model = build_model(load_config(config, ["model.pretrained=false", *overrides]).model).eval()
     img, tri = read_image(SHARED / "image" / f"{photo}.png"), read_trimap(SHARED / "trimap" / f"{photo}.png")
-    t, b, l, r = padding(*tri.shape, 32)
-    img_p = np.pad(img, ((t, b), (l, r), (0, 0)), mode="reflect")
-    tri_p = np.pad(tri, ((t, b), (l, r)), mode="reflect")
+    t, b, left, r = padding(*tri.shape, 32)
+    img_p = np.pad(img, ((t, b), (left, r), (0, 0)), mode="reflect")
+    tri_p = np.pad(tri, ((t, b), (left, r)), mode="reflect")
     x = torch.from_numpy(np.ascontiguousarray(img_p.transpose(2, 0, 1)))[None]
     m = torch.from_numpy(np.ascontiguousarray(tri_p))[None, None]
     hp, wp = tri_p.shape
@@ -173,7 +173,7 @@ def run_case(name: str, size: int) -> dict:
         out["seconds"] = _time_predict(model, img, tri, pixel_budget=icfg.pixel_budget, tile_size=icfg.tile_size,
                                        tile_overlap=icfg.tile_overlap, tile_stats_passes=icfg.tile_stats_passes,
                                        tiling_info=info)
-        t, b, l, r = padding(size, size, icfg.pad_margin)
+        t, b, _, _ = padding(size, size, icfg.pad_margin)
         out["tiles_total"] = info.tiles
         out["tiles_run"] = info.tiles_run
         out["stats_passes"] = info.stats_passes

@@ -71,7 +71,7 @@ def main(argv=None) -> dict:
     results: dict[str, float] = {}
     wall: dict[str, float] = {}
     for name, fn in funcs.items():
-        cpu_s, wall_s = _time(lambda: [fn(p, g, t) for p, g, t in items], args.repeats)
+        cpu_s, wall_s = _time(lambda fn=fn: [fn(p, g, t) for p, g, t in items], args.repeats)
         results[name], wall[name] = cpu_s / mpx, wall_s / mpx
 
     def _folder():

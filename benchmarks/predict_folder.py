@@ -40,9 +40,9 @@ SHARED = REPO.parent / "shared" / "data" / "alphamatting_dev"
 RESULTS = REPO / "benchmarks" / "results" / "predict_folder.json"
 sys.path.insert(0, str(REPO))
 
-from mattingkit import infer
-from mattingkit.device import resolve_device
-from mattingkit.io import read_image_uint8, write_png
+from mattingkit import infer  # noqa: E402 - after the sys.path line: runs from a checkout
+from mattingkit.device import resolve_device  # noqa: E402
+from mattingkit.io import read_image_uint8, write_png  # noqa: E402
 
 
 def sync(device: torch.device) -> None:

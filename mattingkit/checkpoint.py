@@ -31,12 +31,11 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
-import shutil
 import json
 import os
 import pickle
 import random
-import tempfile
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -45,9 +44,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
+from . import __version__
 from .errors import RunStateError
 from .io import mkstemp_usual_mode
-from . import __version__
 
 PathLike = str | os.PathLike
 

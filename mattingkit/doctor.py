@@ -33,7 +33,8 @@ from typing import Any, Mapping
 
 import torch
 
-from . import __version__, device as dv, env
+from . import __version__, env
+from . import device as dv
 from .errors import MattingKitError
 
 PROBE_TIMEOUT = 3.0  # seconds for the ImageNet weights reachability probe

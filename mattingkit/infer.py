@@ -41,11 +41,24 @@ from torch import nn
 
 from .config import InferConfig
 from .device import (
-    cudnn_benchmark, exact_numerics, free_cuda_memory, is_oom, resolve_amp, resolve_device, smaller_tile,
+    cudnn_benchmark,
+    exact_numerics,
+    free_cuda_memory,
+    is_oom,
+    resolve_amp,
+    resolve_device,
+    smaller_tile,
 )
 from .errors import InputDataError, InputNotFoundError
 from .io import (
-    IMAGE_EXTENSIONS, ImageReadError, image_size, list_images, printable, read_alpha, read_image, read_trimap,
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    image_size,
+    list_images,
+    printable,
+    read_alpha,
+    read_image,
+    read_trimap,
     write_png,
 )
 from .tiling import GRID, WINDOW_FLOOR, TilingInfo, core_window, tile_spans, tiled_predict

@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import importlib
-
 import json
 import os
 import re

@@ -27,13 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-
 from . import env
 from .config import Config, validate_grid
 from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
-from .run import (CONFIG_FILE, generated_source, prepare_run, read_metrics, resolve_config, resolve_run,
-                  runs_root as resolve_runs_root, safe_name)
+from .run import CONFIG_FILE, generated_source, prepare_run, read_metrics, resolve_config, resolve_run, safe_name
+from .run import runs_root as resolve_runs_root
 
 DOCTOR_FILE = "doctor.json"
 

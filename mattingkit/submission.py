@@ -42,8 +42,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from .errors import InputNotFoundError, MattingKitError
-from .io import (ImageReadError, atomic_write_bytes, image_size, list_images, mkstemp_usual_mode, png_bytes, printable,
-                 read_alpha)
+from .io import (
+    ImageReadError,
+    atomic_write_bytes,
+    image_size,
+    list_images,
+    mkstemp_usual_mode,
+    png_bytes,
+    printable,
+    read_alpha,
+)
 
 HEADER = ("filename", "image_utf")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

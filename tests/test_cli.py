@@ -190,7 +190,7 @@ def test_doctor_json_is_one_object(tmp_path):
 from test_download import alphamatting_site, am_site  # noqa: E402,F401 - the fake alphamatting.com
 
 
-def test_download_alphamatting_command(am_site, tmp_path, capsys):
+def test_download_alphamatting_command(am_site, tmp_path, capsys):  # noqa: F811 - the fixture
     dest = tmp_path / "am"
     rc = cli.main(["download", "alphamatting", "--dest", str(dest), "--url", am_site["url"],
                    "--trimap-set", "Trimap2"])

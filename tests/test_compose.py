@@ -40,7 +40,9 @@ def test_numpy_broadcast_background_colour():
 
 def test_torch_matches_numpy():
     fg, bg, alpha = _rng_arrays(3)
-    t = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 0)))[None]
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(np.moveaxis(a, -1, 0)))[None]
+
     out = composite(t(fg), t(bg), torch.from_numpy(alpha)[None, None])
     assert out.shape == (1, 3, 5, 7)
     np.testing.assert_allclose(out[0].permute(1, 2, 0).numpy(), composite(fg, bg, alpha), atol=1e-7)

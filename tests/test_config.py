@@ -4,7 +4,14 @@ import pytest
 import yaml
 
 from mattingkit.config import (
-    Config, ConfigError, apply_overrides, available_configs, from_dict, load_config, parse_overrides, save_config,
+    Config,
+    ConfigError,
+    apply_overrides,
+    available_configs,
+    from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
 )
 
 
@@ -171,7 +178,7 @@ def test_every_wrong_value_is_listed_at_once():
 
 
 def test_choices_come_from_the_dispatch_tables():
-    from mattingkit import device, losses, trimap, train
+    from mattingkit import device, losses, train, trimap
     from mattingkit.config import enum_choices
     from mattingkit.data import augment, datasets, layouts
     from mattingkit.models import MODELS

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from gpusim import CU121_ARCHS, RECENT_ARCHS, simulate
+
 from mattingkit import device as dv
 from mattingkit.config import load_config
 from mattingkit.errors import DeviceError, MattingKitError, UsageError

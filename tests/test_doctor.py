@@ -6,8 +6,8 @@ from collections import namedtuple
 
 import pytest
 import torch
-
 from gpusim import CU121_ARCHS, RECENT_ARCHS, simulate
+
 from mattingkit import doctor as dr
 from mattingkit.config import load_config
 from mattingkit.models import common

@@ -278,7 +278,7 @@ def test_concurrent_writers_in_two_processes(tmp_path):
         time.sleep(0.01)
     go.touch()  # release both at once
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outs):
+    for p, (_stdout, stderr) in zip(procs, outs):
         assert p.returncode == 0, stderr
     print("worker cache lookups:", [o[0].strip() for o in outs])  # normally both "missed"
     results = [np.load(tmp_path / f"out{i}.npy") for i in range(2)]

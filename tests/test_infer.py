@@ -14,7 +14,13 @@ from torch import nn
 
 from mattingkit.errors import RunStateError, UsageError
 from mattingkit.infer import (
-    WINDOW_FLOOR, InferenceInputError, infer_settings, padding, predict, predict_folder, predict_passes,
+    WINDOW_FLOOR,
+    InferenceInputError,
+    infer_settings,
+    padding,
+    predict,
+    predict_folder,
+    predict_passes,
     resolve_context,
 )
 from mattingkit.io import read_alpha, read_image, read_trimap, to_uint8, write_png

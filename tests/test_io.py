@@ -10,8 +10,17 @@ import pytest
 from PIL import Image
 
 from mattingkit.io import (
-    ImageReadError, image_size, list_images, png_bytes, read_alpha, read_image, read_rgba, read_trimap,
-    to_uint8, trimap_from_uint8, write_png,
+    ImageReadError,
+    image_size,
+    list_images,
+    png_bytes,
+    read_alpha,
+    read_image,
+    read_rgba,
+    read_trimap,
+    to_uint8,
+    trimap_from_uint8,
+    write_png,
 )
 
 RNG = np.random.default_rng(0)

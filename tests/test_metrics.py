@@ -12,6 +12,7 @@ from scipy import ndimage
 from mattingkit import metrics as M
 from mattingkit.io import read_alpha, read_trimap, write_png
 
+
 def _matte(h=40, w=56, seed=0) -> np.ndarray:
     """A smooth soft matte with fully opaque / transparent parts, float32 k/255 values."""
     rng = np.random.default_rng(seed)

@@ -1,8 +1,8 @@
 """pyproject.toml, environment.yml, the constraints file, README and .ci/run agree with each other."""
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,11 @@ from PIL import Image
 
 from mattingkit.io import png_bytes, read_alpha, to_uint8, write_png
 from mattingkit.submission import (
-    SubmissionError, build_submission, decode_submission, expected_names, validate_submission,
+    SubmissionError,
+    build_submission,
+    decode_submission,
+    expected_names,
+    validate_submission,
 )
 
 SIZE = 32  # small PNGs keep the fault tests fast; the example round trip uses the real 1024x1024

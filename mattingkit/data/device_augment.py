@@ -258,7 +258,7 @@ def _placed(part: np.ndarray, size: int, channels: int) -> torch.Tensor:
 def _u8(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
-    from .datasets import quantise   # a float32 estimated foreground: rint(x * 255)
+    from .datasets import quantise  # a float32 estimated foreground: rint(x * 255)
 
     return quantise(np.asarray(x, np.float32), 255, np.uint8)
 

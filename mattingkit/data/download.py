@@ -66,8 +66,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from ..errors import MattingKitError
 from .. import env
+from ..errors import MattingKitError
 from .archive import ArchiveError, extract_archive, is_archive, read_marker
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ def find_credentials(environ: Mapping[str, str] | None = None, home: PathLike | 
         note = "KAGGLE_USERNAME and KAGGLE_KEY must both be set"
     creds = h / ".kaggle" / "credentials.json"
     if creds.is_file():
-        return CredentialInfo(f"OAuth login (~/.kaggle/credentials.json)", "oauth", note)
+        return CredentialInfo("OAuth login (~/.kaggle/credentials.json)", "oauth", note)
     return CredentialInfo(None, None, note)
 
 

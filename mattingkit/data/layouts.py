@@ -55,9 +55,17 @@ import pandas as pd
 
 from .. import env
 from ..errors import InputNotFoundError
-from ..io import IMAGE_EXTENSIONS, ImageReadError, atomic_write_bytes, image_size, printable
-from ..io import list_images
-from ..io import read_image, read_rgba, read_trimap
+from ..io import (
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    atomic_write_bytes,
+    image_size,
+    list_images,
+    printable,
+    read_image,
+    read_rgba,
+    read_trimap,
+)
 from .manifest import CSV_ERRORS, MANIFEST_COLUMNS, PATH_COLUMNS, normalize, write_manifest
 
 PathLike = str | os.PathLike

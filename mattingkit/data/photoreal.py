@@ -53,8 +53,18 @@ import numpy as np
 
 from .. import env
 from ..io import atomic_write_bytes, atomic_write_text, png_bytes, to_uint8
-from .synthetic import _check_rng, _coords, _draw_strands, _fractal_noise, _jpeg_bytes, _radial_shape, \
-    _random_colors, _rng, _texture, make_background
+from .synthetic import (
+    _check_rng,
+    _coords,
+    _draw_strands,
+    _fractal_noise,
+    _jpeg_bytes,
+    _radial_shape,
+    _random_colors,
+    _rng,
+    _texture,
+    make_background,
+)
 
 __all__ = ["PHOTOREAL_VERSION", "make_photoreal_background", "make_photoreal_foreground", "make_photoreal_item",
            "make_photoreal_data", "photoreal_trimap"]

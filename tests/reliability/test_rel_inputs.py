@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from relcorpus import H, NON_UTF8, W, _alpha, make_corpus
+from relcorpus import NON_UTF8, H, W, _alpha, make_corpus
 from relkit import subprocess_env
 
 from mattingkit import io as mio
@@ -201,13 +201,13 @@ def test_reports_print_on_a_strict_utf8_console(tmp_path):
     (tmp_path / "gt").mkdir()
     (tmp_path / "im" / f"{name}.png").write_bytes(b"not a png")
     (tmp_path / "gt" / f"{name}.png").write_bytes(mio.png_bytes(_alpha()))
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys, torch
         from mattingkit.infer import predict_folder
         from mattingkit.data import layouts
         class Gray(torch.nn.Module):
             def forward(self, image, trimap):
-                return {{"alpha": image.mean(1, keepdim=True)}}
+                return {"alpha": image.mean(1, keepdim=True)}
         root = sys.argv[1]
         predict_folder(Gray(), root + "/im", root + "/out", headless=True)
         print(layouts.validate(layouts.scan("folder", root)).summary())
@@ -265,7 +265,7 @@ def test_submission_builder_reports_every_bad_prediction_at_once(corpus, predict
         shutil.copy(src, alpha_dir / f"photo_{stem}{src.suffix}")
     broken = {stem: items[stem].files["image"] for stem in ("zero_bytes", "trunc_png", "trunc_jpg", "huge_decl",
                                                               "not_image")}
-    for stem, src in broken.items():
+    for src in broken.values():
         shutil.copy(src, alpha_dir / src.name)
     weird = alpha_dir / f"{NON_UTF8}.png"
     shutil.copy(out / "good.png", weird)

@@ -146,7 +146,7 @@ def test_builder_output_is_the_organisers_format(base, tmp_path):
     sample, rows = base
     data = _csv(rows)
     assert b"\r" not in data and not data.startswith(b"\xef\xbb\xbf")
-    for name, payload in rows:
+    for _name, payload in rows:
         png = base64.b64decode(payload, validate=True)
         im = Image.open(io.BytesIO(png))
         assert im.mode == "L" and im.size == (SIZE, SIZE) and png == png_bytes(np.asarray(im))
