@@ -7,6 +7,7 @@ import json
 import os
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -27,6 +28,9 @@ from .setup import (VAL_METRICS, build_data, check_config, load_matching, load_r
                     pick_resume_state, resolve_init_from)
 from .stream import BatchStream, EpochIndexed, to_device
 from .validation import validate_model
+
+#: run folder -> the Trainer of this process holding its lock
+_HOLDERS: dict[str, "weakref.ref[Trainer]"] = {}
 
 #: The trainer's own summary in the run folder (``metrics.json`` belongs to the notebooks' sections).
 SUMMARY_FILE = "train_summary.json"
@@ -99,7 +103,9 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             # One process per run folder (a second trainer here refuses, naming the holder; force takes over)
+            self._supersede_idle_trainer()
             self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
+            _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
             if self.lock.note:
                 print(f"run lock: {self.lock.note}", flush=True)
             try:
@@ -111,12 +117,21 @@ class Trainer:
                     self._clear_previous_run()
                 elif self.mirror_dir is not None:  # resuming: the newest valid copy of either place wins
                     for name, what in ckpt.sync_from_mirror(self.ckpt_dir, self.mirror_dir).items():
-                        if what != "up to date":
+                        if what.startswith(("copied", "mirrored", "local copy kept")):
                             print(f"checkpoint {name}: {what}", flush=True)
             except BaseException:
                 self._release_lock()
                 raise
         self.dist.barrier()
+
+    def _supersede_idle_trainer(self) -> None:
+        """A Trainer object of this process on the same run folder that is not fitting (a notebook cell run
+        again while the earlier object is still referenced) gives its lock up: its next checkpoint would then
+        raise instead of racing. One that is fitting keeps it (this one is refused)."""
+        ref = _HOLDERS.get(str(self.run_dir.resolve()))
+        old = ref() if ref is not None else None
+        if old is not None and old is not self and not getattr(old, "_fitting", False):
+            old._release_lock()
 
     def _init_determinism(self) -> None:
         """``run.deterministic``: deterministic algorithms, process-wide (restored by :meth:`close`).
@@ -609,6 +624,11 @@ class Trainer:
 
         cfg, t = self.cfg, self.cfg.train
         end = t.steps if until is None else min(t.steps, int(until))
+        if self.dist.is_main and self.lock is None:  # closed earlier (a second fit()) or superseded
+            self._supersede_idle_trainer()
+            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
+            _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
+        self._fitting = True
         if cfg.run.deterministic:  # (again: close() restores the process-wide setting)
             torch.use_deterministic_algorithms(True, warn_only=True)
         if self.dist.is_main:
@@ -651,6 +671,7 @@ class Trainer:
                 self.save((ckpt.LAST,))
             raise
         finally:
+            self._fitting = False
             if bar is not None:
                 bar.close()
             self.close()
