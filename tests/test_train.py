@@ -628,34 +628,43 @@ def test_checkpoints_written_locally_and_mirrored_to_drive(tmp_path, monkeypatch
     assert ckpt.load_checkpoint(loc / "last.pt")["step"] == 8
 
 
-def _hold_trainer(run_dir, ready, go):
-    tr = tiny_trainer(Path(run_dir).parent, Path(run_dir).name, cfg=tiny_cfg(**{"train.steps": 2}))
-    ready.set()
-    go.wait(60)
-    tr.fit()
+_HOLDER = """
+import sys, torch
+sys.path[:0] = [{tests!r}]
+torch.set_num_threads(1)
+from test_train import tiny_cfg, tiny_trainer
+from pathlib import Path
+tr = tiny_trainer(Path({root!r}), "run", cfg=tiny_cfg(**{{"train.steps": 2}}))
+print("ready", flush=True)
+sys.stdin.readline()
+tr.fit()
+"""
 
 
 def test_second_trainer_on_one_run_folder_is_refused(tmp_path):
-    import multiprocessing as mp
+    import os
+    import subprocess
+    import sys
 
     from mattingkit.errors import RunStateError
 
-    ctx = mp.get_context("fork")
-    ready, go = ctx.Event(), ctx.Event()
-    child = ctx.Process(target=_hold_trainer, args=(str(tmp_path / "run"), ready, go))
-    child.start()
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(tests).parent), os.environ.get("PYTHONPATH", "")])}
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER.format(tests=tests, root=str(tmp_path))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     try:
-        assert ready.wait(60)
+        assert child.stdout.readline().strip() == "ready"
         with pytest.raises(RunStateError, match=f"in use by host .* pid {child.pid}"):
             tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.steps": 2}))
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.wait(120) == 0
     finally:
-        go.set()
-        child.join(120)
-    assert child.exitcode == 0
+        if child.poll() is None:
+            child.kill()
     recs = train_records(tmp_path / "run")
     assert [r["step"] for r in recs] == [1, 2]  # one writer
-    # force=True takes a live lock over (here: the holder is gone, so no force is even needed)
-    tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.steps": 2}), force=True).close()
+    tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.steps": 2}), force=True).close()  # the holder is gone
 
 
 def _eval_files(tmp_path, n=2, hw=(96, 72)):
