@@ -72,7 +72,8 @@ def launch_notebook(cfg: Config, num_processes: int = 2, run_dir: str | os.PathL
     from accelerate import notebook_launcher
 
     rd = str(run_dir) if run_dir is not None else str(default_run_dir(cfg))
-    prepare_foregrounds(cfg, Path(rd))  # before the processes start: no rank waits on it at a barrier
+    if trainer_kwargs.get("train_dataset") is None:  # (a given dataset is the caller's own)
+        prepare_foregrounds(cfg, Path(rd))  # before the processes start: no rank waits on it at a barrier
     notebook_launcher(_notebook_worker, args=(cfg.to_dict(), rd, fresh, trainer_kwargs),
                       num_processes=num_processes, use_port=str(use_port))
     return json.loads((Path(rd) / SUMMARY_FILE).read_text(encoding="utf-8"))
