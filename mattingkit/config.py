@@ -61,6 +61,7 @@ class RunConfig:
     smoke: bool = False               # tiny budgets everywhere (CI / quick checks)
     deterministic: bool = False       # torch deterministic algorithms (CPU tests)
     lock_stale_s: float = 900.0       # run-folder lock from another host is stale after this heartbeat age
+    checkpoint_local_dir: str | None = "auto"  # auto: write checkpoints on local disk and mirror them to a Drive run folder | null: in the run folder | PATH
 
 
 @dataclass

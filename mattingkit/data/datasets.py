@@ -594,8 +594,10 @@ class EvalDataset(torch.utils.data.Dataset):
     - ``fg`` + ``alpha`` (no photo): composited over the row's ``bg`` file, else background
       ``index % len(backgrounds)``, scaled to cover and centred.
     ``max_side`` caps the long side (aspect kept; images / alphas area-resized, trimaps nearest);
-    ``orig_size`` is the size before capping. ``trimap_free=True`` gives all-unknown trimaps (the
-    metrics then cover the whole image).
+    ``orig_size`` is the size before capping; a capped item also carries ``alpha_full`` and ``trimap_full``
+    (the ground truth at ``orig_size``: its trimap file, else the drawn trimap upsampled nearest), so that
+    validation measures against full-resolution ground truth like notebook 04. ``trimap_free=True`` gives
+    all-unknown trimaps (the metrics then cover the whole image).
     """
 
     def __init__(self, df: pd.DataFrame | Iterable[dict], backgrounds: Sequence[PathLike] | None = None,
@@ -634,6 +636,7 @@ class EvalDataset(torch.utils.data.Dataset):
         if _cell(r, "trimap") and not self.trimap_free:
             s["trimap"] = read_trimap(_cell(r, "trimap"))
             _same_size(alpha, s["trimap"], alpha_path, _cell(r, "trimap"))
+        full_trimap = s.get("trimap")
         if _cell(r, "image"):
             s["image"] = read_image(_cell(r, "image"))
             _same_size(alpha, s["image"], alpha_path, _cell(r, "image"))
@@ -654,10 +657,22 @@ class EvalDataset(torch.utils.data.Dataset):
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x5EED, index]))
             s["trimap"] = random_trimap(s["alpha"], rng, self.trimap_cfg)
         s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)
+        if tuple(out_hw) != (h, w):  # capped: keep the full-resolution ground truth beside it
+            s["alpha_full"] = alpha
+            if full_trimap is None:
+                yi = (np.arange(h) * out_hw[0] // h).clip(0, out_hw[0] - 1)
+                xi = (np.arange(w) * out_hw[1] // w).clip(0, out_hw[1] - 1)
+                full_trimap = s["trimap"][yi[:, None], xi[None, :]]
+            s["trimap_full"] = full_trimap
         return s
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return to_item(self.sample(index))
+        s = self.sample(index)
+        item = to_item(s)
+        for k in ("alpha_full", "trimap_full"):
+            if k in s:
+                item[k] = _chw(s[k])
+        return item
 
 
 class TestDataset(torch.utils.data.Dataset):

@@ -13,17 +13,25 @@ class Dist:
     """The few distributed operations the trainer needs; plain single-process versions unless
     ``WORLD_SIZE`` > 1, in which case an :class:`accelerate.Accelerator` does the work."""
 
-    def __init__(self, device: str = "auto", find_unused_parameters: bool = False):
+    def __init__(self, device: str = "auto", find_unused_parameters: bool = False,
+                 timeout_s: float | None = None):
         self.accelerator = None
+        self.timeout = None
         world = int(os.environ.get("WORLD_SIZE", "1"))
         want_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         if world > 1:
             from accelerate import Accelerator
-            from accelerate.utils import DistributedDataParallelKwargs
+            from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
+            from ..device import dist_timeout
+
+            # An explicit process-group timeout (train.dist_timeout_s): NCCL's 600 s default is shorter
+            # than some one-rank set-up work while the others wait at a barrier.
+            self.timeout = dist_timeout(timeout_s)
             self.accelerator = Accelerator(
                 cpu=want_cpu, mixed_precision="no",
-                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters),
+                                 InitProcessGroupKwargs(timeout=self.timeout)],
             )
             self.device = torch.device(self.accelerator.device.type) if want_cpu else self.accelerator.device
             self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes

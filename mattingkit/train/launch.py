@@ -21,14 +21,37 @@ def train(cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = F
     return Trainer(cfg, run_dir=run_dir, fresh=fresh, **kwargs).fit()
 
 
-def train_and_report(cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = False) -> dict:
-    """:func:`train`, then one line about the result from the main process (``mattingkit train``)."""
-    summary = train(cfg, run_dir=run_dir, fresh=fresh)
+def train_and_report(cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = False,
+                     force: bool = False) -> dict:
+    """:func:`train`, then one line about the result from the main process (``mattingkit train``;
+    ``force``: take the run folder's lock over, ``--force``)."""
+    summary = train(cfg, run_dir=run_dir, fresh=fresh, force=force)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary["best"]
         print(f"run {summary['run_dir']}: step {summary['step']}/{summary['steps']} ({summary['stopped']}); "
               f"best {best['metric']}={best['value']} at step {best['step']}")
     return summary
+
+
+def prepare_foregrounds(cfg: Config, run_dir: Path) -> None:
+    """Build the manifest and fill the foreground cache (``data.foreground=estimate``) in this process,
+    before ``notebook_launcher`` / ``accelerate launch`` starts the training processes: estimating
+    AIM-500-sized foregrounds on rank 0 while the other ranks wait at a barrier could outlast the
+    process group's timeout (``train.dist_timeout_s``, which also bounds it under a shell ``accelerate
+    launch``, where rank 0 fills the cache in :func:`~mattingkit.train.setup.build_data`). A no-op for other
+    foreground settings."""
+    if cfg.data.foreground != "estimate":
+        return
+    from ..data.datasets import build_datasets
+    from ..data.manifest import read_manifest
+    from ..run import ensure_manifest
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest = ensure_manifest(cfg, run_dir)
+    train_ds, _ = build_datasets(cfg, manifest)
+    if getattr(train_ds, "fg_cache", None) is not None:
+        df = read_manifest(manifest)
+        train_ds.fg_cache.precompute(df[df["split"] == "train"], progress=False)
 
 
 def _notebook_worker(cfg_dict: dict, run_dir: str | None, fresh: bool, trainer_kwargs: dict) -> None:
@@ -49,9 +72,11 @@ def launch_notebook(cfg: Config, num_processes: int = 2, run_dir: str | os.PathL
     from accelerate import notebook_launcher
 
     rd = str(run_dir) if run_dir is not None else str(default_run_dir(cfg))
+    if trainer_kwargs.get("train_dataset") is None:  # (a given dataset is the caller's own)
+        prepare_foregrounds(cfg, Path(rd))  # before the processes start: no rank waits on it at a barrier
     notebook_launcher(_notebook_worker, args=(cfg.to_dict(), rd, fresh, trainer_kwargs),
                       num_processes=num_processes, use_port=str(use_port))
     return json.loads((Path(rd) / SUMMARY_FILE).read_text(encoding="utf-8"))
 
 
-__all__ = ["launch_notebook", "train", "train_and_report"]
+__all__ = ["launch_notebook", "prepare_foregrounds", "train", "train_and_report"]

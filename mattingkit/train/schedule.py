@@ -6,10 +6,7 @@ from typing import Mapping
 
 import torch
 
-from ..config import ConfigError
-
-BEST_MODES = ("min", "max")
-SCHEDULES = ("constant", "cosine", "cyclic", "plateau")
+from ..config import BEST_MODES, SCHEDULES, ConfigError  # the one table config.py checks against
 
 
 class LRSchedule:

@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..config import Config, ConfigError
+from ..config import BEST_MODES, OPTIMIZERS, Config, ConfigError
 from ..errors import InputNotFoundError
-from .schedule import BEST_MODES
 
 VAL_METRICS = ("sad", "mse", "grad", "conn", "competition_mse")
 
@@ -37,10 +36,24 @@ def make_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
     """Adam or AdamW (``train.optimizer``) over the parameters that require gradients."""
     params = [p for p in params if p.requires_grad]
     kind = cfg.optimizer.lower()
-    if kind not in ("adam", "adamw"):
+    if kind not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer={cfg.optimizer!r}; choose adam or adamw")
     cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
-    return cls(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    # Fused kernels skip a step on the device when told to (``found_inf``): the trainer skips a
+    # non-finite step without waiting for the device. Other devices fall back to the default kernels.
+    fused = _fused_ok(params)
+    return cls(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+               **({"fused": True} if fused else {}))
+
+
+def _fused_ok(params) -> bool:
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        devices = set(_get_fused_kernels_supported_devices())
+    except ImportError:
+        return False
+    return bool(params) and all(p.is_floating_point() and p.device.type in devices for p in params)
 
 
 def resolve_init_from(cfg: Config) -> Path:

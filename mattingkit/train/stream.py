@@ -73,17 +73,17 @@ class EpochIndexed(torch.utils.data.Dataset):
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict:
-    """A batch dict on ``device``: tensors moved (4-D ones ``channels_last`` when asked), compact
-    (uint8/uint16) training batches converted to float32 there."""
+    """A batch dict on ``device``: tensors moved, compact (uint8/uint16) training batches converted to
+    float32 there (device-side augmentation renders them there too), then 4-D float tensors made
+    ``channels_last`` when asked (after rendering: the rendered batch is what the model sees)."""
     from ..data.datasets import batch_to_float
 
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.ndim == 4:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return batch_to_float(out)
+    out = {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+    out = batch_to_float(out)
+    if channels_last:
+        out = {k: (v.contiguous(memory_format=torch.channels_last)
+                   if isinstance(v, torch.Tensor) and v.ndim == 4 and v.is_floating_point() else v)
+               for k, v in out.items()}
+    return out
 
 __all__ = ["BatchStream", "EpochIndexed", "epoch_permutation", "to_device"]

@@ -7,6 +7,7 @@ import json
 import os
 import time
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -15,17 +16,21 @@ from torch import nn
 
 from .. import __version__
 from .. import checkpoint as ckpt
+from .. import device as devmod
 from ..config import Config
-from ..device import resolve_amp
 from ..errors import MattingKitError
 from ..io import atomic_write_text
 from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
+from ..runlock import RunLock
 from .distributed import Dist
 from .schedule import LRSchedule
 from .setup import (VAL_METRICS, build_data, check_config, load_matching, load_resumed_weights, make_optimizer,
                     pick_resume_state, resolve_init_from)
 from .stream import BatchStream, EpochIndexed, to_device
 from .validation import validate_model
+
+#: run folder -> the Trainer of this process holding its lock
+_HOLDERS: dict[str, "weakref.ref[Trainer]"] = {}
 
 #: The trainer's own summary in the run folder (``metrics.json`` belongs to the notebooks' sections).
 SUMMARY_FILE = "train_summary.json"
@@ -51,20 +56,25 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = False, *,
                  model: nn.Module | None = None, discriminator: nn.Module | None = None,
                  train_dataset=None, val_dataset=None, loss_fn: Callable | None = None,
-                 headless: bool | None = None):
+                 headless: bool | None = None, force: bool = False):
         check_config(cfg)
-        self.cfg, self.headless = cfg, headless
+        self.cfg, self.headless, self.force = cfg, headless, bool(force)
+        self.lock: RunLock | None = None
         self._init_distributed()
         self._init_run_folder(run_dir, fresh)
-        self._init_determinism()
-        self._init_datasets(train_dataset, val_dataset)
-        model, discriminator = self._init_models(model, discriminator, loss_fn)
-        self._init_state()
-        resume_state = self._init_starting_weights(model, discriminator, fresh)
-        self._init_optimizers(model, discriminator)
-        if resume_state is not None:
-            self._restore(resume_state)
-        self._init_logging()
+        try:
+            self._init_determinism()
+            self._init_datasets(train_dataset, val_dataset)
+            model, discriminator = self._init_models(model, discriminator, loss_fn)
+            self._init_state()
+            resume_state = self._init_starting_weights(model, discriminator, fresh)
+            self._init_optimizers(model, discriminator)
+            if resume_state is not None:
+                self._restore(resume_state)
+            self._init_logging()
+        except BaseException:
+            self._release_lock()
+            raise
 
     # ---------------------------------------------------------------------------------------
     # set-up phases
@@ -74,34 +84,66 @@ class Trainer:
         cfg = self.cfg
         unused = cfg.train.find_unused_parameters or (cfg.model.name == "dim"
                                                       and cfg.model.dim_stage == "encoder_decoder")
-        self.dist = Dist(cfg.run.device, find_unused_parameters=unused)
-        self.device = self.dist.device
+        # One decision for the run (device.plan): device, AMP dtype, GradScaler (fp16 only), channels_last,
+        # loader workers; refuses an unsupported GPU, and a missing one when run.require_gpu (unless
+        # run.device=cpu was chosen deliberately).
+        self.plan = devmod.plan(cfg)
+        self.dist = Dist(cfg.run.device, find_unused_parameters=unused, timeout_s=cfg.train.dist_timeout_s)
+        self.device = self.plan.device if self.dist.world == 1 else self.dist.device
+        self.amp_dtype, self.channels_last = self.plan.amp_dtype, self.plan.channels_last
+        self.num_workers = self.plan.num_workers
 
     def _init_run_folder(self, run_dir: str | os.PathLike | None, fresh: bool) -> None:
         """Paths; the main process creates the folders, removes stale temporary files and, for a fresh
         start, an earlier run's records."""
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(self.cfg)
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir, self.mirror_dir = checkpoint_dirs(self.cfg, self.run_dir)
         self.history_path = self.run_dir / HISTORY_FILE
         self.written: list[str] = []  # files this process wrote (the multi-process test checks it)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            ckpt.cleanup_temp_files(self.ckpt_dir)
-            if fresh or not self.cfg.train.resume:
-                self._clear_previous_run()
+            # One process per run folder (a second trainer here refuses, naming the holder; force takes over)
+            self._supersede_idle_trainer()
+            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
+            _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
+            if self.lock.note:
+                print(f"run lock: {self.lock.note}", flush=True)
+            try:
+                for folder in (self.ckpt_dir, self.mirror_dir):
+                    if folder is not None:
+                        folder.mkdir(parents=True, exist_ok=True)
+                        ckpt.cleanup_temp_files(folder)
+                if fresh or not self.cfg.train.resume:
+                    self._clear_previous_run()
+                elif self.mirror_dir is not None:  # resuming: the newest valid copy of either place wins
+                    for name, what in ckpt.sync_from_mirror(self.ckpt_dir, self.mirror_dir).items():
+                        if what.startswith(("copied", "mirrored", "local copy kept")):
+                            print(f"checkpoint {name}: {what}", flush=True)
+            except BaseException:
+                self._release_lock()
+                raise
         self.dist.barrier()
 
+    def _supersede_idle_trainer(self) -> None:
+        """A Trainer object of this process on the same run folder that is not fitting (a notebook cell run
+        again while the earlier object is still referenced) gives its lock up: its next checkpoint would then
+        raise instead of racing. One that is fitting keeps it (this one is refused)."""
+        ref = _HOLDERS.get(str(self.run_dir.resolve()))
+        old = ref() if ref is not None else None
+        if old is not None and old is not self and not getattr(old, "_fitting", False):
+            old._release_lock()
+
     def _init_determinism(self) -> None:
-        """``run.deterministic``: deterministic algorithms, process-wide (restored by :meth:`close`)."""
+        """``run.deterministic``: deterministic algorithms, process-wide (restored by :meth:`close`).
+        cudnn.benchmark is not set process-wide: each training step turns it on (fixed-shape crops, CUDA,
+        not deterministic) and restores it; validation runs with it off (:func:`mattingkit.device.cudnn_benchmark`)."""
         self._det_before = (torch.are_deterministic_algorithms_enabled(),
                             torch.is_deterministic_algorithms_warn_only_enabled())
+        self._benchmark_before = torch.backends.cudnn.benchmark
+        self._train_benchmark = self.device.type == "cuda" and not self.cfg.run.deterministic
         if self.cfg.run.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
-            torch.backends.cudnn.benchmark = False
-        elif self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
 
     def _init_datasets(self, train_dataset, val_dataset) -> None:
         """The given datasets, else the config's (:func:`mattingkit.train.setup.build_data`)."""
@@ -130,7 +172,7 @@ class Trainer:
         convert = []
         if self.dist.world > 1 and cfg.model.sync_bn:
             convert.append(nn.SyncBatchNorm.convert_sync_batchnorm)
-        if t.channels_last:
+        if self.channels_last:
             convert.append(lambda m: m.to(memory_format=torch.channels_last))
         for fn in convert:
             model = fn(model)
@@ -181,8 +223,7 @@ class Trainer:
                      plateau_factor=t.plateau_factor, mode=t.best_mode)
         self.sched_g = LRSchedule(self.opt_g, t.lr_g, **sched)
         self.sched_d = LRSchedule(self.opt_d, t.lr_d, **sched)
-        self.amp_dtype = resolve_amp(t.amp, self.device)
-        use_scaler = self.amp_dtype == torch.float16
+        use_scaler = self.plan.grad_scaler  # fp16 only
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
 
@@ -191,8 +232,16 @@ class Trainer:
         self._writer = None
         self._loader_iter = None
         self._committing = False
-        self._window: dict[str, float] = {}  # loss sums since the last log record
-        self._window_n = 0
+        # Loss sums since the last log record, kept on the device (no host sync per step): converted to
+        # numbers only when a record is written (log_every). Non-finite steps add nothing and are counted
+        # on the device too.
+        self._window: dict[str, torch.Tensor] = {}
+        self._window_n = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._window_lr: dict[str, float] = {}
+        self._nf_run = torch.zeros((), dtype=torch.int64, device=self.device)      # non-finite in a row, now
+        self._nf_run_max = torch.zeros((), dtype=torch.int64, device=self.device)  # ... its peak since the log
+        self._nf_total = torch.zeros((), dtype=torch.int64, device=self.device)    # ... since the last sync
+        self._nf_run += self.nonfinite_in_a_row  # (a resumed run continues its count)
         self._val_grid: list = []
         self._t0 = time.monotonic()
 
@@ -201,10 +250,13 @@ class Trainer:
     def _clear_previous_run(self) -> None:
         """fresh=True: forget an earlier run in the same folder (checkpoints, loss history, TensorBoard
         events; train_summary.json is rewritten at the end, config.yaml at the start, manifest.csv is kept)."""
-        for name in (ckpt.LAST, ckpt.BEST):
-            for p in (self.ckpt_dir / name, ckpt.sidecar_path(self.ckpt_dir / name)):
-                if p.exists():
-                    p.unlink()
+        for folder in (self.ckpt_dir, self.mirror_dir):
+            for name in (ckpt.LAST, ckpt.BEST):
+                if folder is None:
+                    continue
+                for p in (folder / name, ckpt.sidecar_path(folder / name)):
+                    if p.exists():
+                        p.unlink()
         if self.history_path.exists():
             self.history_path.unlink()
         tb = self.run_dir / "tb"
@@ -239,6 +291,7 @@ class Trainer:
     # checkpoints
     def state_dict(self) -> dict:
         """Everything needed to continue exactly: weights, optimisers, schedules, scalers, RNG, counters."""
+        self._sync_nonfinite()
         g, d = ckpt.unwrap(self.G), ckpt.unwrap(self.D) if self.D is not None else None
         return {
             "format": ckpt.FORMAT,
@@ -307,12 +360,17 @@ class Trainer:
         """Write ``last.pt`` and/or ``best.pt`` (main process only; a no-op elsewhere)."""
         if not self.dist.is_main:
             return []
+        if self.lock is not None:
+            self.lock.heartbeat()  # raises when another process took the run folder over (--force)
         state = self.state_dict()
         out = []
         for name in which:
-            path = ckpt.save_checkpoint(state, self.ckpt_dir / name)
-            self._wrote(path)
-            self._wrote(ckpt.sidecar_path(path))
+            # Local disk first; with a mirror (the run folder on a mounted Drive) copied there after.
+            path = ckpt.save_checkpoint(state, self.ckpt_dir / name, mirror_dir=self.mirror_dir)
+            for p in (path, ckpt.sidecar_path(path)):
+                self._wrote(p)
+                if self.mirror_dir is not None:
+                    self._wrote(self.mirror_dir / p.name)
             out.append(path)
         return out
 
@@ -324,7 +382,7 @@ class Trainer:
         stream = BatchStream(len(self.train_ds), d.batch_size, self.cfg.run.seed, self.dist.world, self.dist.rank,
                              start=start)
         kwargs = {}
-        if d.num_workers > 0:
+        if self.num_workers > 0:
             try:
                 from ..data.datasets import worker_init_fn
 
@@ -335,23 +393,36 @@ class Trainer:
         # Own generator: creating the iterator must not consume the global RNG (exact resume).
         gen = torch.Generator().manual_seed(self.cfg.run.seed + 1000003 * self.dist.rank)
         loader = torch.utils.data.DataLoader(
-            EpochIndexed(self.train_ds), batch_sampler=stream, num_workers=d.num_workers,
+            EpochIndexed(self.train_ds), batch_sampler=stream, num_workers=self.num_workers,
             pin_memory=self.device.type == "cuda", generator=gen, **kwargs)
         return iter(loader)
 
     def next_batch(self) -> dict:
         if self._loader_iter is None:
             self._loader_iter = self._loader()
-        return to_device(next(self._loader_iter), self.device, self.cfg.train.channels_last)
+        return to_device(next(self._loader_iter), self.device, self.channels_last)
 
     def close(self) -> None:
-        """Stop data workers and flush TensorBoard."""
+        """Stop data workers, flush TensorBoard, restore the process-wide flags, release the run lock."""
         self._loader_iter = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
         if self.cfg.run.deterministic:
             torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
+        torch.backends.cudnn.benchmark = self._benchmark_before
+        self._release_lock()
+
+    def _release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def __del__(self):  # a Trainer dropped without close() (e.g. never fitted) frees its run folder
+        try:
+            self._release_lock()
+        except Exception:
+            pass
 
     # ---------------------------------------------------------------------------------------
     # one iteration
@@ -360,8 +431,11 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
-    def train_step(self) -> dict[str, float] | None:
-        """One iteration (``accum_steps`` micro-batches). Returns the loss terms, or None when skipped."""
+    def train_step(self) -> dict[str, Any] | None:
+        """One iteration (``accum_steps`` micro-batches). Returns the loss terms as detached device tensors
+        (plus ``lr_g`` / ``lr_d`` floats, and ``_finite``, a device bool); nothing here waits for the device
+        (no ``.item()``): a non-finite step is skipped on the device (fused optimisers' ``found_inf``) and
+        counted; the counts are read when a record is written (:meth:`after_step`)."""
         t = self.cfg.train
         it = self.step
         lr_g = self.sched_g.step(it)
@@ -377,26 +451,29 @@ class Trainer:
 
         sums: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=self.device)
-        for micro in range(t.accum_steps):
-            batch = self.next_batch()
-            terms, ok, pred = self._micro_step(batch, micro == t.accum_steps - 1, gan_on, d_update)
-            finite &= ok
-            for k, v in terms.items():
-                if isinstance(v, torch.Tensor) and v.numel() == 1:
-                    v = v.detach().float() / t.accum_steps
-                    sums[k] = sums[k] + v if k in sums else v
-
-        if self.dist.any(not bool(finite.item())):
-            self._skip_step()
-            return None
-        self.nonfinite_in_a_row = 0
-        self._committing = True  # an interrupt from here to the end of the step leaves no clean state
-        self._optimizer_step(self.G, self.opt_g, self.scaler_g)
-        if d_update:
-            self._optimizer_step(self.D, self.opt_d, self.scaler_d)
+        with devmod.cudnn_benchmark(self._train_benchmark):  # fixed-shape crops: autotune pays here
+            for micro in range(t.accum_steps):
+                batch = self.next_batch()
+                terms, ok, pred = self._micro_step(batch, micro == t.accum_steps - 1, gan_on, d_update)
+                finite &= ok
+                for k, v in terms.items():
+                    if isinstance(v, torch.Tensor) and v.numel() == 1:
+                        v = v.detach().float().reshape(()) / t.accum_steps
+                        sums[k] = sums[k] + v if k in sums else v
+            # every process skips when any has a non-finite loss (one all-reduce, no host sync)
+            finite = self.dist.sum((~finite).to(torch.float32).reshape(1)).reshape(()) == 0
+            self._committing = True  # an interrupt from here to the end of the step leaves no clean state
+            self._optimizer_step(self.G, self.opt_g, self.scaler_g, finite)
+            if d_update:
+                self._optimizer_step(self.D, self.opt_d, self.scaler_d, finite)
+        bad = (~finite).to(torch.int64)
+        self._nf_run = (self._nf_run + 1) * bad
+        self._nf_run_max = torch.maximum(self._nf_run_max, self._nf_run)
+        self._nf_total = self._nf_total + bad
         self.step += 1
         self._committing = False
-        out_terms = {k: float(v) for k, v in sums.items()}
+        out_terms: dict[str, Any] = dict(sums)
+        out_terms["_finite"] = finite
         out_terms["lr_g"] = lr_g
         if self.opt_d is not None:
             out_terms["lr_d"] = lr_d
@@ -442,30 +519,48 @@ class Trainer:
             terms.update({k: v for k, v in d_terms.items() if k != "total"})  # d_real, d_fake
             terms["d_real_mean"] = d_real.detach().float().mean()
             terms["d_fake_mean"] = d_fake.detach().float().mean()
+            terms["d_accuracy"] = d_accuracy(d_real, d_fake, cfg.loss.gan_type)
         return terms, finite, out["alpha"].detach()
 
-    def _skip_step(self) -> None:
-        """A non-finite loss somewhere: no update, counted; ``train.max_nonfinite`` in a row stops the run."""
+    def _sync_nonfinite(self) -> int:
+        """Read the device-side non-finite counters (a host sync: at log / checkpoint time only); returns
+        the longest run of non-finite steps in a row since the last read."""
+        peak = int(self._nf_run_max)
+        self.nonfinite_total += int(self._nf_total)
+        self.nonfinite_in_a_row = int(self._nf_run)
+        self._nf_total.zero_()
+        self._nf_run_max.copy_(self._nf_run)
+        return peak
+
+    def _check_nonfinite(self) -> None:
+        """``train.max_nonfinite`` non-finite losses in a row stop the run (checked when the counters are read)."""
         t = self.cfg.train
-        self.opt_g.zero_grad(set_to_none=True)
-        if self.opt_d is not None:
-            self.opt_d.zero_grad(set_to_none=True)
-        self.nonfinite_in_a_row += 1
-        self.nonfinite_total += 1
-        self.step += 1
-        if self.nonfinite_in_a_row >= t.max_nonfinite:
+        peak = self._sync_nonfinite()
+        if peak >= t.max_nonfinite:
             raise NonFiniteLossError(
-                f"{self.nonfinite_in_a_row} non-finite losses in a row (step {self.step}, "
+                f"{peak} non-finite losses in a row (step {self.step}, "
                 f"{self.nonfinite_total} in total): stopping. Lower train.lr_g / lr_d, set train.grad_clip, "
                 f"use train.amp=off or bf16, or check the data (train.max_nonfinite={t.max_nonfinite}).")
 
-    def _optimizer_step(self, model, opt, scaler) -> None:
+    def _optimizer_step(self, model, opt, scaler, finite: torch.Tensor) -> None:
+        """Clip, then step unless ``finite`` (a device bool) is False, without waiting for the device: a
+        fused optimiser skips on the device (``found_inf``); fp16's GradScaler skips non-finite gradients
+        itself; any other optimiser falls back to reading the flag."""
         if self.cfg.train.grad_clip:
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
                                            self.cfg.train.grad_clip)
-        scaler.step(opt)
-        scaler.update()
+        if scaler.is_enabled():
+            scaler.step(opt)
+            scaler.update()
+        elif opt.defaults.get("fused"):
+            opt.found_inf = (~finite).to(torch.float32).reshape(())
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf
+        elif bool(finite):
+            opt.step()
 
     # ---------------------------------------------------------------------------------------
     # validation
@@ -480,8 +575,9 @@ class Trainer:
         for cap in (self.cfg.data.val_limit, max_images):
             if cap is not None:
                 limit = min(limit, int(cap))
-        sums, grid = validate_model(ckpt.unwrap(self.G), self.val_ds, self.cfg, self.device, limit=limit,
-                                    rank=self.dist.rank, world=self.dist.world)
+        with devmod.cudnn_benchmark(False):  # full-resolution images of many shapes: no autotune per shape
+            sums, grid = validate_model(ckpt.unwrap(self.G), self.val_ds, self.cfg, self.device, limit=limit,
+                                        rank=self.dist.rank, world=self.dist.world)
         sums = self.dist.sum(sums).cpu()
         n = int(sums[0].item())
         if n == 0:
@@ -528,6 +624,11 @@ class Trainer:
 
         cfg, t = self.cfg, self.cfg.train
         end = t.steps if until is None else min(t.steps, int(until))
+        if self.dist.is_main and self.lock is None:  # closed earlier (a second fit()) or superseded
+            self._supersede_idle_trainer()
+            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
+            _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
+        self._fitting = True
         if cfg.run.deterministic:  # (again: close() restores the process-wide setting)
             torch.use_deterministic_algorithms(True, warn_only=True)
         if self.dist.is_main:
@@ -545,7 +646,14 @@ class Trainer:
         t_start, step_start = time.monotonic(), self.step
         try:
             while self.step < end:
-                terms = self.train_step()
+                try:
+                    terms = self.train_step()
+                except Exception as e:
+                    if not devmod.is_oom(e):
+                        raise
+                    self._oom = True  # no checkpoint of a half-done step: the last one stays as it was
+                    devmod.free_cuda_memory()
+                    raise devmod.training_oom_error(e, cfg, self.amp_dtype, self.device, self.channels_last) from None
                 if bar is not None:
                     bar.update(1)
                 self.after_step(terms, end, bar)
@@ -555,7 +663,7 @@ class Trainer:
                     stopped = "time_limit"
                     break
         except KeyboardInterrupt:
-            if self._committing:
+            if self._committing or getattr(self, "_oom", False):
                 print("\ninterrupted while updating weights: keeping the previous last.pt", flush=True)
             else:
                 if self.dist.is_main:
@@ -563,6 +671,7 @@ class Trainer:
                 self.save((ckpt.LAST,))
             raise
         finally:
+            self._fitting = False
             if bar is not None:
                 bar.close()
             self.close()
@@ -582,12 +691,26 @@ class Trainer:
         (``ckpt_every`` and the end of the session)."""
         t, step = self.cfg.train, self.step
         if terms is not None:
+            ok = terms.get("_finite")
+            ok = torch.ones((), dtype=torch.bool, device=self.device) if ok is None else ok
             for k, v in terms.items():
-                self._window[k] = self._window.get(k, 0.0) + v
-            self._window_n += 1
+                if k == "_finite":
+                    continue
+                if isinstance(v, torch.Tensor):  # device tensors: a skipped step adds nothing (no sync)
+                    v = torch.where(ok, v.detach().to(torch.float64), torch.zeros((), dtype=torch.float64,
+                                                                                    device=v.device))
+                    self._window[k] = self._window[k] + v if k in self._window else v
+                else:
+                    self._window_lr[k] = v
+            self._window_n = self._window_n + ok.to(torch.float64)
         if step % t.log_every == 0 or step == end:
-            self._log_train(self._window, self._window_n, bar)
-            self._window, self._window_n = {}, 0
+            self._check_nonfinite()
+            n = int(self._window_n)  # the one host sync of the window
+            window = {k: float(v) for k, v in self._window.items()} if n else {}
+            window.update({k: v * n for k, v in self._window_lr.items()} if n else {})
+            self._log_train(window, n, bar)
+            self._window, self._window_lr = {}, {}
+            self._window_n = torch.zeros((), dtype=torch.float64, device=self.device)
         if step % t.image_every == 0 and terms is not None and self.writer is not None:
             from ..viz import make_grid
 
@@ -632,7 +755,13 @@ class Trainer:
         if bar is not None and n and hasattr(bar, "set_postfix"):
             bar.set_postfix(loss=rec.get("total", float("nan")), lr=rec.get("lr_g", 0.0), refresh=False)
 
+    @property
+    def _ckpt_home(self) -> Path:
+        """The run folder's checkpoints (the Drive copy when writing locally and mirroring)."""
+        return self.mirror_dir if self.mirror_dir is not None else self.ckpt_dir
+
     def _summary(self, stopped: str, elapsed: float, steps_done: int) -> dict:
+        self._sync_nonfinite()
         return {
             "run_dir": str(self.run_dir),
             "name": self.cfg.run.name,
@@ -646,10 +775,73 @@ class Trainer:
             "elapsed_s": round(elapsed, 3),
             "steps_per_s": round(steps_done / elapsed, 4) if elapsed > 0 and steps_done else None,
             "world_size": self.dist.world,
-            "checkpoints": {n: str(self.ckpt_dir / n) for n in (ckpt.LAST, ckpt.BEST)
-                            if (self.ckpt_dir / n).exists()},
+            "checkpoints": {n: str(self._ckpt_home / n) for n in (ckpt.LAST, ckpt.BEST)
+                            if (self._ckpt_home / n).exists()},
             "version": __version__,
         }
 
 
-__all__ = ["NonFiniteLossError", "SUMMARY_FILE", "Trainer"]
+def d_accuracy(d_real: torch.Tensor, d_fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """:func:`mattingkit.losses.discriminator_accuracy` as a device tensor (no host sync per step): per-image
+    verdicts (PatchGAN maps averaged), threshold 0 (bce / hinge) or 0.5 (lsgan).
+
+    Example:
+        >>> from mattingkit.losses import discriminator_accuracy
+        >>> r, f = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, -0.5])
+        >>> float(d_accuracy(r, f)) == discriminator_accuracy(r, f)
+        True
+    """
+    t = 0.5 if kind == "lsgan" else 0.0
+
+    def verdicts(x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().float()
+        return x.reshape(x.shape[0], -1).mean(1) if x.ndim > 1 else x
+
+    return 0.5 * ((verdicts(d_real) > t).float().mean() + (verdicts(d_fake) < t).float().mean())
+
+
+def checkpoint_dirs(cfg: Config, run_dir: Path) -> tuple[Path, Path | None]:
+    """``(where checkpoints are written, where they are mirrored or None)`` from ``run.checkpoint_local_dir``:
+    ``null`` -> the run folder's ``checkpoints``, no mirror; a path -> ``PATH/<run folder name>`` on local
+    disk, mirrored to the run folder's ``checkpoints``; ``auto`` -> that under the temp folder when the run
+    folder is on a mounted Google Drive (each replaced Drive file goes to Drive's trash and counts against
+    the quota; the FUSE mount may refuse fsync), else no mirror.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> checkpoint_dirs(load_config("demo", ["run.checkpoint_local_dir=/local"]), Path("/drive/runs/x"))
+        (PosixPath('/local/x'), PosixPath('/drive/runs/x/checkpoints'))
+        >>> checkpoint_dirs(load_config("demo", ["run.checkpoint_local_dir=null"]), Path("/r/x"))
+        (PosixPath('/r/x/checkpoints'), None)
+    """
+    home = run_dir / "checkpoints"
+    spec = getattr(cfg.run, "checkpoint_local_dir", "auto")
+    if spec in (None, "", "null", "none"):
+        return home, None
+    if spec == "auto":
+        if not on_drive(run_dir):
+            return home, None
+        import tempfile
+
+        spec = Path(tempfile.gettempdir()) / "mattingkit_checkpoints"
+    local = Path(str(spec)).expanduser() / run_dir.name
+    if local.resolve() == home.resolve():
+        return home, None
+    return local, home
+
+
+def on_drive(path: Path) -> bool:
+    """Whether ``path`` lies on a mounted Google Drive (:data:`mattingkit.env.COLAB_DRIVE`)."""
+    from .. import env
+
+    drive = Path(env.COLAB_DRIVE)
+    if not env.drive_mounted():
+        return False
+    try:
+        Path(path).resolve().relative_to(drive.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+__all__ = ["NonFiniteLossError", "SUMMARY_FILE", "Trainer", "checkpoint_dirs", "d_accuracy", "on_drive"]

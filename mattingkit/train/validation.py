@@ -3,6 +3,11 @@
 Each evaluation item goes through :func:`mattingkit.infer.predict` with the run's ``infer`` settings — the
 same reflect padding, tiling, AMP resolver and known-region clamp as notebook 04 — so ``best.pt`` is chosen
 under the protocol notebook 04 reports. The metrics are the official ones (:mod:`mattingkit.metrics`).
+
+``data.val_max_side`` caps the image the model sees; the metrics are still measured at full resolution
+(the prediction upsampled to the original size, against the full-resolution alpha and trimap), because SAD
+is a sum: a capped image would report a (side ratio)² smaller SAD than notebook 04 on the same image. The
+only difference left from an uncapped evaluation is the model's input resolution.
 """
 from __future__ import annotations
 
@@ -27,6 +32,13 @@ def _numpy_item(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, batch["trimap"][0, 0].float().numpy(), batch["alpha"][0, 0].float().numpy()
 
 
+def _upsample(pred: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """A prediction bilinearly resized to ``hw`` (clipped to [0, 1])."""
+    t = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
+    t = torch.nn.functional.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False)
+    return t[0, 0].clamp(0, 1).numpy()
+
+
 @torch.no_grad()
 def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device, limit: int, rank: int = 0,
                    world: int = 1) -> tuple[torch.Tensor, list]:
@@ -39,15 +51,23 @@ def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device,
     sums = torch.zeros(6, dtype=torch.float64)
     grid = []
     for i in range(rank, limit, world):
-        image, trimap, gt = _numpy_item(dataset[i])
+        item = dict(dataset[i])
+        full = {k: item.pop(k) for k in ("alpha_full", "trimap_full") if k in item}
+        image, trimap, gt = _numpy_item(item)
         pred = predict(model, np.clip(image, 0.0, 1.0), trimap, infer_cfg=cfg.infer, device=device,
                        trimap_cfg=cfg.trimap)
+        shown = (image, trimap, gt, pred)
+        if full:  # capped: measure at full resolution (the definition notebook 04 uses)
+            gt = full["alpha_full"].reshape(full["alpha_full"].shape[-2:]).float().numpy()
+            trimap = full["trimap_full"].reshape(full["trimap_full"].shape[-2:]).float().numpy()
+            pred = _upsample(pred, gt.shape)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmptyUnknownWarning)  # an all-known trimap counts 0, as in 04
             m = compute_metrics(pred, gt, trimap)
         sums += torch.tensor([1.0, m["sad"], m["mse"], m["grad"], m["conn"], competition_mse(pred, gt)],
                              dtype=torch.float64)
         if len(grid) < GRID_ITEMS:
+            image, trimap, gt, pred = shown  # (the picture at the model's resolution)
             grid.append((torch.from_numpy(image).permute(2, 0, 1), torch.from_numpy(trimap), torch.from_numpy(gt),
                          torch.from_numpy(pred)))
     return sums, grid
