@@ -101,39 +101,11 @@ def cmd_sweep(args) -> int:
     return 0 if result.ok else 1
 
 
-def _accepts(fn, name: str) -> bool:
-    """Whether ``fn`` takes a keyword ``name`` (flags passed on only where the function has them)."""
-    import inspect
-
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def cmd_train(args) -> int:
     from .train import train_and_report
 
-    kwargs = {}
-    if _accepts(train_and_report, "force"):
-        kwargs["force"] = args.force
-    elif args.force:  # this build's trainer takes no lock over: release a held lock here first
-        _take_lock_over(_load(args), args.run_dir)
-    train_and_report(_load(args), run_dir=args.run_dir, fresh=args.fresh, **kwargs)
+    train_and_report(_load(args), run_dir=args.run_dir, fresh=args.fresh, force=args.force)
     return 0
-
-
-def _take_lock_over(cfg, run_dir) -> None:
-    from .run import default_run_dir
-    from .runlock import RunLock
-
-    folder = Path(run_dir) if run_dir else default_run_dir(cfg)
-    if folder.is_dir():
-        with RunLock.for_config(folder, cfg, force=True) as lock:
-            if lock.note:
-                print(lock.note)
-
-
 
 
 def cmd_evaluate(args) -> int:

@@ -165,7 +165,7 @@ def test_predict_force_reaches_predict_folder(monkeypatch, tmp_path):
     assert seen == [True, False]
 
 
-def test_train_force_is_passed_only_where_the_trainer_takes_it(monkeypatch, tmp_path):
+def test_train_force_reaches_the_trainer(monkeypatch, tmp_path):
     import mattingkit.train as train_pkg
 
     got = []
