@@ -369,14 +369,17 @@ _SKIP = {"step", "phase", "time", "n", "best", "nonfinite_total"}
 
 #: Axis labels of the validation metrics (official matting metrics; lower is better for all four).
 METRIC_LABELS = {"sad": "SAD (sum of |error|, /1000)", "mse": "MSE", "grad": "Grad (gradient error, /1000)",
-                 "conn": "Conn (connectivity error, /1000)"}
+                 "conn": "Conn (connectivity error, /1000)",
+                 "competition_mse": "competition MSE (whole image, 0-1 scale)"}
+_METRIC_TITLES = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn", "competition_mse": "competition MSE"}
 
 
 def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequence[str] | None = None):
     """Plot training curves from a run's ``metrics.jsonl`` (path) or its records (list of dicts).
 
-    Panels: training losses (log scale when all are positive), learning rates, then one panel per
-    validation metric (lower is better), each with a title and labelled axes. Returns the matplotlib
+    Panels: training losses (log scale when all are positive), learning rates, the discriminator's mean
+    logits / accuracy (when logged), then one panel per validation metric (lower is better), each with a
+    title and labelled axes. Returns the matplotlib
     Figure; with ``out_png`` also saves it there (atomically).
 
     Example:
@@ -400,13 +403,26 @@ def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequen
     train_keys = sorted({k for r in train for k in r if k not in _SKIP and not k.startswith("lr_")})
     if keys is not None:
         train_keys = [k for k in train_keys if k in keys]
+    # discriminator diagnostics (mean logits, accuracy) are not losses: their own linear panel
+    d_keys = [k for k in train_keys if k.endswith("_mean") or "acc" in k]
+    train_keys = [k for k in train_keys if k not in d_keys]
     lr_keys = sorted({k for r in train for k in r if k.startswith("lr_")})
     order = list(METRIC_LABELS)
     val_keys = sorted({k for r in val for k in r if k not in _SKIP},
                       key=lambda k: (order.index(k) if k in order else len(order), k))
-    n = 2 + max(1, len(val_keys))
+    n = 2 + bool(d_keys) + max(1, len(val_keys))
     fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
     axes = list(axes[0])
+    if d_keys:
+        ax = axes.pop(2)
+        for k in d_keys:
+            s = series(train, k)
+            if s:
+                ax.plot(*s, label=k.removeprefix("d_"), lw=0.9)
+        ax.set_title("discriminator")
+        ax.set_ylabel("mean logit / accuracy")
+        ax.legend(fontsize=7)
+        axes.append(ax)  # labelled below with the others
     ax = axes[0]
     curves = {k: series(train, k) for k in train_keys}
     curves = {k: s for k, s in curves.items() if s}
@@ -427,7 +443,7 @@ def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequen
     ax.set_ylabel("learning rate")
     if lr_keys:
         ax.legend(fontsize=7)
-    for ax, k in zip(axes[2:], val_keys or [None]):
+    for ax, k in zip(axes[2:2 + max(1, len(val_keys))], val_keys or [None]):
         if k is None:
             ax.set_title("validation (no records yet)")
             ax.set_ylabel("metric")
@@ -435,7 +451,7 @@ def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequen
         s = series(val, k)
         if s:
             ax.plot(*s, marker="o", label=k)
-        ax.set_title(f"validation {k.upper() if k in METRIC_LABELS else k}")
+        ax.set_title(f"validation {_METRIC_TITLES.get(k, k)}")
         ax.set_ylabel(METRIC_LABELS.get(k, k) + " (lower is better)" * (k in METRIC_LABELS))
     for ax in axes:
         ax.set_xlabel("step")
