@@ -352,8 +352,9 @@ def _predict_baseline(rows, out_dir: Path, method: str, max_pixels: int | None):
     from .infer import fresh_prediction_dir, predict_folder
 
     model = BaselinePredictor(method, max_pixels=max_pixels)
+    inputs = [[str(r["id"]), str(r["image"]), str(r["trimap"])] for r in rows.to_dict("records")]
     out = fresh_prediction_dir(out_dir, {"method": method, "max_pixels": model.max_pixels, "margin": model.margin,
-                                         "trimaps": True})
+                                         "trimaps": True, "inputs": inputs})
     report = predict_folder(model, rows[["id", "image", "trimap"]], out, device="cpu", verbose=False,
                             **BaselinePredictor.PREDICT_KWARGS)
     return out, report, model.notes
@@ -366,7 +367,8 @@ def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | No
     none is configured). Predicts every photo with the run's checkpoint (its trimaps for trimap models,
     :func:`mattingkit.infer.predict_split`) and with each of ``methods`` (closed-form matting, the
     trimap itself as alpha, ...; ``max_pixels``: their downscale threshold), each into its own cached
-    folder under ``predictions/real/``; scores all of them with the official SAD / MSE / Grad / Conn on
+    folder under ``predictions/real/<eval root name>-<hash>/``; scores all of them with the official
+    SAD / MSE / Grad / Conn on
     the same images and the unknown region of the same trimaps (``metrics_real.csv``: one row per
     method and image) and draws ``real_comparison.png``. Records the table under ``real_set`` in the 04
     section and returns it.
@@ -380,12 +382,16 @@ def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | No
     if rows is None:
         print("no real evaluation set configured (data.eval_root): skipped")
         return None
-    res = predict_split(checkpoint_path(ctx, checkpoint), rows, ctx.path("predictions", "real", "model"), ctx.cfg,
-                        verbose=False)
+    import hashlib
+
+    root = run.data_path(ctx.cfg, ctx.cfg.data.eval_root).resolve()
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    base = ctx.path("predictions", "real", f"{run.safe_name(root.name)}-{tag}")
+    res = predict_split(checkpoint_path(ctx, checkpoint), rows, base / "model", ctx.cfg, verbose=False)
     dirs, notes = {"model": res.out_dir}, []
     failed = {"model": len(res.report.failed)}
     for m in methods:
-        out, rep, n = _predict_baseline(rows, ctx.path("predictions", "real", m), m,
+        out, rep, n = _predict_baseline(rows, base / m, m,
                                         DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
         dirs[m], failed[m] = out, len(rep.failed)
         notes += [f"{METHOD_LABELS.get(m, m)}: {t}" for t in n]
@@ -396,6 +402,10 @@ def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | No
         tables[name] = {"method": METHOD_LABELS.get(name, name), "images": int(len(t)),
                         **{k: _round4(t.attrs["mean"].get(k)) for k in METRICS}}
         per_image.append(t.assign(method=METHOD_LABELS.get(name, name)))
+        if len(t) < len(rows):
+            first = (t.attrs["errors"] or [{}])[0]
+            notes.append(f"{METHOD_LABELS.get(name, name)}: {len(rows) - len(t)} of {len(rows)} photo(s) not "
+                         f"evaluated (first problem: {first})")
     import pandas as pd
 
     csv = pd.concat(per_image, ignore_index=True)[["method", "image", *METRICS]]
@@ -407,6 +417,7 @@ def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | No
         print(f"note: {n}")
     values = {"root": str(ctx.cfg.data.eval_root), "images": int(len(rows)), "checkpoint": str(res.checkpoint),
               "model_trimaps": res.with_trimap, "table": tables, "failed": failed, "notes": notes,
+              "folders": {k: str(v) for k, v in dirs.items()},
               "csv": str(ctx.path("metrics_real.csv"))}
     values["comparison"] = str(_real_comparison(ctx, rows.iloc[:n_preview], dirs, tables))
     values["seconds"] = _seconds(t0)
@@ -613,7 +624,8 @@ def _headline(section: str, vals: dict[str, Any]) -> list[str]:
             out.append(f"real {row.get('method', name)} SAD={_fmt(row.get('sad'))}")
         return out
     if section == NB_SUBMIT:
-        out = [f"rows={vals.get('rows')}", f"valid={vals.get('valid')}", f"csv={vals.get('csv') or vals.get('run_csv')}"]
+        out = [f"rows={vals.get('rows')}", f"valid={vals.get('valid')}",
+               f"csv={vals.get('csv') or vals.get('run_csv')}"]
         k = vals.get("kaggle") or {}
         if k:
             out.append(f"kaggle {k.get('competition')}: {k.get('status')}, public score {k.get('public_score')}")

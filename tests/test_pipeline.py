@@ -135,7 +135,7 @@ def test_real_set_table_model_and_baselines(trained, figures, tmp_path, source, 
     from mattingkit.metrics import evaluate_triples
 
     rows = pipeline.real_set_rows(ctx, 2)
-    d = ctx.path("predictions", "real", "closed_form")
+    d = Path(vals["folders"]["closed_form"])
     hand = evaluate_triples([(r["id"], d / f"{r['id']}.png", r["alpha"], r["trimap"])
                              for r in rows.to_dict("records")], warn=False).attrs["mean"]["sad"]
     assert table.loc["closed-form", "sad"] == pytest.approx(hand, rel=1e-3)
