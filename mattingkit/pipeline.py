@@ -88,6 +88,19 @@ def _manifest(ctx: RunContext):
 # --------------------------------------------------------------------------------------------
 # 01: data
 # --------------------------------------------------------------------------------------------
+def doctor_report(ctx: RunContext, probe: bool = True) -> dict[str, Any]:
+    """Notebook 01, first: what this run gets on this machine (:func:`mattingkit.doctor.doctor` for the
+    run's config: device, AMP, versions, roots and free space, credentials found or not, ImageNet
+    weights), printed as :func:`mattingkit.doctor.format_report`; ``probe=False`` skips the network probe.
+    Records ``doctor_ok`` and ``doctor_problems`` in the 01 section; returns the doctor dict."""
+    from .doctor import doctor, format_report
+
+    rep = doctor(ctx.cfg, probe=probe)
+    print(format_report(rep))
+    update_metrics(ctx.run_dir, NB_DATA, {"doctor_ok": bool(rep["ok"]), "doctor_problems": list(rep["problems"])})
+    return rep
+
+
 def ensure_data(ctx: RunContext, download: bool = True) -> dict[str, str]:
     """Notebook 01: make the config's data available (:func:`mattingkit.run.ensure_data`)."""
     return run.ensure_data(ctx.cfg, download=download)
@@ -100,7 +113,7 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
     """
     from .data.manifest import pick_rows, write_manifest
     from .data.report import data_report_md, data_summary
-    from .viz import manifest_grid
+    from .viz import manifest_figure, save_figure
 
     t0 = time.monotonic()
     cfg = ctx.cfg
@@ -116,7 +129,10 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
         "backgrounds": run.count_backgrounds(cfg), "test_images": None if test is None else int(len(test)),
         "made_available": made,
     }
-    save_png(ctx.path("data_samples.png"), manifest_grid(pick_rows(df, n_preview, prefer="train"), PREVIEW_SIDE))
+    fig = manifest_figure(pick_rows(df, n_preview, prefer="train"), f"Data samples ({cfg.data.layout} layout)",
+                          max_side=PREVIEW_SIDE, footnote="trimap mid-gray: the dataset has none (trimaps are "
+                          "synthesised in training)")
+    save_figure(fig, ctx.path("data_samples.png"))
     values["seconds"] = _seconds(t0)
     atomic_write_text(ctx.path("data_report.md"), data_report_md(values, report))
     update_metrics(ctx.run_dir, NB_DATA, values)
@@ -131,15 +147,17 @@ def trimap_previews(ctx: RunContext, n_samples: int = 4, max_side: int = PREVIEW
     overlays -> ``trimap_previews.png``; records the mean unknown share and time of each method."""
     from .data.manifest import load_row, pick_rows
     from .trimap import TRIMAP_BUILDERS, config_trimaps, unknown_share
-    from .viz import fit_side, hstack, vstack
+    from .viz import fit_side, grid_figure, save_figure
     from .widgets import trimap_overlay
 
     t0 = time.monotonic()
     cfg = ctx.cfg
     shares: dict[str, list[float]] = {}
     ms: dict[str, list[float]] = {}
-    rows = []
-    for i, r in enumerate(pick_rows(_manifest(ctx), n_samples).to_dict("records")):
+    rows, labels = [], []
+    records = [r for r in pick_rows(_manifest(ctx), n_samples).to_dict("records") if r.get("alpha")]
+    with_dataset = bool(records) and all(r.get("trimap") for r in records)
+    for i, r in enumerate(records):
         s = load_row(r)
         if s["alpha"] is None:
             continue
@@ -148,15 +166,20 @@ def trimap_previews(ctx: RunContext, n_samples: int = 4, max_side: int = PREVIEW
             t1 = time.perf_counter()
             tris[name] = config_trimaps(s["alpha"], cfg.trimap, seed=cfg.run.seed + i, methods=(name,))[name]
             ms.setdefault(name, []).append(1000 * (time.perf_counter() - t1))
-        if s["trimap"] is not None and s["trimap"].shape == s["alpha"].shape:
-            tris["dataset"] = s["trimap"]
+        if with_dataset:
+            tris["dataset"] = s["trimap"] if s["trimap"].shape == s["alpha"].shape else np.full_like(s["alpha"], .5)
         for name, tri in tris.items():
             shares.setdefault(name, []).append(unknown_share(tri))
-        rows.append(hstack([fit_side(s["image"], max_side)]
-                           + [fit_side(trimap_overlay(s["image"], t), max_side) for t in tris.values()]))
+        rows.append([fit_side(s["image"], max_side)]
+                    + [fit_side(trimap_overlay(s["image"], t), max_side) for t in tris.values()])
+        labels.append(str(r["id"]))
     if not rows:
         raise ValueError("no item with an alpha matte to preview")
-    save_png(ctx.path("trimap_previews.png"), vstack(rows))
+    cols = ["image"] + [f"{k} ({100 * np.mean(v):.0f}% unknown)" for k, v in shares.items()]
+    fig = grid_figure(rows, cols, f"Trimap methods (configured: {cfg.trimap.method})", row_labels=labels,
+                      footnote="background dimmed, unknown band tinted, foreground as is; "
+                               "% unknown = mean share of unknown pixels")
+    save_figure(fig, ctx.path("trimap_previews.png"))
     t = cfg.trimap
     values = {
         "samples": len(rows), "columns": ["image", *shares],
@@ -184,6 +207,16 @@ def trimap_inspector(ctx: RunContext, limit: int = 50, **kwargs):
 # --------------------------------------------------------------------------------------------
 # 03: training
 # --------------------------------------------------------------------------------------------
+def drive_space(ctx: RunContext) -> dict[str, Any]:
+    """Notebook 03, before training: how much space the run's checkpoints need (on Google Drive when
+    the run folder is there; :func:`mattingkit.checkpoint.drive_space_needed`). Prints its message."""
+    from .checkpoint import drive_space_needed
+
+    need = drive_space_needed(ctx.cfg)
+    print(need["message"])
+    return need
+
+
 def train_model(ctx: RunContext, fresh: bool = False, num_processes: int = 1) -> dict[str, Any]:
     """Notebook 03: :func:`mattingkit.train.train` in the run folder (resumes from ``last.pt`` when
     present; ``fresh`` starts over), then ``curves.png``. ``num_processes > 1``: multi-GPU through
@@ -262,7 +295,7 @@ def run_inference(ctx: RunContext, checkpoint: str = "best", limit: int | None =
     """
     from .infer import predict_split
     from .metrics import evaluate_triples, format_table
-    from .viz import manifest_grid
+    from .viz import manifest_figure, save_figure
 
     t0 = time.monotonic()
     rows = _split_rows(_manifest(ctx), split, ctx.cfg.data.val_limit if limit is None else limit)
@@ -280,14 +313,149 @@ def run_inference(ctx: RunContext, checkpoint: str = "best", limit: int | None =
         values.update(evaluated=int(len(table)), eval_problems=len(table.attrs["errors"]),
                       trimap_region="unknown" if res.with_trimap else "whole image")
     try:
-        grid = manifest_grid(rows.iloc[:n_preview], PREVIEW_SIDE, ("image", "trimap", "alpha", "pred", "error"),
-                             pred_dir=res.out_dir)
-        values["comparison"] = str(save_png(ctx.path("comparison.png"), grid))
+        sad = f", mean SAD {values['sad']:.4g}" if values.get("sad") is not None else ""
+        fig = manifest_figure(rows.iloc[:n_preview], f"Predictions on the {split} split{sad}",
+                              ("image", "trimap", "alpha", "pred", "error"), PREVIEW_SIDE, pred_dir=res.out_dir,
+                              footnote=f"checkpoint {res.checkpoint.name}; "
+                                       f"{'dataset trimaps' if res.with_trimap else 'trimap-free prediction'}")
+        values["comparison"] = str(save_figure(fig, ctx.path("comparison.png")))
     except ValueError:  # no prediction to show
         pass
     values["seconds"] = _seconds(t0)
     update_metrics(ctx.run_dir, NB_INFER, values)
     return values
+
+
+#: The classical rows of the real-set table (:mod:`mattingkit.baselines` methods) and their labels.
+REAL_BASELINES = ("closed_form", "trimap")
+METHOD_LABELS = {"model": "model", "closed_form": "closed-form", "knn": "KNN", "trimap": "trimap-as-alpha"}
+
+
+def real_set_rows(ctx: RunContext, limit: int | None = None):
+    """The manifest rows (``id``, ``image``, ``alpha``, ``trimap``) of the config's real evaluation set
+    ``data.eval_root`` (alphamatting, aim500 or folder layout: the trainer's finder), or None when none
+    is configured. Rows without a trimap are left out (the official metrics need one)."""
+    from .data.datasets import _find_eval_rows
+
+    if not ctx.cfg.data.eval_root:
+        return None
+    rows = _find_eval_rows(run.data_path(ctx.cfg, ctx.cfg.data.eval_root))
+    rows = rows[(rows["alpha"] != "") & (rows["trimap"] != "")].reset_index(drop=True)
+    if len(rows) == 0:
+        raise ValueError(f"data.eval_root={ctx.cfg.data.eval_root!r}: no image with both an alpha and a trimap")
+    return rows.iloc[:limit] if limit else rows
+
+
+def _predict_baseline(rows, out_dir: Path, method: str, max_pixels: int | None):
+    """Predict ``rows`` with a classical method into ``out_dir``, cached per producer (``_source.json``)."""
+    from .baselines import BaselinePredictor
+    from .infer import fresh_prediction_dir, predict_folder
+
+    model = BaselinePredictor(method, max_pixels=max_pixels)
+    inputs = [[str(r["id"]), str(r["image"]), str(r["trimap"])] for r in rows.to_dict("records")]
+    out = fresh_prediction_dir(out_dir, {"method": method, "max_pixels": model.max_pixels, "margin": model.margin,
+                                         "trimaps": True, "inputs": inputs})
+    report = predict_folder(model, rows[["id", "image", "trimap"]], out, device="cpu", verbose=False,
+                            **BaselinePredictor.PREDICT_KWARGS)
+    return out, report, model.notes
+
+
+def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | None = None,
+                      methods: tuple[str, ...] = REAL_BASELINES, n_preview: int = 3,
+                      max_pixels: int | None = None) -> dict[str, Any] | None:
+    """Notebook 04: the model beside classical baselines on the real set of ``data.eval_root`` (None when
+    none is configured). Predicts every photo with the run's checkpoint (its trimaps for trimap models,
+    :func:`mattingkit.infer.predict_split`) and with each of ``methods`` (closed-form matting, the
+    trimap itself as alpha, ...; ``max_pixels``: their downscale threshold), each into its own cached
+    folder under ``predictions/real/<eval root name>-<hash>/``; scores all of them with the official
+    SAD / MSE / Grad / Conn on
+    the same images and the unknown region of the same trimaps (``metrics_real.csv``: one row per
+    method and image) and draws ``real_comparison.png``. Records the table under ``real_set`` in the 04
+    section and returns it.
+    """
+    from .baselines import DEFAULT_MAX_PIXELS
+    from .infer import predict_split
+    from .metrics import METRICS, evaluate_triples
+
+    t0 = time.monotonic()
+    rows = real_set_rows(ctx, limit)
+    if rows is None:
+        print("no real evaluation set configured (data.eval_root): skipped")
+        return None
+    import hashlib
+
+    root = run.data_path(ctx.cfg, ctx.cfg.data.eval_root).resolve()
+    tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
+    base = ctx.path("predictions", "real", f"{run.safe_name(root.name)}-{tag}")
+    res = predict_split(checkpoint_path(ctx, checkpoint), rows, base / "model", ctx.cfg, verbose=False)
+    dirs, notes = {"model": res.out_dir}, []
+    failed = {"model": len(res.report.failed)}
+    for m in methods:
+        out, rep, n = _predict_baseline(rows, base / m, m,
+                                        DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+        dirs[m], failed[m] = out, len(rep.failed)
+        notes += [f"{METHOD_LABELS.get(m, m)}: {t}" for t in n]
+    tables, per_image = {}, []
+    for name, d in dirs.items():
+        triples = [(r["id"], d / f"{r['id']}.png", r["alpha"], r["trimap"]) for r in rows.to_dict("records")]
+        t = evaluate_triples(triples, warn=False)
+        tables[name] = {"method": METHOD_LABELS.get(name, name), "images": int(len(t)),
+                        **{k: _round4(t.attrs["mean"].get(k)) for k in METRICS}}
+        per_image.append(t.assign(method=METHOD_LABELS.get(name, name)))
+        if len(t) < len(rows):
+            first = (t.attrs["errors"] or [{}])[0]
+            notes.append(f"{METHOD_LABELS.get(name, name)}: {len(rows) - len(t)} of {len(rows)} photo(s) not "
+                         f"evaluated (first problem: {first})")
+    import pandas as pd
+
+    csv = pd.concat(per_image, ignore_index=True)[["method", "image", *METRICS]]
+    atomic_write_text(ctx.path("metrics_real.csv"), csv.to_csv(index=False))
+    table = pd.DataFrame(list(tables.values())).set_index("method")
+    print(f"real set: {len(rows)} photos from {ctx.cfg.data.eval_root} (official metrics on the trimaps' "
+          f"unknown region; lower is better)\n{table.to_string()}")
+    for n in notes:
+        print(f"note: {n}")
+    values = {"root": str(ctx.cfg.data.eval_root), "images": int(len(rows)), "checkpoint": str(res.checkpoint),
+              "model_trimaps": res.with_trimap, "table": tables, "failed": failed, "notes": notes,
+              "folders": {k: str(v) for k, v in dirs.items()},
+              "csv": str(ctx.path("metrics_real.csv"))}
+    values["comparison"] = str(_real_comparison(ctx, rows.iloc[:n_preview], dirs, tables))
+    values["seconds"] = _seconds(t0)
+    update_metrics(ctx.run_dir, NB_INFER, {"real_set": values})
+    return values
+
+
+def real_set_table(values: dict[str, Any] | None):
+    """The real-set table of :func:`evaluate_real_set` as a DataFrame (method rows, metric columns)."""
+    import pandas as pd
+
+    if not values:
+        return None
+    return pd.DataFrame(list(values["table"].values())).set_index("method")
+
+
+def _real_comparison(ctx: RunContext, rows, dirs: dict[str, Path], tables: dict[str, dict]) -> Path:
+    """``real_comparison.png``: image | trimap | ground truth | each method's prediction | model error."""
+    from .data.manifest import load_row
+    from .io import read_alpha
+    from .viz import fit_nearest, fit_side, grid_figure, save_figure
+
+    grid, labels = [], []
+    for r in rows.to_dict("records"):
+        s = load_row(r)
+        preds = {n: read_alpha(d / f"{r['id']}.png") for n, d in dirs.items() if (d / f"{r['id']}.png").exists()}
+        err = np.clip(np.abs(preds["model"] - s["alpha"]) * 2, 0, 1) if "model" in preds else np.zeros_like(s["alpha"])
+        grid.append([fit_side(s["image"], PREVIEW_SIDE), fit_nearest(s["trimap"], PREVIEW_SIDE),
+                     fit_side(s["alpha"], PREVIEW_SIDE)] + [fit_side(preds.get(n, np.zeros_like(s["alpha"])),
+                                                                     PREVIEW_SIDE) for n in dirs]
+                    + [fit_side(err, PREVIEW_SIDE)])
+        labels.append(str(r["id"]))
+    cols = (["image", "trimap", "ground truth"]
+            + [f"{METHOD_LABELS.get(n, n)}\nSAD {_fmt(tables[n]['sad'])}" for n in dirs] + ["|error| of model"])
+    fig = grid_figure(grid, cols, f"Real photos ({ctx.cfg.data.eval_root}): model vs classical baselines",
+                      row_labels=labels, footnote="SAD = mean over all evaluated photos (official metric, "
+                      "unknown region; lower is better); error white at >= 0.5")
+    return save_figure(fig, ctx.path("real_comparison.png"))
 
 
 def alpha_inspector(ctx: RunContext, split: str = "val", limit: int | None = 50, **kwargs):
@@ -337,13 +505,16 @@ def _publish(src: Path, final: Path) -> Path:
 def _submission_preview(ctx: RunContext, csv_path: Path, test_dir: Path, n_show: int) -> None:
     """``submission_preview.png``: the first ``n_show`` rows decoded from the CSV beside their test images."""
     from .submission import decode_submission
-    from .viz import manifest_grid
+    from .viz import manifest_figure, save_figure
 
     decoded = decode_submission(csv_path, ctx.path("decoded"), limit=n_show)
     rows = [{"id": p.stem, "alpha": str(p),
              "image": str(next(iter(sorted(test_dir.glob(f"{p.stem}.*"))), ""))} for p in decoded]
     if rows:
-        save_png(ctx.path("submission_preview.png"), manifest_grid(rows, 256, ("image", "alpha")))
+        fig = manifest_figure(rows, f"Submission preview: first {len(rows)} rows of {csv_path.name}",
+                              ("image", "alpha"), 256, footnote="alpha = the PNG decoded from the CSV's image_utf")
+        fig.axes[1].set_title("alpha decoded from the CSV", fontsize=9)
+        save_figure(fig, ctx.path("submission_preview.png"))
 
 
 def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
@@ -389,13 +560,106 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     return values
 
 
-def summary_table(ctx: RunContext) -> str:
-    """A short text table of every notebook's headline numbers (:func:`mattingkit.run.metrics_summary`)."""
-    return run.metrics_summary(ctx.run_dir)
+def kaggle_submit(ctx: RunContext, competition: str, message: str, csv: PathLike | None = None,
+                  **kwargs: Any) -> dict[str, Any]:
+    """Notebook 05: upload the run's submission (``csv``, default the run folder's ``submission.csv``) to
+    the Kaggle ``competition`` with ``message`` (:func:`mattingkit.data.download.submit_to_kaggle`:
+    credentials from the environment, never printed), wait for the public score and print its line.
+    Records ``kaggle`` (competition, status, scores) in the 05 section. ``kwargs`` go to
+    ``submit_to_kaggle`` (``poll``, ``timeout_s``, ...)."""
+    from .data import download
+
+    path = Path(csv) if csv is not None else ctx.path("submission.csv")
+    result = download.submit_to_kaggle(path, competition, message, **kwargs)
+    print(result)
+    values = {"competition": result.competition, "file": str(path), "message": result.message,
+              "status": result.status, "public_score": result.public_score,
+              "private_score": result.private_score, "url": result.url}
+    update_metrics(ctx.run_dir, NB_SUBMIT, {"kaggle": values})
+    return values
+
+
+def _round4(v: Any) -> Any:
+    """A float rounded to 4 significant digits (None for NaN / inf); other values as they are."""
+    if isinstance(v, (float, np.floating)):
+        return float(f"{float(v):.4g}") if np.isfinite(v) else None
+    return v
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.4g}" if np.isfinite(v) else "nan"
+    return str(v)
+
+
+def _headline(section: str, vals: dict[str, Any]) -> list[str]:
+    """The few numbers that say how a notebook went (its headline first)."""
+    if section == NB_DATA:
+        splits = vals.get("splits") or {}
+        out = [f"items={_fmt(vals.get('items'))}"] + [f"{k}={v}" for k, v in splits.items()]
+        if vals.get("test_images") is not None:
+            out.append(f"test images={vals['test_images']}")
+        if "doctor_ok" in vals:
+            out.append("doctor ok" if vals["doctor_ok"] else f"doctor: {len(vals.get('doctor_problems') or [])} "
+                       "problem(s)")
+        return out
+    if section == NB_TRIMAP:
+        return [f"unknown share {k}={_fmt(v)}" for k, v in (vals.get("unknown_share") or {}).items()]
+    if section == NB_TRAIN:
+        best = vals.get("best") or {}
+        out = []
+        if best.get("value") is not None:
+            out.append(f"best val {best.get('metric', 'metric')}={_fmt(best['value'])} at step {best.get('step')}")
+        out += [f"steps={vals.get('step')}/{vals.get('steps')}", f"stopped={vals.get('stopped')}"]
+        if vals.get("steps_per_s") is not None:
+            out.append(f"steps/s={_fmt(vals['steps_per_s'])}")
+        return out
+    if section == NB_INFER:
+        out = [f"{k.upper()}={_fmt(vals[k])}" for k in ("sad", "mse", "grad", "conn") if k in vals]
+        out.append(f"images={vals.get('images')} ({vals.get('split', 'val')})")
+        real = vals.get("real_set") or {}
+        for name, row in (real.get("table") or {}).items():
+            out.append(f"real {row.get('method', name)} SAD={_fmt(row.get('sad'))}")
+        return out
+    if section == NB_SUBMIT:
+        out = [f"rows={vals.get('rows')}", f"valid={vals.get('valid')}",
+               f"csv={vals.get('csv') or vals.get('run_csv')}"]
+        k = vals.get("kaggle") or {}
+        if k:
+            out.append(f"kaggle {k.get('competition')}: {k.get('status')}, public score {k.get('public_score')}")
+        return out
+    keys = [k for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [f"{k}={_fmt(vals[k])}" for k in keys[:8]]
+
+
+def summary_table(ctx: RunContext | PathLike) -> str:
+    """The run at a glance: one line per notebook of ``metrics.json`` with its headline numbers first
+    (SAD / MSE / Grad / Conn for 04 and the real-set rows, the best validation value and its step for 03,
+    rows and validity for 05), numbers rounded to 4 significant digits; all four matting metrics are
+    errors: lower is better.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> _ = run.update_metrics(d, NB_INFER, {"conn": 1.0, "images": 2, "sad": 12.34567, "mse": 0.0123456})
+        >>> _ = run.update_metrics(d, NB_TRAIN, {"best": {"metric": "sad", "value": 3.14159, "step": 40},
+        ...                                      "step": 50, "steps": 50, "stopped": "done"})
+        >>> print(summary_table(d))
+        03_train_gan: best val sad=3.142 at step 40, steps=50/50, stopped=done
+        04_inference: SAD=12.35, MSE=0.01235, CONN=1, images=2 (val)
+        (matting errors SAD / MSE / Grad / Conn: lower is better)
+    """
+    run_dir = ctx.run_dir if isinstance(ctx, RunContext) else Path(ctx)
+    lines = [f"{section}: " + ", ".join(_headline(section, vals))
+             for section, vals in sorted(run.read_metrics(run_dir).items()) if isinstance(vals, dict)]
+    return "\n".join(lines + ["(matting errors SAD / MSE / Grad / Conn: lower is better)"])
 
 
 __all__ = [
-    "alpha_inspector", "checkpoint_path", "ensure_data", "load_model", "make_submission", "prepare_data",
+    "alpha_inspector", "checkpoint_path", "doctor_report", "drive_space", "ensure_data", "evaluate_real_set",
+    "kaggle_submit", "load_model", "make_submission", "prepare_data", "real_set_rows", "real_set_table",
     "run_inference", "save_png", "show", "show_tensorboard", "submission_destination", "summary_table",
     "train_model", "trimap_inspector", "trimap_previews",
 ]

@@ -213,17 +213,23 @@ def vstack(rows: Sequence[np.ndarray], gap: int = GAP, fill: float = 1.0) -> np.
     return np.concatenate(out, axis=0)
 
 
-def manifest_grid(rows, max_side: int = 192, columns: Sequence[str] = ("image", "alpha", "trimap"),
-                  pred_dir: PathLike | None = None) -> np.ndarray:
-    """One montage row per manifest row (:func:`mattingkit.data.manifest.load_row`): the ``columns``
-    side by side, each fitted to ``max_side`` (uint8 RGB). A missing alpha is drawn black, a missing
-    trimap mid-gray; ``"pred"`` is ``pred_dir/<id>.png`` and ``"error"`` ``|pred - alpha|`` (0.5 and
-    above white), rows without a prediction being left out when they are asked for.
+#: Column headers of the manifest columns in titled figures (:func:`manifest_figure`).
+COLUMN_TITLES = {"image": "image", "alpha": "ground truth", "trimap": "trimap", "pred": "prediction",
+                 "error": "|error| (white: >= 0.5)"}
+
+
+def manifest_panels(rows, max_side: int = 192, columns: Sequence[str] = ("image", "alpha", "trimap"),
+                    pred_dir: PathLike | None = None) -> list[tuple[str, list[np.ndarray]]]:
+    """``[(id, [panel per column])]`` for manifest rows (:func:`mattingkit.data.manifest.load_row`), each
+    panel fitted to ``max_side``. A missing alpha is drawn black, a missing trimap mid-gray; ``"pred"``
+    is ``pred_dir/<id>.png`` and ``"error"`` ``|pred - alpha|`` (0.5 and above white), rows without a
+    prediction being left out when they are asked for; rows without an image are left out.
 
     Example:
         >>> a = np.zeros((20, 30), np.float32); a[5:15, 5:25] = 1
-        >>> manifest_grid([{"id": "x", "image": np.zeros((20, 30, 3), np.float32), "alpha": a}], 10).shape
-        (7, 38, 3)
+        >>> [(i, [p.shape for p in ps]) for i, ps in manifest_panels([{"id": "x", "image": np.zeros((20, 30, 3)),
+        ...                                                             "alpha": a}], 10, ("image", "alpha"))]
+        [('x', [(7, 10, 3), (7, 10)])]
     """
     from .data.manifest import load_row
 
@@ -241,12 +247,111 @@ def manifest_grid(rows, max_side: int = 192, columns: Sequence[str] = ("image", 
         shape = s["image"].shape[:2]
         s["alpha"] = s["alpha"] if s["alpha"] is not None else np.zeros(shape, np.float32)
         s["trimap"] = s["trimap"] if s["trimap"] is not None else np.full(shape, 0.5, np.float32)
-        if s["pred"] is not None:
+        if s.get("pred") is not None:
             s["error"] = np.clip(np.abs(s["pred"] - s["alpha"]) * 2.0, 0, 1)
-        out.append(hstack([fit_side(s[c], max_side) for c in columns]))
+        out.append((str(r.get("id", len(out))), [fit_side(s[c], max_side) for c in columns]))
+    return out
+
+
+def manifest_grid(rows, max_side: int = 192, columns: Sequence[str] = ("image", "alpha", "trimap"),
+                  pred_dir: PathLike | None = None) -> np.ndarray:
+    """One untitled montage row per manifest row (:func:`manifest_panels`) as a uint8 RGB array (the
+    widgets' and TensorBoard's kind of picture; saved figures use :func:`manifest_figure`).
+
+    Example:
+        >>> a = np.zeros((20, 30), np.float32); a[5:15, 5:25] = 1
+        >>> manifest_grid([{"id": "x", "image": np.zeros((20, 30, 3), np.float32), "alpha": a}], 10).shape
+        (7, 38, 3)
+    """
+    out = [hstack(panels) for _, panels in manifest_panels(rows, max_side, columns, pred_dir)]
     if not out:
         raise ValueError("manifest_grid: no rows to show")
     return vstack(out)
+
+
+def _pyplot():
+    import matplotlib
+
+    if not os.environ.get("DISPLAY") and "matplotlib.pyplot" not in __import__("sys").modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def grid_figure(rows: Sequence[Sequence[np.ndarray]], columns: Sequence[str], title: str,
+                row_labels: Sequence[str] | None = None, panel_inches: float = 2.4, footnote: str | None = None):
+    """The one titled-montage helper: a matplotlib Figure with one image panel per cell, ``columns`` as the
+    headers of the top row, ``row_labels`` (e.g. image ids and their SAD) beside the first column,
+    ``title`` above all and an optional ``footnote`` below. Panels are HxW maps (drawn gray, 0 black,
+    1 white) or HxWx3 images, float [0, 1] or uint8; save with :func:`save_figure`.
+
+    Example:
+        >>> fig = grid_figure([[np.zeros((4, 6, 3)), np.ones((4, 6))]], ["image", "alpha"], "Two panels",
+        ...                   row_labels=["item 1"])
+        >>> fig._suptitle.get_text(), [ax.get_title() for ax in fig.axes], fig.axes[0].get_ylabel()
+        ('Two panels', ['image', 'alpha'], 'item 1')
+    """
+    rows = [list(r) for r in rows]
+    if not rows or not any(rows):
+        raise ValueError("grid_figure: nothing to show")
+    n_cols = max(len(r) for r in rows)
+    if len(columns) != n_cols:
+        raise ValueError(f"grid_figure: {len(columns)} column titles for {n_cols} columns")
+    plt = _pyplot()
+    first = as_rgb(rows[0][0], "panel 0")
+    aspect = first.shape[0] / max(1, first.shape[1])
+    fig, axes = plt.subplots(len(rows), n_cols, squeeze=False,
+                             figsize=(n_cols * panel_inches, len(rows) * panel_inches * aspect + 0.9))
+    for i, row in enumerate(rows):
+        for j in range(n_cols):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(row):
+                ax.imshow(as_rgb(row[j], f"panel {i},{j}"), vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.axis("off")
+            if i == 0:
+                ax.set_title(columns[j], fontsize=9)
+            if j == 0 and row_labels is not None and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    if footnote:
+        fig.text(0.5, 0.005, footnote, ha="center", va="bottom", fontsize=7, color="0.3")
+    fig.tight_layout(rect=(0, 0.03 if footnote else 0, 1, 1))
+    return fig
+
+
+def manifest_figure(rows, title: str, columns: Sequence[str] = ("image", "alpha", "trimap"),
+                    max_side: int = 192, pred_dir: PathLike | None = None, footnote: str | None = None):
+    """:func:`manifest_panels` as a titled :func:`grid_figure`: column headers from :data:`COLUMN_TITLES`,
+    the item ids as row labels.
+
+    Example:
+        >>> a = np.zeros((20, 30), np.float32); a[5:15, 5:25] = 1
+        >>> fig = manifest_figure([{"id": "x", "image": np.zeros((20, 30, 3)), "alpha": a}], "Samples")
+        >>> [ax.get_title() for ax in fig.axes], fig.axes[0].get_ylabel()
+        (['image', 'ground truth', 'trimap'], 'x')
+    """
+    items = manifest_panels(rows, max_side, columns, pred_dir)
+    if not items:
+        raise ValueError("manifest_figure: no rows to show")
+    return grid_figure([p for _, p in items], [COLUMN_TITLES.get(c, c) for c in columns], title,
+                       row_labels=[i for i, _ in items], footnote=footnote)
+
+
+def save_figure(fig, path: PathLike, dpi: int = 100, close: bool = True) -> Path:
+    """Write a matplotlib Figure as a PNG atomically (and close it); returns the path."""
+    import io
+
+    from .io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    if close:
+        _pyplot().close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _load_history(history_or_jsonl) -> list[dict]:
@@ -262,79 +367,97 @@ def _load_history(history_or_jsonl) -> list[dict]:
 _SKIP = {"step", "phase", "time", "n", "best", "nonfinite_total"}
 
 
+#: Axis labels of the validation metrics (official matting metrics; lower is better for all four).
+METRIC_LABELS = {"sad": "SAD (sum of |error|, /1000)", "mse": "MSE", "grad": "Grad (gradient error, /1000)",
+                 "conn": "Conn (connectivity error, /1000)",
+                 "competition_mse": "competition MSE (whole image, 0-1 scale)"}
+_METRIC_TITLES = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn", "competition_mse": "competition MSE"}
+
+
 def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequence[str] | None = None):
     """Plot training curves from a run's ``metrics.jsonl`` (path) or its records (list of dicts).
 
-    Three panels: training losses (log scale), learning rates, validation metrics. Returns the
-    matplotlib Figure; with ``out_png`` also saves it there (atomically).
+    Panels: training losses (log scale when all are positive), learning rates, the discriminator's mean
+    logits / accuracy (when logged), then one panel per validation metric (lower is better), each with a
+    title and labelled axes. Returns the matplotlib
+    Figure; with ``out_png`` also saves it there (atomically).
 
     Example:
         >>> recs = [{"step": s, "phase": "train", "total": 1 / s, "lr_g": 1e-3} for s in range(1, 5)]
-        >>> recs += [{"step": 4, "phase": "val", "sad": 3.0}]
-        >>> fig = plot_history(recs); len(fig.axes)
-        3
+        >>> recs += [{"step": 4, "phase": "val", "sad": 3.0, "mse": 0.1}]
+        >>> fig = plot_history(recs); [ax.get_title() for ax in fig.axes]
+        ['training losses', 'learning rate', 'validation SAD', 'validation MSE']
+        >>> fig.axes[0].get_yscale(), fig.axes[0].get_ylabel(), fig.axes[2].get_xlabel()
+        ('log', 'loss (log scale)', 'step')
     """
-    import matplotlib
-
-    if not os.environ.get("DISPLAY") and "matplotlib.pyplot" not in __import__("sys").modules:
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     recs = _load_history(history_or_jsonl)
     train = [r for r in recs if r.get("phase", "train") == "train"]
     val = [r for r in recs if r.get("phase") == "val"]
 
     def series(rows: list[dict], key: str):
         pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))
-               and r.get(key) is not None and np.isfinite(r[key])]
+               and not isinstance(r.get(key), bool) and np.isfinite(r[key])]
         return ([p[0] for p in pts], [p[1] for p in pts]) if pts else None
 
     train_keys = sorted({k for r in train for k in r if k not in _SKIP and not k.startswith("lr_")})
     if keys is not None:
         train_keys = [k for k in train_keys if k in keys]
+    # discriminator diagnostics (mean logits, accuracy) are not losses: their own linear panel
+    d_keys = [k for k in train_keys if k.endswith("_mean") or "acc" in k]
+    train_keys = [k for k in train_keys if k not in d_keys]
     lr_keys = sorted({k for r in train for k in r if k.startswith("lr_")})
-    val_keys = sorted({k for r in val for k in r if k not in _SKIP})
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    order = list(METRIC_LABELS)
+    val_keys = sorted({k for r in val for k in r if k not in _SKIP},
+                      key=lambda k: (order.index(k) if k in order else len(order), k))
+    n = 2 + bool(d_keys) + max(1, len(val_keys))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    axes = list(axes[0])
+    if d_keys:
+        ax = axes.pop(2)
+        for k in d_keys:
+            s = series(train, k)
+            if s:
+                ax.plot(*s, label=k.removeprefix("d_"), lw=0.9)
+        ax.set_title("discriminator")
+        ax.set_ylabel("mean logit / accuracy")
+        ax.legend(fontsize=7)
+        axes.append(ax)  # labelled below with the others
     ax = axes[0]
-    for k in train_keys:
-        s = series(train, k)
-        if s:
-            positive = all(v > 0 for v in s[1])
-            ax.plot(*s, label=k, lw=1.2 if k == "total" else 0.8)
-            if not positive:
-                ax.set_yscale("linear")
-    if train_keys and all(all(v > 0 for v in (series(train, k) or ([], [1]))[1]) for k in train_keys):
-        ax.set_yscale("log")
+    curves = {k: series(train, k) for k in train_keys}
+    curves = {k: s for k, s in curves.items() if s}
+    for k, s in curves.items():
+        ax.plot(*s, label=k, lw=1.2 if k == "total" else 0.8)
+    log = bool(curves) and all(v > 0 for s in curves.values() for v in s[1])
+    ax.set_yscale("log" if log else "linear")
     ax.set_title("training losses")
-    ax.set_xlabel("step")
-    if train_keys:
+    ax.set_ylabel("loss (log scale)" if log else "loss")
+    if curves:
         ax.legend(fontsize=7)
     ax = axes[1]
     for k in lr_keys:
         s = series(train, k)
         if s:
-            ax.plot(*s, label=k[3:])
+            ax.plot(*s, label={"lr_g": "generator", "lr_d": "discriminator"}.get(k, k[3:]))
     ax.set_title("learning rate")
-    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
     if lr_keys:
         ax.legend(fontsize=7)
-    ax = axes[2]
-    for k in val_keys:
+    for ax, k in zip(axes[2:2 + max(1, len(val_keys))], val_keys or [None]):
+        if k is None:
+            ax.set_title("validation (no records yet)")
+            ax.set_ylabel("metric")
+            continue
         s = series(val, k)
         if s:
             ax.plot(*s, marker="o", label=k)
-    ax.set_title("validation")
-    ax.set_xlabel("step")
-    if val_keys:
-        ax.legend(fontsize=7)
+        ax.set_title(f"validation {_METRIC_TITLES.get(k, k)}")
+        ax.set_ylabel(METRIC_LABELS.get(k, k) + " (lower is better)" * (k in METRIC_LABELS))
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle("Training curves", fontsize=11)
     fig.tight_layout()
     if out_png is not None:
-        import io
-
-        from .io import atomic_write_bytes
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
-        atomic_write_bytes(out_png, buf.getvalue())
+        save_figure(fig, out_png, close=False)
     return fig
