@@ -232,7 +232,7 @@ def infer_section(device: torch.device, quick: bool) -> dict:
     for amp in ("off", "auto"):
         dtype = dv.resolve_amp(amp, device)
 
-        def raw():
+        def raw(dtype=dtype):
             with torch.inference_mode(), (torch.autocast(device.type, dtype=dtype) if dtype is not None
                                           else contextlib.nullcontext()):
                 return model(x, t)["alpha"]
@@ -242,7 +242,7 @@ def infer_section(device: torch.device, quick: bool) -> dict:
             raw_s, _ = _time(raw, device, reps)
             raw_peak = _peak_gb(device)
             _reset_peak(device)
-            pred_s, _ = _time(lambda: predict(model, img, tri, device=device, amp=amp), device, reps)
+            pred_s, _ = _time(lambda amp=amp: predict(model, img, tri, device=device, amp=amp), device, reps)
             pred_peak = _peak_gb(device)
         rows.append({"amp": amp, "dtype": str(dtype), "raw_forward_s": round(raw_s, 4), "predict_s": round(pred_s, 4),
                      "predict_overhead": round(pred_s / raw_s - 1, 3), "raw_peak_gb": raw_peak,

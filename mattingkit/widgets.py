@@ -33,13 +33,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .io import png_bytes
-from .data.manifest import load_row
-from .metrics import METRICS, compute_metrics
 from . import trimap as trimap_lib
+from .data.manifest import load_row
+from .io import png_bytes
+from .metrics import METRICS, compute_metrics
 from .trimap import TRIMAP_BUILDERS, unknown_share
 from .viz import GAP, fit_side, hstack, vstack
-from .viz import as_map as _as_map, as_rgb as _as_rgb, fit_nearest as _fit_nearest
+from .viz import as_map as _as_map
+from .viz import as_rgb as _as_rgb
+from .viz import fit_nearest as _fit_nearest
 
 PathLike = str | os.PathLike
 

@@ -7,8 +7,19 @@ import pytest
 import torch
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig, load_config
-from mattingkit.data.datasets import (EvalDataset, TestDataset, TrainDataset, batch_to_float, build_datasets,
-                                      collate, plan_sample, quantise, sample_rng, to_compact_item, worker_init_fn)
+from mattingkit.data.datasets import (
+    EvalDataset,
+    TestDataset,
+    TrainDataset,
+    batch_to_float,
+    build_datasets,
+    collate,
+    plan_sample,
+    quantise,
+    sample_rng,
+    to_compact_item,
+    worker_init_fn,
+)
 from mattingkit.io import read_alpha, read_image, read_trimap, write_png
 
 KEYS = {"image", "alpha", "trimap", "fg", "bg", "unknown", "id"}

@@ -208,7 +208,7 @@ def test_smoke_submission_validates(smoke_run, demo_data_root):
     from mattingkit.submission import validate_submission
 
     res, tmp = smoke_run
-    final = tmp / "submissions" / "demo.csv"
+    final = tmp / "submissions" / "smoke.smoke.csv"   # a smoke run never replaces a full run's file
     assert final.exists() and final.read_bytes() == (res.run_dir / "submission.csv").read_bytes()
     test_dir = demo_data_root / "demo" / "competition" / "test_dataset" / "orig_1024"
     rep = validate_submission(final, test_dir=test_dir,

@@ -127,8 +127,10 @@ def train_records(run_dir):
 # pure pieces
 # --------------------------------------------------------------------------------------------
 def test_lr_schedules():
-    mk = lambda kind, **kw: LRSchedule(None, 1.0, total_steps=110, schedule=kind, warmup_steps=10,
-                                       min_lr_ratio=0.1, cycle_steps=40, **kw)
+    def mk(kind, **kw):
+        return LRSchedule(None, 1.0, total_steps=110, schedule=kind, warmup_steps=10, min_lr_ratio=0.1,
+                          cycle_steps=40, **kw)
+
     s = mk("cosine")
     assert s.lr_at(0) == pytest.approx(0.1) and s.lr_at(4) == pytest.approx(0.5)  # linear warm-up
     assert s.lr_at(10) == pytest.approx(1.0)
@@ -311,7 +313,9 @@ def test_gradient_accumulation_matches_bigger_batch(tmp_path):
 
 
 def test_validation_full_resolution_with_padding(tmp_path):
-    sizes = lambda i: [(37, 53), (64, 40), (45, 45)][i]
+    def sizes(i):
+        return [(37, 53), (64, 40), (45, 45)][i]
+
     val = TinySet(n=3, size=sizes, fixed_epoch=0, known_border=True)
     perfect = tiny_trainer(tmp_path, "oracle", model=Oracle(1.0), val_ds=val,
                            cfg=tiny_cfg(**{"train.use_gan": False}))

@@ -11,8 +11,21 @@ from PIL import Image
 from mattingkit.io import write_png
 from mattingkit.metrics import compute_metrics
 from mattingkit.trimap import trimap_band, trimap_erode_dilate, trimap_from_mask, unknown_share
-from mattingkit.widgets import (BG_DIM, UNKNOWN_TINT, AlphaInspector, TrimapInspector, alpha_view, error_heatmap,
-                                fit_side, hstack, make_trimap, metrics_frame, trimap_overlay, trimap_view, vstack)
+from mattingkit.widgets import (
+    BG_DIM,
+    UNKNOWN_TINT,
+    AlphaInspector,
+    TrimapInspector,
+    alpha_view,
+    error_heatmap,
+    fit_side,
+    hstack,
+    make_trimap,
+    metrics_frame,
+    trimap_overlay,
+    trimap_view,
+    vstack,
+)
 
 
 def _disc(h=60, w=80, r=18, soft=3):

@@ -61,10 +61,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import (ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8,
-                  read_trimap)
-from .augment import (Composite, CoverBackground, Render, build_train_pipeline, check_augment_config, resize_image,
-                      to_float)
+from ..io import ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8, read_trimap
+from .augment import (
+    Composite,
+    CoverBackground,
+    Render,
+    build_train_pipeline,
+    check_augment_config,
+    resize_image,
+    to_float,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, Config, DataConfig, TrimapConfig
@@ -207,7 +213,7 @@ def batch_to_float(batch: dict[str, Any]) -> dict[str, Any]:
         True
     """
     if isinstance(batch, dict) and "fg_src" in batch and "warp" in batch:
-        from .device_augment import augment_batch   # data.augment_on=device: render on the batch's device
+        from .device_augment import augment_batch  # data.augment_on=device: render on the batch's device
 
         return augment_batch(batch)
     out = dict(batch)

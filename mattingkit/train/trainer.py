@@ -24,8 +24,16 @@ from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
 from ..runlock import RunLock
 from .distributed import Dist
 from .schedule import LRSchedule
-from .setup import (VAL_METRICS, build_data, check_config, load_matching, load_resumed_weights, make_optimizer,
-                    pick_resume_state, resolve_init_from)
+from .setup import (
+    VAL_METRICS,
+    build_data,
+    check_config,
+    load_matching,
+    load_resumed_weights,
+    make_optimizer,
+    pick_resume_state,
+    resolve_init_from,
+)
 from .stream import BatchStream, EpochIndexed, to_device
 from .validation import validate_model
 

@@ -133,19 +133,20 @@ def test_sigkill_at_10_random_points_then_resume_equals_the_uninterrupted_run(tm
             run = Run(run_dir, data, fresh=(k == 0))
             started.append(run)
             if k > 0:   # the resume line names the last complete checkpoint, no fallback
-                _wait_until(lambda: any(l.startswith("resuming from") for l in run.lines), run, "the resume line")
-                line = next(l for l in run.lines if l.startswith("resuming from"))
+                _wait_until(lambda: any(ln.startswith("resuming from") for ln in run.lines), run,  # noqa: B023
+                            "the resume line")
+                line = next(ln for ln in run.lines if ln.startswith("resuming from"))
                 assert line == f"resuming from {run_dir / 'checkpoints' / 'last.pt'} at step {resume_from}", line
                 assert not _ckpt_tmp_files(run_dir), "temp files of the killed write were not cleaned up"
             lo = max(resume_from + 1, CKPT_EVERY + 1)               # first kill: after the first checkpoint
             target = int(min(lo + rng.integers(0, 2 * CKPT_EVERY), STEPS - 8))   # never near the natural end
             mode = "checkpoint_write" if k in (2, 6) else "random_delay"
             if mode == "checkpoint_write":  # the moment the next last.pt's bytes start streaming
-                _wait_until(lambda: _max_train_step(run_dir) >= target and any(
+                _wait_until(lambda: _max_train_step(run_dir) >= target and any(  # noqa: B023 - called at once
                     p.name.startswith(".last.pt.") for p in _ckpt_tmp_files(run_dir)), run, "a checkpoint write",
                     poll=0.0005)
             else:
-                _wait_until(lambda: _max_train_step(run_dir) >= target, run, f"step {target}")
+                _wait_until(lambda: _max_train_step(run_dir) >= target, run, f"step {target}")  # noqa: B023
                 time.sleep(float(rng.uniform(0.0, 0.6)))
             run.kill()
             reached = _max_train_step(run_dir)
