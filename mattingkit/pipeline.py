@@ -130,8 +130,8 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
         "made_available": made,
     }
     fig = manifest_figure(pick_rows(df, n_preview, prefer="train"), f"Data samples ({cfg.data.layout} layout)",
-                          max_side=PREVIEW_SIDE, footnote="trimap mid-gray: the dataset has none (trimaps are "
-                          "synthesised in training)")
+                          max_side=PREVIEW_SIDE, footnote="a plain mid-gray trimap: the dataset has none for that "
+                          "item (training synthesises trimaps)")
     save_figure(fig, ctx.path("data_samples.png"))
     values["seconds"] = _seconds(t0)
     atomic_write_text(ctx.path("data_report.md"), data_report_md(values, report))

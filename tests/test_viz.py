@@ -62,7 +62,7 @@ def test_plot_history_panels_labels_and_log_scale(tmp_path):
     assert all(ax.get_ylabel() and ax.get_xlabel() == "step" for ax in fig.axes)
     assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_ylabel() == "loss (log scale)"
     assert fig.axes[2].get_yscale() == "linear"                 # negative logits are not a loss
-    assert "lower is better" in fig.axes[3].get_ylabel() and fig.axes[3].get_ylabel().startswith("SAD")
+    assert fig.axes[3].get_ylabel() == "SAD (/1000), lower is better"
     assert fig._suptitle.get_text() == "Training curves"
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
