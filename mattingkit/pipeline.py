@@ -606,7 +606,8 @@ def _headline(section: str, vals: dict[str, Any]) -> list[str]:
                        "problem(s)")
         return out
     if section == NB_TRIMAP:
-        return [f"unknown share {k}={_fmt(v)}" for k, v in (vals.get("unknown_share") or {}).items()]
+        shares = vals.get("unknown_share") or {}
+        return ["unknown share: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shares.items())] if shares else []
     if section == NB_TRAIN:
         best = vals.get("best") or {}
         out = []
@@ -617,10 +618,12 @@ def _headline(section: str, vals: dict[str, Any]) -> list[str]:
             out.append(f"steps/s={_fmt(vals['steps_per_s'])}")
         return out
     if section == NB_INFER:
-        out = [f"{k.upper()}={_fmt(vals[k])}" for k in ("sad", "mse", "grad", "conn") if k in vals]
+        names = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"}
+        out = [f"{n}={_fmt(vals[k])}" for k, n in names.items() if k in vals]
         out.append(f"images={vals.get('images')} ({vals.get('split', 'val')})")
         real = vals.get("real_set") or {}
-        for name, row in (real.get("table") or {}).items():
+        table = real.get("table") or {}
+        for name, row in sorted(table.items(), key=lambda kv: kv[0] != "model"):
             out.append(f"real {row.get('method', name)} SAD={_fmt(row.get('sad'))}")
         return out
     if section == NB_SUBMIT:
@@ -648,7 +651,7 @@ def summary_table(ctx: RunContext | PathLike) -> str:
         ...                                      "step": 50, "steps": 50, "stopped": "done"})
         >>> print(summary_table(d))
         03_train_gan: best val sad=3.142 at step 40, steps=50/50, stopped=done
-        04_inference: SAD=12.35, MSE=0.01235, CONN=1, images=2 (val)
+        04_inference: SAD=12.35, MSE=0.01235, Conn=1, images=2 (val)
         (matting errors SAD / MSE / Grad / Conn: lower is better)
     """
     run_dir = ctx.run_dir if isinstance(ctx, RunContext) else Path(ctx)
