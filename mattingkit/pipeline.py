@@ -4,21 +4,27 @@ Each step takes the :class:`~mattingkit.run.RunContext` from :func:`mattingkit.r
 outputs into the run folder, records what it measured in ``metrics.json`` (one section per notebook,
 :func:`mattingkit.run.update_metrics`) and returns that dict. The work itself is the package's: the run
 folder (:mod:`mattingkit.run`), inference and its cache (:func:`mattingkit.infer.predict_split`), the
-official metrics (:func:`mattingkit.metrics.evaluate_triples`), pictures (:mod:`mattingkit.viz`).
+official metrics (:func:`mattingkit.metrics.evaluate_triples`), pictures (:mod:`mattingkit.viz`: every saved
+figure has a title, column headers and row labels, or labelled axes).
 
 =====================  ==========================================================================
 notebook               step(s)
 =====================  ==========================================================================
-01_data_download       :func:`prepare_data` -> ``manifest.csv`` (+ ``manifest_test.csv``),
+01_data_download       :func:`doctor_report` (first: this machine); :func:`prepare_data` -> ``manifest.csv``
+                       (+ ``manifest_test.csv``),
                        ``data_report.md``, ``data_samples.png``
 02_trimap_synthesis    :func:`trimap_previews` -> ``trimap_previews.png``;
                        :func:`trimap_inspector` (the interactive widget)
-03_train_gan           :func:`train_model` -> ``checkpoints/``, ``tb/``, ``metrics.jsonl``, ``curves.png``
+03_train_gan           :func:`drive_space` (before training); :func:`train_model` -> ``checkpoints/``,
+                       ``tb/``, ``metrics.jsonl``, ``curves.png``
 04_inference           :func:`run_inference` -> ``predictions/val/``, ``metrics_val.csv``,
-                       ``comparison.png``; :func:`alpha_inspector`
+                       ``comparison.png``; :func:`evaluate_real_set` (``data.eval_root``: model vs
+                       closed-form vs trimap-as-alpha) -> ``metrics_real.csv``, ``real_comparison.png``;
+                       :func:`alpha_inspector`
 05_submission          :func:`make_submission` -> ``predictions/test/``, ``submission.csv`` (+ the copy
                        in ``submissions/NAME.csv`` or ``/kaggle/working/submission.csv``),
-                       ``submission_validation.txt``, ``submission_preview.png``
+                       ``submission_validation.txt``, ``submission_preview.png``; :func:`kaggle_submit`;
+                       :func:`summary_table` (the run at a glance)
 =====================  ==========================================================================
 
 Example (the whole demo, headless; what ``mattingkit run --config demo`` does through the notebooks):
