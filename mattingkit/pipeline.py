@@ -4,21 +4,27 @@ Each step takes the :class:`~mattingkit.run.RunContext` from :func:`mattingkit.r
 outputs into the run folder, records what it measured in ``metrics.json`` (one section per notebook,
 :func:`mattingkit.run.update_metrics`) and returns that dict. The work itself is the package's: the run
 folder (:mod:`mattingkit.run`), inference and its cache (:func:`mattingkit.infer.predict_split`), the
-official metrics (:func:`mattingkit.metrics.evaluate_triples`), pictures (:mod:`mattingkit.viz`).
+official metrics (:func:`mattingkit.metrics.evaluate_triples`), pictures (:mod:`mattingkit.viz`: every saved
+figure has a title, column headers and row labels, or labelled axes).
 
 =====================  ==========================================================================
 notebook               step(s)
 =====================  ==========================================================================
-01_data_download       :func:`prepare_data` -> ``manifest.csv`` (+ ``manifest_test.csv``),
+01_data_download       :func:`doctor_report` (first: this machine); :func:`prepare_data` -> ``manifest.csv``
+                       (+ ``manifest_test.csv``),
                        ``data_report.md``, ``data_samples.png``
 02_trimap_synthesis    :func:`trimap_previews` -> ``trimap_previews.png``;
                        :func:`trimap_inspector` (the interactive widget)
-03_train_gan           :func:`train_model` -> ``checkpoints/``, ``tb/``, ``metrics.jsonl``, ``curves.png``
+03_train_gan           :func:`drive_space` (before training); :func:`train_model` -> ``checkpoints/``,
+                       ``tb/``, ``metrics.jsonl``, ``curves.png``
 04_inference           :func:`run_inference` -> ``predictions/val/``, ``metrics_val.csv``,
-                       ``comparison.png``; :func:`alpha_inspector`
+                       ``comparison.png``; :func:`evaluate_real_set` (``data.eval_root``: model vs
+                       closed-form vs trimap-as-alpha) -> ``metrics_real.csv``, ``real_comparison.png``;
+                       :func:`alpha_inspector`
 05_submission          :func:`make_submission` -> ``predictions/test/``, ``submission.csv`` (+ the copy
                        in ``submissions/NAME.csv`` or ``/kaggle/working/submission.csv``),
-                       ``submission_validation.txt``, ``submission_preview.png``
+                       ``submission_validation.txt``, ``submission_preview.png``; :func:`kaggle_submit`;
+                       :func:`summary_table` (the run at a glance)
 =====================  ==========================================================================
 
 Example (the whole demo, headless; what ``mattingkit run --config demo`` does through the notebooks):
@@ -130,8 +136,8 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
         "made_available": made,
     }
     fig = manifest_figure(pick_rows(df, n_preview, prefer="train"), f"Data samples ({cfg.data.layout} layout)",
-                          max_side=PREVIEW_SIDE, footnote="trimap mid-gray: the dataset has none (trimaps are "
-                          "synthesised in training)")
+                          max_side=PREVIEW_SIDE, footnote="a plain mid-gray trimap: the dataset has none for that "
+                          "item (training synthesises trimaps)")
     save_figure(fig, ctx.path("data_samples.png"))
     values["seconds"] = _seconds(t0)
     atomic_write_text(ctx.path("data_report.md"), data_report_md(values, report))
@@ -606,7 +612,8 @@ def _headline(section: str, vals: dict[str, Any]) -> list[str]:
                        "problem(s)")
         return out
     if section == NB_TRIMAP:
-        return [f"unknown share {k}={_fmt(v)}" for k, v in (vals.get("unknown_share") or {}).items()]
+        shares = vals.get("unknown_share") or {}
+        return ["unknown share: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shares.items())] if shares else []
     if section == NB_TRAIN:
         best = vals.get("best") or {}
         out = []
@@ -617,10 +624,12 @@ def _headline(section: str, vals: dict[str, Any]) -> list[str]:
             out.append(f"steps/s={_fmt(vals['steps_per_s'])}")
         return out
     if section == NB_INFER:
-        out = [f"{k.upper()}={_fmt(vals[k])}" for k in ("sad", "mse", "grad", "conn") if k in vals]
+        names = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"}
+        out = [f"{n}={_fmt(vals[k])}" for k, n in names.items() if k in vals]
         out.append(f"images={vals.get('images')} ({vals.get('split', 'val')})")
         real = vals.get("real_set") or {}
-        for name, row in (real.get("table") or {}).items():
+        table = real.get("table") or {}
+        for name, row in sorted(table.items(), key=lambda kv: kv[0] != "model"):
             out.append(f"real {row.get('method', name)} SAD={_fmt(row.get('sad'))}")
         return out
     if section == NB_SUBMIT:
@@ -648,7 +657,7 @@ def summary_table(ctx: RunContext | PathLike) -> str:
         ...                                      "step": 50, "steps": 50, "stopped": "done"})
         >>> print(summary_table(d))
         03_train_gan: best val sad=3.142 at step 40, steps=50/50, stopped=done
-        04_inference: SAD=12.35, MSE=0.01235, CONN=1, images=2 (val)
+        04_inference: SAD=12.35, MSE=0.01235, Conn=1, images=2 (val)
         (matting errors SAD / MSE / Grad / Conn: lower is better)
     """
     run_dir = ctx.run_dir if isinstance(ctx, RunContext) else Path(ctx)

@@ -368,9 +368,8 @@ _SKIP = {"step", "phase", "time", "n", "best", "nonfinite_total"}
 
 
 #: Axis labels of the validation metrics (official matting metrics; lower is better for all four).
-METRIC_LABELS = {"sad": "SAD (sum of |error|, /1000)", "mse": "MSE", "grad": "Grad (gradient error, /1000)",
-                 "conn": "Conn (connectivity error, /1000)",
-                 "competition_mse": "competition MSE (whole image, 0-1 scale)"}
+METRIC_LABELS = {"sad": "SAD (/1000)", "mse": "MSE", "grad": "Grad (/1000)", "conn": "Conn (/1000)",
+                 "competition_mse": "whole-image MSE"}
 _METRIC_TITLES = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn", "competition_mse": "competition MSE"}
 
 
@@ -411,8 +410,13 @@ def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequen
     val_keys = sorted({k for r in val for k in r if k not in _SKIP},
                       key=lambda k: (order.index(k) if k in order else len(order), k))
     n = 2 + bool(d_keys) + max(1, len(val_keys))
-    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
-    axes = list(axes[0])
+    ncols = min(n, 4)
+    nrows = -(-n // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.3 * ncols, 3.4 * nrows + 0.4), squeeze=False)
+    axes = list(grid.ravel())
+    for extra in axes[n:]:
+        fig.delaxes(extra)
+    axes = axes[:n]
     if d_keys:
         ax = axes.pop(2)
         for k in d_keys:
@@ -452,7 +456,7 @@ def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequen
         if s:
             ax.plot(*s, marker="o", label=k)
         ax.set_title(f"validation {_METRIC_TITLES.get(k, k)}")
-        ax.set_ylabel(METRIC_LABELS.get(k, k) + " (lower is better)" * (k in METRIC_LABELS))
+        ax.set_ylabel(METRIC_LABELS.get(k, k) + ", lower is better" * (k in METRIC_LABELS))
     for ax in axes:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

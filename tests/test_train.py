@@ -213,7 +213,9 @@ def test_run_folder_contents_and_learning(tmp_path):
     from mattingkit.viz import plot_history
 
     fig = plot_history(run / "metrics.jsonl", tmp_path / "curves.png")
-    assert len(fig.axes) == 3 and (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    titles = [ax.get_title() for ax in fig.axes]  # losses, lr, (discriminator), one panel per val metric
+    assert titles[:2] == ["training losses", "learning rate"] and "validation SAD" in titles
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_deterministic_history(tmp_path):
