@@ -55,9 +55,9 @@ class BareLoop:
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, betas=tuple(t.betas))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d, betas=tuple(t.betas))
         loader = torch.utils.data.DataLoader(trainer.train_ds, batch_size=cfg.data.batch_size, shuffle=True,
-                                             drop_last=True, num_workers=cfg.data.num_workers,
+                                             drop_last=True, num_workers=trainer.num_workers,
                                              generator=torch.Generator().manual_seed(0),
-                                             persistent_workers=cfg.data.num_workers > 0)
+                                             persistent_workers=trainer.num_workers > 0)
         self.loader = loader
         self.it = iter(loader)
         self.device = trainer.device
