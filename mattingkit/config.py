@@ -443,7 +443,7 @@ def _merge(base: dict, upd: Mapping) -> dict:
     return out
 
 
-class _Loader(yaml.SafeLoader):
+class _SafeLoaderYaml12(yaml.SafeLoader):
     """PyYAML's safe loader with YAML 1.2 booleans: only true/false (any case) are booleans.
 
     YAML 1.1 also reads yes/no/on/off as booleans, so ``amp: off`` became ``False`` and failed as
@@ -453,11 +453,11 @@ class _Loader(yaml.SafeLoader):
 
 
 _BOOL_TAG = "tag:yaml.org,2002:bool"
-_Loader.yaml_implicit_resolvers = {
+_SafeLoaderYaml12.yaml_implicit_resolvers = {
     first: [(tag, rx) for tag, rx in resolvers if tag != _BOOL_TAG]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_SafeLoaderYaml12.add_implicit_resolver(_BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 def load_yaml(text: str) -> Any:
@@ -467,7 +467,7 @@ def load_yaml(text: str) -> Any:
         >>> load_yaml("amp: off\\nuse_gan: false\\nname: yes")
         {'amp': 'off', 'use_gan': False, 'name': 'yes'}
     """
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_SafeLoaderYaml12)  # noqa: S506 - a SafeLoader subclass
 
 
 def _parse_value(text: str) -> Any:
