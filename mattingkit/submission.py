@@ -343,6 +343,186 @@ def _lost_zeros(name: str, expected: set[str]) -> str | None:
     return None
 
 
+def _check_bytes(path: Path, report: SubmissionCheck) -> None:
+    """Bytes-level checks, streamed: BOM, CRLF / bare CR, final newline."""
+    crlf = bare_cr = 0
+    with open(path, "rb") as f:
+        first = f.read(3)
+        if first == BOM:
+            report.problems.append("starts with a UTF-8 BOM (write UTF-8 without BOM)")
+        f.seek(0)
+        prev_cr = False
+        last = b""
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            crlf += chunk.count(b"\r\n") + (1 if prev_cr and chunk[:1] == b"\n" else 0)
+            bare_cr += chunk.count(b"\r")
+            prev_cr = chunk[-1:] == b"\r"
+            last = chunk[-1:]
+        bare_cr -= crlf
+    if crlf:
+        report.problems.append(f"CRLF line endings ({crlf} lines; the format uses LF)")
+    if bare_cr > 0:
+        report.problems.append(f"{bare_cr} bare carriage return(s) (\\r)")
+    if last != b"\n":
+        report.warnings.append("no newline at the end of the file")
+
+
+def _expected(report: SubmissionCheck, test_dir: str | os.PathLike | None, sample_csv: str | os.PathLike | None,
+              size: int):
+    """Expected names (with their source) and a ``want_size(name)`` lookup of each test image's size."""
+    try:
+        expected, source = expected_names(sample_csv, test_dir)
+    except (SubmissionError, FileNotFoundError, ValueError) as e:
+        report.problems.append(f"cannot read the expected names: {e}")
+        expected, source = None, "none"
+    tests: dict[str, Path] = {}
+    if test_dir is not None:
+        try:
+            tests = _stems(Path(test_dir))
+        except (SubmissionError, FileNotFoundError) as e:
+            report.problems.append(f"cannot read the test folder: {e}")
+
+    def want_size(name: str) -> tuple[int, int] | None:
+        if name in tests:
+            try:
+                return image_size(tests[name])
+            except ImageReadError:
+                return None
+        return (size, size)
+
+    return expected, source, want_size
+
+
+def _read_header(path: Path, rows: Iterator[list[str]], header: list[str], report: SubmissionCheck):
+    """Check the header row; return ``(rows, first_line, name_col, data_col, width)`` for the data rows."""
+    name_col, data_col, width = 0, 1, 2
+    first_line = 2
+    if tuple(header) != HEADER:
+        lowered = [h.strip().lower() for h in header]
+        if len(header) == 3 and lowered[1:] == list(HEADER) and lowered[0] in ("", "unnamed: 0", "index"):
+            report.problems.append(f"extra index column {header[0]!r} before filename,image_utf "
+                                   "(write the CSV with index=False)")
+            name_col, data_col, width = 1, 2, 3
+        elif len(header) == 2 and len(header[1]) > 100 and _B64_RE.match(header[1].strip()):
+            report.problems.append(f"missing header row (want {','.join(HEADER)})")
+            rows.close()
+            rows, first_line = _iter_rows(path), 1   # the first line is data: read it again
+        else:
+            report.problems.append(f"header is {','.join(header)!r}, want exactly {','.join(HEADER)!r}")
+            if "filename" in lowered and "image_utf" in lowered:
+                name_col, data_col = lowered.index("filename"), lowered.index("image_utf")
+                width = len(header)
+    return rows, first_line, name_col, data_col, width
+
+
+def _check_row(i: int, row: list[str], name_col: int, data_col: int, width: int, want_size,
+               names: list[str], faults: dict[str, list[str]], warns: dict[str, list[str]]) -> None:
+    """Check one data row (columns, name, payload decode, PNG size/mode), collecting faults by kind."""
+    if row in ([], [""]):
+        faults.setdefault("blank line", []).append(f"line {i}")
+        return
+    if (len(row) == width + 1 and data_col == width - 1 and row[data_col].startswith("data:")
+            and "," not in row[data_col]):
+        row = row[:data_col] + [row[data_col] + "," + row[data_col + 1]]  # an unquoted data: URI
+    if len(row) != width:
+        faults.setdefault(f"wrong number of columns (want {width})", []).append(f"line {i}")
+        if len(row) <= max(name_col, data_col):
+            return
+    name, payload = row[name_col], row[data_col]
+    names.append(name)
+    if not name.strip():
+        faults.setdefault("empty filename", []).append(f"line {i}")
+    data, kinds = _decode_payload(payload)
+    for k in kinds:
+        faults.setdefault(k, []).append(name)
+    if data is None:
+        return
+    probs, ws = _check_png(data, want_size(name))
+    for k in probs:
+        faults.setdefault(k, []).append(name)
+    for k in ws:
+        warns.setdefault(k, []).append(name)
+
+
+def _check_rows(path: Path, report: SubmissionCheck, want_size) -> list[str] | None:
+    """Header and rows; return the row names, or None when there is no header row at all."""
+    faults: dict[str, list[str]] = {}   # fault message -> row names
+    warns: dict[str, list[str]] = {}
+    names: list[str] = []
+    try:
+        rows = _iter_rows(path)
+        header = next(rows, None)
+        if header is None:
+            report.problems.append("no header row")
+            return None
+        rows, first_line, name_col, data_col, width = _read_header(path, rows, header, report)
+        for i, row in enumerate(rows, start=first_line):
+            _check_row(i, row, name_col, data_col, width, want_size, names, faults, warns)
+    except UnicodeDecodeError as e:
+        report.problems.append(f"not valid UTF-8 ({e})")
+    except csv.Error as e:
+        report.problems.append(f"not a parseable CSV ({e})")
+    report.rows = len(names)
+
+    for kind, where in faults.items():
+        report.problems.append(f"{kind}: {len(where)} row(s): {_listing(where)}")
+    for kind, where in warns.items():
+        report.warnings.append(f"{kind}: {len(where)} row(s): {_listing(where)}")
+    return names
+
+
+def _check_unchecked_names(names: list[str], report: SubmissionCheck, size: int) -> None:
+    """No expected names: say so, and flag numeric stems of mixed lengths (lost zero padding)."""
+    report.unchecked.append(
+        "filenames not checked against the test set (no --sample or --test-dir given): missing, extra or "
+        "renamed rows (e.g. stems that lost their leading zeros) would pass; sizes were checked against "
+        f"{size}x{size}")
+    digits = sorted({len(n) for n in names if n.isdigit()})
+    if len(digits) > 1:
+        short = next(n for n in names if n.isdigit() and len(n) == digits[0])
+        long_ = next(n for n in names if n.isdigit() and len(n) == digits[-1])
+        report.warnings.append(f"numeric filenames of different lengths ({short!r}, {long_!r}): if the test "
+                               "images are zero-padded (0001), the padding was lost (read stems with dtype=str)")
+
+
+def _check_expected_names(names: list[str], expected: list[str], source: str, dupes: list[str],
+                          report: SubmissionCheck) -> None:
+    """Row names vs the expected ones: count, lost leading zeros, extra, missing, order."""
+    exp_set, got_set = set(expected), set(names)
+    if len(names) != len(expected):
+        report.problems.append(f"{len(names)} rows, want {len(expected)} (from {source})")
+    extra = [n for n in dict.fromkeys(names) if n not in exp_set]
+    zeros = {n: _lost_zeros(n, exp_set) for n in extra}
+    lost = [f"{n!r} (want {e!r})" for n, e in zeros.items() if e is not None]
+    if lost:
+        report.problems.append(f"filename(s) lost their leading zeros (read/write stems as strings, "
+                               f"dtype=str): {', '.join(lost[:8])}{' ...' if len(lost) > 8 else ''}")
+    really_extra = [n for n in extra if zeros[n] is None]
+    if really_extra:
+        report.problems.append(f"unexpected filename(s) not in {source}: {_listing(really_extra)}")
+    matched_by_zeros = {e for e in zeros.values() if e is not None}
+    missing = [n for n in expected if n not in got_set]
+    if missing:
+        report.problems.append(f"missing row(s) for {len(missing)} name(s) from {source}: {_listing(missing)}"
+                               + (" (some only as zero-stripped names, see above)"
+                                  if matched_by_zeros & set(missing) else ""))
+    if not dupes and not missing and not extra and names != [n for n in expected if n in got_set]:
+        report.warnings.append(f"rows are not in the order of {source}")
+
+
+def _check_names(names: list[str], expected: list[str] | None, source: str, report: SubmissionCheck,
+                 size: int) -> None:
+    """Duplicates, then the names against the test set (or a note that they were not checked)."""
+    counts = Counter(names)
+    dupes = sorted(n for n, c in counts.items() if c > 1)
+    if dupes:
+        report.problems.append(f"duplicate filename(s): {_listing(dupes)}")
+    if expected is None and source == "none":
+        _check_unchecked_names(names, report, size)
+    if expected is not None:
+        _check_expected_names(names, expected, source, dupes, report)
+
+
 def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathLike | None = None,
                         sample_csv: str | os.PathLike | None = None, size: int = 1024) -> SubmissionCheck:
     """Check a submission CSV against the organisers' format and report ALL problems at once.
@@ -370,150 +550,12 @@ def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathL
     if report.file_size == 0:
         report.problems.append("empty file (0 bytes)")
         return report
-
-    # Bytes-level checks, streamed: BOM, CRLF / bare CR, final newline, encoding.
-    crlf = bare_cr = 0
-    with open(path, "rb") as f:
-        first = f.read(3)
-        if first == BOM:
-            report.problems.append("starts with a UTF-8 BOM (write UTF-8 without BOM)")
-        f.seek(0)
-        prev_cr = False
-        last = b""
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            crlf += chunk.count(b"\r\n") + (1 if prev_cr and chunk[:1] == b"\n" else 0)
-            bare_cr += chunk.count(b"\r")
-            prev_cr = chunk[-1:] == b"\r"
-            last = chunk[-1:]
-        bare_cr -= crlf
-    if crlf:
-        report.problems.append(f"CRLF line endings ({crlf} lines; the format uses LF)")
-    if bare_cr > 0:
-        report.problems.append(f"{bare_cr} bare carriage return(s) (\\r)")
-    if last != b"\n":
-        report.warnings.append("no newline at the end of the file")
-
-    # Expected names and sizes.
-    try:
-        expected, source = expected_names(sample_csv, test_dir)
-    except (SubmissionError, FileNotFoundError, ValueError) as e:
-        report.problems.append(f"cannot read the expected names: {e}")
-        expected, source = None, "none"
-    tests: dict[str, Path] = {}
-    if test_dir is not None:
-        try:
-            tests = _stems(Path(test_dir))
-        except (SubmissionError, FileNotFoundError) as e:
-            report.problems.append(f"cannot read the test folder: {e}")
-
-    def want_size(name: str) -> tuple[int, int] | None:
-        if name in tests:
-            try:
-                return image_size(tests[name])
-            except ImageReadError:
-                return None
-        return (size, size)
-
-    # Rows.
-    faults: dict[str, list[str]] = {}   # fault message -> row names
-    warns: dict[str, list[str]] = {}
-    names: list[str] = []
-    try:
-        rows = _iter_rows(path)
-        header = next(rows, None)
-        if header is None:
-            report.problems.append("no header row")
-            return report
-        name_col, data_col, width = 0, 1, 2
-        first_line = 2
-        if tuple(header) != HEADER:
-            lowered = [h.strip().lower() for h in header]
-            if len(header) == 3 and lowered[1:] == list(HEADER) and lowered[0] in ("", "unnamed: 0", "index"):
-                report.problems.append(f"extra index column {header[0]!r} before filename,image_utf "
-                                       "(write the CSV with index=False)")
-                name_col, data_col, width = 1, 2, 3
-            elif len(header) == 2 and len(header[1]) > 100 and _B64_RE.match(header[1].strip()):
-                report.problems.append(f"missing header row (want {','.join(HEADER)})")
-                rows.close()
-                rows, first_line = _iter_rows(path), 1   # the first line is data: read it again
-            else:
-                report.problems.append(f"header is {','.join(header)!r}, want exactly {','.join(HEADER)!r}")
-                if "filename" in lowered and "image_utf" in lowered:
-                    name_col, data_col = lowered.index("filename"), lowered.index("image_utf")
-                    width = len(header)
-        for i, row in enumerate(rows, start=first_line):
-            if row in ([], [""]):
-                faults.setdefault("blank line", []).append(f"line {i}")
-                continue
-            if (len(row) == width + 1 and data_col == width - 1 and row[data_col].startswith("data:")
-                    and "," not in row[data_col]):
-                row = row[:data_col] + [row[data_col] + "," + row[data_col + 1]]  # an unquoted data: URI
-            if len(row) != width:
-                faults.setdefault(f"wrong number of columns (want {width})", []).append(f"line {i}")
-                if len(row) <= max(name_col, data_col):
-                    continue
-            name, payload = row[name_col], row[data_col]
-            names.append(name)
-            if not name.strip():
-                faults.setdefault("empty filename", []).append(f"line {i}")
-            data, kinds = _decode_payload(payload)
-            for k in kinds:
-                faults.setdefault(k, []).append(name)
-            if data is None:
-                continue
-            probs, ws = _check_png(data, want_size(name))
-            for k in probs:
-                faults.setdefault(k, []).append(name)
-            for k in ws:
-                warns.setdefault(k, []).append(name)
-    except UnicodeDecodeError as e:
-        report.problems.append(f"not valid UTF-8 ({e})")
-    except csv.Error as e:
-        report.problems.append(f"not a parseable CSV ({e})")
-    report.rows = len(names)
-
-    for kind, where in faults.items():
-        report.problems.append(f"{kind}: {len(where)} row(s): {_listing(where)}")
-    for kind, where in warns.items():
-        report.warnings.append(f"{kind}: {len(where)} row(s): {_listing(where)}")
-
-    # Names.
-    counts = Counter(names)
-    dupes = sorted(n for n, c in counts.items() if c > 1)
-    if dupes:
-        report.problems.append(f"duplicate filename(s): {_listing(dupes)}")
-    if expected is None and source == "none":
-        report.unchecked.append(
-            "filenames not checked against the test set (no --sample or --test-dir given): missing, extra or "
-            "renamed rows (e.g. stems that lost their leading zeros) would pass; sizes were checked against "
-            f"{size}x{size}")
-        digits = sorted({len(n) for n in names if n.isdigit()})
-        if len(digits) > 1:
-            short = next(n for n in names if n.isdigit() and len(n) == digits[0])
-            long_ = next(n for n in names if n.isdigit() and len(n) == digits[-1])
-            report.warnings.append(f"numeric filenames of different lengths ({short!r}, {long_!r}): if the test "
-                                   "images are zero-padded (0001), the padding was lost (read stems with dtype=str)")
-    if expected is not None:
-        exp_set, got_set = set(expected), set(names)
-        if len(names) != len(expected):
-            report.problems.append(f"{len(names)} rows, want {len(expected)} (from {source})")
-        extra = [n for n in dict.fromkeys(names) if n not in exp_set]
-        zeros = {n: _lost_zeros(n, exp_set) for n in extra}
-        lost = [f"{n!r} (want {e!r})" for n, e in zeros.items() if e is not None]
-        if lost:
-            report.problems.append(f"filename(s) lost their leading zeros (read/write stems as strings, "
-                                   f"dtype=str): {', '.join(lost[:8])}{' ...' if len(lost) > 8 else ''}")
-        really_extra = [n for n in extra if zeros[n] is None]
-        if really_extra:
-            report.problems.append(f"unexpected filename(s) not in {source}: {_listing(really_extra)}")
-        matched_by_zeros = {e for e in zeros.values() if e is not None}
-        missing = [n for n in expected if n not in got_set]
-        if missing:
-            report.problems.append(f"missing row(s) for {len(missing)} name(s) from {source}: {_listing(missing)}"
-                                   + (" (some only as zero-stripped names, see above)"
-                                      if matched_by_zeros & set(missing) else ""))
-        if not dupes and not missing and not extra and names != [n for n in expected if n in got_set]:
-            report.warnings.append(f"rows are not in the order of {source}")
+    _check_bytes(path, report)
+    expected, source, want_size = _expected(report, test_dir, sample_csv, size)
+    names = _check_rows(path, report, want_size)
+    if names is None:
+        return report
+    _check_names(names, expected, source, report, size)
     return report
 
 
