@@ -79,7 +79,7 @@ def make_cfg(batch_size: int, name: str = "ddp"):
         "data.num_workers": 0, "train.steps": STEPS, "train.lr_g": 1e-2, "train.lr_d": 1e-2,
         "train.warmup_steps": 2, "train.g_warmup_steps": 2, "train.d_every": 1, "train.accum_steps": 2,
         "train.log_every": 1, "train.val_every": 3, "train.ckpt_every": 2, "train.image_every": 3,
-        "train.tensorboard": True, "train.amp": "off", "loss.gan": 0.1,
+        "train.tensorboard": True, "train.amp": "off", "loss.gan": 0.1, "train.dist_timeout_s": 1234,
     })
 
 
@@ -117,6 +117,7 @@ def _check(tmp_path: Path, out: Path, run_dir: Path, single_g: dict) -> None:
 
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["world"] for r in reports] == [2, 2]
+    assert [r["timeout_s"] for r in reports] == [1234, 1234]  # train.dist_timeout_s given to the process group
     assert reports[1]["written"] == [] and len(reports[0]["written"]) >= 4  # only the main process wrote
     g0, g1 = (torch.load(out / f"rank{r}_g.pt", weights_only=True) for r in (0, 1))
     last = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
@@ -168,7 +169,8 @@ def _report(trainer, out: Path) -> None:
     r = trainer.dist.rank
     torch.save({k: v.detach().cpu() for k, v in trainer.G.module.state_dict().items()}, out / f"rank{r}_g.pt")
     (out / f"rank{r}.json").write_text(json.dumps({"rank": r, "world": trainer.dist.world,
-                                                   "written": trainer.written}))
+                                                   "written": trainer.written,
+                                                   "timeout_s": trainer.dist.timeout.total_seconds()}))
 
 
 def _worker(out: Path, run_dir: Path) -> None:
