@@ -879,17 +879,10 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     return report
 
 
-def _run_folder(model: nn.Module, items: list, out_dir: Path, rgba_root: Path, tri_root: Path | None,
-                s: InferConfig, device: torch.device, trimap_cfg: Any, skip_existing: bool, report: PredictReport,
-                headless: bool | None, verbose: bool) -> None:
-    """The pipeline of :func:`predict_folder`: readers ahead, the model in order, writers behind."""
-    import collections
-    from concurrent.futures import ThreadPoolExecutor
-
-    from .progress import progress
-
-    batch = max(1, int(getattr(s, "batch_size", 1))) if not s.two_pass else 1
-    ahead, behind = 2 * batch + 2, 2 * batch + 2          # bounded queues: memory stays flat
+def _plan_jobs(items: list, out_dir: Path, rgba_root: Path, tri_root: Path | None, s: InferConfig,
+               skip_existing: bool, report: PredictReport) -> list[_Job]:
+    """The jobs of :func:`predict_folder`, in input order: duplicates, finished outputs (resume) and
+    missing trimaps are recorded in ``report`` and left out."""
     seen: dict[str, Path] = {}
     jobs: list[_Job] = []
     for stem, img_path, tri_path in items:
@@ -909,68 +902,109 @@ def _run_folder(model: nn.Module, items: list, out_dir: Path, rgba_root: Path, t
                 report.failed.append((str(img_path), f"no trimap named {stem}.* in {tri_root}"))
                 continue
         jobs.append(_Job(stem, img_path, tri_path, out_path, rgba_path if rgba_needed else None, alpha_done))
+    return jobs
 
-    readers, writers = ThreadPoolExecutor(2, "mk-read"), ThreadPoolExecutor(2, "mk-write")
-    loads: collections.deque = collections.deque()
-    saves: collections.deque = collections.deque()
-    todo = iter(jobs)
 
-    def refill() -> None:
-        while len(loads) < ahead:
-            job = next(todo, None)
+class _FolderPipeline:
+    """Readers ahead (bounded queue of loads), the model in order (batches of one size), writers behind
+    (bounded queue of saves). :meth:`close` always runs: started writes finish, so Ctrl-C leaves no
+    partial PNG."""
+
+    def __init__(self, model: nn.Module, jobs: list[_Job], s: InferConfig, device: torch.device, trimap_cfg: Any,
+                 report: PredictReport, batch: int) -> None:
+        import collections
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.model, self.s, self.device, self.trimap_cfg, self.report = model, s, device, trimap_cfg, report
+        self.batch = batch
+        self.ahead, self.behind = 2 * batch + 2, 2 * batch + 2          # bounded queues: memory stays flat
+        self.readers, self.writers = ThreadPoolExecutor(2, "mk-read"), ThreadPoolExecutor(2, "mk-write")
+        self.loads: collections.deque = collections.deque()
+        self.saves: collections.deque = collections.deque()
+        self.todo = iter(jobs)
+
+    # -- reader stage ------------------------------------------------------------------------
+    def refill(self) -> None:
+        while len(self.loads) < self.ahead:
+            job = next(self.todo, None)
             if job is None:
                 return
-            loads.append((job, readers.submit(_load, job)))
+            self.loads.append((job, self.readers.submit(_load, job)))
 
-    def drain(keep: int) -> None:
-        while len(saves) > keep:
-            job, fut = saves.popleft()
-            try:
-                fut.result()
-                report.written.append(job.stem)
-            except Exception as e:  # noqa: BLE001 - a write error on one image must not stop the folder
-                report.failed.append((str(job.img_path), f"{type(e).__name__}: {e}"))
+    def next_loaded(self) -> _Job | None:
+        """The next job in order, loaded; None (recorded as failed) when its inputs cannot be read."""
+        job, fut = self.loads.popleft()
+        self.refill()
+        try:
+            fut.result()
+        except Exception as e:  # noqa: BLE001 - unreadable input: recorded, the loop continues
+            reason = str(e) if isinstance(e, (ImageReadError, InferenceInputError)) else f"{type(e).__name__}: {e}"
+            self.report.failed.append((str(job.img_path), reason))
+            return None
+        return job
 
-    def flush(group: list[_Job]) -> None:
-        predicted = _predict_jobs(model, [j for j in group if not j.alpha_done], s, device, trimap_cfg, report)
+    # -- predict stage -----------------------------------------------------------------------
+    def flush(self, group: list[_Job]) -> None:
+        predicted = _predict_jobs(self.model, [j for j in group if not j.alpha_done], self.s, self.device,
+                                  self.trimap_cfg, self.report)
         ok = set(map(id, predicted))
         for j in group:
             if j.alpha_done or id(j) in ok:
-                saves.append((j, writers.submit(_save, j)))
-        drain(behind)
+                self.saves.append((j, self.writers.submit(_save, j)))
+        self.drain(self.behind)
 
-    bar = progress(range(len(jobs)), desc="predict", headless=headless, unit="img") if verbose and jobs else None
-    it = iter(bar) if bar is not None else None
-    try:
-        refill()
-        group: list[_Job] = []
-        while loads:
-            job, fut = loads.popleft()
-            refill()
+    # -- writer stage ------------------------------------------------------------------------
+    def drain(self, keep: int) -> None:
+        while len(self.saves) > keep:
+            job, fut = self.saves.popleft()
             try:
                 fut.result()
-            except Exception as e:  # noqa: BLE001 - unreadable input: recorded, the loop continues
-                reason = str(e) if isinstance(e, (ImageReadError, InferenceInputError)) else f"{type(e).__name__}: {e}"
-                report.failed.append((str(job.img_path), reason))
-                job = None
+                self.report.written.append(job.stem)
+            except Exception as e:  # noqa: BLE001 - a write error on one image must not stop the folder
+                self.report.failed.append((str(job.img_path), f"{type(e).__name__}: {e}"))
+
+    def run(self, it: Any) -> None:
+        """Read, batch, predict and write every job; ``it`` (or None) is ticked once per job read."""
+        self.refill()
+        group: list[_Job] = []
+        while self.loads:
+            job = self.next_loaded()
             if it is not None:
                 next(it, None)
             if job is None:
                 continue
-            if job.alpha_done or (group and (len(group) >= batch or job.image.shape != group[0].image.shape)):
-                flush(group)
+            if job.alpha_done or (group and (len(group) >= self.batch or job.image.shape != group[0].image.shape)):
+                self.flush(group)
                 group = []
             if job.alpha_done:
-                flush([job])
+                self.flush([job])
             else:
                 group.append(job)
-        flush(group)
-        drain(0)
-    finally:
-        for _, fut in loads:
+        self.flush(group)
+        self.drain(0)
+
+    def close(self) -> None:
+        for _, fut in self.loads:
             fut.cancel()
-        readers.shutdown(wait=True, cancel_futures=True)
-        writers.shutdown(wait=True)       # started writes finish (atomically); Ctrl-C leaves no partial PNG
+        self.readers.shutdown(wait=True, cancel_futures=True)
+        self.writers.shutdown(wait=True)       # started writes finish (atomically); Ctrl-C leaves no partial PNG
+
+
+def _run_folder(model: nn.Module, items: list, out_dir: Path, rgba_root: Path, tri_root: Path | None,
+                s: InferConfig, device: torch.device, trimap_cfg: Any, skip_existing: bool, report: PredictReport,
+                headless: bool | None, verbose: bool) -> None:
+    """The pipeline of :func:`predict_folder`: readers ahead, the model in order, writers behind."""
+    from .progress import progress
+
+    batch = max(1, int(getattr(s, "batch_size", 1))) if not s.two_pass else 1
+    jobs = _plan_jobs(items, out_dir, rgba_root, tri_root, s, skip_existing, report)
+    pipe = _FolderPipeline(model, jobs, s, device, trimap_cfg, report, batch)
+    bar = progress(range(len(jobs)), desc="predict", headless=headless, unit="img") if verbose and jobs else None
+    it = iter(bar) if bar is not None else None
+    try:
+        pipe.run(it)
+    finally:
+        pipe.close()
         if it is not None:
             next(it, None)
             if hasattr(bar, "close"):

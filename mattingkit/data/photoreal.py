@@ -197,25 +197,12 @@ def _strand_layers(rng, shape, roots, dirs, lengths, scale, groups: int = 4) -> 
     return 1 - out
 
 
-def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """A photo-like matting foreground ``(fg, alpha)``: float32 ``h x w x 3`` and ``h x w`` in [0, 1].
-
-    ``fg`` is defined everywhere (hair colour beyond the body), shaded and lit; ``alpha`` has a
-    large opaque body, a hair mass or fur with accumulated strand coverage, and sometimes a veil
-    (alpha 0.2-0.7), feathered (motion/defocus) outline parts and holes.
-
-    Example:
-        >>> fg, a = make_photoreal_foreground(np.random.default_rng(1), 160, 128)
-        >>> fg.shape, a.shape, bool(((a > 0) & (a < 1)).any()), bool((a == 1).any())
-        ((160, 128, 3), (160, 128), True, True)
-    """
-    rng = _check_rng(rng)
-    h, w = int(h), int(w)
+def _fg_body(rng: np.random.Generator, h: int, w: int):
+    """The body: a smooth outline, sometimes a torso running off the bottom edge. Returns
+    ``(body, body_bin, dist_in, dist_out, cx, cy)`` (centre in supersampled pixels)."""
     S = _SS
     H, W = h * S, w * S
     m = min(h, w)
-
-    # --- body: a smooth outline, sometimes a torso running off the bottom edge ---
     theta, rad, rmin = _radial_shape(rng)
     r0 = rng.uniform(0.22, 0.34) * m * S
     sx, sy = rng.uniform(0.8, 1.2), rng.uniform(0.85, 1.3)
@@ -242,14 +229,21 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
     body_bin = body > 0.5
     dist_in = cv2.distanceTransform(body_bin.astype(np.uint8), cv2.DIST_L2, 3)
     dist_out = cv2.distanceTransform((~body_bin).astype(np.uint8), cv2.DIST_L2, 3)
+    return body, body_bin, dist_in, dist_out, cx, cy
 
-    # --- feathered parts of the outline (motion blur / defocus / fuzzy material) ---
+
+def _fg_feather(rng: np.random.Generator, body: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Sometimes feather parts of the outline (motion blur / defocus / fuzzy material)."""
     if rng.random() < 0.6:
         soft = cv2.GaussianBlur(body, (0, 0), rng.uniform(1.0, 4.0))
         mix = np.clip((_fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.5) * 4 + 0.5, 0, 1)
         body = mix * soft + (1 - mix) * body
+    return body
 
-    # --- holes ---
+
+def _fg_holes(rng: np.random.Generator, body: np.ndarray, dist_in: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Sometimes cut one or two elliptic holes well inside the body."""
+    m = min(h, w)
     if rng.random() < 0.3:
         holes = np.zeros((h, w), np.uint8)
         inner = np.argwhere(dist_in > 0.08 * m)
@@ -261,48 +255,58 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
             cv2.ellipse(holes, (int(yx[1]), int(yx[0])), (ax, int(ax * rng.uniform(0.5, 1))), rng.uniform(0, 180),
                         0, 360, 255, -1, cv2.LINE_AA)
         body = body * (1 - holes.astype(np.float32) / 255.0)
+    return body
 
-    # --- hair mass and/or fur ---
-    alpha = body.copy()
-    contour = np.argwhere((dist_in > 0) & (dist_in <= 1.5))  # inner boundary pixels (y, x)
-    kind = rng.choice(["hair", "fur", "both", "none"], p=[0.45, 0.2, 0.2, 0.15])
-    hair = np.zeros((h, w), np.float32)
-    thick = rng.uniform(0.03, 0.14) * m   # hair mass thickness (px)
-    if len(contour) and kind in ("hair", "both"):
-        ang = np.arctan2(contour[:, 0] - cy / S, contour[:, 1] - cx / S)
-        centre, span = rng.uniform(-np.pi, 0) if rng.random() < 0.7 else rng.uniform(-np.pi, np.pi), \
-            rng.uniform(0.8, 2.6)
-        sel = np.abs(np.angle(np.exp(1j * (ang - centre)))) < span / 2
-        pts = contour[sel]
-        if len(pts):
-            n = int(np.clip(rng.uniform(6, 16) * len(pts) * thick / 40, 300, 5000))
-            pick = pts[rng.integers(0, len(pts), n)].astype(np.float64)
-            out_ang = np.arctan2(pick[:, 0] - cy / S, pick[:, 1] - cx / S)
-            back = rng.uniform(0, 0.5, n) * thick
-            roots = np.stack([(pick[:, 1] - back * np.cos(out_ang)) * S, (pick[:, 0] - back * np.sin(out_ang)) * S], 1)
-            dirs = out_ang + rng.normal(0, 0.45, n)
-            lengths = rng.uniform(0.5, 1.6, n) * thick * S
-            hair = np.maximum(hair, cv2.resize(_strand_layers(rng, (H, W), roots, dirs, lengths, S), (w, h),
-                                               interpolation=cv2.INTER_AREA))
-            # sub-pixel hair: a soft cloud decaying away from the body, over the same arc
-            arc = np.zeros((h, w), np.uint8)
-            arc[pts[:, 0], pts[:, 1]] = 1
-            near = cv2.distanceTransform(1 - arc, cv2.DIST_L2, 3)
-            cloud = np.clip(1 - near / max(thick * rng.uniform(0.6, 1.2), 1), 0, 1) ** rng.uniform(1, 3)
-            cloud *= rng.uniform(0.2, 0.8) * _fractal_noise(rng, h, w, 1, base=6, octaves=5)
-            hair = 1 - (1 - hair) * (1 - cloud * (dist_out > 0))
-    if len(contour) and kind in ("fur", "both"):
-        n = int(np.clip(len(contour) * rng.uniform(1.5, 4), 300, 8000))
-        pick = contour[rng.integers(0, len(contour), n)].astype(np.float64)
+
+def _fg_hair_mass(rng: np.random.Generator, contour: np.ndarray, cx: float, cy: float, thick: float,
+                  dist_out: np.ndarray, hair: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A hair mass over an arc of the outline: accumulated strands plus a sub-pixel cloud."""
+    S = _SS
+    H, W = h * S, w * S
+    ang = np.arctan2(contour[:, 0] - cy / S, contour[:, 1] - cx / S)
+    centre, span = rng.uniform(-np.pi, 0) if rng.random() < 0.7 else rng.uniform(-np.pi, np.pi), \
+        rng.uniform(0.8, 2.6)
+    sel = np.abs(np.angle(np.exp(1j * (ang - centre)))) < span / 2
+    pts = contour[sel]
+    if len(pts):
+        n = int(np.clip(rng.uniform(6, 16) * len(pts) * thick / 40, 300, 5000))
+        pick = pts[rng.integers(0, len(pts), n)].astype(np.float64)
         out_ang = np.arctan2(pick[:, 0] - cy / S, pick[:, 1] - cx / S)
-        roots = np.stack([pick[:, 1] * S, pick[:, 0] * S], 1)
-        dirs = out_ang + rng.normal(0, 0.6, n)
-        lengths = rng.uniform(0.005, 0.035, n) * m * S
-        hair = np.maximum(hair, cv2.resize(_strand_layers(rng, (H, W), roots, dirs, lengths, S, groups=3), (w, h),
+        back = rng.uniform(0, 0.5, n) * thick
+        roots = np.stack([(pick[:, 1] - back * np.cos(out_ang)) * S, (pick[:, 0] - back * np.sin(out_ang)) * S], 1)
+        dirs = out_ang + rng.normal(0, 0.45, n)
+        lengths = rng.uniform(0.5, 1.6, n) * thick * S
+        hair = np.maximum(hair, cv2.resize(_strand_layers(rng, (H, W), roots, dirs, lengths, S), (w, h),
                                            interpolation=cv2.INTER_AREA))
-    alpha = 1 - (1 - alpha) * (1 - hair)
+        # sub-pixel hair: a soft cloud decaying away from the body, over the same arc
+        arc = np.zeros((h, w), np.uint8)
+        arc[pts[:, 0], pts[:, 1]] = 1
+        near = cv2.distanceTransform(1 - arc, cv2.DIST_L2, 3)
+        cloud = np.clip(1 - near / max(thick * rng.uniform(0.6, 1.2), 1), 0, 1) ** rng.uniform(1, 3)
+        cloud *= rng.uniform(0.2, 0.8) * _fractal_noise(rng, h, w, 1, base=6, octaves=5)
+        hair = 1 - (1 - hair) * (1 - cloud * (dist_out > 0))
+    return hair
 
-    # --- a semi-transparent veil (fabric, glass) straddling the outline ---
+
+def _fg_fur(rng: np.random.Generator, contour: np.ndarray, cx: float, cy: float, hair: np.ndarray,
+            h: int, w: int) -> np.ndarray:
+    """Short fur strands all around the outline."""
+    S = _SS
+    H, W = h * S, w * S
+    m = min(h, w)
+    n = int(np.clip(len(contour) * rng.uniform(1.5, 4), 300, 8000))
+    pick = contour[rng.integers(0, len(contour), n)].astype(np.float64)
+    out_ang = np.arctan2(pick[:, 0] - cy / S, pick[:, 1] - cx / S)
+    roots = np.stack([pick[:, 1] * S, pick[:, 0] * S], 1)
+    dirs = out_ang + rng.normal(0, 0.6, n)
+    lengths = rng.uniform(0.005, 0.035, n) * m * S
+    return np.maximum(hair, cv2.resize(_strand_layers(rng, (H, W), roots, dirs, lengths, S, groups=3), (w, h),
+                                       interpolation=cv2.INTER_AREA))
+
+
+def _fg_veil(rng: np.random.Generator, contour: np.ndarray, alpha: np.ndarray, h: int, w: int):
+    """Sometimes a semi-transparent veil (fabric, glass) straddling the outline. Returns ``(alpha, veil)``."""
+    m = min(h, w)
     veil = np.zeros((h, w), np.float32)
     if len(contour) and rng.random() < 0.35:
         yx = contour[int(rng.integers(0, len(contour)))]
@@ -312,11 +316,12 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
         veil = cv2.GaussianBlur(v.astype(np.float32) / 255.0, (0, 0), rng.uniform(0.5, 3))
         t = rng.uniform(0.2, 0.6) + 0.2 * (_fractal_noise(rng, h, w, 1, base=4, octaves=4) - 0.5)
         alpha = alpha * (1 - veil) + veil * np.maximum(alpha, t)
-    alpha = np.clip(alpha, 0, 1).astype(np.float32)
-    alpha[alpha < 1.0 / 255] = 0.0
-    alpha[alpha > 254.0 / 255] = 1.0
+    return alpha, veil
 
-    # --- colours: a smooth texture with rounded shading and directional light ---
+
+def _fg_body_colour(rng: np.random.Generator, dist_in: np.ndarray, h: int, w: int):
+    """Body colours: a smooth texture with rounded shading and directional light. Returns ``(body_col, light)``."""
+    m = min(h, w)
     sm = max(32, m // 4)
     tex = cv2.resize(_texture(rng, sm, max(32, int(sm * w / h))), (w, h), interpolation=cv2.INTER_CUBIC)
     tex = tex * (0.75 + 0.25 * _fractal_noise(rng, h, w, 1, base=8, octaves=5)[..., None])
@@ -327,15 +332,59 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
     light = x * np.cos(th) + y * np.sin(th)
     light = (light - light.min()) / max(float(np.ptp(light)), 1e-6)
     shade = (rng.uniform(0.45, 0.7) + 0.3 * round_shade + rng.uniform(0.1, 0.4) * light)[..., None]
-    body_col = np.clip(tex * shade, 0, 1)
-    # hair colour: dark / brown / blond / grey families, per-strand streaks and highlights
+    return np.clip(tex * shade, 0, 1), light
+
+
+def _fg_hair_colour(rng: np.random.Generator, light: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Hair colour: dark / brown / blond / grey families, per-strand streaks and highlights."""
     fam = rng.integers(0, 4)
     base = {0: (0.08, 0.06, 0.05), 1: (0.35, 0.22, 0.12), 2: (0.8, 0.65, 0.4), 3: (0.6, 0.6, 0.62)}[int(fam)]
     base = np.clip(np.array(base) * rng.uniform(0.7, 1.3, 3), 0, 1).astype(np.float32)
     if rng.random() < 0.25:
         base = _random_colors(rng, 1, sat=(0.2, 0.8), val=(0.2, 0.9))[0]
     streak = _fractal_noise(rng, h, w, 1, base=16, octaves=3)
-    hair_col = base * (0.6 + 0.8 * streak[..., None]) * (0.7 + 0.5 * light[..., None])
+    return base * (0.6 + 0.8 * streak[..., None]) * (0.7 + 0.5 * light[..., None])
+
+
+def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """A photo-like matting foreground ``(fg, alpha)``: float32 ``h x w x 3`` and ``h x w`` in [0, 1].
+
+    ``fg`` is defined everywhere (hair colour beyond the body), shaded and lit; ``alpha`` has a
+    large opaque body, a hair mass or fur with accumulated strand coverage, and sometimes a veil
+    (alpha 0.2-0.7), feathered (motion/defocus) outline parts and holes.
+
+    Example:
+        >>> fg, a = make_photoreal_foreground(np.random.default_rng(1), 160, 128)
+        >>> fg.shape, a.shape, bool(((a > 0) & (a < 1)).any()), bool((a == 1).any())
+        ((160, 128, 3), (160, 128), True, True)
+    """
+    rng = _check_rng(rng)
+    h, w = int(h), int(w)
+    m = min(h, w)
+    body, body_bin, dist_in, dist_out, cx, cy = _fg_body(rng, h, w)
+    body = _fg_feather(rng, body, h, w)
+    body = _fg_holes(rng, body, dist_in, h, w)
+
+    # --- hair mass and/or fur ---
+    alpha = body.copy()
+    contour = np.argwhere((dist_in > 0) & (dist_in <= 1.5))  # inner boundary pixels (y, x)
+    kind = rng.choice(["hair", "fur", "both", "none"], p=[0.45, 0.2, 0.2, 0.15])
+    hair = np.zeros((h, w), np.float32)
+    thick = rng.uniform(0.03, 0.14) * m   # hair mass thickness (px)
+    if len(contour) and kind in ("hair", "both"):
+        hair = _fg_hair_mass(rng, contour, cx, cy, thick, dist_out, hair, h, w)
+    if len(contour) and kind in ("fur", "both"):
+        hair = _fg_fur(rng, contour, cx, cy, hair, h, w)
+    alpha = 1 - (1 - alpha) * (1 - hair)
+
+    alpha, veil = _fg_veil(rng, contour, alpha, h, w)
+    alpha = np.clip(alpha, 0, 1).astype(np.float32)
+    alpha[alpha < 1.0 / 255] = 0.0
+    alpha[alpha > 254.0 / 255] = 1.0
+
+    # --- colours ---
+    body_col, light = _fg_body_colour(rng, dist_in, h, w)
+    hair_col = _fg_hair_colour(rng, light, h, w)
     wb = np.clip(dist_in / 3.0, 0, 1)[..., None] if kind == "none" else cv2.GaussianBlur(
         body_bin.astype(np.float32), (0, 0), 2.0)[..., None]
     fg = body_col * wb + hair_col * (1 - wb) if kind != "none" else body_col
