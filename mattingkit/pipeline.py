@@ -355,14 +355,16 @@ def real_set_rows(ctx: RunContext, limit: int | None = None):
 def _predict_baseline(rows, out_dir: Path, method: str, max_pixels: int | None):
     """Predict ``rows`` with a classical method into ``out_dir``, cached per producer (``_source.json``)."""
     from .baselines import BaselinePredictor
-    from .infer import fresh_prediction_dir, predict_folder
+    from .errors import RunStateError
+    from .infer import predict_folder
 
     model = BaselinePredictor(method, max_pixels=max_pixels)
-    inputs = [[str(r["id"]), str(r["image"]), str(r["trimap"])] for r in rows.to_dict("records")]
-    out = fresh_prediction_dir(out_dir, {"method": method, "max_pixels": model.max_pixels, "margin": model.margin,
-                                         "trimaps": True, "inputs": inputs})
-    report = predict_folder(model, rows[["id", "image", "trimap"]], out, device="cpu", verbose=False,
-                            **BaselinePredictor.PREDICT_KWARGS)
+    items = rows[["id", "image", "trimap"]]
+    try:   # the same producer resumes (the folder is keyed by the eval set); another one is replaced
+        report = predict_folder(model, items, out_dir, device="cpu", verbose=False)
+    except RunStateError:
+        report = predict_folder(model, items, out_dir, device="cpu", verbose=False, force=True)
+    out = Path(out_dir)
     return out, report, model.notes
 
 

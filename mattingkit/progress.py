@@ -8,6 +8,7 @@
 Example:
     >>> from mattingkit.progress import progress
     >>> total = 0
+    >>> import os
     >>> for i in progress(range(3), desc="demo", headless=True, file=open(os.devnull, "w")):
     ...     total += i
     >>> total
