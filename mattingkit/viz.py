@@ -137,8 +137,9 @@ def resize_to(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if a.shape[0] > hw[0] else cv2.INTER_LINEAR)
 
 
-def fit_side(array: np.ndarray, max_side: int | None) -> np.ndarray:
-    """Downscale (area interpolation) so that the long side is at most ``max_side``; never upscales.
+def fit_side(array: np.ndarray, max_side: int | None, nearest: bool = False) -> np.ndarray:
+    """Downscale (area interpolation; ``nearest`` for label maps) so that the long side is at most
+    ``max_side``; never upscales.
 
     Example:
         >>> fit_side(np.zeros((100, 50), np.float32), 20).shape
@@ -151,19 +152,12 @@ def fit_side(array: np.ndarray, max_side: int | None) -> np.ndarray:
 
     scale = max_side / max(a.shape[:2])
     w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_AREA)
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 
 def fit_nearest(array: np.ndarray, max_side: int | None) -> np.ndarray:
     """Like :func:`fit_side` but nearest-neighbour, so a trimap keeps its three values."""
-    a = np.asarray(array)
-    if not max_side or max(a.shape[:2]) <= max_side:
-        return a
-    import cv2
-
-    scale = max_side / max(a.shape[:2])
-    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST)
+    return fit_side(array, max_side, nearest=True)
 
 
 def hstack(panels: Sequence[np.ndarray], gap: int = GAP, fill: float = 1.0) -> np.ndarray:
