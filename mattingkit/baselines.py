@@ -128,9 +128,20 @@ def _downscale(img: np.ndarray, tri: np.ndarray, scale: float) -> tuple[np.ndarr
     return np.clip(small, 0, 1), small_tri
 
 
+def _solve(method: str, img: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """The solver on a (box of a) trimap that has unknown pixels. With only one kind of known pixel
+    the minimiser is that constant (the matting Laplacian's null space holds the constants), which
+    pymatting refuses to compute: return it."""
+    has_fg, has_bg = bool((tri == 1).any()), bool((tri == 0).any())
+    if has_fg and has_bg:
+        return METHODS[method](np.ascontiguousarray(img), np.ascontiguousarray(tri))
+    return np.where(tri == 0.5, 1.0 if has_fg else 0.0 if has_bg else 0.5, tri)
+
+
 def run_baseline(method: str, image, trimap, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 margin: int = BOX_MARGIN) -> BaselineResult:
+                 margin: int = BOX_MARGIN, strict: bool = True) -> BaselineResult:
     """Like :func:`predict_baseline`, returning a :class:`BaselineResult` (alpha, scale, seconds, notes).
+    ``strict=False`` returns an all-unknown trimap's 0.5 instead of refusing it (a guided model's crops).
 
     Example:
         >>> import numpy as np
@@ -145,7 +156,7 @@ def run_baseline(method: str, image, trimap, *, max_pixels: int | None = DEFAULT
     unknown = tri == 0.5
     result = BaselineResult(alpha=tri.astype(np.float32), method=method)
     if method in SOLVERS and unknown.any():
-        if not (tri != 0.5).any():
+        if strict and not (tri != 0.5).any():
             raise UsageError(f"{method} needs a trimap with known pixels (0 = background, 1 = foreground); "
                              f"this one is all unknown (a trimap-free input?)")
         ys, xs = _unknown_box(unknown, margin)
@@ -156,7 +167,7 @@ def run_baseline(method: str, image, trimap, *, max_pixels: int | None = DEFAULT
             scale = math.sqrt(max_pixels / (bh * bw))
             box_img, box_tri = _downscale(box_img, box_tri, scale)
         if (box_tri == 0.5).any():
-            box_alpha = METHODS[method](np.ascontiguousarray(box_img), np.ascontiguousarray(box_tri))
+            box_alpha = _solve(method, box_img, box_tri)
         else:
             box_alpha = box_tri
         box_alpha = np.nan_to_num(np.asarray(box_alpha, np.float64), nan=0.5)
@@ -230,11 +241,12 @@ class BaselinePredictor(nn.Module):
     tile_context = 1 << 30
 
     def __init__(self, method: str = "closed_form", max_pixels: int | None = DEFAULT_MAX_PIXELS,
-                 margin: int = BOX_MARGIN):
+                 margin: int = BOX_MARGIN, strict: bool = True):
         super().__init__()
         self.method = _check_method(method)
         self.max_pixels = max_pixels
         self.margin = margin
+        self.strict = strict
         self.notes: list[str] = []
         self.seconds = 0.0
 
@@ -249,7 +261,8 @@ class BaselinePredictor(nn.Module):
         tris = trimap.detach().float().cpu()[:, 0].numpy()
         out = []
         for img, tri in zip(imgs, tris):
-            r = run_baseline(self.method, img, tri, max_pixels=self.max_pixels, margin=self.margin)
+            r = run_baseline(self.method, img, tri, max_pixels=self.max_pixels, margin=self.margin,
+                             strict=self.strict)
             self.notes.extend(r.notes)
             self.seconds += r.seconds
             out.append(torch.from_numpy(r.alpha))

@@ -116,6 +116,24 @@ def test_only_the_unknown_box_is_solved_and_edge_cases():
         B.predict_baseline("trimap", image * 255, tri)
 
 
+def test_one_kind_of_known_pixel_gives_the_exact_constant_and_lenient_all_unknown():
+    """pymatting refuses a trimap without background (or foreground); the minimiser is then the
+    constant of the one known kind (the matting Laplacian's null space), so that is returned."""
+    image, _, tri = synthetic_photo()
+    for method in B.SOLVERS:
+        fg_only = np.where(tri == 0, 0.5, tri).astype(np.float32)   # background made unknown
+        a = B.predict_baseline(method, image, fg_only)
+        assert np.array_equal(a, np.ones_like(a))
+        bg_only = np.where(tri == 1, 0.5, tri).astype(np.float32)
+        a = B.predict_baseline(method, image, bg_only)
+        assert np.array_equal(a, (bg_only == 1).astype(np.float32)) and a.max() == 0
+    # all unknown: refused by default (a trimap-free input), 0.5 for a guided model's crops
+    all_unknown = np.full(tri.shape, 0.5, np.float32)
+    assert np.array_equal(B.run_baseline("closed_form", image, all_unknown, strict=False).alpha, all_unknown)
+    with pytest.raises(UsageError, match="all unknown"):
+        B.run_baseline("closed_form", image, all_unknown)
+
+
 # --------------------------------------------------------------------------------------------
 # Where a model is used: infer.predict / predict_folder
 # --------------------------------------------------------------------------------------------
