@@ -128,6 +128,7 @@ class ModelConfig:
     aspp_rates: list[int] = field(default_factory=lambda: [6, 12, 18])  # at output stride 16; doubled at 8
     norm: str = "bn"                  # bn | gn
     use_trimap: bool = True           # False: trimap-free (the trimap input is ignored / all-unknown)
+    guide: str = "none"               # none | closed_form | knn (alphagan): refine a classical solve (CPU)
     dim_stage: str = "joint"          # encoder_decoder | refinement | joint (DIM only)
     disc_channels: int = 64           # PatchGAN width
     disc_layers: int = 3              # PatchGAN depth
@@ -264,6 +265,7 @@ ENUMS: dict[str, Callable[[], tuple]] = {
     "model.norm": _const(NORMS),
     "model.output_stride": _const(OUTPUT_STRIDES),
     "model.dim_stage": _table(".models.dim", "STAGES"),
+    "model.guide": _table(".models.alphagan", "GUIDES"),
     "loss.gan_type": _table(".losses", "GAN_KINDS"),
     "loss.region": _table(".losses", "REGIONS"),
     "train.optimizer": _const(OPTIMIZERS),

@@ -406,3 +406,60 @@ def test_registry_and_helpers():
     assert count_parameters(lin) == 8 and count_parameters(lin, trainable_only=True) == 6
     assert [group_count(c) for c in (64, 48, 16, 3, 1)] == [32, 24, 16, 3, 1]
     assert isinstance(build_model(small()), AlphaGANGenerator)
+
+
+# --------------------------------------------------------------------------------------------
+# model.guide: a classical solve as input, a residual as output
+# --------------------------------------------------------------------------------------------
+def _soft_edge(n=2, h=64, w=64):
+    """Images with a soft vertical edge between two colours, the exact alpha and a trimap."""
+    ramp = torch.clamp((torch.arange(w, dtype=torch.float32) - w / 2) / 12 + 0.5, 0, 1)
+    alpha = ramp.expand(n, 1, h, w).clone()
+    fg = torch.tensor([0.9, 0.3, 0.1]).view(1, 3, 1, 1)
+    bg = torch.tensor([0.1, 0.4, 0.8]).view(1, 3, 1, 1)
+    image = alpha * fg + (1 - alpha) * bg + 0.02 * torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(0))
+    trimap = torch.where(alpha == 0, 0.0, torch.where(alpha == 1, 1.0, 0.5))
+    trimap[..., w // 2 - 14: w // 2 + 14] = 0.5   # a wider unknown band than the edge
+    return image.clamp(0, 1), alpha, trimap
+
+
+def test_guided_alphagan_starts_as_its_solver_and_learns_a_residual():
+    import numpy as np
+
+    from mattingkit.baselines import predict_baseline
+
+    torch.manual_seed(0)
+    g = build_model(small(guide="closed_form", norm="gn", output_stride=16))
+    plain = build_model(small(norm="gn", output_stride=16))
+    # the solver is not a parameter: the state dict differs from the plain model's only in conv1's 5th channel
+    assert g.state_dict().keys() == plain.state_dict().keys()
+    assert g.encoder.conv1.weight.shape[1] == 5 and plain.encoder.conv1.weight.shape[1] == 4
+    image, gt, trimap = _soft_edge()
+    out = g(image, trimap)
+    # untrained, the model *is* closed-form matting
+    cf = predict_baseline("closed_form", image[0].permute(1, 2, 0).numpy(), trimap[0, 0].numpy())
+    assert torch.equal(out["alpha"], out["guide"])
+    assert np.allclose(out["guide"][0, 0].numpy(), cf, atol=1e-6)
+    # a target the solver cannot know (the edge moved 6 px): a few steps halve the error, the residual learns
+    gt = torch.roll(gt, 6, dims=-1)
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    unknown = trimap == 0.5
+    err0 = (out["alpha"] - gt)[unknown].abs().mean().item()
+    for _ in range(20):
+        opt.zero_grad()
+        a = g(image, trimap)["alpha"]
+        loss = (a - gt)[unknown].abs().mean()
+        loss.backward()
+        opt.step()
+    assert g.encoder.conv1.weight.grad[:, 4].abs().sum() > 0     # the guide channel is used
+    assert loss.item() < 0.5 * err0
+
+
+def test_guide_is_an_alphagan_option_only():
+    from mattingkit.config import ConfigError, load_config
+    from mattingkit.errors import UsageError
+
+    with pytest.raises(UsageError, match="alphagan option"):
+        build_model(ModelConfig(name="u2netp", pretrained=False, guide="closed_form"))
+    with pytest.raises(ConfigError, match="model.guide='cf': choose none, closed_form, knn"):
+        load_config("demo", ["model.guide=cf"])

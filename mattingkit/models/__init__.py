@@ -8,7 +8,7 @@ Every model is called as ``model(image, trimap) -> dict`` with ``image`` (N, 3, 
 =========  ===============================================  ==========================================
 name       class                                            extra outputs
 =========  ===============================================  ==========================================
-alphagan   :class:`~.alphagan.AlphaGANGenerator`            —
+alphagan   :class:`~.alphagan.AlphaGANGenerator`            ``guide`` (with ``model.guide``)
 dim        :class:`~.dim.DIMMatting`                        ``alpha_raw``, ``aux_alphas``
 u2netp     :class:`~.u2net.U2NetP`                          ``side_outputs``, ``aux_alphas``
 =========  ===============================================  ==========================================
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
+from ..errors import UsageError
 from .alphagan import AlphaGANGenerator, PatchGANDiscriminator
 from .common import PretrainedWeightsWarning, count_parameters
 from .dim import DIMMatting
@@ -63,6 +64,9 @@ def build_model(cfg: "ModelConfig") -> nn.Module:
         factory = MODELS[cfg.name]
     except KeyError:
         raise ValueError(f"model.name={cfg.name!r} is unknown; choose one of {', '.join(MODELS)}") from None
+    if cfg.guide != "none" and cfg.name != "alphagan":
+        raise UsageError(f"model.guide={cfg.guide!r} is an alphagan option; model.name={cfg.name!r} takes "
+                         "model.guide=none")
     if cfg.weights_path and not cfg.pretrained:
         warnings.warn(f"model.weights_path={cfg.weights_path!r} is ignored because model.pretrained=false",
                       PretrainedWeightsWarning, stacklevel=2)

@@ -41,6 +41,13 @@ Where the paper is ambiguous, this implementation chooses:
   applied everywhere, including inside the encoder (pretrained BN scale/shift are copied into GN).
 - **Output**: sigmoid computed in float32, so ``alpha`` is float32 even under autocast. Known trimap
   regions are *not* overwritten here (that is the loss's / inference's job).
+- **Guide** (``model.guide``, not in the paper; the ``cpu`` recipe's): with ``closed_form`` (or
+  ``knn``) the forward pass first solves the classical matting of its input
+  (:class:`mattingkit.baselines.BaselinePredictor`, on the CPU, no gradient), feeds that alpha to
+  the encoder as a 5th channel and predicts a **residual**: ``alpha = clamp(guide + head(x), 0, 1)``
+  with the head initialised to zero, so an untrained guided model *is* the classical solver and
+  training learns only where it is wrong. The output dict then also holds ``guide``. The solve costs
+  ~0.3 s per 192 px crop (2-core CPU) and is global: a tiled prediction solves each tile on its own.
 - **Discriminator**: pix2pix's NLayerDiscriminator: 4x4 convs, stride 2 for ``disc_layers`` layers
   (width doubling up to 8x ``disc_channels``), then two stride-1 4x4 convs to one logit map;
   LeakyReLU 0.2; norm after every conv but the first and the last (``model.norm``); with
@@ -82,6 +89,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config import ModelConfig
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
+#: ``model.guide`` choices: no guide, or a classical solver of :data:`mattingkit.baselines.SOLVERS`.
+GUIDES = ("none", "closed_form", "knn")
 #: Encoder + decoder margin added to the widest ASPP tap for the generator's ``tile_context``.
 TILE_CONTEXT_MARGIN = 256
 
@@ -183,11 +192,20 @@ class AlphaGANGenerator(nn.Module):
 
     def __init__(self, backbone: str = "resnet50", output_stride: int = 8,
                  aspp_rates: Sequence[int] = (6, 12, 18), norm: str = "bn", use_trimap: bool = True,
-                 pretrained: bool = False, weights_path: str | None = None) -> None:
+                 pretrained: bool = False, weights_path: str | None = None, guide: str = "none") -> None:
         super().__init__()
+        if guide not in GUIDES:
+            raise ValueError(f"model.guide must be one of {', '.join(GUIDES)}, got {guide!r}")
         self.use_trimap = use_trimap
+        self.guide = guide
+        #: the classical solver of a guided model (no parameters, nothing in the state dict)
+        self.guide_solver = None
+        if guide != "none":
+            from ..baselines import BaselinePredictor
+
+            self.guide_solver = BaselinePredictor(guide, strict=False)  # an all-unknown crop: 0.5
         self.normalize = ImageNetNormalize()
-        self.encoder = ResNetEncoder(backbone, output_stride, norm, in_channels=4,
+        self.encoder = ResNetEncoder(backbone, output_stride, norm, in_channels=4 + (guide != "none"),
                                      pretrained=pretrained, weights_path=weights_path)
         scale = 2 if output_stride == 8 else 1
         self.aspp_rates = [int(r) * scale for r in aspp_rates]
@@ -208,17 +226,24 @@ class AlphaGANGenerator(nn.Module):
         self.head = nn.Conv2d(32, 1, 3, padding=1)
         for m in (self.aspp, self.skip4, self.dec4, self.skip2, self.dec2, self.dec1, self.head):
             init_weights(m)
+        if self.guide_solver is not None:  # start as the classical solver: a zero residual
+            nn.init.zeros_(self.head.weight)
 
     @classmethod
     def from_config(cls, cfg: "ModelConfig") -> "AlphaGANGenerator":
         return cls(backbone=cfg.backbone, output_stride=cfg.output_stride, aspp_rates=cfg.aspp_rates,
                    norm=cfg.norm, use_trimap=cfg.use_trimap, pretrained=cfg.pretrained,
-                   weights_path=cfg.weights_path)
+                   weights_path=cfg.weights_path, guide=cfg.guide)
 
     def forward(self, image: torch.Tensor, trimap: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         image, trimap = prepare_inputs(image, trimap, model="alphagan", use_trimap=self.use_trimap)
         rgb = self.normalize(image)
-        feats = self.encoder(torch.cat([rgb, trimap], dim=1))
+        inputs = [rgb, trimap]
+        if self.guide_solver is not None:
+            with torch.no_grad():
+                guide = self.guide_solver(image, trimap)["alpha"]
+            inputs.append(guide.to(rgb.dtype))
+        feats = self.encoder(torch.cat(inputs, dim=1))
         x = upsample_to(self.aspp(feats["out"]), feats["layer1"])
         x = self.dec4(torch.cat([x, self.skip4(feats["layer1"])], dim=1))
         stem = feats["stem"]
@@ -226,6 +251,8 @@ class AlphaGANGenerator(nn.Module):
         x = self.dec2(torch.cat([x, self.skip2(stem)], dim=1))
         x = upsample_to(x, image)
         x = self.dec1(torch.cat([x, rgb.to(x.dtype)], dim=1))
+        if self.guide_solver is not None:
+            return {"alpha": (guide + self.head(x).float()).clamp(0, 1), "guide": guide}
         return {"alpha": alpha_from_logits(self.head(x))}
 
 
