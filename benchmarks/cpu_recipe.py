@@ -123,44 +123,28 @@ def load_eval_set(root: Path) -> list[dict]:
 
 
 def predict_model(checkpoint: str | Path, items: list[dict]) -> tuple[list[np.ndarray], float]:
-    """Full-resolution predictions of a checkpoint (known trimap pixels kept); returns (preds, CPU s)."""
-    import torch
+    """Full-resolution predictions of a checkpoint through :func:`mattingkit.infer.predict` with the
+    run's inference settings (known trimap pixels kept); returns (preds, CPU s)."""
+    from mattingkit.infer import load_model, predict
 
-    from mattingkit import checkpoint as ckpt
-    from mattingkit.config import from_dict
-    from mattingkit.models import build_model
-    from mattingkit.train import pad_to_multiple
-
-    state = ckpt.load_checkpoint(checkpoint)
-    cfg = from_dict(state["config"]) if isinstance(state.get("config"), dict) else load_config("cpu")
-    cfg.model.pretrained = False
-    g = build_model(cfg.model)
-    g.load_state_dict({k: v.float() for k, v in state["generator"].items()})
-    g.eval()
+    model, cfg = load_model(checkpoint)
     preds = []
     c0 = cpu_seconds()
-    with torch.no_grad():
-        for it in items:
-            img = torch.from_numpy(it["image"]).permute(2, 0, 1)[None].float()
-            tri = torch.from_numpy(it["trimap"])[None, None].float()
-            h, w = img.shape[-2:]
-            x, _ = pad_to_multiple(img)
-            t, _ = pad_to_multiple(tri)
-            p = g(x, t)["alpha"][0, 0, :h, :w].clamp(0, 1).numpy()
-            tr = it["trimap"]
-            p = np.where(tr == 1.0, 1.0, np.where(tr == 0.0, 0.0, p)).astype(np.float32)
-            preds.append(p)
+    for it in items:
+        p = predict(model, it["image"], it["trimap"], infer_cfg=cfg)
+        tr = it["trimap"]
+        preds.append(np.where(tr == 1.0, 1.0, np.where(tr == 0.0, 0.0, p)).astype(np.float32))
     return preds, cpu_seconds() - c0
 
 
 def predict_closed_form(items: list[dict]) -> tuple[list[np.ndarray], float]:
-    from pymatting import estimate_alpha_cf
+    """The kit's closed-form baseline (:func:`mattingkit.baselines.predict_baseline`) on each photo."""
+    from mattingkit.baselines import predict_baseline
 
     preds = []
     c0 = cpu_seconds()
     for it in items:
-        preds.append(np.clip(estimate_alpha_cf(it["image"].astype(np.float64), it["trimap"].astype(np.float64)),
-                             0, 1).astype(np.float32))
+        preds.append(predict_baseline("closed_form", it["image"], it["trimap"]))
     return preds, cpu_seconds() - c0
 
 
