@@ -128,14 +128,31 @@ def _downscale(img: np.ndarray, tri: np.ndarray, scale: float) -> tuple[np.ndarr
     return np.clip(small, 0, 1), small_tri
 
 
-def _solve(method: str, img: np.ndarray, tri: np.ndarray) -> np.ndarray:
+#: What pymatting prints (to stdout) when its incomplete-Cholesky preconditioner fails; it then solves
+#: without it. Kept as one note instead of a screenful in the middle of a training log.
+PRECONDITIONER_NOTE = ("pymatting: the incomplete-Cholesky preconditioner failed on an ill-conditioned "
+                       "matting Laplacian; solved without it (slower, same answer)")
+
+
+def _solve(method: str, img: np.ndarray, tri: np.ndarray, notes: list[str]) -> np.ndarray:
     """The solver on a (box of a) trimap that has unknown pixels. With only one kind of known pixel
     the minimiser is that constant (the matting Laplacian's null space holds the constants), which
-    pymatting refuses to compute: return it."""
+    pymatting refuses to compute: return it. pymatting's printed warnings become ``notes``."""
+    import contextlib
+    import io
+
     has_fg, has_bg = bool((tri == 1).any()), bool((tri == 0).any())
-    if has_fg and has_bg:
-        return METHODS[method](np.ascontiguousarray(img), np.ascontiguousarray(tri))
-    return np.where(tri == 0.5, 1.0 if has_fg else 0.0 if has_bg else 0.5, tri)
+    if not (has_fg and has_bg):
+        return np.where(tri == 0.5, 1.0 if has_fg else 0.0 if has_bg else 0.5, tri)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        alpha = METHODS[method](np.ascontiguousarray(img), np.ascontiguousarray(tri))
+    text = printed.getvalue()
+    if "PERFORMANCE WARNING" in text:
+        notes.append(PRECONDITIONER_NOTE)
+    elif text.strip():
+        notes.append(f"{method}: " + " ".join(text.split()))
+    return alpha
 
 
 def run_baseline(method: str, image, trimap, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
@@ -167,7 +184,7 @@ def run_baseline(method: str, image, trimap, *, max_pixels: int | None = DEFAULT
             scale = math.sqrt(max_pixels / (bh * bw))
             box_img, box_tri = _downscale(box_img, box_tri, scale)
         if (box_tri == 0.5).any():
-            box_alpha = _solve(method, box_img, box_tri)
+            box_alpha = _solve(method, box_img, box_tri, result.notes)
         else:
             box_alpha = box_tri
         box_alpha = np.nan_to_num(np.asarray(box_alpha, np.float64), nan=0.5)
@@ -263,7 +280,7 @@ class BaselinePredictor(nn.Module):
         for img, tri in zip(imgs, tris):
             r = run_baseline(self.method, img, tri, max_pixels=self.max_pixels, margin=self.margin,
                              strict=self.strict)
-            self.notes.extend(r.notes)
+            self.notes.extend(n for n in r.notes if n != PRECONDITIONER_NOTE or n not in self.notes)  # once
             self.seconds += r.seconds
             out.append(torch.from_numpy(r.alpha))
         alpha = torch.stack(out)[:, None].to(device=image.device, dtype=torch.float32)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import ndimage
 
 from mattingkit import baselines as B
@@ -158,3 +159,24 @@ def test_baseline_predictor_in_predict_and_predict_folder(tmp_path: Path):
     assert rep.ok and rep.written == ["im0", "im1"]
     assert len(small.notes) == 2 and all("downscaled" in n for n in small.notes)
     assert read_alpha(out / "im0.png").shape == tri.shape
+
+
+def test_pymatting_printed_warning_becomes_one_note_not_stdout(capsys):
+    """A grey image with sparse saturated specks makes pymatting's incomplete-Cholesky preconditioner
+    fail; pymatting prints a screenful and solves without it. The kit keeps stdout clean (a guided
+    model solves every training crop) and says it once in the notes."""
+    rng = np.random.default_rng(0)
+    rng.random((48, 48, 3))
+    image = np.clip(rng.random((48, 48, 1)) * np.ones(3) * rng.random() + (rng.random((48, 48, 3)) < 0.05), 0, 1)
+    tri = np.zeros((48, 48))
+    tri[4:44, 4:44] = 0.5
+    tri[20:28, 20:28] = 1
+    r = B.run_baseline("closed_form", image, tri)
+    assert r.notes == [B.PRECONDITIONER_NOTE]
+    assert capsys.readouterr().out == ""
+    assert np.isfinite(r.alpha).all() and r.alpha[tri == 0.5].std() > 0   # it still solved
+    bp = B.BaselinePredictor("closed_form")
+    x = torch.from_numpy(image).float().permute(2, 0, 1)[None].repeat(2, 1, 1, 1)
+    t = torch.from_numpy(tri).float()[None, None].repeat(2, 1, 1, 1)
+    bp(x, t), bp(x, t)
+    assert bp.notes == [B.PRECONDITIONER_NOTE]   # four solves, one note
