@@ -128,6 +128,8 @@ def test_cpu_config_loads_and_builds():
     assert cfg.trimap.band_width >= 40 and cfg.train.use_gan is False
     assert cfg.model.pretrained is False and cfg.run.device == "cpu"
     assert cfg.data.root.startswith("photoreal") and cfg.data.eval_root is None
+    assert cfg.model.guide == "closed_form"
     g = build_model(cfg.model)
     out = g(torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5))
     assert out["alpha"].shape == (1, 1, 64, 64)
+    assert torch.equal(out["alpha"], out["guide"]) and (out["guide"] == 0.5).all()  # untrained: the solver
