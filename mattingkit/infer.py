@@ -604,11 +604,13 @@ def _describe(rec: dict[str, Any] | None) -> str:
 
 
 def claim_prediction_dir(out_dir: str | os.PathLike, record: dict[str, Any], *, force: bool = False,
-                         replace_other: bool = False) -> str:
+                         replace_other: bool = False, rgba_dir: str | os.PathLike | None = None) -> str:
     """The one rule for a folder of predictions, keyed by who made them (``record``, see
     :func:`predict_folder`). Returns what happens: ``"new"`` (empty folder), ``"resume"`` (same producer:
     finished PNGs are kept), ``"fresh"`` (``force``, or ``replace_other`` and another producer: its PNGs
     are deleted). Another producer without either → :class:`~mattingkit.errors.RunStateError` naming it.
+    The RGBA cut-outs in ``out_dir/rgba`` -- or in ``rgba_dir`` when they are written elsewhere -- belong
+    to the same record and go with the mattes.
 
     Example:
         >>> import tempfile
@@ -628,7 +630,8 @@ def claim_prediction_dir(out_dir: str | os.PathLike, record: dict[str, Any], *, 
         old = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old = None
-    pngs = list(out.glob("*.png")) + list(out.glob("rgba/*.png"))
+    rgba = Path(rgba_dir) if rgba_dir is not None else out / "rgba"
+    pngs = list(out.glob("*.png")) + list(rgba.glob("*.png"))
     if old == record and not force:
         return "resume"
     if not pngs and not force:
@@ -865,7 +868,7 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     items = _items(images)
     with_trimap = tri_root is not None or any(t is not None for _, _, t in items)
     record = _record(producer if producer is not None else module_producer(model), s, with_trimap)
-    claim_prediction_dir(out_dir, record, force=force, replace_other=not skip_existing)
+    claim_prediction_dir(out_dir, record, force=force, replace_other=not skip_existing, rgba_dir=rgba_root)
     report = PredictReport(out_dir=out_dir, producer=record)
     try:
         _run_folder(model, items, out_dir, rgba_root, tri_root, s, resolve_device(device), trimap_cfg,

@@ -706,6 +706,26 @@ def test_a_second_checkpoint_into_a_filled_folder_is_refused_force_rewrites_same
     assert rep.written == [] and len(rep.skipped) == 3
 
 
+def test_force_replaces_the_cut_outs_in_a_custom_rgba_dir_too(tmp_path):
+    """RGBA cut-outs written elsewhere (rgba_dir) belong to the mattes' producer: another model's run
+    with force rewrites them instead of keeping the first model's as finished."""
+    from mattingkit.infer import predictor_for
+
+    _, (a, b) = _checkpoints(tmp_path)
+    src, out, rgba = tmp_path / "images", tmp_path / "out", tmp_path / "cutouts"
+    _make_folder(src, h=64, w=64)
+    model_a, prod_a = predictor_for(a)
+    model_b, prod_b = predictor_for(b)
+    kw = dict(write_rgba=True, rgba_dir=rgba, headless=True, verbose=False)
+    predict_folder(model_a, src, out, producer=prod_a, **kw)
+    a_rgba = {p.name: p.read_bytes() for p in rgba.glob("*.png")}
+    assert len(a_rgba) == 3 and not (out / "rgba").exists()
+    rep = predict_folder(model_b, src, out, producer=prod_b, force=True, **kw)
+    assert len(rep.written) == 3
+    b_rgba = {p.name: p.read_bytes() for p in rgba.glob("*.png")}
+    assert b_rgba.keys() == a_rgba.keys() and all(b_rgba[k] != a_rgba[k] for k in a_rgba)
+
+
 def test_predict_split_goes_through_the_rule_and_replaces_another_producer(tmp_path):
     from mattingkit.infer import PRODUCER_FILE, predict_split
 
