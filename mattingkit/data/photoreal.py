@@ -70,11 +70,17 @@ __all__ = ["PHOTOREAL_VERSION", "make_photoreal_background", "make_photoreal_for
            "make_photoreal_data", "photoreal_trimap"]
 
 #: Bump when the generator changes what it writes (an old marker then no longer counts as a no-op).
-PHOTOREAL_VERSION = 1
+PHOTOREAL_VERSION = 2
 MARKER = "photoreal.json"
 #: trimap half-width range (px at a long side of 1000 px, scaled with the image) of the written trimaps:
 #: real Trimap1 bands are 17-114 px wide in all (median per photo, long side 800)
 BAND_RANGE = (8, 60)
+#: Strength of the colour spill (fraction of the background colour in the outermost edge colours).
+SPILL_RANGE = (0.1, 0.45)
+#: Depth of the opaque hair-coloured core under a hair mass / fur, in hair-mass thicknesses (see
+#: :func:`make_photoreal_foreground`); ``(0, 0)`` is version 1's data, where hair colours exist only in
+#: the soft strands, every one of them unknown, and closed-form reads them as background.
+HAIR_CORE = (1.0, 2.5)
 
 # streams of the per-item generators (never reorder: they define the data for a seed)
 _STREAM_FG, _STREAM_POOL = 11, 12
@@ -351,7 +357,11 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
 
     ``fg`` is defined everywhere (hair colour beyond the body), shaded and lit; ``alpha`` has a
     large opaque body, a hair mass or fur with accumulated strand coverage, and sometimes a veil
-    (alpha 0.2-0.7), feathered (motion/defocus) outline parts and holes.
+    (alpha 0.2-0.7), feathered (motion/defocus) outline parts and holes. Under hair or fur the body's
+    rim (:data:`HAIR_CORE` hair-mass thicknesses deep) is hair-coloured and opaque, like a head of hair:
+    so a trimap's definite foreground holds hair colours, as on real photos. Without that core
+    (version 1) closed-form matting underestimated the soft pixels by 0.18 on average (real photos:
+    0.01) and a model refining it learned to add alpha that real photos do not have.
 
     Example:
         >>> fg, a = make_photoreal_foreground(np.random.default_rng(1), 160, 128)
@@ -385,8 +395,15 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
     # --- colours ---
     body_col, light = _fg_body_colour(rng, dist_in, h, w)
     hair_col = _fg_hair_colour(rng, light, h, w)
-    wb = np.clip(dist_in / 3.0, 0, 1)[..., None] if kind == "none" else cv2.GaussianBlur(
-        body_bin.astype(np.float32), (0, 0), 2.0)[..., None]
+    if kind == "none":
+        wb = np.clip(dist_in / 3.0, 0, 1)[..., None]
+    else:
+        # a head of hair / a pelt is opaque and hair-coloured inside, under its loose strands: paint the
+        # body's rim under the hair with the hair colour, so the trimap's definite foreground holds hair
+        # colours too (as real Trimap1s do; without it closed-form takes the hair for background)
+        near_hair = cv2.distanceTransform((hair < 0.05).astype(np.uint8), cv2.DIST_L2, 3)
+        core = (body_bin > 0) & (near_hair < thick * rng.uniform(*HAIR_CORE))
+        wb = cv2.GaussianBlur(((body_bin > 0) & ~core).astype(np.float32), (0, 0), 2.0)[..., None]
     fg = body_col * wb + hair_col * (1 - wb) if kind != "none" else body_col
     if veil.any():
         vc = _random_colors(rng, 1, sat=(0.0, 0.4), val=(0.6, 1.0))[0]
@@ -425,7 +442,7 @@ def make_photoreal_item(seed: int, i: int, long_side: tuple[int, int] = (800, 12
     fg, alpha = make_photoreal_foreground(rng, h, w)
     bg = make_photoreal_background(rng, h, w)
     # colour spill: the edge colours of the object pulled towards the (blurred) background behind them
-    sp = rng.uniform(0.1, 0.45)
+    sp = rng.uniform(*SPILL_RANGE)
     reach = rng.uniform(3, 12) * max(h, w) / 800
     halo = 1 - cv2.GaussianBlur(alpha, (0, 0), reach)  # ~1 far outside, ~0 deep inside
     bg_blur = cv2.GaussianBlur(bg, (0, 0), reach * 2)
