@@ -124,16 +124,14 @@ def load_eval_set(root: Path) -> list[dict]:
 
 def predict_model(checkpoint: str | Path, items: list[dict]) -> tuple[list[np.ndarray], float]:
     """Full-resolution predictions of a checkpoint through :func:`mattingkit.infer.predict` with the
-    run's inference settings (known trimap pixels kept); returns (preds, CPU s)."""
+    run's inference settings (which keep the trimap's known pixels); returns (preds, CPU s)."""
     from mattingkit.infer import load_model, predict
 
     model, cfg = load_model(checkpoint)
     preds = []
     c0 = cpu_seconds()
     for it in items:
-        p = predict(model, it["image"], it["trimap"], infer_cfg=cfg)
-        tr = it["trimap"]
-        preds.append(np.where(tr == 1.0, 1.0, np.where(tr == 0.0, 0.0, p)).astype(np.float32))
+        preds.append(predict(model, it["image"], it["trimap"], infer_cfg=cfg))
     return preds, cpu_seconds() - c0
 
 

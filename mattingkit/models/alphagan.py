@@ -70,6 +70,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ..baselines import SOLVERS, BaselinePredictor
 from .common import (
     ImageNetNormalize,
     alpha_from_logits,
@@ -90,7 +91,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 #: ``model.guide`` choices: no guide, or a classical solver of :data:`mattingkit.baselines.SOLVERS`.
-GUIDES = ("none", "closed_form", "knn")
+GUIDES = ("none", *SOLVERS)
 #: Encoder + decoder margin added to the widest ASPP tap for the generator's ``tile_context``.
 TILE_CONTEXT_MARGIN = 256
 
@@ -197,12 +198,9 @@ class AlphaGANGenerator(nn.Module):
         if guide not in GUIDES:
             raise ValueError(f"model.guide must be one of {', '.join(GUIDES)}, got {guide!r}")
         self.use_trimap = use_trimap
-        self.guide = guide
         #: the classical solver of a guided model (no parameters, nothing in the state dict)
         self.guide_solver = None
         if guide != "none":
-            from ..baselines import BaselinePredictor
-
             self.guide_solver = BaselinePredictor(guide, strict=False)  # an all-unknown crop: 0.5
         self.normalize = ImageNetNormalize()
         self.encoder = ResNetEncoder(backbone, output_stride, norm, in_channels=4 + (guide != "none"),
