@@ -85,7 +85,13 @@ def _check_rng(rng: Any) -> np.random.Generator:
     return rng
 
 
-def _check_prob(p: Any, name: str) -> float:
+def check_prob(p: Any, name: str) -> float:
+    """``p`` as a float when it is a probability in [0, 1], else ``ValueError`` naming ``name``.
+
+    Example:
+        >>> check_prob(0.25, "augment.densify")
+        0.25
+    """
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
     return float(p)
@@ -135,9 +141,9 @@ def check_augment_config(cfg: "AugmentConfig") -> None:
     _check_range(cfg.value, "augment.value")
     if cfg.pad not in PAD_MODES:
         raise ValueError(f"augment.pad must be one of {', '.join(PAD_MODES)}, got {cfg.pad!r}")
-    _check_prob(cfg.two_fg_prob, "augment.two_fg_prob")
-    _check_prob(cfg.trimap_dropout, "augment.trimap_dropout")
-    _check_prob(cfg.densify, "augment.densify")
+    check_prob(cfg.two_fg_prob, "augment.two_fg_prob")
+    check_prob(cfg.trimap_dropout, "augment.trimap_dropout")
+    check_prob(cfg.densify, "augment.densify")
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,7 +217,13 @@ def random_affine_matrix(shape: Sequence[int], rng: np.random.Generator, rotatio
     return affine_matrix(shape, angle, s, sh, bool(flip and u[3] < 0.5))
 
 
-def _border(mode: str) -> int:
+def border_mode(mode: str) -> int:
+    """The OpenCV border flag of a border name: ``"zero"``, ``"reflect"`` (BORDER_REFLECT_101) or ``"replicate"``.
+
+    Example:
+        >>> border_mode("zero") == cv2.BORDER_CONSTANT
+        True
+    """
     return {"zero": cv2.BORDER_CONSTANT, "reflect": cv2.BORDER_REFLECT_101,
             "replicate": cv2.BORDER_REPLICATE}[mode]
 
@@ -220,20 +232,30 @@ def _near_int(v: float) -> bool:
     return abs(v - round(v)) < 1e-6
 
 
-def _sample_region(m: np.ndarray, out_hw: Sequence[int]) -> tuple[int, int, int, int]:
+def sample_region(m: np.ndarray, out_hw: Sequence[int]) -> tuple[int, int, int, int]:
     """``(y0, x0, y1, x1)``: the source pixels an ``out_hw`` output samples through ``m`` (bilinear),
-    with a 2-pixel margin; may reach outside the source."""
+    with a 2-pixel margin; may reach outside the source.
+
+    Example:
+        >>> sample_region(translation(-3, -4), (4, 4))        # a 4x4 crop at (y 3, x 4)
+        (0, 1, 10, 11)
+    """
     oh, ow = out_hw
     inv = np.linalg.inv(m)
     xs, ys, _ = inv @ np.array([[-0.5, ow - 0.5, -0.5, ow - 0.5], [-0.5, -0.5, oh - 0.5, oh - 0.5], [1, 1, 1, 1]])
     return math.floor(ys.min()) - 2, math.floor(xs.min()) - 2, math.ceil(ys.max()) + 3, math.ceil(xs.max()) + 3
 
 
-def _cut(src: np.ndarray, region: tuple[int, int, int, int], bmode: int) -> np.ndarray | None:
+def cut_part(src: np.ndarray, region: tuple[int, int, int, int], bmode: int) -> np.ndarray | None:
     """``src`` over ``region`` (y0, x0, y1, x1), the part outside ``src`` filled as a warp with
     border ``bmode`` would read it (``cv2.copyMakeBorder``: zeros, or reflected / replicated about
     the source's own edges). None when that cannot be done from the part alone (no overlap, or a
-    reflection reaching past the part's far side)."""
+    reflection reaching past the part's far side).
+
+    Example:
+        >>> cut_part(np.arange(4, dtype=np.uint8).reshape(1, 4), (0, -1, 1, 3), cv2.BORDER_CONSTANT).tolist()
+        [[0, 0, 1, 2]]
+    """
     y0, x0, y1, x1 = region
     h, w = src.shape[:2]
     iy0, ix0, iy1, ix1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
@@ -286,15 +308,15 @@ def warp(src: np.ndarray, matrix: np.ndarray, out_hw: Sequence[int], interp: str
                 else:
                     flag = cv2.INTER_AREA if (hs > oh or ws > ow) else cv2.INTER_LINEAR
                 return cv2.resize(crop, (ow, oh), interpolation=flag)
-    bmode = _border(border)
+    bmode = border_mode(border)
     if interp == "nearest":
         return cv2.warpAffine(src, m[:2], (ow, oh), flags=cv2.INTER_NEAREST, borderMode=bmode, borderValue=0)
     # Only the source region the output samples from (with a margin) is touched: warp from that
-    # view, padded as the border mode would pad it where it sticks out (see _cut).
-    region = _sample_region(m, (oh, ow))
+    # view, padded as the border mode would pad it where it sticks out (see cut_part).
+    region = sample_region(m, (oh, ow))
     ry0, rx0, ry1, rx1 = region
     if (rx1 - rx0) * (ry1 - ry0) < h * w:
-        part = _cut(src, region, bmode)
+        part = cut_part(src, region, bmode)
         if part is not None:
             src, m = part, m @ translation(ry0, rx0)
     # OpenCV's bilinear warp has a vectorised 4-channel path but not a 3-channel one: an RGB
@@ -337,13 +359,13 @@ def warp_with_alpha(rgb: np.ndarray, alpha: np.ndarray, matrix: np.ndarray, out_
     oh, ow = int(out_hw[0]), int(out_hw[1])
     m = np.asarray(matrix, np.float64)
     try:
-        region = _sample_region(m, (oh, ow))
+        region = sample_region(m, (oh, ow))
     except np.linalg.LinAlgError:
         return None
     if (region[2] - region[0]) * (region[3] - region[1]) >= alpha.size:
         return None                                 # (as warp(): no cut when the region is not smaller)
-    rgb_part = _cut(rgb, region, _border(border))
-    a_part = _cut(alpha, region, cv2.BORDER_CONSTANT)
+    rgb_part = cut_part(rgb, region, border_mode(border))
+    a_part = cut_part(alpha, region, cv2.BORDER_CONSTANT)
     if rgb_part is None or a_part is None:
         return None
     # (cvtColor + insertChannel, and back with cvtColor + extractChannel: several times faster than
@@ -573,7 +595,7 @@ def densify(alpha: np.ndarray, image: np.ndarray, strength: float, rng: np.rando
         >>> bool(28 / 255 - 1e-6 <= d[0, 0] <= 35 / 255 + 1e-6), bool(d[32, 32] > d[0, 0])
         (True, True)
     """
-    s = _check_prob(strength, "strength")
+    s = check_prob(strength, "strength")
     if s == 0.0:
         return alpha
     rng = _check_rng(rng)
@@ -920,7 +942,7 @@ class TrimapDropout(Transform):
     """With probability ``p``, replace the trimap by an all-unknown one (trimap-free training)."""
 
     def __init__(self, p: float):
-        self.p = _check_prob(p, "p")
+        self.p = check_prob(p, "p")
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if self.p > 0 and _check_rng(rng).random() < self.p:
@@ -933,7 +955,7 @@ class Densify(Transform):
     composite and trimap: the *input* is the usual composite, the *target* becomes density-like."""
 
     def __init__(self, strength: float):
-        self.strength = _check_prob(strength, "strength")
+        self.strength = check_prob(strength, "strength")
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
         if self.strength > 0:

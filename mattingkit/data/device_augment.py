@@ -175,7 +175,7 @@ def build_device_plan(data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", augmen
                       crop=A.CropAroundUnknown(data_cfg.crop_sizes), cover=bool(has_background),
                       hsv=A.HSVJitter.from_config(augment_cfg) if augment_cfg.hsv_jitter else None,
                       kernel_range=(lo, hi), iterations=int(trimap_cfg.iterations),
-                      dropout=A._check_prob(augment_cfg.trimap_dropout, "trimap_dropout"))
+                      dropout=A.check_prob(augment_cfg.trimap_dropout, "trimap_dropout"))
 
 
 def _reflect101(idx: np.ndarray, n: int) -> np.ndarray:
@@ -195,7 +195,7 @@ def cut_region(src: np.ndarray, region: tuple[int, int, int, int], border: str) 
         >>> cut_region(a, (0, -2, 1, 6), "reflect").tolist(), cut_region(a, (0, -2, 1, 6), "zero").tolist()
         ([[2, 1, 0, 1, 2, 3, 2, 1]], [[0, 0, 0, 1, 2, 3, 0, 0]])
     """
-    part = A._cut(src, region, A._border(border))
+    part = A.cut_part(src, region, A.border_mode(border))
     if part is not None:
         return part
     y0, x0, y1, x1 = region
@@ -225,7 +225,7 @@ def layer_patch(arrays: Sequence[tuple[np.ndarray, str]], m: np.ndarray, out_hw:
     """
     m = np.asarray(m, np.float64)
     oh, ow = int(out_hw[0]), int(out_hw[1])
-    region = A._sample_region(m, (oh, ow))
+    region = A.sample_region(m, (oh, ow))
     y0, x0, y1, x1 = region
     rh, rw = y1 - y0, x1 - x0
     parts = []
