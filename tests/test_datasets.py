@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig, load_config
+from mattingkit.data.compact import quantise, to_compact_item
 from mattingkit.data.datasets import (
     EvalDataset,
     TestDataset,
@@ -15,9 +16,7 @@ from mattingkit.data.datasets import (
     build_datasets,
     collate,
     plan_sample,
-    quantise,
     sample_rng,
-    to_compact_item,
     worker_init_fn,
 )
 from mattingkit.io import read_alpha, read_image, read_trimap, write_png

@@ -5,7 +5,8 @@ Every item is a dict of float32 CHW tensors -- ``image`` (in [0, 1], not normali
 items also carry ``orig_size`` ``(H, W)`` of the source image. The default DataLoader collate works
 (ids become a list of str); :func:`collate` also keeps ``orig_size`` as a list of tuples.
 
-Compact transport (``TrainDataset(compact=True)``, what :func:`build_datasets` makes for training):
+Compact transport (``TrainDataset(compact=True)``, what :func:`build_datasets` makes for training;
+:mod:`mattingkit.data.compact`):
 the DataLoader workers send each training item as 8/16-bit tensors -- ``image`` / ``fg`` / ``bg``
 uint8 (``rint(x * 255)``), ``alpha`` uint16 (``rint(a * 65535)``), ``trimap`` uint8 0 / 128 / 255 and
 no ``unknown`` -- 3.1 MB instead of 12.6 MB per 512x512 item, which is what a DataLoader spends its
@@ -71,6 +72,8 @@ from .augment import (
     resize_image,
     to_float,
 )
+from .compact import compact_to_float, to_compact_item
+from .device_augment import augment_batch, build_device_plan, is_device_batch, resolve_augment_on, worker_item
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, Config, DataConfig, TrimapConfig
@@ -80,11 +83,6 @@ PathLike = str | os.PathLike
 FOREGROUND_MODES = ("estimate", "given", "photo")
 CACHE_MODES = ("none", "ram")
 TENSOR_KEYS = ("image", "alpha", "trimap", "fg", "bg", "unknown")
-#: Compact transport: the integer scale of each array (``x_int = rint(x * scale)``) and its dtype.
-COMPACT_SCALE = {"image": 255, "fg": 255, "bg": 255, "alpha": 65535, "trimap": 255}
-COMPACT_DTYPE = {"image": np.uint8, "fg": np.uint8, "bg": np.uint8, "alpha": np.uint16, "trimap": np.uint8}
-#: The uint8 code of an unknown trimap pixel in a compact item (0.5 -> 128, as trimap PNGs on disk).
-TRIMAP_UNKNOWN_CODE = 128
 
 
 # --------------------------------------------------------------------------------------------
@@ -131,7 +129,6 @@ def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker set-up: one thread each for OpenCV and torch (the workers are the
     parallelism; nested thread pools only oversubscribe the cores) and :func:`keep_heap_memory`.
     No random state is touched: every random choice is seeded per item."""
-    import cv2
 
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
@@ -145,59 +142,10 @@ def _chw(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))
 
 
-def quantise(x: np.ndarray, scale: int, dtype: Any = np.uint8) -> np.ndarray:
-    """``rint(x * scale)`` as ``dtype``, clipped to ``[0, scale]``: float in [0, 1] -> 8/16-bit
-    (round half to even, never truncation; the error is at most ``0.5 / scale``).
-
-    Example:
-        >>> quantise(np.array([0.0, 0.5, 0.999, 1.0], np.float32), 255).tolist()
-        [0, 128, 255, 255]
-    """
-    if scale == 255 and np.dtype(dtype) == np.uint8 and x.dtype == np.float32 and x.ndim in (2, 3) \
-            and x.shape[-1] <= 4 and float(x.min()) >= 0:
-        # OpenCV's saturating conversion in one pass, without temporaries: x * 255 in float32, then
-        # round half to even (cvRound) -- the same values as below (tests/test_datasets.py checks it)
-        return cv2.convertScaleAbs(x, alpha=255)
-    y = np.multiply(x, np.float32(scale), dtype=np.float32)
-    np.rint(y, out=y)
-    np.clip(y, np.float32(0), np.float32(scale), out=y)   # (float32 bounds: numpy's fast path)
-    return y.astype(dtype)
-
-
-def _chw_int(x: np.ndarray) -> torch.Tensor:
-    if x.ndim == 2:
-        return torch.from_numpy(x[None])
-    # per-channel planes (cv2.split) are faster than numpy's strided transpose copy
-    return torch.from_numpy(np.stack(cv2.split(x)) if x.shape[2] <= 4 else np.ascontiguousarray(x.transpose(2, 0, 1)))
-
-
-def to_compact_item(sample: dict[str, Any]) -> dict[str, Any]:
-    """A finished numpy sample -> a compact item: ``image`` / ``fg`` / ``bg`` uint8, ``alpha``
-    uint16, ``trimap`` uint8 (0 / 128 / 255), CHW, no ``unknown`` (see the module docstring);
-    :func:`batch_to_float` turns it (or a batch of them) into the float32 form of :func:`to_item`.
-
-    Example:
-        >>> s = {k: np.full((4, 5, 3), 0.5, np.float32) for k in ("image", "fg", "bg")}
-        >>> s.update(alpha=np.full((4, 5), 0.25, np.float32), trimap=np.full((4, 5), .5, np.float32), id="a")
-        >>> it = to_compact_item(s); it["image"].dtype, it["alpha"].dtype, int(it["trimap"][0, 0, 0])
-        (torch.uint8, torch.uint16, 128)
-        >>> f = batch_to_float(it); round(float(f["alpha"][0, 0, 0]), 5), float(f["unknown"].min()), f["id"]
-        (0.25, 1.0, 'a')
-    """
-    out: dict[str, Any] = {}
-    for k in ("image", "alpha", "trimap", "fg", "bg"):
-        x = sample[k]
-        if x.dtype != COMPACT_DTYPE[k]:
-            x = quantise(x, COMPACT_SCALE[k], COMPACT_DTYPE[k])
-        out[k] = _chw_int(x)
-    out["id"] = str(sample["id"])
-    if "orig_size" in sample:
-        out["orig_size"] = tuple(int(v) for v in sample["orig_size"])
-    return out
-
-
 def batch_to_float(batch: dict[str, Any]) -> dict[str, Any]:
-    """A compact batch or item (:func:`to_compact_item`, collated or not) -> the float32 form:
+    """A compact batch or item (:func:`~mattingkit.data.compact.to_compact_item`, collated or not) -> the
+    float32 form (:func:`~mattingkit.data.compact.compact_to_float`); a device-augment batch is rendered
+    by :func:`~mattingkit.data.device_augment.augment_batch` on its device. In the compact case:
     ``image`` / ``fg`` / ``bg`` ``x / 255``, ``alpha`` ``x / 65535`` (uint16; ``x / 255`` if uint8),
     ``trimap`` 0 / 128 / 255 -> 0 / 0.5 / 1, ``unknown`` added (``trimap == 0.5``). Float tensors
     pass through untouched, so this is a no-op on float batches (any device; run it after the move
@@ -212,26 +160,9 @@ def batch_to_float(batch: dict[str, Any]) -> dict[str, Any]:
         >>> batch_to_float(f)["image"] is f["image"]
         True
     """
-    if isinstance(batch, dict) and "fg_src" in batch and "warp" in batch:
-        from .device_augment import augment_batch  # data.augment_on=device: render on the batch's device
-
+    if is_device_batch(batch):  # data.augment_on=device: render on the batch's device
         return augment_batch(batch)
-    out = dict(batch)
-    for k in ("image", "fg", "bg", "alpha"):
-        v = out.get(k)
-        if isinstance(v, torch.Tensor) and not v.is_floating_point():
-            scale = 65535.0 if v.dtype == torch.uint16 else 255.0
-            # (a float32 copy divided in place: correctly rounded, the same values as numpy's x / 255
-            # in mattingkit.io; torch's mixed-dtype v.div(255.0) is ~20x slower on CPU)
-            out[k] = v.to(torch.float32).div_(scale)
-    t = out.get("trimap")
-    if isinstance(t, torch.Tensor) and not t.is_floating_point():
-        if t.dtype != torch.uint8:
-            raise TypeError(f"batch_to_float: a compact trimap must be uint8 0/128/255, got {t.dtype}")
-        tri = t.to(torch.float32).div_(127.5).round_().mul_(0.5)   # 0 / 128 / 255 -> 0 / 1 / 2 -> 0 / .5 / 1
-        out["trimap"] = tri
-        out["unknown"] = torch.eq(tri, 0.5, out=torch.empty_like(tri))
-    return out
+    return compact_to_float(batch)
 
 
 def to_item(sample: dict[str, Any], compact: bool = False) -> dict[str, Any]:
@@ -398,8 +329,6 @@ class TrainDataset(torch.utils.data.Dataset):
         self.device_plan = None
         self.cache_report: dict[str, Any] | None = None
         if augment_on == "device":
-            from .device_augment import build_device_plan
-
             self.device_plan = build_device_plan(data_cfg, trimap_cfg, augment_cfg,
                                                  has_background=bool(self.backgrounds))
         #: decoded sources held in RAM (:meth:`fill_cache`): row index -> (fg, alpha), bg index -> bg
@@ -571,8 +500,6 @@ class TrainDataset(torch.utils.data.Dataset):
         uint8 source patches + the drawn parameters; :func:`batch_to_float` (or
         ``device_augment.augment_batch``) renders the collated batch on the device. Works whatever
         ``augment_on`` (for comparisons); needs a supported config."""
-        from .device_augment import build_device_plan, worker_item
-
         if self.device_plan is None:
             self.device_plan = build_device_plan(self.data_cfg, self.trimap_cfg, self.augment_cfg,
                                                  has_background=bool(self.backgrounds))
@@ -782,8 +709,6 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
 
         fg_cache = ForegroundCache(fg_cache_dir or default_cache_dir(manifest_path))
     from ..device import resolve_device
-    from .device_augment import resolve_augment_on
-
     augment_on = resolve_augment_on(getattr(d, "augment_on", "auto"), resolve_device(cfg.run.device), cfg.trimap, cfg.augment)
     train_ds = TrainDataset(train_df, backgrounds, d, cfg.trimap, cfg.augment, seed=cfg.run.seed,
                             fg_cache=fg_cache, compact=compact, augment_on=augment_on if compact else "cpu")

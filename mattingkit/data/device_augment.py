@@ -17,7 +17,7 @@ Device side (:func:`augment_batch`, called on the moved batch): one ``grid_sampl
 for the whole batch (affine, flip, crop and resize to ``image_size`` at once), the two-foreground
 merge, HSV jitter, compositing and the erode/dilate trimap (a grouped convolution with each sample's
 elliptical kernels, exact on binary masks), trimap dropout; it returns the float32 batch dict of
-:func:`~mattingkit.data.datasets.batch_to_float` (``image``, ``alpha``, ``trimap``, ``fg``, ``bg``,
+:func:`~mattingkit.data.compact.compact_to_float` (``image``, ``alpha``, ``trimap``, ``fg``, ``bg``,
 ``unknown``, ``id``). :func:`~mattingkit.data.datasets.batch_to_float` dispatches to it when it sees
 such a batch, so the Trainer's ``to_device`` needs no change.
 
@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 
 from . import augment as A
+from .compact import quantise
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, DataConfig, TrimapConfig
@@ -258,8 +259,6 @@ def _placed(part: np.ndarray, size: int, channels: int) -> torch.Tensor:
 def _u8(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return x
-    from .datasets import quantise  # a float32 estimated foreground: rint(x * 255)
-
     return quantise(np.asarray(x, np.float32), 255, np.uint8)
 
 
