@@ -151,6 +151,32 @@ def _resize(alpha: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(alpha, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
+def encode_alpha(alpha: np.ndarray) -> str:
+    """The ``image_utf`` cell of one alpha: standard base64 of its 8-bit gray PNG (:func:`mattingkit.io.png_bytes`).
+
+    Example:
+        >>> encode_alpha(np.zeros((2, 2), np.float32))[:8]
+        'iVBORw0K'
+    """
+    return base64.b64encode(png_bytes(alpha)).decode("ascii")
+
+
+def submission_csv(rows) -> bytes:
+    """The bytes of a submission CSV of in-memory ``(name, alpha)`` rows, in the given order, in the format
+    :func:`build_submission` writes (for a generated submission such as the demo data's sample).
+
+    Example:
+        >>> submission_csv([("0001", np.zeros((2, 2), np.float32))])[:24]
+        b'filename,image_utf\\n0001,'
+    """
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(HEADER)
+    for name, alpha in rows:
+        writer.writerow([name, encode_alpha(alpha)])
+    return buf.getvalue().encode("utf-8")
+
+
 def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *,
                      sample_csv: str | os.PathLike | None = None, test_dir: str | os.PathLike | None = None,
                      size: int = 1024, headless: bool | None = None, verbose: bool = True) -> SubmissionReport:
@@ -224,7 +250,7 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
                 if alpha.shape != (h, w):
                     resized.append(f"{name}: {alpha.shape[1]}x{alpha.shape[0]} -> {w}x{h}")
                     alpha = _resize(alpha, w, h)
-                writer.writerow([name, base64.b64encode(png_bytes(alpha)).decode("ascii")])
+                writer.writerow([name, encode_alpha(alpha)])
             if problems:
                 raise SubmissionError(printable(
                     f"{len(problems)} of {len(names)} rows cannot be written; no submission written:\n  "

@@ -19,6 +19,7 @@ from PIL import Image
 
 from mattingkit.compose import composite
 from mattingkit.data import synthetic as S
+from mattingkit.data.drawing import layer_gradient
 from mattingkit.io import png_bytes, read_alpha, read_image, read_trimap
 
 COUNTS = {"aim500": 24, "backgrounds": 16, "competition_train": 8, "competition_test": 4}
@@ -315,7 +316,7 @@ def test_pure_generators_deterministic_and_in_range():
         gy, gx = np.gradient(cv2.GaussianBlur(img, (0, 0), 1.0).mean(axis=2))
         return float((np.hypot(gx, gy) > 0.02).mean())
 
-    assert edge_share(S._layer_gradient(np.random.default_rng(0), 150, 170)) == 0.0
+    assert edge_share(layer_gradient(np.random.default_rng(0), 150, 170)) == 0.0
     shares = [edge_share(S.make_background(np.random.default_rng(s), 150, 170)) for s in range(10)]
     assert min(shares) > 0.02 and np.mean(shares) > 0.1, shares
 

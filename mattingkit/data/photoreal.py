@@ -53,18 +53,18 @@ import numpy as np
 
 from .. import env
 from ..io import atomic_write_bytes, atomic_write_text, png_bytes, to_uint8
-from .synthetic import (
-    _check_rng,
-    _coords,
-    _draw_strands,
-    _fractal_noise,
-    _jpeg_bytes,
-    _radial_shape,
-    _random_colors,
-    _rng,
-    _texture,
-    make_background,
+from .drawing import (
+    check_rng,
+    coords,
+    draw_strands,
+    fractal_noise,
+    item_rng,
+    jpeg_bytes,
+    radial_shape,
+    random_colors,
+    texture,
 )
+from .synthetic import make_background
 
 __all__ = ["PHOTOREAL_VERSION", "make_photoreal_background", "make_photoreal_foreground", "make_photoreal_item",
            "make_photoreal_data", "photoreal_trimap"]
@@ -100,7 +100,7 @@ def _size(rng: np.random.Generator, long_side: tuple[int, int]) -> tuple[int, in
 def _smooth_field(rng: np.random.Generator, h: int, w: int, cells: int = 3, channels: int = 3) -> np.ndarray:
     """A smooth colour field: a few random colours on a coarse grid, bicubically upsampled."""
     gh, gw = max(2, cells), max(2, int(round(cells * w / max(h, 1))))
-    grid = _random_colors(rng, gh * gw, sat=(0.05, 0.6), val=(0.15, 0.95)).reshape(gh, gw, 3)
+    grid = random_colors(rng, gh * gw, sat=(0.05, 0.6), val=(0.15, 0.95)).reshape(gh, gw, 3)
     out = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
     return np.clip(out[..., :channels], 0, 1).astype(np.float32)
 
@@ -135,19 +135,19 @@ def make_photoreal_background(rng: np.random.Generator, h: int, w: int) -> np.nd
         >>> bg.shape, bg.dtype, bool(bg.min() >= 0 and bg.max() <= 1)
         ((120, 160, 3), dtype('float32'), True)
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     h, w = int(h), int(w)
     img = _smooth_field(rng, h, w, cells=int(rng.integers(2, 5)))
     # multi-scale noise (colour and luminance)
     amp = rng.uniform(0.05, 0.3)
-    img = img + amp * (_fractal_noise(rng, h, w, 3, base=int(rng.integers(2, 6)), octaves=6) - 0.5)
+    img = img + amp * (fractal_noise(rng, h, w, 3, base=int(rng.integers(2, 6)), octaves=6) - 0.5)
     # shapes: ellipses, rectangles, thin lines (furniture, leaves, edges of things), drawn at a low res
     small = max(1, int(round(max(h, w) / 400)))
     sh, sw = max(8, h // small), max(8, w // small)
     layer = np.zeros((sh, sw, 3), np.float32)
     cover = np.zeros((sh, sw), np.float32)
     n_shapes = int(rng.integers(4, 30))
-    cols = _random_colors(rng, n_shapes, sat=(0.05, 0.8), val=(0.1, 1.0))
+    cols = random_colors(rng, n_shapes, sat=(0.05, 0.8), val=(0.1, 1.0))
     for i in range(n_shapes):
         m = np.zeros((sh, sw), np.uint8)
         kind = rng.random()
@@ -166,15 +166,15 @@ def make_photoreal_background(rng: np.random.Generator, h: int, w: int) -> np.nd
         cover = np.maximum(cover, mf)
     layer = cv2.resize(layer, (w, h), interpolation=cv2.INTER_LINEAR)
     cover = cv2.resize(cover, (w, h), interpolation=cv2.INTER_LINEAR)[..., None]
-    shade = 0.6 + 0.4 * _fractal_noise(rng, h, w, 1, base=2, octaves=2)[..., None]
+    shade = 0.6 + 0.4 * fractal_noise(rng, h, w, 1, base=2, octaves=2)[..., None]
     img = img * (1 - cover) + layer * shade * cover
     if rng.random() < 0.3:  # a sharp, busy texture (foliage, print, brick): the demo generator's
         tex = make_background(rng, max(32, h // 2), max(32, w // 2))
         tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_LINEAR)
-        m = np.clip((_fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.45) * 5, 0, 1)[..., None]
+        m = np.clip((fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.45) * 5, 0, 1)[..., None]
         img = img * (1 - m) + tex * m
     # lighting: a broad directional gradient and vignetting
-    y, x = _coords(h, w)
+    y, x = coords(h, w)
     y, x = y / max(h - 1, 1), x / max(w - 1, 1)
     th = rng.uniform(0, 2 * np.pi)
     grad = (x * np.cos(th) + y * np.sin(th))
@@ -198,7 +198,7 @@ def _strand_layers(rng, shape, roots, dirs, lengths, scale, groups: int = 4) -> 
     for part in np.array_split(idx, groups):
         if len(part) == 0:
             continue
-        cov = _draw_strands(rng, shape, roots[part], dirs[part], lengths[part], scale).astype(np.float32) / 255.0
+        cov = draw_strands(rng, shape, roots[part], dirs[part], lengths[part], scale).astype(np.float32) / 255.0
         out *= 1 - cov
     return 1 - out
 
@@ -209,7 +209,7 @@ def _fg_body(rng: np.random.Generator, h: int, w: int):
     S = _SS
     H, W = h * S, w * S
     m = min(h, w)
-    theta, rad, rmin = _radial_shape(rng)
+    theta, rad, rmin = radial_shape(rng)
     r0 = rng.uniform(0.22, 0.34) * m * S
     sx, sy = rng.uniform(0.8, 1.2), rng.uniform(0.85, 1.3)
     rot = rng.uniform(-0.4, 0.4)
@@ -242,7 +242,7 @@ def _fg_feather(rng: np.random.Generator, body: np.ndarray, h: int, w: int) -> n
     """Sometimes feather parts of the outline (motion blur / defocus / fuzzy material)."""
     if rng.random() < 0.6:
         soft = cv2.GaussianBlur(body, (0, 0), rng.uniform(1.0, 4.0))
-        mix = np.clip((_fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.5) * 4 + 0.5, 0, 1)
+        mix = np.clip((fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.5) * 4 + 0.5, 0, 1)
         body = mix * soft + (1 - mix) * body
     return body
 
@@ -289,7 +289,7 @@ def _fg_hair_mass(rng: np.random.Generator, contour: np.ndarray, cx: float, cy: 
         arc[pts[:, 0], pts[:, 1]] = 1
         near = cv2.distanceTransform(1 - arc, cv2.DIST_L2, 3)
         cloud = np.clip(1 - near / max(thick * rng.uniform(0.6, 1.2), 1), 0, 1) ** rng.uniform(1, 3)
-        cloud *= rng.uniform(0.2, 0.8) * _fractal_noise(rng, h, w, 1, base=6, octaves=5)
+        cloud *= rng.uniform(0.2, 0.8) * fractal_noise(rng, h, w, 1, base=6, octaves=5)
         hair = 1 - (1 - hair) * (1 - cloud * (dist_out > 0))
     return hair
 
@@ -320,7 +320,7 @@ def _fg_veil(rng: np.random.Generator, contour: np.ndarray, alpha: np.ndarray, h
         cv2.ellipse(v, (int(yx[1]), int(yx[0])), (int(rng.uniform(0.06, 0.18) * m), int(rng.uniform(0.04, 0.12) * m)),
                     rng.uniform(0, 180), 0, 360, 255, -1, cv2.LINE_AA)
         veil = cv2.GaussianBlur(v.astype(np.float32) / 255.0, (0, 0), rng.uniform(0.5, 3))
-        t = rng.uniform(0.2, 0.6) + 0.2 * (_fractal_noise(rng, h, w, 1, base=4, octaves=4) - 0.5)
+        t = rng.uniform(0.2, 0.6) + 0.2 * (fractal_noise(rng, h, w, 1, base=4, octaves=4) - 0.5)
         alpha = alpha * (1 - veil) + veil * np.maximum(alpha, t)
     return alpha, veil
 
@@ -329,11 +329,11 @@ def _fg_body_colour(rng: np.random.Generator, dist_in: np.ndarray, h: int, w: in
     """Body colours: a smooth texture with rounded shading and directional light. Returns ``(body_col, light)``."""
     m = min(h, w)
     sm = max(32, m // 4)
-    tex = cv2.resize(_texture(rng, sm, max(32, int(sm * w / h))), (w, h), interpolation=cv2.INTER_CUBIC)
-    tex = tex * (0.75 + 0.25 * _fractal_noise(rng, h, w, 1, base=8, octaves=5)[..., None])
+    tex = cv2.resize(texture(rng, sm, max(32, int(sm * w / h))), (w, h), interpolation=cv2.INTER_CUBIC)
+    tex = tex * (0.75 + 0.25 * fractal_noise(rng, h, w, 1, base=8, octaves=5)[..., None])
     R = max(float(dist_in.max()), 1.0)
     round_shade = np.sqrt(np.clip(dist_in / (0.35 * R), 0, 1))
-    y, x = _coords(h, w)
+    y, x = coords(h, w)
     th = rng.uniform(0, 2 * np.pi)
     light = x * np.cos(th) + y * np.sin(th)
     light = (light - light.min()) / max(float(np.ptp(light)), 1e-6)
@@ -347,8 +347,8 @@ def _fg_hair_colour(rng: np.random.Generator, light: np.ndarray, h: int, w: int)
     base = {0: (0.08, 0.06, 0.05), 1: (0.35, 0.22, 0.12), 2: (0.8, 0.65, 0.4), 3: (0.6, 0.6, 0.62)}[int(fam)]
     base = np.clip(np.array(base) * rng.uniform(0.7, 1.3, 3), 0, 1).astype(np.float32)
     if rng.random() < 0.25:
-        base = _random_colors(rng, 1, sat=(0.2, 0.8), val=(0.2, 0.9))[0]
-    streak = _fractal_noise(rng, h, w, 1, base=16, octaves=3)
+        base = random_colors(rng, 1, sat=(0.2, 0.8), val=(0.2, 0.9))[0]
+    streak = fractal_noise(rng, h, w, 1, base=16, octaves=3)
     return base * (0.6 + 0.8 * streak[..., None]) * (0.7 + 0.5 * light[..., None])
 
 
@@ -368,7 +368,7 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
         >>> fg.shape, a.shape, bool(((a > 0) & (a < 1)).any()), bool((a == 1).any())
         ((160, 128, 3), (160, 128), True, True)
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     h, w = int(h), int(w)
     m = min(h, w)
     body, body_bin, dist_in, dist_out, cx, cy = _fg_body(rng, h, w)
@@ -406,7 +406,7 @@ def make_photoreal_foreground(rng: np.random.Generator, h: int, w: int) -> tuple
         wb = cv2.GaussianBlur(((body_bin > 0) & ~core).astype(np.float32), (0, 0), 2.0)[..., None]
     fg = body_col * wb + hair_col * (1 - wb) if kind != "none" else body_col
     if veil.any():
-        vc = _random_colors(rng, 1, sat=(0.0, 0.4), val=(0.6, 1.0))[0]
+        vc = random_colors(rng, 1, sat=(0.0, 0.4), val=(0.6, 1.0))[0]
         fg = fg * (1 - veil[..., None]) + (0.7 * vc + 0.3 * fg) * veil[..., None]
     return np.clip(fg, 0, 1).astype(np.float32), alpha
 
@@ -437,7 +437,7 @@ def make_photoreal_item(seed: int, i: int, long_side: tuple[int, int] = (800, 12
         >>> max(it["photo"].shape[:2]), it["alpha"].dtype.name, sorted(np.unique(it["trimap"]).tolist())
         (128, 'uint8', [0, 128, 255])
     """
-    rng = _rng(seed, _STREAM_FG, i)
+    rng = item_rng(seed, _STREAM_FG, i)
     h, w = _size(rng, long_side)
     fg, alpha = make_photoreal_foreground(rng, h, w)
     bg = make_photoreal_background(rng, h, w)
@@ -458,7 +458,7 @@ def make_photoreal_item(seed: int, i: int, long_side: tuple[int, int] = (800, 12
 
 
 def _pool_item(seed: int, i: int, long_side: tuple[int, int]) -> np.ndarray:
-    rng = _rng(seed, _STREAM_POOL, i)
+    rng = item_rng(seed, _STREAM_POOL, i)
     h, w = _size(rng, long_side)
     return make_photoreal_background(rng, h, w)
 
@@ -513,7 +513,7 @@ def make_photoreal_data(root: str | Path | None = None, seed: int = 0, n_fg: int
     for i in range(counts["fg"]):
         name = f"pr_{i:03d}"
         it = make_photoreal_item(seed, i, ls)
-        put(f"aim500/original/{name}.jpg", _jpeg_bytes(it["photo"]))
+        put(f"aim500/original/{name}.jpg", jpeg_bytes(it["photo"]))
         put(f"aim500/mask/{name}.png", png_bytes(it["alpha"]))
         put(f"aim500/trimap/{name}.png", png_bytes(it["trimap"]))
         put(f"truth/fg/{name}.png", png_bytes(it["fg"]))
@@ -523,7 +523,7 @@ def make_photoreal_data(root: str | Path | None = None, seed: int = 0, n_fg: int
         if progress:
             print(f"photoreal: {i + 1}/{counts['fg']} foregrounds", flush=True)
     for i in range(counts["backgrounds"]):
-        put(f"backgrounds/bg_{i:03d}.jpg", _jpeg_bytes(_pool_item(seed, i, ls), subsampling=2))
+        put(f"backgrounds/bg_{i:03d}.jpg", jpeg_bytes(_pool_item(seed, i, ls), subsampling=2))
     if old is not None:  # drop files an older marker listed that this run did not write again
         keep = set(written)
         for rel in old.get("files", []):

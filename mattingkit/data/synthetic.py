@@ -38,19 +38,31 @@ Example:
 """
 from __future__ import annotations
 
-import base64
-import io as _io
 import json
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from .. import env
 from ..compose import composite
 from ..io import atomic_write_bytes, atomic_write_text, png_bytes, to_uint8
+from ..submission import submission_csv
+from .drawing import (
+    LAYERS,
+    check_rng,
+    colormap,
+    coords,
+    draw_strands,
+    fractal_noise,
+    item_rng,
+    jpeg_bytes,
+    layer_shapes,
+    radial_shape,
+    random_colors,
+    texture,
+)
 
 __all__ = [
     "DEMO_VERSION",
@@ -64,17 +76,11 @@ __all__ = [
 #: Bump when the generator changes what it writes (an old marker then no longer counts as a no-op).
 DEMO_VERSION = 1
 MARKER = "demo.json"
-JPEG_QUALITY = 92
 COMP_SIZE = 1024
 
 # streams of the per-item generators (never reorder: they define the data for a seed)
 _STREAM_AIM, _STREAM_BG_POOL, _STREAM_COMP_TRAIN, _STREAM_COMP_TEST = 1, 2, 3, 4
 _SS = 4  # supersampling factor for anti-aliased drawing
-
-
-def _rng(seed: int, stream: int, index: int) -> np.random.Generator:
-    """An independent generator per (seed, stream, item): items do not depend on each other's draws."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), stream, index]))
 
 
 def _check_size(h: int, w: int, minimum: int = 8) -> tuple[int, int]:
@@ -84,122 +90,6 @@ def _check_size(h: int, w: int, minimum: int = 8) -> tuple[int, int]:
     return h, w
 
 
-def _check_rng(rng) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got {type(rng)}")
-    return rng
-
-
-# --------------------------------------------------------------------------------------------
-# Texture building blocks (all vectorised numpy / cv2, float32 in [0, 1])
-# --------------------------------------------------------------------------------------------
-def _fractal_noise(rng: np.random.Generator, h: int, w: int, channels: int = 1, base: int = 3,
-                   octaves: int = 5, persistence: float = 0.55) -> np.ndarray:
-    """Sum of upsampled random grids (value noise), normalised to [0, 1] per channel."""
-    out = np.zeros((h, w, channels), np.float32)
-    amp = 1.0
-    long_side = max(h, w)
-    for o in range(octaves):
-        s = base * 2 ** o
-        gh, gw = max(2, round(s * h / long_side)), max(2, round(s * w / long_side))
-        if gh > h or gw > w:
-            break
-        grid = rng.random((gh, gw, channels), dtype=np.float32)
-        up = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
-        out += amp * up.reshape(h, w, channels)
-        amp *= persistence
-    lo = out.min(axis=(0, 1), keepdims=True)
-    hi = out.max(axis=(0, 1), keepdims=True)
-    out = (out - lo) / np.maximum(hi - lo, 1e-6)
-    return out[:, :, 0] if channels == 1 else out
-
-
-def _random_colors(rng: np.random.Generator, n: int, sat=(0.3, 1.0), val=(0.15, 1.0)) -> np.ndarray:
-    """``n`` random RGB colours (float32, n x 3) from HSV ranges."""
-    hsv = np.stack([rng.uniform(0, 180, n), rng.uniform(*sat, n) * 255, rng.uniform(*val, n) * 255], 1)
-    rgb = cv2.cvtColor(hsv.astype(np.uint8)[None], cv2.COLOR_HSV2RGB)[0]
-    return rgb.astype(np.float32) / 255.0
-
-
-def _colormap(values: np.ndarray, colors: np.ndarray) -> np.ndarray:
-    """Map HxW values in [0,1] through a piecewise-linear palette (k x 3) -> HxWx3."""
-    xs = np.linspace(0.0, 1.0, len(colors))
-    return np.stack([np.interp(values, xs, colors[:, c]) for c in range(3)], -1).astype(np.float32)
-
-
-def _coords(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    return y, x
-
-
-def _layer_noise(rng, h, w) -> np.ndarray:
-    n = _fractal_noise(rng, h, w, 1, base=int(rng.integers(2, 6)), octaves=int(rng.integers(4, 7)),
-                       persistence=float(rng.uniform(0.45, 0.7)))
-    return _colormap(n, _random_colors(rng, int(rng.integers(2, 5))))
-
-
-def _layer_stripes(rng, h, w) -> np.ndarray:
-    y, x = _coords(h, w)
-    theta = rng.uniform(0, np.pi)
-    period = rng.uniform(6, 40)
-    warp = (_fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.5) * rng.uniform(0, 3 * period)
-    u = (x * np.cos(theta) + y * np.sin(theta) + warp) / period
-    s = np.sin(2 * np.pi * u)
-    hardness = rng.uniform(1, 6)  # 1: sinusoid, large: square wave with soft (anti-aliased) steps
-    v = np.clip(0.5 + 0.5 * s * hardness, 0, 1)
-    c = _random_colors(rng, 2)
-    return (c[0] * v[..., None] + c[1] * (1 - v[..., None])).astype(np.float32)
-
-
-def _layer_gradient(rng, h, w) -> np.ndarray:
-    y, x = _coords(h, w)
-    theta = rng.uniform(0, 2 * np.pi)
-    u = x * np.cos(theta) + y * np.sin(theta)
-    u = (u - u.min()) / max(float(u.max() - u.min()), 1e-6)
-    return _colormap(u, _random_colors(rng, int(rng.integers(2, 4))))
-
-
-def _layer_checker(rng, h, w) -> np.ndarray:
-    y, x = _coords(h, w)
-    theta = rng.uniform(0, np.pi / 2)
-    cell = rng.uniform(8, 48)
-    u = (x * np.cos(theta) + y * np.sin(theta)) / cell
-    v = (-x * np.sin(theta) + y * np.cos(theta)) / cell
-    m = (np.sin(np.pi * u) * np.sin(np.pi * v) > 0).astype(np.float32)
-    m = cv2.GaussianBlur(m, (0, 0), 0.7)
-    c = _random_colors(rng, 2)
-    return (c[0] * m[..., None] + c[1] * (1 - m[..., None])).astype(np.float32)
-
-
-def _layer_shapes(rng, h, w, base: np.ndarray | None = None) -> np.ndarray:
-    """Random filled circles, rectangles, polygons and lines (anti-aliased), over ``base``."""
-    canvas = to_uint8(base if base is not None else _layer_gradient(rng, h, w)).copy()
-    n = int(rng.integers(12, 40))
-    colors = (_random_colors(rng, n) * 255).astype(int)
-    size = max(h, w)
-    for i in range(n):
-        col = tuple(int(c) for c in colors[i])
-        kind = rng.integers(0, 4)
-        cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
-        r = int(rng.uniform(0.02, 0.15) * size) + 1
-        if kind == 0:
-            cv2.circle(canvas, (cx, cy), r, col, -1, cv2.LINE_AA)
-        elif kind == 1:
-            box = ((cx, cy), (2 * r * rng.uniform(0.5, 1.5), 2 * r * rng.uniform(0.3, 1.5)), rng.uniform(0, 180))
-            cv2.fillPoly(canvas, [np.round(cv2.boxPoints(box)).astype(np.int32)], col, cv2.LINE_AA)
-        elif kind == 2:
-            k = int(rng.integers(3, 7))
-            ang = np.sort(rng.uniform(0, 2 * np.pi, k))
-            rr = r * rng.uniform(0.5, 1.2, k)
-            pts = np.stack([cx + rr * np.cos(ang), cy + rr * np.sin(ang)], 1).astype(np.int32)
-            cv2.fillPoly(canvas, [pts], col, cv2.LINE_AA)
-        else:
-            x2, y2 = int(rng.integers(0, w)), int(rng.integers(0, h))
-            cv2.line(canvas, (cx, cy), (x2, y2), col, int(rng.integers(1, 6)), cv2.LINE_AA)
-    return canvas.astype(np.float32) / 255.0
-
-
-_LAYERS = (_layer_noise, _layer_stripes, _layer_gradient, _layer_checker, _layer_shapes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,80 +106,20 @@ def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         >>> bg.shape, bg.dtype, bool(bg.std() > 0.02)
         ((64, 96, 3), dtype('float32'), True)
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     h, w = _check_size(h, w)
-    order = list(rng.permutation(len(_LAYERS))[: int(rng.integers(2, 4))])
+    order = list(rng.permutation(len(LAYERS))[: int(rng.integers(2, 4))])
     if not {1, 3, 4} & set(order):  # always at least one crisp layer: stripes, checker or shapes
         order.append(int(rng.choice([1, 3, 4])))
-    out = _LAYERS[order[0]](rng, h, w)
+    out = LAYERS[order[0]](rng, h, w)
     for k in order[1:]:
-        layer = _LAYERS[k](rng, h, w) if _LAYERS[k] is not _layer_shapes else _layer_shapes(rng, h, w, out)
-        m = _fractal_noise(rng, h, w, 1, base=int(rng.integers(2, 5)), octaves=4)
+        layer = LAYERS[k](rng, h, w) if LAYERS[k] is not layer_shapes else layer_shapes(rng, h, w, out)
+        m = fractal_noise(rng, h, w, 1, base=int(rng.integers(2, 5)), octaves=4)
         edge = rng.uniform(0.05, 0.3)  # soft or crisp transitions between layers
         m = np.clip((m - 0.5) / edge + 0.5, 0, 1)[..., None]
         out = out * (1 - m) + layer * m
     out = out + rng.normal(0, rng.uniform(0.0, 0.025), (h, w, 1)).astype(np.float32)  # sensor grain
     return np.clip(out, 0, 1).astype(np.float32)
-
-
-def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """A colourful object texture (cloth, skin, print): noise palette + optional stripes + shading."""
-    tex = _layer_noise(rng, h, w)
-    if rng.random() < 0.6:
-        m = np.clip((_fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.5) * 6 + 0.5, 0, 1)[..., None]
-        tex = tex * (1 - m) + _LAYERS[int(rng.integers(1, 4))](rng, h, w) * m
-    y, x = _coords(h, w)
-    theta = rng.uniform(0, 2 * np.pi)
-    shade = x * np.cos(theta) + y * np.sin(theta)
-    shade = (shade - shade.min()) / max(float(shade.max() - shade.min()), 1e-6)
-    tex = tex * (rng.uniform(0.6, 0.85) + rng.uniform(0.15, 0.4) * shade[..., None])
-    return np.clip(tex, 0, 1).astype(np.float32)
-
-
-def _radial_shape(rng: np.random.Generator, n: int = 256):
-    """A smooth star-shaped outline: r(theta) = 1 + sum_k a_k cos(k theta + phi_k), min radius >= 0.5."""
-    theta = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    ks = np.arange(1, 7)
-    a = rng.uniform(0, 0.16, len(ks)) / np.sqrt(ks)
-    a *= min(1.0, 0.45 / a.sum())
-    phi = rng.uniform(0, 2 * np.pi, len(ks))
-    r = 1 + (a[:, None] * np.cos(ks[:, None] * theta[None] + phi[:, None])).sum(0)
-    return theta, r, float(r.min())
-
-
-def _draw_strands(rng, hr_shape, roots, directions, lengths, scale) -> np.ndarray:
-    """Draw curved strands on a hi-res canvas; returns uint8 coverage (max over strands)."""
-    n = len(roots)
-    k = 10  # points per strand
-    curv = rng.uniform(-0.2, 0.2, n)[:, None]
-    dtheta = curv + rng.normal(0, 0.09, (n, k - 1))
-    ang = directions[:, None] + np.concatenate([np.zeros((n, 1)), np.cumsum(dtheta, 1)], 1)[:, :-1]
-    step = (lengths / (k - 1))[:, None]
-    dx = np.concatenate([np.zeros((n, 1)), np.cumsum(step * np.cos(ang), 1)], 1)
-    dy = np.concatenate([np.zeros((n, 1)), np.cumsum(step * np.sin(ang), 1)], 1)
-    pts = np.stack([roots[:, 0:1] + dx, roots[:, 1:2] + dy], -1)  # n x k x 2 (hi-res px)
-    shift = 2
-    ipts = np.round(pts * (1 << shift)).astype(np.int32)
-    value = rng.uniform(0.45, 1.0, n)
-    tip_fade = rng.uniform(0.35, 0.75, n)
-    thick = rng.choice([max(1, scale // 2), scale, scale + scale // 2], n, p=[0.3, 0.5, 0.2])
-    half = k // 2 + 1
-    # group strands by (quantised intensity, thickness): one polylines call per group, max-combined
-    canvas = np.zeros(hr_shape, np.uint8)
-    levels = np.linspace(0.3, 1.0, 7)
-    for part, vals in (("root", value), ("tip", value * tip_fade)):
-        seg = ipts[:, :half] if part == "root" else ipts[:, half - 1:]
-        q = np.clip(np.searchsorted(levels, vals), 0, len(levels) - 1)
-        for qi in np.unique(q):
-            for t in np.unique(thick):
-                sel = (q == qi) & (thick == t)
-                if not sel.any():
-                    continue
-                layer = np.zeros(hr_shape, np.uint8)
-                cv2.polylines(layer, list(seg[sel]), False, int(round(255 * levels[qi])), int(t),
-                              cv2.LINE_AA, shift)
-                np.maximum(canvas, layer, out=canvas)
-    return canvas
 
 
 def make_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
@@ -309,14 +139,14 @@ def make_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
         >>> fg.shape, a.shape, bool(((a > 0) & (a < 1)).any()), bool((a == 1).any())
         ((96, 128, 3), (96, 128), True, True)
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     h, w = _check_size(h, w, 32)
     S = _SS
     H, W = h * S, w * S
     m = min(h, w)
 
     # --- body outline (hi-res coordinates) ---
-    theta, rad, rmin = _radial_shape(rng)
+    theta, rad, rmin = radial_shape(rng)
     r0 = rng.uniform(0.24, 0.32) * m * S
     sx, sy = rng.uniform(0.8, 1.25), rng.uniform(0.8, 1.25)
     rot = rng.uniform(0, 2 * np.pi)
@@ -354,7 +184,7 @@ def make_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
 
     # --- feathering on part of the border (motion blur / defocus / fuzzy material) ---
     soft = cv2.GaussianBlur(body, (0, 0), rng.uniform(0.8, 2.2))
-    mix = np.clip((_fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.5) * 4 + 0.5, 0, 1)
+    mix = np.clip((fractal_noise(rng, h, w, 1, base=2, octaves=3) - 0.5) * 4 + 0.5, 0, 1)
     body_f = mix * soft + (1 - mix) * body
 
     # --- semi-transparent veil / glass region straddling the border ---
@@ -365,7 +195,7 @@ def make_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
                 0, 360, 255, -1, cv2.LINE_AA)
     g = cv2.resize(veil_hr, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     g = cv2.GaussianBlur(g, (0, 0), rng.uniform(0.5, 2.0))
-    t_map = rng.uniform(0.38, 0.62) + 0.16 * (_fractal_noise(rng, h, w, 1, base=3, octaves=3) - 0.5)
+    t_map = rng.uniform(0.38, 0.62) + 0.16 * (fractal_noise(rng, h, w, 1, base=3, octaves=3) - 0.5)
     alpha = body_f * (1 - g) + g * t_map
     alpha = alpha * (1 - holes)
 
@@ -384,15 +214,15 @@ def make_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarra
     outward = np.arctan2(roots[:, 1] - cy, roots[:, 0] - cx)
     dirs = outward + rng.normal(0, 0.35, n_strands)
     lengths = rng.uniform(0.06, 0.26, n_strands) * m * S
-    hair_hr = _draw_strands(rng, (H, W), roots, dirs, lengths, S)
+    hair_hr = draw_strands(rng, (H, W), roots, dirs, lengths, S)
     hair = cv2.resize(hair_hr, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
     alpha = np.clip(np.maximum(alpha, hair), 0, 1).astype(np.float32)
 
     # --- colours ---
-    tex = _texture(rng, h, w)
-    hair_base = _random_colors(rng, 2, sat=(0.2, 0.9), val=(0.2, 1.0))
-    hair_col = _colormap(_fractal_noise(rng, h, w, 1, base=4, octaves=3), hair_base)
-    veil_col = _random_colors(rng, 1, sat=(0.0, 0.5), val=(0.7, 1.0))[0]
+    tex = texture(rng, h, w)
+    hair_base = random_colors(rng, 2, sat=(0.2, 0.9), val=(0.2, 1.0))
+    hair_col = colormap(fractal_noise(rng, h, w, 1, base=4, octaves=3), hair_base)
+    veil_col = random_colors(rng, 1, sat=(0.0, 0.5), val=(0.7, 1.0))[0]
     wb = cv2.GaussianBlur(body, (0, 0), 1.0)[..., None]
     fg = tex * wb + hair_col * (1 - wb)
     fg = fg * (1 - g[..., None]) + (0.75 * veil_col + 0.25 * fg) * g[..., None]
@@ -413,7 +243,7 @@ def make_dense_alpha(rng: np.random.Generator, h: int = COMP_SIZE, w: int = COMP
         >>> 25 <= round(float(np.median(mask[:8, :8])) * 255) <= 45, float(cov.max()) > 0.5
         (True, True)
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     h, w = _check_size(h, w, 32)
     m = min(h, w)
     cov = np.zeros((h, w), np.float32)
@@ -439,7 +269,7 @@ def make_dense_alpha(rng: np.random.Generator, h: int = COMP_SIZE, w: int = COMP
             nw = half_w * rng.uniform(0.2, 0.35)
             cv2.rectangle(shape, (int(cx - nw), int(cy - half_h)), (int(cx + nw), int(cy)), 255, -1)
         elif kind == 2:  # toy / figure: star-shaped outline with spikes
-            theta, rad, _ = _radial_shape(rng, 512)
+            theta, rad, _ = radial_shape(rng, 512)
             spikes = 1 + 0.12 * np.maximum(0, np.sin(theta * rng.integers(8, 20))) ** 4
             pts = np.stack([cx + half_w * 1.2 * rad * spikes * np.cos(theta),
                             cy + half_h * rad * spikes * np.sin(theta)], 1)
@@ -453,7 +283,7 @@ def make_dense_alpha(rng: np.random.Generator, h: int = COMP_SIZE, w: int = COMP
             cv2.line(shape, (hx, hy + hook_r), (hx, int(cy - half_h * 0.8)), 255, max(3, m // 150), cv2.LINE_AA)
         s = shape.astype(np.float32) / 255.0
         # grey tones inside: base density, slow variation, darker labels / windows, brighter rim
-        d = rng.uniform(0.6, 0.92) + 0.2 * (_fractal_noise(rng, h, w, 1, base=3, octaves=4) - 0.5)
+        d = rng.uniform(0.6, 0.92) + 0.2 * (fractal_noise(rng, h, w, 1, base=3, octaves=4) - 0.5)
         for _ in range(int(rng.integers(1, 5))):
             lw, lh = half_w * rng.uniform(0.2, 0.8), half_h * rng.uniform(0.08, 0.4)
             lx, ly = cx + rng.uniform(-0.5, 0.5) * half_w, cy + rng.uniform(-0.6, 0.6) * half_h
@@ -468,7 +298,7 @@ def make_dense_alpha(rng: np.random.Generator, h: int = COMP_SIZE, w: int = COMP
     sigma = rng.uniform(1.5, 4.0) * m / 1024 * 2
     obj = cv2.GaussianBlur(cov * dens, (0, 0), sigma)
     opacity = cv2.GaussianBlur(cov * np.clip(0.35 + 0.75 * dens, 0, 1), (0, 0), sigma)
-    floor = rng.uniform(28, 35) / 255 + (_fractal_noise(rng, h, w, 1, base=2, octaves=4) - 0.5) * rng.uniform(
+    floor = rng.uniform(28, 35) / 255 + (fractal_noise(rng, h, w, 1, base=2, octaves=4) - 0.5) * rng.uniform(
         4, 9) / 255
     floor = floor + rng.normal(0, 0.8 / 255, (h, w)).astype(np.float32)
     mask = np.clip(floor + (1 - floor) * obj, 0, 1).astype(np.float32)
@@ -477,9 +307,9 @@ def make_dense_alpha(rng: np.random.Generator, h: int = COMP_SIZE, w: int = COMP
 
 def _studio_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A light e-commerce backdrop: soft gradient, vignette, slight tint."""
-    y, x = _coords(h, w)
+    y, x = coords(h, w)
     base = rng.uniform(0.75, 0.97)
-    tint = _random_colors(rng, 1, sat=(0.0, 0.25), val=(0.8, 1.0))[0]
+    tint = random_colors(rng, 1, sat=(0.0, 0.25), val=(0.8, 1.0))[0]
     r2 = ((x / w - 0.5) ** 2 + (y / h - 0.5) ** 2) * 2
     lum = base - rng.uniform(0.05, 0.25) * r2 + rng.uniform(-0.08, 0.08) * (y / h - 0.5)
     return np.clip(lum[..., None] * tint / tint.max(), 0, 1).astype(np.float32)
@@ -515,14 +345,8 @@ def trimap_from_alpha8(alpha8: np.ndarray, radius: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Writing the dataset
 # --------------------------------------------------------------------------------------------
-def _jpeg_bytes(rgb: np.ndarray, subsampling: int = 0) -> bytes:
-    buf = _io.BytesIO()
-    Image.fromarray(to_uint8(rgb), "RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=subsampling)
-    return buf.getvalue()
-
-
 def _aim_item(seed: int, i: int) -> dict:
-    rng = _rng(seed, _STREAM_AIM, i)
+    rng = item_rng(seed, _STREAM_AIM, i)
     h, w = int(rng.integers(192, 321)), int(rng.integers(192, 321))
     fg, alpha = make_foreground(rng, h, w)
     bg = make_background(rng, h, w)
@@ -533,21 +357,21 @@ def _aim_item(seed: int, i: int) -> dict:
 
 
 def _bg_pool_item(seed: int, i: int) -> tuple[str, bytes]:
-    rng = _rng(seed, _STREAM_BG_POOL, i)
+    rng = item_rng(seed, _STREAM_BG_POOL, i)
     h, w = int(rng.integers(200, 641)), int(rng.integers(200, 641))
     img = make_background(rng, h, w)
     folders = ("textures", "textures/fine", "scenes", "scenes/indoor/2024")
     folder = folders[(i // 2) % len(folders)]  # each folder gets a .jpg and a .png
     if i % 2 == 0:
-        return f"{folder}/bg_{i:03d}.jpg", _jpeg_bytes(img, subsampling=2)
+        return f"{folder}/bg_{i:03d}.jpg", jpeg_bytes(img, subsampling=2)
     return f"{folder}/bg_{i:03d}.png", png_bytes(img)
 
 
 def _comp_item(seed: int, stream: int, i: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = _rng(seed, stream, i)
+    rng = item_rng(seed, stream, i)
     mask, cov = make_dense_alpha(rng, COMP_SIZE, COMP_SIZE)
     small = 256  # textures are made small and upsampled: products are smooth, and it is fast
-    tex = cv2.resize(_texture(rng, small, small), (COMP_SIZE, COMP_SIZE), interpolation=cv2.INTER_CUBIC)
+    tex = cv2.resize(texture(rng, small, small), (COMP_SIZE, COMP_SIZE), interpolation=cv2.INTER_CUBIC)
     if rng.random() < 0.65:
         bg = _studio_background(rng, COMP_SIZE, COMP_SIZE)
     else:
@@ -637,7 +461,7 @@ def make_demo_data(root: str | Path | None = None, seed: int = 0, n_aim: int = 2
     def aim_task(i: int) -> list[str]:
         name = f"demo_{i:03d}"
         item = _aim_item(seed, i)
-        return [put(f"aim500/original/{name}.jpg", _jpeg_bytes(item["photo"])),
+        return [put(f"aim500/original/{name}.jpg", jpeg_bytes(item["photo"])),
                 put(f"aim500/mask/{name}.png", png_bytes(item["alpha"])),
                 put(f"aim500/trimap/{name}.png", png_bytes(item["trimap"])),
                 put(f"truth/fg/{name}.png", png_bytes(item["fg"])),
@@ -650,14 +474,14 @@ def make_demo_data(root: str | Path | None = None, seed: int = 0, n_aim: int = 2
     def train_task(i: int) -> list[str]:
         stem = f"{i + 1:04d}"
         photo, mask = _comp_item(seed, _STREAM_COMP_TRAIN, i)
-        return [put(f"competition/train_dataset/images/{stem}.jpg", _jpeg_bytes(photo, subsampling=2)),
+        return [put(f"competition/train_dataset/images/{stem}.jpg", jpeg_bytes(photo, subsampling=2)),
                 put(f"competition/train_dataset/masks/{stem}.png", png_bytes(mask))]
 
-    def test_task(i: int) -> tuple[list[str], str]:
+    def test_task(i: int) -> tuple[list[str], tuple[str, np.ndarray]]:
         stem = f"{i + 1:04d}"
         photo, mask = _comp_item(seed, _STREAM_COMP_TEST, i)
         rel = put(f"competition/test_dataset/orig_1024/{stem}.png", png_bytes(photo))
-        return [rel], f"{stem},{base64.b64encode(png_bytes(mask)).decode('ascii')}"
+        return [rel], (stem, mask)
 
     # Items are independent (one generator per item): a smaller count gives the same first files.
     # (A thread pool was measured: no gain on 2 busy cores, so items are made one after another.)
@@ -666,8 +490,8 @@ def make_demo_data(root: str | Path | None = None, seed: int = 0, n_aim: int = 2
     written += [rel for i in range(counts["aim500"]) for rel in aim_task(i)]
     written += [rel for i in range(counts["backgrounds"]) for rel in bg_task(i)]
     written += [rel for files, _ in test_results for rel in files]
-    lines = ["filename,image_utf"] + [line for _, line in test_results]
-    written.append(put("competition/sample_submission.csv", ("\n".join(lines) + "\n").encode("ascii")))
+    sample = submission_csv(row for _, row in test_results)   # the test masks themselves: MSE 0
+    written.append(put("competition/sample_submission.csv", sample))
 
     # drop files an older marker listed that this run did not write again (only those)
     if old is not None:
