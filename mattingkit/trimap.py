@@ -1,16 +1,25 @@
-"""Trimap synthesis: NumPy in, NumPy out.
+"""Trimap synthesis: NumPy in, NumPy out -- and one strategy table, :data:`METHODS`.
 
 A trimap is float32 ``HxW`` with exactly three values: 0 (definite background), 0.5 (unknown) and
-1 (definite foreground). Three ways to make one:
+1 (definite foreground). The ways to make one:
 
 - :func:`trimap_erode_dilate` -- the Deep Image Matting training recipe: erode the opaque region and
-  dilate the non-transparent region with random elliptical kernels.
+  dilate the non-transparent region with random elliptical kernels; its batched torch twin
+  (:func:`trimap_erode_dilate_batch`, exact on binary masks) renders it on the training device.
 - :func:`trimap_band` -- a band of exact Euclidean width around the soft pixels and the fg/bg edge,
   from distance transforms, so its cost does not depend on the width.
 - :func:`trimap_from_mask` -- from a coarse or binary mask (thresholds + band), e.g. a first-pass
   prediction turned into a trimap for a second, refining pass.
+- ``mixed`` (training only) -- ``band`` or ``erode_dilate``, drawn per sample.
 
-:func:`random_trimap` picks one of the first two per :class:`~mattingkit.config.TrimapConfig`.
+:data:`METHODS` holds, per method name, everything about it in one :class:`TrimapMethod` entry: its
+NumPy implementation and defaults, how a ``TrimapConfig`` gives its parameters, its training-time
+parameter sampling, its validation, and its torch twin where one exists (mmagic's pattern). Every
+consumer dispatches through it: :func:`make_trimap` / :func:`config_trimaps` (notebook 02, the
+inspector widget), :func:`random_trimap` (CPU training augmentation), the device augmentation
+(:mod:`mattingkit.data.device_augment`: the worker draws with the entry, the device renders with its
+twin), and the config's choices (:data:`TRIMAP_METHODS`, :func:`check_config`). Adding a method is
+adding one entry.
 
 "Definite" means exact: a trimap made from an alpha marks foreground only where alpha == 1 and
 background only where alpha == 0 (for 8-bit alphas: 255 and 0 exactly), and every 0 < alpha < 1
@@ -21,20 +30,24 @@ Example:
     >>> alpha = np.zeros((9, 9), np.float32); alpha[:, :4] = 1; alpha[:, 4] = 0.5
     >>> trimap_band(alpha, 1)[0].tolist()
     [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0]
+    >>> TRIMAP_METHODS, TRIMAP_BUILDERS
+    (('erode_dilate', 'band', 'mixed'), ('erode_dilate', 'band', 'from_mask'))
 """
 from __future__ import annotations
 
 import numbers
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import TrimapConfig
 
 BG, UNKNOWN, FG = 0.0, 0.5, 1.0
-TRIMAP_METHODS = ("erode_dilate", "band", "mixed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +130,19 @@ def ellipse_kernel(size: int) -> np.ndarray:
     return k
 
 
+def draw_kernels(rng: np.random.Generator, kernel_range: tuple[int, int]) -> np.ndarray:
+    """The two kernel sizes of one erode/dilate trimap (erosion, dilation), uniform in ``kernel_range``
+    (both ends included): int64 array of 2. The one draw both :func:`trimap_erode_dilate` and the
+    device path's worker make, so an item has the same kernels whichever path renders it.
+
+    Example:
+        >>> draw_kernels(np.random.default_rng(0), (5, 5)).tolist()
+        [5, 5]
+    """
+    lo, hi = kernel_range
+    return rng.integers(lo, hi + 1, size=2)
+
+
 def trimap_erode_dilate(alpha: np.ndarray, rng: np.random.Generator,
                         kernel_range: tuple[int, int] = (1, 30), iterations: int = 1) -> np.ndarray:
     """The Deep Image Matting trimap: fg = erode(alpha == 1), bg = not dilate(alpha > 0).
@@ -140,7 +166,7 @@ def trimap_erode_dilate(alpha: np.ndarray, rng: np.random.Generator,
     lo, hi = _check_kernel_range(kernel_range)
     if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
         raise ValueError(f"iterations must be an integer >= 1, got {iterations!r}")
-    k_erode, k_dilate = (int(k) for k in rng.integers(lo, hi + 1, size=2))
+    k_erode, k_dilate = (int(k) for k in draw_kernels(rng, (lo, hi)))
     opaque = (a >= 1.0).astype(np.uint8)
     visible = (a > 0.0).astype(np.uint8)
     # Outside the image counts as "keep" (OpenCV's default border): an object touching the border
@@ -148,6 +174,82 @@ def trimap_erode_dilate(alpha: np.ndarray, rng: np.random.Generator,
     fg = cv2.erode(opaque, ellipse_kernel(k_erode), iterations=int(iterations)).astype(bool)
     grown = cv2.dilate(visible, ellipse_kernel(k_dilate), iterations=int(iterations)).astype(bool)
     return _compose(fg, ~grown)
+
+
+# --------------------------------------------------------------------------------------------
+# (a') its batched torch twin (the device augmentation): exact on binary masks
+# --------------------------------------------------------------------------------------------
+def ellipse_runs(sizes: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample i's :func:`ellipse_kernel` of ``sizes[i]`` as horizontal runs: for
+    each row offset ``dy`` in ``[-radius, radius]`` (relative to the anchor) the column offsets
+    ``lo[i, dy]``, ``hi[i, dy]`` of the row's one contiguous run (an ellipse is convex; the anchor
+    row is full), ``lo > hi`` for an empty row. int64 (N, 2 radius + 1) each.
+
+    Example:
+        >>> lo, hi = ellipse_runs(torch.tensor([3]), 1)
+        >>> lo.tolist(), hi.tolist()
+        ([[0, -1, 0]], [[0, 1, 0]])
+    """
+    n, k = len(sizes), 2 * radius + 1
+    lo = np.ones((n, k), np.int64)
+    hi = np.zeros((n, k), np.int64)
+    for i, size in enumerate(sizes.tolist()):
+        e = ellipse_kernel(int(size))
+        a = int(size) // 2
+        for r in range(e.shape[0]):
+            cols = np.flatnonzero(e[r])
+            if len(cols):
+                if cols[-1] - cols[0] + 1 != len(cols):
+                    raise ValueError(f"ellipse kernel {size}: row {r} is not one run")
+                lo[i, r - a + radius], hi[i, r - a + radius] = cols[0] - a, cols[-1] - a
+    return torch.from_numpy(lo), torch.from_numpy(hi)
+
+
+def dilate_batch(mask: torch.Tensor, sizes: torch.Tensor, iterations: int = 1) -> torch.Tensor:
+    """Binary dilation of (N, 1, H, W) masks, sample i with the elliptical kernel of ``sizes[i]``
+    (cv2.dilate with :func:`ellipse_kernel`, outside counting as empty; exact).
+
+    Per kernel row offset ``dy``: a horizontal window OR from a row-wise prefix sum (two gathers),
+    shifted by ``dy`` -- about 2 x kernel-height passes over the batch whatever the kernel sizes
+    (a grouped convolution with 31 x 31 kernels is orders of magnitude slower on a CPU)."""
+    n, _, h, w = mask.shape
+    dev = mask.device
+    radius = int(sizes.max()) // 2
+    lo, hi = (t.to(dev) for t in ellipse_runs(sizes.cpu(), radius))
+    xs = torch.arange(w, device=dev).view(1, 1, w)
+    x = mask.view(n, h, w)
+    for _ in range(int(iterations)):
+        cs = F.pad(x.to(torch.float32).cumsum(-1), (1, 0))           # cs[..., j] = sum of x[..., :j]
+        out = torch.zeros((n, h, w), dtype=torch.bool, device=dev)
+        for j in range(2 * radius + 1):
+            dy = j - radius
+            if bool((lo[:, j] > hi[:, j]).all()):
+                continue
+            right = (xs + hi[:, j].view(n, 1, 1) + 1).clamp_(0, w).expand(n, h, w)
+            left = (xs + lo[:, j].view(n, 1, 1)).clamp_(0, w).expand(n, h, w)
+            row = (cs.gather(-1, right) - cs.gather(-1, left)) > 0.5
+            row &= (lo[:, j] <= hi[:, j]).view(n, 1, 1)
+            # out(y, x) |= row(y + dy, x)
+            if dy >= 0:
+                out[:, :h - dy] |= row[:, dy:]
+            else:
+                out[:, -dy:] |= row[:, :h + dy]
+        x = out
+    return x.view(n, 1, h, w)
+
+
+def trimap_erode_dilate_batch(alpha: torch.Tensor, k_erode: torch.Tensor, k_dilate: torch.Tensor,
+                              iterations: int = 1) -> torch.Tensor:
+    """Batched :func:`trimap_erode_dilate` (its torch twin) with given kernel sizes (N,):
+    fg = erode(alpha == 1) (outside counts as opaque), bg = not dilate(alpha > 0); float {0, .5, 1}.
+    Both in one :func:`dilate_batch` call (erode(m) = not dilate(not m), the outside then empty)."""
+    n = alpha.shape[0]
+    both = dilate_batch(torch.cat((alpha < 1.0, alpha > 0.0)), torch.cat((k_erode, k_dilate)), iterations)
+    fg, grown = ~both[:n], both[n:]
+    trimap = torch.full_like(alpha, 0.5)
+    trimap[fg] = 1.0
+    trimap[~grown] = 0.0
+    return trimap
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,52 +335,183 @@ def trimap_from_mask(mask: np.ndarray, fg_threshold: float = 0.95, bg_threshold:
 
 
 # --------------------------------------------------------------------------------------------
-# One dispatch: method name -> builder
+# The strategy table: method name -> everything about it
 # --------------------------------------------------------------------------------------------
-#: Every way to make a trimap from an alpha (or a coarse mask), by name. Each builder takes the alpha and
-#: keyword parameters (the ones it does not use are ignored): ``rng`` and ``kernel_range`` /
-#: ``iterations`` (erode_dilate), ``band`` (band: the band width; from_mask: its band),
-#: ``fg_threshold`` / ``bg_threshold`` (from_mask).
-TRIMAP_BUILDERS = {
-    "erode_dilate": lambda a, p: trimap_erode_dilate(a, p["rng"], tuple(p["kernel_range"]), p["iterations"]),
-    "band": lambda a, p: trimap_band(a, p["band"]),
-    "from_mask": lambda a, p: trimap_from_mask(a, p["fg_threshold"], p["bg_threshold"], p["band"]),
+def _kernel_problems(kernel_range: Any, iterations: Any, prefix: str = "") -> list[str]:
+    problems = []
+    try:
+        _check_kernel_range(kernel_range)
+    except ValueError as e:
+        problems.append(prefix + str(e))
+    if isinstance(iterations, bool) or not isinstance(iterations, numbers.Integral) or iterations < 1:
+        problems.append(f"{prefix}iterations must be an integer >= 1, got {iterations!r}")
+    return problems
+
+
+def _band_width_problems(cfg: "TrimapConfig") -> list[str]:
+    lo, hi = int(cfg.band_width_min), int(cfg.band_width)
+    if lo < 0 or hi < lo:
+        return [f"need 0 <= trimap.band_width_min <= trimap.band_width, got {lo} and {hi}"]
+    return []
+
+
+def _mixed_problems(cfg: "TrimapConfig") -> list[str]:
+    p = float(getattr(cfg, "mixed_band_prob", 0.5))
+    if not 0.0 <= p <= 1.0:
+        return [f"trimap.mixed_band_prob must be in [0, 1], got {p}"]
+    return []
+
+
+def _mask_problems(cfg: "TrimapConfig") -> list[str]:
+    problems = []
+    for name, t in (("fg_threshold", cfg.fg_threshold), ("bg_threshold", cfg.bg_threshold)):
+        if isinstance(t, bool) or not isinstance(t, numbers.Real) or not 0.0 <= t <= 1.0:
+            problems.append(f"trimap.{name} must be a number in [0, 1], got {t!r}")
+    if not problems and not cfg.bg_threshold < cfg.fg_threshold:
+        problems.append(f"trimap.bg_threshold ({cfg.bg_threshold}) must be below trimap.fg_threshold "
+                        f"({cfg.fg_threshold})")
+    return problems
+
+
+def _raise(problems: list[str]) -> None:
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def _sample_erode_dilate(rng: np.random.Generator, cfg: "TrimapConfig") -> tuple[str, dict]:
+    return "erode_dilate", METHODS["erode_dilate"].from_config(cfg)
+
+
+def _sample_band(rng: np.random.Generator, cfg: "TrimapConfig") -> tuple[str, dict]:
+    _raise(_band_width_problems(cfg))
+    return "band", {"band": int(rng.integers(int(cfg.band_width_min), int(cfg.band_width) + 1))}
+
+
+def _sample_mixed(rng: np.random.Generator, cfg: "TrimapConfig") -> tuple[str, dict]:
+    _raise(_mixed_problems(cfg))
+    method = "band" if rng.random() < float(getattr(cfg, "mixed_band_prob", 0.5)) else "erode_dilate"
+    return METHODS[method].sample(rng, cfg)
+
+
+@dataclass(frozen=True)
+class TrimapMethod:
+    """Everything about one way to make a trimap: one entry of :data:`METHODS`.
+
+    - ``defaults``: the parameters of ``build`` and their defaults (what :func:`make_trimap` takes).
+    - ``build(alpha, rng, **params)``: the NumPy implementation (None: a training-time choice between
+      other methods, e.g. ``mixed``).
+    - ``from_config(cfg)``: ``build``'s parameters from a :class:`~mattingkit.config.TrimapConfig`
+      (:func:`config_trimaps`, the inspector widget).
+    - ``sample(rng, cfg)``: the training-time draw (:func:`random_trimap`, the device worker): which
+      buildable method and its parameters; the draws come in a fixed order. None: not a
+      ``trimap.method`` choice (``from_mask`` is for inference).
+    - ``check(cfg)``: every problem with a config's values for this method (:func:`check_config`).
+    - ``draw(rng, params)``: the per-item random values ``build`` draws from ``rng`` (for the torch
+      twin, drawn in the same order as ``build``), a small int64 array.
+    - ``torch_twin(alpha, drawn, params)``: the batched torch twin on (N, 1, H, W) alphas with the drawn values
+      stacked (N, ...); None where the method stays on the CPU, ``cpu_only`` saying why.
+    """
+
+    defaults: Mapping[str, Any]
+    build: Callable[..., np.ndarray] | None
+    from_config: Callable[["TrimapConfig"], dict] | None
+    sample: Callable[[np.random.Generator, "TrimapConfig"], tuple[str, dict]] | None
+    check: Callable[["TrimapConfig"], list[str]]
+    draw: Callable[[np.random.Generator, dict], np.ndarray] | None = None
+    torch_twin: Callable[[torch.Tensor, torch.Tensor, dict], torch.Tensor] | None = None
+    cpu_only: str = ""
+
+
+#: Every trimap method by name (see :class:`TrimapMethod`). Order matters: it is the order of the choices.
+METHODS: dict[str, TrimapMethod] = {
+    "erode_dilate": TrimapMethod(
+        defaults={"kernel_range": (10, 10), "iterations": 1},
+        build=lambda a, rng, kernel_range, iterations: trimap_erode_dilate(a, rng, tuple(kernel_range), iterations),
+        from_config=lambda cfg: {"kernel_range": tuple(cfg.kernel_range), "iterations": cfg.iterations},
+        sample=_sample_erode_dilate,
+        check=lambda cfg: _kernel_problems(cfg.kernel_range, cfg.iterations, "trimap."),
+        draw=lambda rng, p: draw_kernels(rng, _check_kernel_range(p["kernel_range"])).astype(np.int64),
+        torch_twin=lambda alpha, k, p: trimap_erode_dilate_batch(alpha, k[:, 0], k[:, 1], int(p["iterations"])),
+    ),
+    "band": TrimapMethod(
+        defaults={"band": 10},
+        build=lambda a, rng, band: trimap_band(a, band),
+        from_config=lambda cfg: {"band": cfg.band_width},
+        sample=_sample_band,
+        check=_band_width_problems,
+        cpu_only="distance transforms stay on the CPU",
+    ),
+    "from_mask": TrimapMethod(
+        defaults={"fg_threshold": 0.95, "bg_threshold": 0.05, "band": 10},
+        build=lambda a, rng, fg_threshold, bg_threshold, band: trimap_from_mask(a, fg_threshold, bg_threshold, band),
+        from_config=lambda cfg: {"fg_threshold": cfg.fg_threshold, "bg_threshold": cfg.bg_threshold,
+                                 "band": cfg.mask_band},
+        sample=None,
+        check=_mask_problems,
+        cpu_only="distance transforms stay on the CPU",
+    ),
+    "mixed": TrimapMethod(
+        defaults={},
+        build=None,
+        from_config=None,
+        sample=_sample_mixed,
+        check=lambda cfg: (_mixed_problems(cfg) + _band_width_problems(cfg)
+                           + _kernel_problems(cfg.kernel_range, cfg.iterations, "trimap.")),
+        cpu_only="distance transforms stay on the CPU",
+    ),
 }
-_BUILD_DEFAULTS = {"kernel_range": (10, 10), "iterations": 1, "band": 10, "fg_threshold": 0.95,
-                   "bg_threshold": 0.05}
+#: The ``trimap.method`` choices (training): the methods with a ``sample``.
+TRIMAP_METHODS = tuple(m for m, e in METHODS.items() if e.sample is not None)
+#: The methods that make a trimap from an alpha (or coarse mask) directly: :func:`make_trimap`, the inspector.
+TRIMAP_BUILDERS = tuple(m for m, e in METHODS.items() if e.build is not None)
+_PARAMS = {k for e in METHODS.values() for k in e.defaults}
+
+
+def _method(name: str, choices: tuple[str, ...]) -> TrimapMethod:
+    if name not in choices:
+        raise ValueError(f"unknown trimap method {name!r}; choose one of {', '.join(choices)}")
+    return METHODS[name]
+
+
+def check_config(cfg: "TrimapConfig") -> list[str]:
+    """Every problem with a ``TrimapConfig`` for training (its ``method`` and that method's values), at once.
+
+    Example:
+        >>> from mattingkit.config import TrimapConfig
+        >>> check_config(TrimapConfig())
+        []
+        >>> check_config(TrimapConfig(method="band", band_width_min=8, band_width=4))
+        ['need 0 <= trimap.band_width_min <= trimap.band_width, got 8 and 4']
+    """
+    if cfg.method not in TRIMAP_METHODS:
+        return [f"trimap.method={cfg.method!r}: choose one of {', '.join(TRIMAP_METHODS)}"]
+    return METHODS[cfg.method].check(cfg)
 
 
 def make_trimap(alpha: np.ndarray, method: str, *, rng: np.random.Generator | None = None, **params) -> np.ndarray:
-    """One trimap of ``alpha`` by ``method`` (a key of :data:`TRIMAP_BUILDERS`) with explicit parameters
-    (defaults: ``kernel_range=(10, 10)``, ``iterations=1``, ``band=10``, ``fg_threshold=0.95``,
-    ``bg_threshold=0.05``); ``rng`` defaults to ``default_rng(0)``.
+    """One trimap of ``alpha`` by ``method`` (one of :data:`TRIMAP_BUILDERS`) with explicit parameters
+    (each method's ``defaults`` in :data:`METHODS`: ``kernel_range=(10, 10)``, ``iterations=1``,
+    ``band=10``, ``fg_threshold=0.95``, ``bg_threshold=0.05``; parameters of the other methods are
+    ignored); ``rng`` defaults to ``default_rng(0)``.
 
     Example:
         >>> a = np.zeros((1, 10), np.float32); a[0, :5] = 1
         >>> make_trimap(a, "band", band=2)[0].tolist()
         [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0]
     """
-    if method not in TRIMAP_BUILDERS:
-        raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(TRIMAP_BUILDERS)}")
-    unknown = set(params) - set(_BUILD_DEFAULTS)
+    entry = _method(method, TRIMAP_BUILDERS)
+    unknown = set(params) - _PARAMS
     if unknown:
         raise TypeError(f"make_trimap: unknown parameter(s) {sorted(unknown)}")
-    p = {**_BUILD_DEFAULTS, **params, "rng": np.random.default_rng(0) if rng is None else rng}
-    return TRIMAP_BUILDERS[method](alpha, p)
-
-
-def config_params(cfg: "TrimapConfig") -> dict:
-    """The :func:`make_trimap` parameters of a ``TrimapConfig`` (``band`` = ``band_width`` for the band
-    method, ``mask_band`` for from_mask: see :func:`config_trimaps`)."""
-    return {"kernel_range": tuple(cfg.kernel_range), "iterations": cfg.iterations, "band": cfg.band_width,
-            "fg_threshold": cfg.fg_threshold, "bg_threshold": cfg.bg_threshold}
+    p = {k: params.get(k, v) for k, v in entry.defaults.items()}
+    return entry.build(alpha, np.random.default_rng(0) if rng is None else rng, **p)
 
 
 def config_trimaps(alpha: np.ndarray, cfg: "TrimapConfig", seed: int = 0,
-                   methods: tuple[str, ...] = tuple(TRIMAP_BUILDERS)) -> dict[str, np.ndarray]:
-    """Each method's trimap with the config's parameters: ``erode_dilate`` (random kernels in
-    ``kernel_range``, seeded), ``band`` (``band_width``) and ``from_mask`` (``fg_threshold`` /
-    ``bg_threshold`` / ``mask_band``).
+                   methods: tuple[str, ...] = TRIMAP_BUILDERS) -> dict[str, np.ndarray]:
+    """Each method's trimap with the config's parameters (the entry's ``from_config``): ``erode_dilate``
+    (random kernels in ``kernel_range``, seeded), ``band`` (``band_width``) and ``from_mask``
+    (``fg_threshold`` / ``bg_threshold`` / ``mask_band``).
 
     Example:
         >>> from mattingkit.config import TrimapConfig
@@ -286,9 +519,7 @@ def config_trimaps(alpha: np.ndarray, cfg: "TrimapConfig", seed: int = 0,
         >>> sorted(config_trimaps(a, TrimapConfig()))
         ['band', 'erode_dilate', 'from_mask']
     """
-    p = config_params(cfg)
-    return {m: make_trimap(alpha, m, rng=np.random.default_rng(seed),
-                           **dict(p, band=cfg.mask_band if m == "from_mask" else cfg.band_width))
+    return {m: make_trimap(alpha, m, rng=np.random.default_rng(seed), **_method(m, TRIMAP_BUILDERS).from_config(cfg))
             for m in methods}
 
 
@@ -296,7 +527,7 @@ def config_trimaps(alpha: np.ndarray, cfg: "TrimapConfig", seed: int = 0,
 # Training-time sampling and statistics
 # --------------------------------------------------------------------------------------------
 def random_trimap(alpha: np.ndarray, rng: np.random.Generator, cfg: "TrimapConfig") -> np.ndarray:
-    """A random training trimap per ``cfg.method``.
+    """A random training trimap per ``cfg.method``, through the entry's ``sample`` in :data:`METHODS`:
 
     - ``erode_dilate``: :func:`trimap_erode_dilate` with ``cfg.kernel_range`` and ``cfg.iterations``.
     - ``band``: :func:`trimap_band` with a width drawn uniformly from
@@ -311,20 +542,7 @@ def random_trimap(alpha: np.ndarray, rng: np.random.Generator, cfg: "TrimapConfi
         [0.0, 0.5, 1.0]
     """
     rng = _check_rng(rng)
-    method = cfg.method
-    if method not in TRIMAP_METHODS:
-        raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(TRIMAP_METHODS)}")
-    if method == "mixed":
-        p = float(getattr(cfg, "mixed_band_prob", 0.5))
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"trimap.mixed_band_prob must be in [0, 1], got {p}")
-        method = "band" if rng.random() < p else "erode_dilate"
-    params = config_params(cfg)
-    if method == "band":
-        lo, hi = int(cfg.band_width_min), int(cfg.band_width)
-        if lo < 0 or hi < lo:
-            raise ValueError(f"need 0 <= trimap.band_width_min <= trimap.band_width, got {lo} and {hi}")
-        params["band"] = int(rng.integers(lo, hi + 1))
+    method, params = _method(cfg.method, TRIMAP_METHODS).sample(rng, cfg)
     return make_trimap(alpha, method, rng=rng, **params)
 
 

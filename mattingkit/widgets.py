@@ -11,13 +11,16 @@ packages) and are harmless in headless papermill runs (the output cell holds a s
 - :class:`AlphaInspector` -- image, ground truth, prediction and error heat map with the per-image
   official SAD / MSE / Grad / Conn (:mod:`mattingkit.metrics`), sorted by any of them.
 
-Pure functions: :func:`make_trimap`, :func:`trimap_overlay`, :func:`trimap_view`,
+The trimaps come from :func:`mattingkit.trimap.make_trimap` (the strategy table
+:data:`mattingkit.trimap.METHODS`): the inspector only turns its slider values into that function's
+parameters (:meth:`TrimapInspector.params`). Pure functions: :func:`trimap_overlay`, :func:`trimap_view`,
 :func:`error_heatmap`, :func:`alpha_view`, :func:`hstack`, :func:`fit_side`, :func:`metrics_frame`.
 
 Example:
     >>> import numpy as np
     >>> img = np.zeros((20, 30, 3), np.float32); alpha = np.zeros((20, 30), np.float32)
     >>> alpha[5:15, 8:22] = 1
+    >>> from mattingkit.trimap import make_trimap
     >>> tri = make_trimap(alpha, "band", band=2)
     >>> view = trimap_view(img, alpha, tri, max_side=64)
     >>> view.dtype, view.shape[0]
@@ -33,11 +36,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import trimap as trimap_lib
 from .data.manifest import load_row
 from .io import png_bytes
 from .metrics import METRICS, compute_metrics
-from .trimap import TRIMAP_BUILDERS, unknown_share
+from .trimap import TRIMAP_BUILDERS, make_trimap, unknown_share
 from .viz import GAP, fit_side, hstack, vstack
 from .viz import as_map as _as_map
 from .viz import as_rgb as _as_rgb
@@ -45,8 +47,6 @@ from .viz import fit_nearest as _fit_nearest
 
 PathLike = str | os.PathLike
 
-#: Trimap methods the inspector offers (``from_mask`` treats the alpha as a coarse mask).
-INSPECTOR_METHODS = tuple(TRIMAP_BUILDERS)
 #: Colour of the unknown region in trimap overlays (RGB in [0, 1]).
 UNKNOWN_TINT = (1.0, 0.15, 0.55)
 #: Factor applied to the definite-background region in trimap overlays.
@@ -56,27 +56,6 @@ BG_DIM = 0.3
 # --------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------
-def make_trimap(alpha: np.ndarray, method: str = "erode_dilate", *, kernel: int = 10, iterations: int = 1,
-                band: float = 10, fg_threshold: float = 0.95, bg_threshold: float = 0.05,
-                seed: int = 0) -> np.ndarray:
-    """One trimap from ``alpha`` with the inspector's slider values, through
-    :func:`mattingkit.trimap.make_trimap`: ``erode_dilate`` with both kernels = ``kernel``
-    (``kernel_range=(kernel, kernel)``; ``seed`` is then irrelevant) and ``iterations``; ``band`` of
-    width ``band`` px; ``from_mask`` (alpha taken as a coarse mask) with the thresholds and ``band``.
-
-    Example:
-        >>> a = np.zeros((1, 10), np.float32); a[0, :5] = 1
-        >>> make_trimap(a, "band", band=2)[0].tolist()
-        [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.0, 0.0, 0.0]
-    """
-    if method not in INSPECTOR_METHODS:
-        raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(INSPECTOR_METHODS)}")
-    k = int(kernel)
-    return trimap_lib.make_trimap(_as_map(alpha, "alpha"), method, rng=np.random.default_rng(seed),
-                                  kernel_range=(k, k), iterations=int(iterations), band=band,
-                                  fg_threshold=fg_threshold, bg_threshold=bg_threshold)
-
-
 def trimap_overlay(image: np.ndarray, trimap: np.ndarray, tint: float = 0.55) -> np.ndarray:
     """The image with the trimap drawn on it: background dimmed (x ``BG_DIM``), unknown tinted
     (``UNKNOWN_TINT`` at opacity ``tint``), foreground unchanged. float32 HxWx3 in [0, 1].
@@ -285,10 +264,10 @@ class TrimapInspector:
             kernel = int(round(sum(t.kernel_range) / 2))
             iterations, band = int(t.iterations), int(t.band_width)
             fg_threshold, bg_threshold = float(t.fg_threshold), float(t.bg_threshold)
-            if t.method in INSPECTOR_METHODS:
+            if t.method in TRIMAP_BUILDERS:
                 method = t.method
-        if method not in INSPECTOR_METHODS:
-            raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(INSPECTOR_METHODS)}")
+        if method not in TRIMAP_BUILDERS:
+            raise ValueError(f"unknown trimap method {method!r}; choose one of {', '.join(TRIMAP_BUILDERS)}")
         self.sources = [s for s in _sources(samples) if s.alpha is not None]
         if not self.sources:
             raise ValueError("TrimapInspector: no sample with an alpha matte to show")
@@ -298,7 +277,7 @@ class TrimapInspector:
         slider = dict(continuous_update=False, style={"description_width": "80px"},
                       layout=w.Layout(width="420px"))
         self.sample = w.IntSlider(value=0, min=0, max=len(self.sources) - 1, description="sample", **slider)
-        self.method = w.ToggleButtons(options=list(INSPECTOR_METHODS), value=method, description="method",
+        self.method = w.ToggleButtons(options=list(TRIMAP_BUILDERS), value=method, description="method",
                                       style={"description_width": "80px", "button_width": "110px"})
         self.kernel = w.IntSlider(value=int(kernel), min=1, max=61, description="kernel px", **slider)
         self.iterations = w.IntSlider(value=int(iterations), min=1, max=5, description="iterations", **slider)
@@ -333,10 +312,12 @@ class TrimapInspector:
         return self._cache[index]
 
     def params(self) -> dict[str, Any]:
-        """The current method and its parameters (keyword arguments of :func:`make_trimap`)."""
-        return {"method": self.method.value, "kernel": self.kernel.value, "iterations": self.iterations.value,
+        """The current method and its parameters: keyword arguments of :func:`mattingkit.trimap.make_trimap`
+        (``erode_dilate`` with both kernels = the ``kernel`` slider, so the seed does not matter)."""
+        k = int(self.kernel.value)
+        return {"method": self.method.value, "kernel_range": (k, k), "iterations": int(self.iterations.value),
                 "band": self.band.value, "fg_threshold": self.fg_threshold.value,
-                "bg_threshold": self.bg_threshold.value, "seed": self.seed.value}
+                "bg_threshold": self.bg_threshold.value, "rng": np.random.default_rng(self.seed.value)}
 
     def _on_change(self, change) -> None:
         self.update()
@@ -347,7 +328,7 @@ class TrimapInspector:
         p = self.params()
         if s["alpha"].shape != s["image"].shape[:2]:
             raise ValueError(f"{s['id']}: image {s['image'].shape[:2]} and alpha {s['alpha'].shape} differ")
-        self.trimap = make_trimap(s["alpha"], **p)
+        self.trimap = make_trimap(_as_map(s["alpha"], "alpha"), **p)
         self.share = unknown_share(self.trimap)
         return trimap_view(s["image"], s["alpha"], self.trimap, max_side=self.view_side)
 
@@ -511,7 +492,7 @@ def alpha_inspector(manifest: Any, pred_dir: PathLike, **kwargs) -> AlphaInspect
 
 
 __all__ = [
-    "AlphaInspector", "INSPECTOR_METHODS", "TrimapInspector", "alpha_inspector", "alpha_view", "error_heatmap",
-    "fit_side", "hstack", "make_trimap", "metrics_frame", "trimap_inspector", "trimap_overlay", "trimap_view",
+    "AlphaInspector", "TrimapInspector", "alpha_inspector", "alpha_view", "error_heatmap",
+    "fit_side", "hstack", "metrics_frame", "trimap_inspector", "trimap_overlay", "trimap_view",
     "vstack",
 ]

@@ -14,7 +14,7 @@ from mattingkit.data import augment as A
 from mattingkit.data import device_augment as D
 from mattingkit.data.datasets import TrainDataset, batch_to_float, worker_init_fn
 from mattingkit.io import write_png
-from mattingkit.trimap import trimap_erode_dilate
+from mattingkit.trimap import trimap_erode_dilate, trimap_erode_dilate_batch
 
 U = 1 / 255
 
@@ -142,7 +142,7 @@ def test_erode_dilate_trimap_is_exact(iterations):
     refs = [trimap_erode_dilate(a, g, (1, 13), iterations) for a, g in zip(alphas, rngs)]
     batch = torch.from_numpy(np.stack(alphas)[:, None])
     k = torch.tensor(ks)
-    out = D.trimap_erode_dilate(batch, k[:, 0], k[:, 1], iterations)
+    out = trimap_erode_dilate_batch(batch, k[:, 0], k[:, 1], iterations)
     for i in range(3):
         assert np.array_equal(out[i, 0].numpy(), refs[i])
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
@@ -392,3 +393,45 @@ def test_real_alphas(path):
     coarse = cv2.GaussianBlur(alpha, (0, 0), 3)
     t = trimap_from_mask(coarse)
     assert np.all(coarse[t == 1] >= 0.95) and np.all(coarse[t == 0] <= 0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# The strategy table
+# --------------------------------------------------------------------------------------------
+def test_the_choices_are_read_off_the_table():
+    m = trimap_mod.METHODS
+    assert trimap_mod.TRIMAP_METHODS == tuple(k for k in m if m[k].sample is not None) == ("erode_dilate", "band",
+                                                                                           "mixed")
+    assert trimap_mod.TRIMAP_BUILDERS == ("erode_dilate", "band", "from_mask")
+    for name, entry in m.items():     # a method without a torch twin says why
+        assert (entry.torch_twin is not None) or entry.cpu_only, name
+
+
+def test_check_config_reports_every_problem_at_once():
+    assert trimap_mod.check_config(TrimapConfig()) == []
+    bad = TrimapConfig(method="mixed", mixed_band_prob=1.5, band_width_min=8, band_width=4, kernel_range=[0, 3],
+                       iterations=0)
+    problems = trimap_mod.check_config(bad)
+    assert len(problems) == 4, problems
+    assert [w for w in ("mixed_band_prob", "band_width_min", "kernel_range", "iterations")
+            if any(w in p for p in problems)] == ["mixed_band_prob", "band_width_min", "kernel_range", "iterations"]
+    assert "choose one of erode_dilate, band, mixed" in trimap_mod.check_config(TrimapConfig(method="nope"))[0]
+    with pytest.raises(ValueError, match="mixed_band_prob"):   # the same check stops a training draw
+        random_trimap(np.zeros((8, 8), np.float32), np.random.default_rng(0), bad)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_torch_twin_on_the_entry_draw_equals_the_numpy_build(seed):
+    """The device path draws with the entry (``sample`` then ``draw``) and renders with its torch twin: the
+    same draws from the same generator as the NumPy build, the same trimap."""
+    cfg = TrimapConfig(kernel_range=[1, 21], iterations=2)
+    alpha = np.zeros((48, 40), np.float32)
+    alpha[10:40, 8:30] = 1
+    alpha[10:40, 7] = 0.5
+    entry = trimap_mod.METHODS[cfg.method]
+    rng = np.random.default_rng(seed)
+    method, params = entry.sample(rng, cfg)
+    drawn = trimap_mod.METHODS[method].draw(rng, params)
+    twin = trimap_mod.METHODS[method].torch_twin(torch.from_numpy(alpha)[None, None],
+                                                 torch.from_numpy(drawn)[None], params)
+    np.testing.assert_array_equal(twin[0, 0].numpy(), random_trimap(alpha, np.random.default_rng(seed), cfg))

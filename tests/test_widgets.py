@@ -10,7 +10,7 @@ from PIL import Image
 
 from mattingkit.io import write_png
 from mattingkit.metrics import compute_metrics
-from mattingkit.trimap import trimap_band, trimap_erode_dilate, trimap_from_mask, unknown_share
+from mattingkit.trimap import TRIMAP_BUILDERS, trimap_band, trimap_erode_dilate, trimap_from_mask, unknown_share
 from mattingkit.widgets import (
     BG_DIM,
     UNKNOWN_TINT,
@@ -20,7 +20,6 @@ from mattingkit.widgets import (
     error_heatmap,
     fit_side,
     hstack,
-    make_trimap,
     metrics_frame,
     trimap_overlay,
     trimap_view,
@@ -46,16 +45,21 @@ def _decode(png: bytes) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 # pure functions
 # ------------------------------------------------------------------------------------------------
-def test_make_trimap_matches_the_trimap_module():
+def test_inspector_trimaps_come_from_the_trimap_table():
+    """The inspector's slider values become trimap.make_trimap's parameters: the same trimaps as the
+    trimap module's own functions, for every method of the table."""
     a = _disc()
-    rng_free = make_trimap(a, "erode_dilate", kernel=7, iterations=2, seed=3)
+    ins = TrimapInspector([("x", np.zeros(a.shape + (3,), np.float32), a)], method="erode_dilate", kernel=7,
+                          iterations=2, band=4, fg_threshold=0.9, bg_threshold=0.1, seed=3, max_side=max(a.shape))
     ref = trimap_erode_dilate(a, np.random.default_rng(3), kernel_range=(7, 7), iterations=2)
-    np.testing.assert_array_equal(rng_free, ref)
-    np.testing.assert_array_equal(make_trimap(a, "band", band=5), trimap_band(a, 5))
-    np.testing.assert_array_equal(make_trimap(a, "from_mask", band=4, fg_threshold=0.9, bg_threshold=0.1),
-                                  trimap_from_mask(a, 0.9, 0.1, 4))
+    np.testing.assert_array_equal(ins.trimap, ref)
+    assert ins.method.options == TRIMAP_BUILDERS
+    ins.method.value = "band"
+    np.testing.assert_array_equal(ins.trimap, trimap_band(a, 4))
+    ins.method.value = "from_mask"
+    np.testing.assert_array_equal(ins.trimap, trimap_from_mask(a, 0.9, 0.1, 4))
     with pytest.raises(ValueError, match="unknown trimap method"):
-        make_trimap(a, "nope")
+        TrimapInspector([("x", np.zeros(a.shape + (3,), np.float32), a)], method="nope")
 
 
 def test_trimap_overlay_colours_each_region():

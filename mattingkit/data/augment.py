@@ -56,6 +56,7 @@ import cv2
 import numpy as np
 
 from ..compose import composite
+from ..trimap import random_trimap
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, DataConfig, TrimapConfig
@@ -926,14 +927,13 @@ class Composite(Transform):
 
 
 class GenerateTrimap(Transform):
-    """A fresh random trimap from the (cropped) alpha: :func:`mattingkit.trimap.random_trimap`."""
+    """A fresh random trimap from the (cropped) alpha: :func:`mattingkit.trimap.random_trimap` (the
+    method's entry in :data:`mattingkit.trimap.METHODS` draws its parameters)."""
 
     def __init__(self, trimap_cfg: "TrimapConfig"):
         self.trimap_cfg = trimap_cfg
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:
-        from ..trimap import random_trimap
-
         sample["trimap"] = random_trimap(sample["alpha"], rng, self.trimap_cfg)
         return sample
 

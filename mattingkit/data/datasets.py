@@ -63,6 +63,7 @@ import pandas as pd
 import torch
 
 from ..io import ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8, read_trimap
+from ..trimap import random_trimap
 from .augment import (
     Composite,
     CoverBackground,
@@ -585,8 +586,6 @@ class EvalDataset(torch.utils.data.Dataset):
         if self.trimap_free:
             s["trimap"] = np.full(out_hw, 0.5, np.float32)
         elif "trimap" not in s:
-            from ..trimap import random_trimap
-
             rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x5EED, index]))
             s["trimap"] = random_trimap(s["alpha"], rng, self.trimap_cfg)
         s["unknown"] = (s["trimap"] == 0.5).astype(np.float32)

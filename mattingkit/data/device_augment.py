@@ -15,8 +15,8 @@ resampling left in the worker.
 
 Device side (:func:`augment_batch`, called on the moved batch): one ``grid_sample`` per layer kind
 for the whole batch (affine, flip, crop and resize to ``image_size`` at once), the two-foreground
-merge, HSV jitter, compositing and the erode/dilate trimap (a grouped convolution with each sample's
-elliptical kernels, exact on binary masks), trimap dropout; it returns the float32 batch dict of
+merge, HSV jitter, compositing and the trimap (the method's torch twin in :data:`mattingkit.trimap.METHODS`:
+erode/dilate with each sample's elliptical kernels, exact on binary masks), trimap dropout; it returns the float32 batch dict of
 :func:`~mattingkit.data.compact.compact_to_float` (``image``, ``alpha``, ``trimap``, ``fg``, ``bg``,
 ``unknown``, ``id``). :func:`~mattingkit.data.datasets.batch_to_float` dispatches to it when it sees
 such a batch, so the Trainer's ``to_device`` needs no change.
@@ -66,6 +66,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..trimap import METHODS, check_config
 from . import augment as A
 from .compact import quantise
 
@@ -98,8 +99,9 @@ def unsupported_reason(trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig")
         >>> unsupported_reason(TrimapConfig(method="band"), AugmentConfig())
         "trimap.method='band' (distance transforms stay on the CPU)"
     """
-    if trimap_cfg.method != "erode_dilate":
-        return f"trimap.method={trimap_cfg.method!r} (distance transforms stay on the CPU)"
+    entry = METHODS.get(trimap_cfg.method)
+    if entry is None or entry.torch_twin is None:
+        return f"trimap.method={trimap_cfg.method!r} ({entry.cpu_only if entry else 'not a trimap method'})"
     if augment_cfg.densify > 0:
         return "augment.densify > 0 (stays on the CPU)"
     return None
@@ -144,8 +146,7 @@ class DevicePlan:
     crop: A.CropAroundUnknown
     cover: bool
     hsv: A.HSVJitter | None
-    kernel_range: tuple[int, int]
-    iterations: int
+    trimap: "TrimapConfig"
     dropout: float
 
 
@@ -160,22 +161,22 @@ def build_device_plan(data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", augmen
     Example:
         >>> from mattingkit.config import DataConfig, TrimapConfig, AugmentConfig
         >>> p = build_device_plan(DataConfig(image_size=320), TrimapConfig(), AugmentConfig())
-        >>> p.patch, p.bg_patch, p.kernel_range
-        (480, 408, (1, 30))
+        >>> p.patch, p.bg_patch, p.trimap.kernel_range
+        (480, 408, [1, 30])
     """
     A.check_augment_config(augment_cfg)
     reason = unsupported_reason(trimap_cfg, augment_cfg)
     if reason:
         raise ValueError(f"the device augmentation cannot render {reason}")
+    problems = check_config(trimap_cfg)
+    if problems:
+        raise ValueError("; ".join(problems))
     size = int(data_cfg.image_size)
-    lo, hi = (int(k) for k in trimap_cfg.kernel_range)
-    if lo < 1 or hi < lo:
-        raise ValueError(f"trimap.kernel_range must be [min, max] with 1 <= min <= max, got {trimap_cfg.kernel_range}")
     return DevicePlan(out_size=size, patch=_ceil8(size * patch_scale), bg_patch=_ceil8(size * BG_PATCH_SCALE + 8),
                       pad=augment_cfg.pad, affine=A.RandomAffine.from_config(augment_cfg),
                       crop=A.CropAroundUnknown(data_cfg.crop_sizes), cover=bool(has_background),
                       hsv=A.HSVJitter.from_config(augment_cfg) if augment_cfg.hsv_jitter else None,
-                      kernel_range=(lo, hi), iterations=int(trimap_cfg.iterations),
+                      trimap=trimap_cfg,
                       dropout=A.check_prob(augment_cfg.trimap_dropout, "trimap_dropout"))
 
 
@@ -318,9 +319,9 @@ def worker_item(sample: dict[str, Any], rng: np.random.Generator, plan: DevicePl
                j.value[0] + u[2] * (j.value[1] - j.value[0]))
     item["hsv_on"] = torch.tensor(plan.hsv is not None)
     item["hsv"] = torch.tensor(hsv, dtype=torch.float64)
-    lo, hi = plan.kernel_range
-    item["trimap_k"] = torch.from_numpy(rng.integers(lo, hi + 1, size=2).astype(np.int64))
-    item["trimap_iter"] = torch.tensor(plan.iterations)
+    method, params = METHODS[plan.trimap.method].sample(rng, plan.trimap)   # the trimap's draws (trimap.METHODS)
+    item["trimap_k"] = torch.from_numpy(METHODS[method].draw(rng, params))
+    item["trimap_iter"] = torch.tensor(int(params["iterations"]))
     item["trimap_drop"] = torch.tensor(bool(plan.dropout > 0 and rng.random() < plan.dropout))
     item["out_size"] = torch.tensor(S)
     item["id"] = str(sample["id"])
@@ -425,81 +426,6 @@ def composite(fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor) -> torch.
     return _composite(fg, bg, alpha).clamp_(0.0, 1.0)
 
 
-def ellipse_runs(sizes: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sample i's :func:`mattingkit.trimap.ellipse_kernel` of ``sizes[i]`` as horizontal runs: for
-    each row offset ``dy`` in ``[-radius, radius]`` (relative to the anchor) the column offsets
-    ``lo[i, dy]``, ``hi[i, dy]`` of the row's one contiguous run (an ellipse is convex; the anchor
-    row is full), ``lo > hi`` for an empty row. int64 (N, 2 radius + 1) each.
-
-    Example:
-        >>> lo, hi = ellipse_runs(torch.tensor([3]), 1)
-        >>> lo.tolist(), hi.tolist()
-        ([[0, -1, 0]], [[0, 1, 0]])
-    """
-    from ..trimap import ellipse_kernel
-
-    n, k = len(sizes), 2 * radius + 1
-    lo = np.ones((n, k), np.int64)
-    hi = np.zeros((n, k), np.int64)
-    for i, size in enumerate(sizes.tolist()):
-        e = ellipse_kernel(int(size))
-        a = int(size) // 2
-        for r in range(e.shape[0]):
-            cols = np.flatnonzero(e[r])
-            if len(cols):
-                if cols[-1] - cols[0] + 1 != len(cols):
-                    raise ValueError(f"ellipse kernel {size}: row {r} is not one run")
-                lo[i, r - a + radius], hi[i, r - a + radius] = cols[0] - a, cols[-1] - a
-    return torch.from_numpy(lo), torch.from_numpy(hi)
-
-
-def dilate(mask: torch.Tensor, sizes: torch.Tensor, iterations: int = 1) -> torch.Tensor:
-    """Binary dilation of (N, 1, H, W) masks, sample i with the elliptical kernel of ``sizes[i]``
-    (cv2.dilate with :func:`mattingkit.trimap.ellipse_kernel`, outside counting as empty; exact).
-
-    Per kernel row offset ``dy``: a horizontal window OR from a row-wise prefix sum (two gathers),
-    shifted by ``dy`` -- about 2 x kernel-height passes over the batch whatever the kernel sizes
-    (a grouped convolution with 31 x 31 kernels is orders of magnitude slower on a CPU)."""
-    n, _, h, w = mask.shape
-    dev = mask.device
-    radius = int(sizes.max()) // 2
-    lo, hi = (t.to(dev) for t in ellipse_runs(sizes.cpu(), radius))
-    xs = torch.arange(w, device=dev).view(1, 1, w)
-    x = mask.view(n, h, w)
-    for _ in range(int(iterations)):
-        cs = F.pad(x.to(torch.float32).cumsum(-1), (1, 0))           # cs[..., j] = sum of x[..., :j]
-        out = torch.zeros((n, h, w), dtype=torch.bool, device=dev)
-        for j in range(2 * radius + 1):
-            dy = j - radius
-            if bool((lo[:, j] > hi[:, j]).all()):
-                continue
-            right = (xs + hi[:, j].view(n, 1, 1) + 1).clamp_(0, w).expand(n, h, w)
-            left = (xs + lo[:, j].view(n, 1, 1)).clamp_(0, w).expand(n, h, w)
-            row = (cs.gather(-1, right) - cs.gather(-1, left)) > 0.5
-            row &= (lo[:, j] <= hi[:, j]).view(n, 1, 1)
-            # out(y, x) |= row(y + dy, x)
-            if dy >= 0:
-                out[:, :h - dy] |= row[:, dy:]
-            else:
-                out[:, -dy:] |= row[:, :h + dy]
-        x = out
-    return x.view(n, 1, h, w)
-
-
-def trimap_erode_dilate(alpha: torch.Tensor, k_erode: torch.Tensor, k_dilate: torch.Tensor, iterations: int = 1
-                        ) -> torch.Tensor:
-    """Batched :func:`mattingkit.trimap.trimap_erode_dilate` with given kernel sizes (N,):
-    fg = erode(alpha == 1) (outside counts as opaque), bg = not dilate(alpha > 0); float {0, .5, 1}.
-    Both in one :func:`dilate` call (erode(m) = not dilate(not m), the outside then empty)."""
-    n = alpha.shape[0]
-    both = dilate(torch.cat((alpha < 1.0, alpha > 0.0)), torch.cat((k_erode, k_dilate)), iterations)
-    fg, grown = ~both[:n], both[n:]
-    trimap = torch.full_like(alpha, 0.5)
-    trimap[fg] = 1.0
-    trimap[~grown] = 0.0
-    return trimap
-
-
 def augment_batch(batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
     """A collated device-augment batch (:func:`worker_item`) -> the float32 training batch:
     ``image``, ``alpha``, ``trimap``, ``fg``, ``bg``, ``unknown`` (N, C, S, S) and ``id``, on ``device``
@@ -532,7 +458,7 @@ def augment_batch(batch: dict[str, Any], device: torch.device | str | None = Non
         bg, image = fg.clone(), fg.clone()
     k = b["trimap_k"]
     iters = int(b["trimap_iter"].flatten()[0])
-    trimap = trimap_erode_dilate(alpha, k[:, 0], k[:, 1], iters)
+    trimap = METHODS["erode_dilate"].torch_twin(alpha, k, {"iterations": iters})
     drop = b["trimap_drop"].bool().view(n, 1, 1, 1)
     if bool(drop.any()):
         trimap = torch.where(drop, torch.full_like(trimap, 0.5), trimap)
