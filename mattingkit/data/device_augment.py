@@ -66,6 +66,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import compose
 from ..trimap import METHODS, check_config
 from . import augment as A
 from .compact import quantise
@@ -421,9 +422,7 @@ def hsv_jitter(image: torch.Tensor, hue_shift: torch.Tensor, saturation: torch.T
 
 def composite(fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """``alpha * fg + (1 - alpha) * bg`` clipped to [0, 1] (:func:`mattingkit.compose.composite`)."""
-    from ..compose import composite as _composite
-
-    return _composite(fg, bg, alpha).clamp_(0.0, 1.0)
+    return compose.composite(fg, bg, alpha).clamp_(0.0, 1.0)
 
 
 def augment_batch(batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:

@@ -53,6 +53,7 @@ import numpy as np
 
 from .. import env
 from ..io import atomic_write_bytes, atomic_write_text, png_bytes, to_uint8
+from ..trimap import trimap_band
 from .drawing import (
     check_rng,
     coords,
@@ -420,8 +421,6 @@ def photoreal_trimap(alpha: np.ndarray, width: int) -> np.ndarray:
         >>> photoreal_trimap(a, 2)[0].tolist()
         [255, 255, 255, 128, 128, 128, 128, 0, 0, 0]
     """
-    from ..trimap import trimap_band
-
     t = trimap_band(np.asarray(alpha, np.float32), int(width))
     return np.where(t == 1.0, 255, np.where(t == 0.5, 128, 0)).astype(np.uint8)
 
