@@ -114,7 +114,7 @@ def context_profile(model_name: str, photo: str, cut: int = 64) -> dict:
     from mattingkit.infer import padding
     from mattingkit.io import read_image, read_trimap
     from mattingkit.models import build_model
-    from mattingkit.tiling import GlobalContext
+    from mattingkit.tiling import GlobalContext, geometry_of
 
     config, overrides = CONTEXT_MODELS[model_name]
     torch.manual_seed(0)
@@ -137,7 +137,7 @@ def context_profile(model_name: str, photo: str, cut: int = 64) -> dict:
     unknown = torch.from_numpy(tri_p[:, cut:] == 0.5)
     err = torch.where(unknown, (tile - full[:, cut:]).abs(), torch.zeros(())).amax(0).numpy()
     dist = np.arange(err.shape[0])
-    return {"model": model_name, "photo": photo, "tile_context": getattr(model, "tile_context", None),
+    return {"model": model_name, "photo": photo, "tile_context": geometry_of(model).tile_context,
             "alpha_std_unknown": round(float(full[unknown.nonzero(as_tuple=True)[0],
                                                   unknown.nonzero(as_tuple=True)[1] + cut].std()), 3),
             "max_err_beyond": {d: round(float(err[dist >= d].max()), 5) for d in CONTEXT_DISTANCES

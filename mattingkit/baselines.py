@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from .tiling import InferGeometry
 
 #: Solve at most this many pixels (of the unknown region's bounding box) at full resolution; above, downscale.
 DEFAULT_MAX_PIXELS = 1_000_000
@@ -255,7 +256,7 @@ class BaselinePredictor(nn.Module):
 
     PREDICT_KWARGS = {"pad_margin": 0, "pixel_budget": 1 << 62, "tta_flip": False, "amp": "off"}
     #: no receptive-field limit (a global solve): tiling would change the result
-    tile_context = 1 << 30
+    infer_geometry = InferGeometry(tile_context=1 << 30)
 
     def __init__(self, method: str = "closed_form", max_pixels: int | None = DEFAULT_MAX_PIXELS,
                  margin: int = BOX_MARGIN, strict: bool = True):

@@ -195,7 +195,7 @@ class TrainConfig:
 class InferConfig:
     pixel_budget: int = 2048 * 2048   # above this, overlapped tiling
     tile_size: int = 1792             # largest tile side (px); 4096^2 with the default model stays < 6 GB RSS
-    tile_overlap: int | str = "auto"  # context px around each tile's core; auto = the model's tile_context
+    tile_overlap: int | str = "auto"  # context px around each tile's core; auto = the model's InferGeometry.tile_context
     tile_stats_passes: int | str = "auto"  # whole-image statistics passes: auto = exact (1 per GroupNorm/pool)
     pad_margin: int = 32              # reflect padding on every side before rounding up to a multiple of 32
     tta_flip: bool = False

@@ -265,6 +265,33 @@ class DevicePlan:
                 "channels_last": self.channels_last, "num_workers": self.num_workers,
                 "amp_reason": self.amp_reason}
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The plan's mixed precision as a context (a no-op without AMP): the one place autocast is applied.
+
+        Example:
+            >>> p = DevicePlan.for_inference("cpu", amp="bf16")
+            >>> with p.autocast():
+            ...     torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype
+            torch.bfloat16
+        """
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    @classmethod
+    def for_inference(cls, device: str | torch.device | None = "auto", amp: str | bool | None = "auto") -> DevicePlan:
+        """The plan of a prediction on ``device`` with ``infer.amp``-style ``amp`` (no scaler, workers or
+        channels_last; :func:`plan` does the same from a whole config).
+
+        Example:
+            >>> DevicePlan.for_inference("cpu").as_dict()["amp"]
+            'off'
+        """
+        dev = resolve_device(device)
+        dtype = resolve_amp(amp, dev)
+        return cls(device=dev, amp_dtype=dtype, grad_scaler=False, channels_last=False, num_workers=0,
+                   amp_reason=amp_reason(amp, dev))
+
 
 def plan(cfg: Any, *, amp: str | bool | None = None, check: bool = True, require: bool | None = None) -> DevicePlan:
     """Resolve ``run.device``, ``train.amp`` (or ``amp``), ``train.channels_last`` and ``data.num_workers``
@@ -440,20 +467,6 @@ def training_oom_error(exc: BaseException, cfg: Any, amp_dtype: torch.dtype | No
                                    channels_last=channels_last, accum_steps=cfg.train.accum_steps, detail=first))
 
 
-def smaller_tile(tile_size: int, context: int = 0, grid: int = 32) -> int | None:
-    """The tile size to retry an image with after an out-of-memory error in inference: half the tile (on
-    the ``grid``), never below what holds its context (``2 * context + grid``); ``None`` when it cannot shrink.
-
-    Example:
-        >>> smaller_tile(1792, 64), smaller_tile(256, 96), smaller_tile(224, 96), smaller_tile(4096, 0)
-        (896, 224, None, 2048)
-    """
-    floor = max(2 * int(context) + grid, 4 * grid)
-    new = (int(tile_size) // 2) // grid * grid
-    new = max(new, floor)
-    return new if new < tile_size else None
-
-
 def free_cuda_memory() -> None:
     """Release what an out-of-memory attempt left in PyTorch's CUDA cache (no-op without a GPU)."""
     import gc
@@ -465,7 +478,7 @@ def free_cuda_memory() -> None:
 
 __all__ = [
     "AMP_CHOICES", "DevicePlan", "OutOfMemory", "cudnn_benchmark", "dist_timeout", "exact_numerics",
-    "free_cuda_memory", "is_oom", "oom_message", "plan", "smaller_tile", "training_oom_error", "amp_reason", "arch_supported", "capability", "check_device", "cpu_count", "device_facts",
+    "free_cuda_memory", "is_oom", "oom_message", "plan", "training_oom_error", "amp_reason", "arch_supported", "capability", "check_device", "cpu_count", "device_facts",
     "needs_grad_scaler", "require_gpu", "resolve_amp", "resolve_channels_last", "resolve_device",
     "resolve_num_workers",
 ]

@@ -35,21 +35,20 @@ Example (the whole demo, headless; what ``mattingkit run --config demo`` does th
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import env, run
+from . import env, evaluation, run
+from .evaluation import evaluate_real_set, real_set_rows, real_set_table  # notebook 04 (real photos)
 from .io import atomic_write_bytes, atomic_write_text, png_bytes
-from .run import RunContext, update_metrics
+from .run import NB_DATA, NB_INFER, NB_SUBMIT, NB_TRAIN, NB_TRIMAP, RunContext, update_metrics
+from .viz import show
 
 PathLike = str | os.PathLike
 
-NB_DATA, NB_TRIMAP, NB_TRAIN, NB_INFER, NB_SUBMIT = ("01_data_download", "02_trimap_synthesis", "03_train_gan",
-                                                      "04_inference", "05_submission")
 PREVIEW_SIDE = 192
 #: Smoke runs predict the (1024x1024) competition test images at this long side (then resize back).
 SMOKE_MAX_SIDE = 256
@@ -58,25 +57,6 @@ SMOKE_MAX_SIDE = 256
 # --------------------------------------------------------------------------------------------
 # Small helpers (also used by the notebooks)
 # --------------------------------------------------------------------------------------------
-def show(what: Any, width: int | None = None) -> None:
-    """Display a PNG file / PNG bytes / image array in a notebook; print the path elsewhere.
-
-    Example: ``pipeline.show(ctx.path("data_samples.png"))``
-    """
-    if not env.in_notebook():
-        if isinstance(what, (str, os.PathLike)):
-            print(f"[image] {what}")
-        return
-    from IPython.display import Image, display
-
-    if isinstance(what, (str, os.PathLike)):
-        display(Image(filename=str(what), width=width))
-    elif isinstance(what, (bytes, bytearray)):
-        display(Image(data=bytes(what), width=width))
-    else:
-        display(Image(data=png_bytes(np.asarray(what)), width=width))
-
-
 def save_png(path: PathLike, array: np.ndarray) -> Path:
     """Write a preview picture (uint8 / float RGB) atomically; returns the path."""
     return atomic_write_bytes(path, png_bytes(array))
@@ -153,14 +133,14 @@ def trimap_previews(ctx: RunContext, n_samples: int = 4, max_side: int = PREVIEW
     overlays -> ``trimap_previews.png``; records the mean unknown share and time of each method."""
     from .data.manifest import load_row, pick_rows
     from .trimap import TRIMAP_BUILDERS, config_trimaps, unknown_share
-    from .viz import fit_side, grid_figure, save_figure
+    from .viz import save_figure, trimap_methods_figure
     from .widgets import trimap_overlay
 
     t0 = time.monotonic()
     cfg = ctx.cfg
     shares: dict[str, list[float]] = {}
     ms: dict[str, list[float]] = {}
-    rows, labels = [], []
+    items = []
     records = [r for r in pick_rows(_manifest(ctx), n_samples).to_dict("records") if r.get("alpha")]
     with_dataset = bool(records) and all(r.get("trimap") for r in records)
     for i, r in enumerate(records):
@@ -176,19 +156,15 @@ def trimap_previews(ctx: RunContext, n_samples: int = 4, max_side: int = PREVIEW
             tris["dataset"] = s["trimap"] if s["trimap"].shape == s["alpha"].shape else np.full_like(s["alpha"], .5)
         for name, tri in tris.items():
             shares.setdefault(name, []).append(unknown_share(tri))
-        rows.append([fit_side(s["image"], max_side)]
-                    + [fit_side(trimap_overlay(s["image"], t), max_side) for t in tris.values()])
-        labels.append(str(r["id"]))
-    if not rows:
+        items.append((str(r["id"]), s["image"], tris))
+    if not items:
         raise ValueError("no item with an alpha matte to preview")
-    cols = ["image"] + [f"{k} ({100 * np.mean(v):.0f}% unknown)" for k, v in shares.items()]
-    fig = grid_figure(rows, cols, f"Trimap methods (configured: {cfg.trimap.method})", row_labels=labels,
-                      footnote="background dimmed, unknown band tinted, foreground as is; "
-                               "% unknown = mean share of unknown pixels")
+    fig = trimap_methods_figure(items, {k: float(np.mean(v)) for k, v in shares.items()}, cfg.trimap.method, max_side,
+                                trimap_overlay)
     save_figure(fig, ctx.path("trimap_previews.png"))
     t = cfg.trimap
     values = {
-        "samples": len(rows), "columns": ["image", *shares],
+        "samples": len(items), "columns": ["image", *shares],
         "unknown_share": {k: round(float(np.mean(v)), 5) for k, v in shares.items()},
         "ms_per_trimap": {k: round(float(np.mean(v)), 2) for k, v in ms.items()},
         "config": {"method": t.method, "kernel_range": list(t.kernel_range), "band_width": t.band_width,
@@ -246,15 +222,10 @@ def train_model(ctx: RunContext, fresh: bool = False, num_processes: int = 1) ->
 
 
 def _plot_curves(ctx: RunContext) -> Path | None:
+    from .viz import plot_history, save_figure
+
     hist = ctx.path(run.HISTORY_FILE)
-    if not hist.exists():
-        return None
-    import matplotlib.pyplot as plt
-
-    from .viz import plot_history
-
-    plt.close(plot_history(hist, ctx.path("curves.png")))
-    return ctx.path("curves.png")
+    return save_figure(plot_history(hist), ctx.path("curves.png")) if hist.exists() else None
 
 
 def show_tensorboard(ctx: RunContext) -> None:
@@ -300,170 +271,14 @@ def run_inference(ctx: RunContext, checkpoint: str = "best", limit: int | None =
     (image | trimap | GT | prediction | error). ``limit`` defaults to ``data.val_limit``.
     """
     from .infer import predict_split
-    from .metrics import evaluate_triples, format_table
-    from .viz import manifest_figure, save_figure
 
     t0 = time.monotonic()
     rows = _split_rows(_manifest(ctx), split, ctx.cfg.data.val_limit if limit is None else limit)
     res = predict_split(checkpoint_path(ctx, checkpoint), rows, ctx.path("predictions", split), ctx.cfg)
-    rep = res.report
-    values: dict[str, Any] = {"checkpoint": str(res.checkpoint), "split": split, "images": len(rows),
-                              "written": len(rep.written), "skipped": len(rep.skipped), "failed": len(rep.failed),
-                              "with_trimap": res.with_trimap, "predict_seconds": round(rep.seconds, 2)}
-    if bool((rows["alpha"] != "").all()):
-        triples = [(r["id"], res.out_dir / f"{r['id']}.png", r["alpha"], r["trimap"] if res.with_trimap else None)
-                   for r in rows.to_dict("records")]
-        table = evaluate_triples(triples, out_csv=ctx.path(f"metrics_{split}.csv"), warn=False)
-        print(format_table(table))
-        values.update({k: (round(v, 6) if np.isfinite(v) else None) for k, v in table.attrs["mean"].items()})
-        values.update(evaluated=int(len(table)), eval_problems=len(table.attrs["errors"]),
-                      trimap_region="unknown" if res.with_trimap else "whole image")
-    try:
-        sad = f", mean SAD {values['sad']:.4g}" if values.get("sad") is not None else ""
-        fig = manifest_figure(rows.iloc[:n_preview], f"Predictions on the {split} split{sad}",
-                              ("image", "trimap", "alpha", "pred", "error"), PREVIEW_SIDE, pred_dir=res.out_dir,
-                              footnote=f"checkpoint {res.checkpoint.name}; "
-                                       f"{'dataset trimaps' if res.with_trimap else 'trimap-free prediction'}")
-        values["comparison"] = str(save_figure(fig, ctx.path("comparison.png")))
-    except ValueError:  # no prediction to show
-        pass
+    values = evaluation.evaluate_split(ctx, rows, res, split, n_preview)
     values["seconds"] = _seconds(t0)
     update_metrics(ctx.run_dir, NB_INFER, values)
     return values
-
-
-#: The classical rows of the real-set table (:mod:`mattingkit.baselines` methods) and their labels.
-REAL_BASELINES = ("closed_form", "trimap")
-METHOD_LABELS = {"model": "model", "closed_form": "closed-form", "knn": "KNN", "trimap": "trimap-as-alpha"}
-
-
-def real_set_rows(ctx: RunContext, limit: int | None = None):
-    """The manifest rows (``id``, ``image``, ``alpha``, ``trimap``) of the config's real evaluation set
-    ``data.eval_root`` (alphamatting, aim500 or folder layout: the trainer's finder), or None when none
-    is configured. Rows without a trimap are left out (the official metrics need one)."""
-    from .data.datasets import _find_eval_rows
-
-    if not ctx.cfg.data.eval_root:
-        return None
-    rows = _find_eval_rows(run.data_path(ctx.cfg, ctx.cfg.data.eval_root))
-    rows = rows[(rows["alpha"] != "") & (rows["trimap"] != "")].reset_index(drop=True)
-    if len(rows) == 0:
-        raise ValueError(f"data.eval_root={ctx.cfg.data.eval_root!r}: no image with both an alpha and a trimap")
-    return rows.iloc[:limit] if limit else rows
-
-
-def _predict_baseline(rows, out_dir: Path, method: str, max_pixels: int | None):
-    """Predict ``rows`` with a classical method into ``out_dir``, cached per producer (``_source.json``)."""
-    from .baselines import BaselinePredictor
-    from .errors import RunStateError
-    from .infer import predict_folder
-
-    model = BaselinePredictor(method, max_pixels=max_pixels)
-    items = rows[["id", "image", "trimap"]]
-    try:   # the same producer resumes (the folder is keyed by the eval set); another one is replaced
-        report = predict_folder(model, items, out_dir, device="cpu", verbose=False)
-    except RunStateError:
-        report = predict_folder(model, items, out_dir, device="cpu", verbose=False, force=True)
-    out = Path(out_dir)
-    return out, report, model.notes
-
-
-def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | None = None,
-                      methods: tuple[str, ...] = REAL_BASELINES, n_preview: int = 3,
-                      max_pixels: int | None = None) -> dict[str, Any] | None:
-    """Notebook 04: the model beside classical baselines on the real set of ``data.eval_root`` (None when
-    none is configured). Predicts every photo with the run's checkpoint (its trimaps for trimap models,
-    :func:`mattingkit.infer.predict_split`) and with each of ``methods`` (closed-form matting, the
-    trimap itself as alpha, ...; ``max_pixels``: their downscale threshold), each into its own cached
-    folder under ``predictions/real/<eval root name>-<hash>/``; scores all of them with the official
-    SAD / MSE / Grad / Conn on
-    the same images and the unknown region of the same trimaps (``metrics_real.csv``: one row per
-    method and image) and draws ``real_comparison.png``. Records the table under ``real_set`` in the 04
-    section and returns it.
-    """
-    from .baselines import DEFAULT_MAX_PIXELS
-    from .infer import predict_split
-    from .metrics import METRICS, evaluate_triples
-
-    t0 = time.monotonic()
-    rows = real_set_rows(ctx, limit)
-    if rows is None:
-        print("no real evaluation set configured (data.eval_root): skipped")
-        return None
-    import hashlib
-
-    root = run.data_path(ctx.cfg, ctx.cfg.data.eval_root).resolve()
-    tag = hashlib.sha1(str(root).encode()).hexdigest()[:8]
-    base = ctx.path("predictions", "real", f"{run.safe_name(root.name)}-{tag}")
-    res = predict_split(checkpoint_path(ctx, checkpoint), rows, base / "model", ctx.cfg, verbose=False)
-    dirs, notes = {"model": res.out_dir}, []
-    failed = {"model": len(res.report.failed)}
-    for m in methods:
-        out, rep, n = _predict_baseline(rows, base / m, m,
-                                        DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
-        dirs[m], failed[m] = out, len(rep.failed)
-        notes += [f"{METHOD_LABELS.get(m, m)}: {t}" for t in n]
-    tables, per_image = {}, []
-    for name, d in dirs.items():
-        triples = [(r["id"], d / f"{r['id']}.png", r["alpha"], r["trimap"]) for r in rows.to_dict("records")]
-        t = evaluate_triples(triples, warn=False)
-        tables[name] = {"method": METHOD_LABELS.get(name, name), "images": int(len(t)),
-                        **{k: _round4(t.attrs["mean"].get(k)) for k in METRICS}}
-        per_image.append(t.assign(method=METHOD_LABELS.get(name, name)))
-        if len(t) < len(rows):
-            first = (t.attrs["errors"] or [{}])[0]
-            notes.append(f"{METHOD_LABELS.get(name, name)}: {len(rows) - len(t)} of {len(rows)} photo(s) not "
-                         f"evaluated (first problem: {first})")
-    import pandas as pd
-
-    csv = pd.concat(per_image, ignore_index=True)[["method", "image", *METRICS]]
-    atomic_write_text(ctx.path("metrics_real.csv"), csv.to_csv(index=False))
-    table = pd.DataFrame(list(tables.values())).set_index("method")
-    print(f"real set: {len(rows)} photos from {ctx.cfg.data.eval_root} (official metrics on the trimaps' "
-          f"unknown region; lower is better)\n{table.to_string()}")
-    for n in notes:
-        print(f"note: {n}")
-    values = {"root": str(ctx.cfg.data.eval_root), "images": int(len(rows)), "checkpoint": str(res.checkpoint),
-              "model_trimaps": res.with_trimap, "table": tables, "failed": failed, "notes": notes,
-              "folders": {k: str(v) for k, v in dirs.items()},
-              "csv": str(ctx.path("metrics_real.csv"))}
-    values["comparison"] = str(_real_comparison(ctx, rows.iloc[:n_preview], dirs, tables))
-    values["seconds"] = _seconds(t0)
-    update_metrics(ctx.run_dir, NB_INFER, {"real_set": values})
-    return values
-
-
-def real_set_table(values: dict[str, Any] | None):
-    """The real-set table of :func:`evaluate_real_set` as a DataFrame (method rows, metric columns)."""
-    import pandas as pd
-
-    if not values:
-        return None
-    return pd.DataFrame(list(values["table"].values())).set_index("method")
-
-
-def _real_comparison(ctx: RunContext, rows, dirs: dict[str, Path], tables: dict[str, dict]) -> Path:
-    """``real_comparison.png``: image | trimap | ground truth | each method's prediction | model error."""
-    from .data.manifest import load_row
-    from .io import read_alpha
-    from .viz import fit_nearest, fit_side, grid_figure, save_figure
-
-    grid, labels = [], []
-    for r in rows.to_dict("records"):
-        s = load_row(r)
-        preds = {n: read_alpha(d / f"{r['id']}.png") for n, d in dirs.items() if (d / f"{r['id']}.png").exists()}
-        err = np.clip(np.abs(preds["model"] - s["alpha"]) * 2, 0, 1) if "model" in preds else np.zeros_like(s["alpha"])
-        grid.append([fit_side(s["image"], PREVIEW_SIDE), fit_nearest(s["trimap"], PREVIEW_SIDE),
-                     fit_side(s["alpha"], PREVIEW_SIDE)] + [fit_side(preds.get(n, np.zeros_like(s["alpha"])),
-                                                                     PREVIEW_SIDE) for n in dirs]
-                    + [fit_side(err, PREVIEW_SIDE)])
-        labels.append(str(r["id"]))
-    cols = (["image", "trimap", "ground truth"]
-            + [f"{METHOD_LABELS.get(n, n)}\nSAD {_fmt(tables[n]['sad'])}" for n in dirs] + ["|error| of model"])
-    fig = grid_figure(grid, cols, f"Real photos ({ctx.cfg.data.eval_root}): model vs classical baselines",
-                      row_labels=labels, footnote="SAD = mean over all evaluated photos (official metric, "
-                      "unknown region; lower is better); error white at >= 0.5")
-    return save_figure(fig, ctx.path("real_comparison.png"))
 
 
 def alpha_inspector(ctx: RunContext, split: str = "val", limit: int | None = 50, **kwargs):
@@ -500,31 +315,6 @@ def _test_inputs(ctx: RunContext) -> tuple[Path, Path | None]:
     return test_dir, sample
 
 
-def _publish(src: Path, final: Path) -> Path:
-    """Copy ``src`` to ``final`` atomically (a temporary file renamed into place)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, final)
-    print(f"submission: {final}")
-    return final
-
-
-def _submission_preview(ctx: RunContext, csv_path: Path, test_dir: Path, n_show: int) -> None:
-    """``submission_preview.png``: the first ``n_show`` rows decoded from the CSV beside their test images."""
-    from .submission import decode_submission
-    from .viz import manifest_figure, save_figure
-
-    decoded = decode_submission(csv_path, ctx.path("decoded"), limit=n_show)
-    rows = [{"id": p.stem, "alpha": str(p),
-             "image": str(next(iter(sorted(test_dir.glob(f"{p.stem}.*"))), ""))} for p in decoded]
-    if rows:
-        fig = manifest_figure(rows, f"Submission preview: first {len(rows)} rows of {csv_path.name}",
-                              ("image", "alpha"), 256, footnote="alpha = the PNG decoded from the CSV's image_utf")
-        fig.axes[1].set_title("alpha decoded from the CSV", fontsize=9)
-        save_figure(fig, ctx.path("submission_preview.png"))
-
-
 def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
                     submission_dir: PathLike | None = None, copy: bool = True,
                     max_side: int | None = None) -> dict[str, Any]:
@@ -538,16 +328,17 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     test size when the CSV is built (quick CPU previews). Smoke runs use :data:`SMOKE_MAX_SIDE` unless given.
     """
     from .infer import downscaled_copy, predict_split
+    from .infer.cache import publish, split_dir
     from .submission import SubmissionError, build_submission, validate_submission
+    from .viz import save_figure, submission_figure
 
     t0 = time.monotonic()
     cfg = ctx.cfg
     test_dir, sample = _test_inputs(ctx)
     if max_side is None and cfg.run.smoke:
         max_side = SMOKE_MAX_SIDE
-    inputs = downscaled_copy(test_dir, ctx.path("inputs", f"test_{max_side}"), max_side) if max_side else test_dir
-    res = predict_split(checkpoint_path(ctx, checkpoint), inputs,
-                        ctx.path("predictions", f"test_{max_side}" if max_side else "test"), cfg)
+    inputs = downscaled_copy(test_dir, split_dir(ctx.path("inputs"), "test", max_side), max_side) if max_side else test_dir
+    res = predict_split(checkpoint_path(ctx, checkpoint), inputs, split_dir(ctx.path("predictions"), "test", max_side), cfg)
     if res.report.failed:
         raise SubmissionError(f"{len(res.report.failed)} test image(s) failed:\n{res.report.summary()}")
     run_csv = ctx.path("submission.csv")
@@ -555,8 +346,12 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     check = validate_submission(run_csv, test_dir=test_dir, sample_csv=sample, size=cfg.submission.size)
     print(check.summary())
     atomic_write_text(ctx.path("submission_validation.txt"), check.summary() + "\n")
-    final = _publish(run_csv, submission_destination(ctx, submission_dir)) if copy else None
-    _submission_preview(ctx, run_csv, test_dir, n_show)
+    final = publish(run_csv, submission_destination(ctx, submission_dir)) if copy else None
+    if final:
+        print(f"submission: {final}")
+    fig = submission_figure(run_csv, test_dir, ctx.path("decoded"), n_show)
+    if fig is not None:
+        save_figure(fig, ctx.path("submission_preview.png"))
     values = {"test_dir": str(test_dir), "rows": built.rows, "file_size": built.file_size, "order": built.order,
               "resized": len(built.resized), "valid": bool(check.ok), "problems": list(check.problems),
               "warnings": list(check.warnings), "two_pass": res.settings.two_pass, "max_side": max_side,
@@ -587,85 +382,9 @@ def kaggle_submit(ctx: RunContext, competition: str, message: str, csv: PathLike
     return values
 
 
-def _round4(v: Any) -> Any:
-    """A float rounded to 4 significant digits (None for NaN / inf); other values as they are."""
-    if isinstance(v, (float, np.floating)):
-        return float(f"{float(v):.4g}") if np.isfinite(v) else None
-    return v
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, bool) or v is None:
-        return str(v)
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):.4g}" if np.isfinite(v) else "nan"
-    return str(v)
-
-
-def _headline(section: str, vals: dict[str, Any]) -> list[str]:
-    """The few numbers that say how a notebook went (its headline first)."""
-    if section == NB_DATA:
-        splits = vals.get("splits") or {}
-        out = [f"items={_fmt(vals.get('items'))}"] + [f"{k}={v}" for k, v in splits.items()]
-        if vals.get("test_images") is not None:
-            out.append(f"test images={vals['test_images']}")
-        if "doctor_ok" in vals:
-            out.append("doctor ok" if vals["doctor_ok"] else f"doctor: {len(vals.get('doctor_problems') or [])} "
-                       "problem(s)")
-        return out
-    if section == NB_TRIMAP:
-        shares = vals.get("unknown_share") or {}
-        return ["unknown share: " + ", ".join(f"{k}={_fmt(v)}" for k, v in shares.items())] if shares else []
-    if section == NB_TRAIN:
-        best = vals.get("best") or {}
-        out = []
-        if best.get("value") is not None:
-            out.append(f"best val {best.get('metric', 'metric')}={_fmt(best['value'])} at step {best.get('step')}")
-        out += [f"steps={vals.get('step')}/{vals.get('steps')}", f"stopped={vals.get('stopped')}"]
-        if vals.get("steps_per_s") is not None:
-            out.append(f"steps/s={_fmt(vals['steps_per_s'])}")
-        return out
-    if section == NB_INFER:
-        names = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"}
-        out = [f"{n}={_fmt(vals[k])}" for k, n in names.items() if k in vals]
-        out.append(f"images={vals.get('images')} ({vals.get('split', 'val')})")
-        real = vals.get("real_set") or {}
-        table = real.get("table") or {}
-        for name, row in sorted(table.items(), key=lambda kv: kv[0] != "model"):
-            out.append(f"real {row.get('method', name)} SAD={_fmt(row.get('sad'))}")
-        return out
-    if section == NB_SUBMIT:
-        out = [f"rows={vals.get('rows')}", f"valid={vals.get('valid')}",
-               f"csv={vals.get('csv') or vals.get('run_csv')}"]
-        k = vals.get("kaggle") or {}
-        if k:
-            out.append(f"kaggle {k.get('competition')}: {k.get('status')}, public score {k.get('public_score')}")
-        return out
-    keys = [k for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return [f"{k}={_fmt(vals[k])}" for k in keys[:8]]
-
-
 def summary_table(ctx: RunContext | PathLike) -> str:
-    """The run at a glance: one line per notebook of ``metrics.json`` with its headline numbers first
-    (SAD / MSE / Grad / Conn for 04 and the real-set rows, the best validation value and its step for 03,
-    rows and validity for 05), numbers rounded to 4 significant digits; all four matting metrics are
-    errors: lower is better.
-
-    Example:
-        >>> import tempfile
-        >>> d = tempfile.mkdtemp()
-        >>> _ = run.update_metrics(d, NB_INFER, {"conn": 1.0, "images": 2, "sad": 12.34567, "mse": 0.0123456})
-        >>> _ = run.update_metrics(d, NB_TRAIN, {"best": {"metric": "sad", "value": 3.14159, "step": 40},
-        ...                                      "step": 50, "steps": 50, "stopped": "done"})
-        >>> print(summary_table(d))
-        03_train_gan: best val sad=3.142 at step 40, steps=50/50, stopped=done
-        04_inference: SAD=12.35, MSE=0.01235, Conn=1, images=2 (val)
-        (matting errors SAD / MSE / Grad / Conn: lower is better)
-    """
-    run_dir = ctx.run_dir if isinstance(ctx, RunContext) else Path(ctx)
-    lines = [f"{section}: " + ", ".join(_headline(section, vals))
-             for section, vals in sorted(run.read_metrics(run_dir).items()) if isinstance(vals, dict)]
-    return "\n".join(lines + ["(matting errors SAD / MSE / Grad / Conn: lower is better)"])
+    """Notebook 05, last: the run at a glance (:func:`mattingkit.run.summary_table`)."""
+    return run.summary_table(ctx)
 
 
 __all__ = [

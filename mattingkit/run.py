@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -440,29 +441,112 @@ def submission_destination(cfg: Config, run_dir: PathLike, submission_dir: PathL
     return (root / "submissions" / name) if root else Path(run_dir).parent.parent / "submissions" / name
 
 
-def metrics_summary(run_dir: PathLike, per_section: int = 8) -> str:
-    """A short text table of every section's headline numbers from ``metrics.json``.
+# --------------------------------------------------------------------------------------------
+# The run at a glance: one headline line per notebook section of metrics.json
+# --------------------------------------------------------------------------------------------
+#: The ``metrics.json`` section of each notebook.
+NB_DATA, NB_TRIMAP, NB_TRAIN, NB_INFER, NB_SUBMIT = ("01_data_download", "02_trimap_synthesis", "03_train_gan",
+                                                      "04_inference", "05_submission")
+
+
+def round4(v: Any) -> Any:
+    """A float rounded to 4 significant digits (None for NaN / inf); other values as they are.
+
+    Example:
+        >>> round4(12.34567), round4(float("inf")), round4("x")
+        (12.35, None, 'x')
+    """
+    if isinstance(v, float) or type(v).__module__ == "numpy" and "float" in type(v).__name__:
+        return float(f"{float(v):.4g}") if math.isfinite(v) else None
+    return v
+
+
+def fmt_value(v: Any) -> str:
+    """A value as the run's tables print it: floats to 4 significant digits, others as ``str``.
+
+    Example:
+        >>> fmt_value(3.14159), fmt_value(float("nan")), fmt_value(None), fmt_value(7)
+        ('3.142', 'nan', 'None', '7')
+    """
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float) or type(v).__module__ == "numpy" and "float" in type(v).__name__:
+        return f"{float(v):.4g}" if math.isfinite(v) else "nan"
+    return str(v)
+
+
+def _headline(section: str, vals: dict[str, Any]) -> list[str]:
+    """The few numbers that say how a notebook went (its headline first)."""
+    if section == NB_DATA:
+        splits = vals.get("splits") or {}
+        out = [f"items={fmt_value(vals.get('items'))}"] + [f"{k}={v}" for k, v in splits.items()]
+        if vals.get("test_images") is not None:
+            out.append(f"test images={vals['test_images']}")
+        if "doctor_ok" in vals:
+            out.append("doctor ok" if vals["doctor_ok"] else f"doctor: {len(vals.get('doctor_problems') or [])} "
+                       "problem(s)")
+        return out
+    if section == NB_TRIMAP:
+        shares = vals.get("unknown_share") or {}
+        return ["unknown share: " + ", ".join(f"{k}={fmt_value(v)}" for k, v in shares.items())] if shares else []
+    if section == NB_TRAIN:
+        best = vals.get("best") or {}
+        out = []
+        if best.get("value") is not None:
+            out.append(f"best val {best.get('metric', 'metric')}={fmt_value(best['value'])} at step {best.get('step')}")
+        out += [f"steps={vals.get('step')}/{vals.get('steps')}", f"stopped={vals.get('stopped')}"]
+        if vals.get("steps_per_s") is not None:
+            out.append(f"steps/s={fmt_value(vals['steps_per_s'])}")
+        return out
+    if section == NB_INFER:
+        names = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn"}
+        out = [f"{n}={fmt_value(vals[k])}" for k, n in names.items() if k in vals]
+        out.append(f"images={vals.get('images')} ({vals.get('split', 'val')})")
+        real = vals.get("real_set") or {}
+        table = real.get("table") or {}
+        for name, row in sorted(table.items(), key=lambda kv: kv[0] != "model"):
+            out.append(f"real {row.get('method', name)} SAD={fmt_value(row.get('sad'))}")
+        return out
+    if section == NB_SUBMIT:
+        out = [f"rows={vals.get('rows')}", f"valid={vals.get('valid')}",
+               f"csv={vals.get('csv') or vals.get('run_csv')}"]
+        k = vals.get("kaggle") or {}
+        if k:
+            out.append(f"kaggle {k.get('competition')}: {k.get('status')}, public score {k.get('public_score')}")
+        return out
+    keys = [k for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return [f"{k}={fmt_value(vals[k])}" for k in keys[:8]]
+
+
+def summary_table(ctx: RunContext | PathLike) -> str:
+    """The run at a glance: one line per notebook of ``metrics.json`` with its headline numbers first
+    (SAD / MSE / Grad / Conn for 04 and the real-set rows, the best validation value and its step for 03,
+    rows and validity for 05), numbers rounded to 4 significant digits; all four matting metrics are
+    errors: lower is better.
 
     Example:
         >>> import tempfile
-        >>> d = tempfile.mkdtemp(); _ = update_metrics(d, "04_inference", {"sad": 12.3456, "images": 2})
-        >>> print(metrics_summary(d))
-        04_inference: images=2, sad=12.35
+        >>> d = tempfile.mkdtemp()
+        >>> _ = update_metrics(d, NB_INFER, {"conn": 1.0, "images": 2, "sad": 12.34567, "mse": 0.0123456})
+        >>> _ = update_metrics(d, NB_TRAIN, {"best": {"metric": "sad", "value": 3.14159, "step": 40},
+        ...                                      "step": 50, "steps": 50, "stopped": "done"})
+        >>> print(summary_table(d))
+        03_train_gan: best val sad=3.142 at step 40, steps=50/50, stopped=done
+        04_inference: SAD=12.35, MSE=0.01235, Conn=1, images=2 (val)
+        (matting errors SAD / MSE / Grad / Conn: lower is better)
     """
-    out = []
-    for section, vals in read_metrics(run_dir).items():
-        if isinstance(vals, dict):
-            keys = [k for k, v in vals.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-            out.append(f"{section}: " + ", ".join(f"{k}={vals[k]:.4g}" if isinstance(vals[k], float)
-                                                  else f"{k}={vals[k]}" for k in keys[:per_section]))
-    return "\n".join(out)
+    run_dir = ctx.run_dir if isinstance(ctx, RunContext) else Path(ctx)
+    lines = [f"{section}: " + ", ".join(_headline(section, vals))
+             for section, vals in sorted(read_metrics(run_dir).items()) if isinstance(vals, dict)]
+    return "\n".join(lines + ["(matting errors SAD / MSE / Grad / Conn: lower is better)"])
 
 
 __all__ = [
     "CONFIG_FILE", "DEMO_DIR", "build_run_manifest", "count_backgrounds", "scan_test_images", "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
     "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "find_checkpoint", "is_demo_config",
-    "jsonable", "load_manifest", "manifest_path", "metrics_summary", "prepare_run", "read_history",
+    "jsonable", "load_manifest", "manifest_path", "prepare_run", "read_history",
     "read_metrics", "resolve_config", "resolve_run", "runs_root", "safe_name", "save_run_config",
     "submission_destination", "submission_name",
-    "update_metrics",
+    "update_metrics", "NB_DATA", "NB_TRIMAP", "NB_TRAIN", "NB_INFER", "NB_SUBMIT", "fmt_value", "round4",
+    "summary_table",
 ]

@@ -519,7 +519,8 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
 
 
 def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    text = " ".join(str(v).split())  # one line per table row
+    """A results-table cell: :func:`mattingkit.run.fmt_value`, on one line, Markdown-safe."""
+    from .run import fmt_value
+
+    text = " ".join(fmt_value(v).split())  # one line per table row
     return text.replace("|", "\\|")[:160]

@@ -35,6 +35,8 @@ GRID = 32
 WINDOW_FLOOR = 1e-4
 #: Half-width of the cross-fade band between neighbouring cores: ``min(context // 4, MAX_BLEND)``.
 MAX_BLEND = 32
+#: Context (px) a tile sees around its core when the model declares no :class:`InferGeometry`.
+DEFAULT_CONTEXT = 128
 
 
 class _StopForward(BaseException):
@@ -57,6 +59,54 @@ class Span:
     stop: int
     core_start: int
     core_stop: int
+
+
+@dataclass(frozen=True)
+class InferGeometry:
+    """A model's inference geometry, declared with the model (as mmagic's ``test_cfg``): a model class
+    or instance sets ``infer_geometry = InferGeometry(...)`` and :mod:`mattingkit.infer` reads it
+    (:func:`geometry_of`). ``pad_multiple``: the model's largest downsampling (a multiple of :data:`GRID`);
+    padded sizes and tile origins are multiples of it. ``tile_context``: px a tile needs around the
+    pixels it predicts for tiled == untiled (the receptive field that matters).
+
+    Example:
+        >>> geometry_of(torch.nn.Identity())
+        InferGeometry(pad_multiple=32, tile_context=128)
+    """
+
+    pad_multiple: int = GRID
+    tile_context: int = DEFAULT_CONTEXT
+
+
+def geometry_of(model: nn.Module) -> InferGeometry:
+    """The :class:`InferGeometry` ``model`` declares (through DataParallel / DDP wrappers), else the default."""
+    inner = getattr(model, "module", model)
+    geom = getattr(inner, "infer_geometry", None)
+    return geom if isinstance(geom, InferGeometry) else InferGeometry()
+
+
+def min_tile(context: int, grid: int = GRID) -> int:
+    """The smallest tile that holds ``context`` px on both sides of a one-``grid`` core: the one tile floor.
+
+    Example:
+        >>> min_tile(128), min_tile(0)
+        (288, 32)
+    """
+    return 2 * int(context) + grid
+
+
+def smaller_tile(tile_size: int, context: int = 0, grid: int = GRID) -> int | None:
+    """The tile size to retry an image with after an out-of-memory error in inference: half the tile (on
+    the ``grid``), never below :func:`min_tile` nor ``4 * grid``; ``None`` when it cannot shrink.
+
+    Example:
+        >>> smaller_tile(1792, 64), smaller_tile(256, 96), smaller_tile(224, 96), smaller_tile(4096, 0)
+        (896, 224, None, 2048)
+    """
+    floor = max(min_tile(context, grid), 4 * grid)
+    new = (int(tile_size) // 2) // grid * grid
+    new = max(new, floor)
+    return new if new < tile_size else None
 
 
 def blend_width(context: int) -> int:
@@ -88,9 +138,9 @@ def tile_spans(length: int, tile: int, context: int, grid: int = GRID) -> list[S
             raise TilingError(f"{name} must be a non-negative multiple of {grid}, got {v}")
     if length <= tile:
         return [Span(0, length, 0, length)]
-    if tile < 2 * context + grid:
+    if tile < min_tile(context, grid):
         raise TilingError(f"tile size {tile} cannot hold its context: it needs at least 2 x context ({context}) "
-                          f"+ {grid} = {2 * context + grid} px (raise infer.tile_size or lower infer.tile_overlap)")
+                          f"+ {grid} = {min_tile(context, grid)} px (raise infer.tile_size or lower infer.tile_overlap)")
     cells = length // grid
     n = 2
     while True:
@@ -422,6 +472,7 @@ def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mod
 
 
 __all__ = [
-    "GRID", "MAX_BLEND", "WINDOW_FLOOR", "GlobalContext", "Span", "TilingError", "TilingInfo", "blend_width",
-    "core_window", "global_modules", "tile_spans", "tiled_predict",
+    "DEFAULT_CONTEXT", "GRID", "MAX_BLEND", "WINDOW_FLOOR", "GlobalContext", "InferGeometry", "Span", "TilingError",
+    "TilingInfo", "blend_width", "core_window", "geometry_of", "global_modules", "min_tile", "smaller_tile",
+    "tile_spans", "tiled_predict",
 ]

@@ -335,6 +335,80 @@ def manifest_figure(rows, title: str, columns: Sequence[str] = ("image", "alpha"
                        row_labels=[i for i, _ in items], footnote=footnote)
 
 
+def comparison_figure(rows, pred_dirs: dict[str, PathLike], column_titles: dict[str, str], title: str,
+                      max_side: int = 192, footnote: str | None = None, error_of: str = "model"):
+    """image | trimap | ground truth | one prediction per folder of ``pred_dirs`` | ``|error|`` of
+    ``error_of`` (white at >= 0.5), one row per manifest row (``id``, ``image``, ``alpha``, ``trimap``);
+    ``column_titles`` head the prediction columns (a missing prediction is drawn black).
+
+    Example:
+        >>> import tempfile
+        >>> from mattingkit.io import write_png
+        >>> d = Path(tempfile.mkdtemp()); a = np.zeros((20, 30), np.float32); a[5:15, 5:25] = 1
+        >>> _ = write_png(d / "x.png", a)
+        >>> row = {"id": "x", "image": np.zeros((20, 30, 3)), "alpha": a, "trimap": np.full_like(a, .5)}
+        >>> fig = comparison_figure([row], {"model": d}, {"model": "model"}, "Real photos")
+        >>> [ax.get_title() for ax in fig.axes]
+        ['image', 'trimap', 'ground truth', 'model', '|error| of model']
+    """
+    from .data.manifest import load_row
+    from .io import read_alpha
+
+    grid, labels = [], []
+    for r in (rows.to_dict("records") if hasattr(rows, "to_dict") else rows):
+        s = load_row(r)
+        preds = {n: read_alpha(Path(d) / f"{r['id']}.png") for n, d in pred_dirs.items()
+                 if (Path(d) / f"{r['id']}.png").exists()}
+        blank = np.zeros_like(s["alpha"])
+        err = np.clip(np.abs(preds[error_of] - s["alpha"]) * 2, 0, 1) if error_of in preds else blank
+        grid.append([fit_side(s["image"], max_side), fit_nearest(s["trimap"], max_side), fit_side(s["alpha"], max_side)]
+                    + [fit_side(preds.get(n, blank), max_side) for n in pred_dirs] + [fit_side(err, max_side)])
+        labels.append(str(r["id"]))
+    cols = ["image", "trimap", "ground truth"] + [column_titles.get(n, n) for n in pred_dirs] + [f"|error| of {error_of}"]
+    return grid_figure(grid, cols, title, row_labels=labels, footnote=footnote)
+
+
+def submission_figure(csv_path: PathLike, test_dir: PathLike, decoded_dir: PathLike, n_show: int,
+                      made_by: str | None = None):
+    """The first ``n_show`` rows of a submission CSV decoded into ``decoded_dir`` beside their test images
+    (:func:`mattingkit.submission.decode_submission`), titled with ``made_by`` (which model and mode made
+    the mattes); ``None`` when the CSV has no rows."""
+    from .submission import decode_submission
+
+    decoded = decode_submission(csv_path, decoded_dir, limit=n_show)
+    rows = [{"id": p.stem, "alpha": str(p),
+             "image": str(next(iter(sorted(Path(test_dir).glob(f"{p.stem}.*"))), ""))} for p in decoded]
+    if not rows:
+        return None
+    title = f"Submission preview: first {len(rows)} rows of {Path(csv_path).name}" + (f"\n{made_by}" if made_by else "")
+    fig = manifest_figure(rows, title,
+                          ("image", "alpha"), 256, footnote="alpha = the PNG decoded from the CSV's image_utf")
+    fig.axes[1].set_title("alpha decoded from the CSV", fontsize=9)
+    return fig
+
+
+def show(what: Any, width: int | None = None) -> None:
+    """Display a PNG file / PNG bytes / image array in a notebook; print the path elsewhere.
+
+    Example: ``viz.show(ctx.path("data_samples.png"))`` (notebooks: ``pipeline.show``)
+    """
+    from . import env
+
+    if not env.in_notebook():
+        if isinstance(what, (str, os.PathLike)):
+            print(f"[image] {what}")
+        return
+    from IPython.display import Image, display
+
+    if isinstance(what, (str, os.PathLike)):
+        display(Image(filename=str(what), width=width))
+    elif isinstance(what, (bytes, bytearray)):
+        display(Image(data=bytes(what), width=width))
+    else:
+        from .io import png_bytes
+
+        display(Image(data=png_bytes(np.asarray(what)), width=width))
+
 def save_figure(fig, path: PathLike, dpi: int = 100, close: bool = True) -> Path:
     """Write a matplotlib Figure as a PNG atomically (and close it); returns the path."""
     import io
@@ -459,3 +533,16 @@ def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequen
     if out_png is not None:
         save_figure(fig, out_png, close=False)
     return fig
+
+
+def trimap_methods_figure(items: Sequence[tuple[str, np.ndarray, dict[str, np.ndarray]]], shares: dict[str, float],
+                          configured: str, max_side: int, overlay):
+    """Notebook 02's montage: per item ``(label, image, {method: trimap})`` the image and each trimap drawn
+    by ``overlay(image, trimap)`` (:func:`mattingkit.widgets.trimap_overlay`), headed by the method and
+    its mean unknown share (``shares``)."""
+    rows = [[fit_side(img, max_side)] + [fit_side(overlay(img, t), max_side) for t in tris.values()]
+            for _, img, tris in items]
+    cols = ["image"] + [f"{k} ({100 * v:.0f}% unknown)" for k, v in shares.items()]
+    return grid_figure(rows, cols, f"Trimap methods (configured: {configured})", row_labels=[i[0] for i in items],
+                       footnote="background dimmed, unknown band tinted, foreground as is; "
+                                "% unknown = mean share of unknown pixels")

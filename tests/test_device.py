@@ -225,10 +225,3 @@ def test_training_oom_message():
     assert "train.amp=fp16" in msg16 and "turn mixed precision on" not in msg16
     one = str(dv.training_oom_error(RuntimeError("out of memory"), load_config("default")))
     assert "halve the batch" not in one   # batch 1 already
-
-
-def test_smaller_tile():
-    assert dv.smaller_tile(1792, 128) == 896
-    assert dv.smaller_tile(896, 384) == 800          # holds 2 x context + 32
-    assert dv.smaller_tile(800, 384) is None
-    assert dv.smaller_tile(96, 0) is None

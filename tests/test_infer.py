@@ -254,7 +254,7 @@ def test_tile_context_auto_and_impossible_tiles():
 
         for os_ in (8, 16):   # widest ASPP tap = 288 px at both output strides, + 256 px margin
             m = build_model(ModelConfig(backbone="resnet18", pretrained=False, output_stride=os_))
-            assert m.tile_context == 544 and resolve_context(m, "auto") == 544
+            assert m.infer_geometry.tile_context == 544 and resolve_context(m, "auto") == 544
         assert resolve_context(build_model(ModelConfig(name="dim", backbone="vgg16_bn", pretrained=False)),
                                "auto") == 224
 
@@ -766,6 +766,15 @@ def test_baselines_through_predict_folder_and_predict_split(tmp_path):
                         verbose=False)
     assert res.method == "trimap" and res.report.written == ["0001", "0002"] and res.with_trimap
     np.testing.assert_array_equal(read_alpha(tmp_path / "split" / "0001.png"), read_alpha(out / "0001.png"))
+
+
+def test_smaller_tile_holds_the_context():
+    from mattingkit.tiling import min_tile, smaller_tile
+
+    assert smaller_tile(1792, 128) == 896
+    assert smaller_tile(896, 384) == 800 == min_tile(384)   # holds 2 x context + 32
+    assert smaller_tile(800, 384) is None
+    assert smaller_tile(96, 0) is None
 
 
 class OomAbove(nn.Module):

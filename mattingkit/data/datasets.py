@@ -652,7 +652,9 @@ class TestDataset(torch.utils.data.Dataset):
 # --------------------------------------------------------------------------------------------
 # From a config
 # --------------------------------------------------------------------------------------------
-def _find_eval_rows(root: Path) -> pd.DataFrame:
+def find_eval_rows(root: Path) -> pd.DataFrame:
+    """The rows (``id``, ``image``, ``alpha``, ``trimap``) of the evaluation set in ``root``: the first of
+    the alphamatting, aim500 and folder layouts that finds items (``data.eval_root``)."""
     from .layouts import scan
 
     for layout in ("alphamatting", "aim500", "folder"):
@@ -717,7 +719,7 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
     if cache == "ram":
         train_ds.cache_report = train_ds.fill_cache()
     if d.eval_root:
-        val_df = _find_eval_rows(resolve_data_path(d.eval_root, cfg))
+        val_df = find_eval_rows(resolve_data_path(d.eval_root, cfg))
     else:
         val_df = df[df["split"] == "val"].reset_index(drop=True)
     val_ds = EvalDataset(val_df, backgrounds, cfg.trimap, seed=cfg.run.seed, max_side=d.val_max_side,

@@ -71,6 +71,7 @@ import torchvision
 from torch import nn
 
 from ..baselines import SOLVERS, BaselinePredictor
+from ..tiling import InferGeometry
 from .common import (
     ImageNetNormalize,
     alpha_from_logits,
@@ -92,7 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover
 RESNETS = ("resnet18", "resnet34", "resnet50")
 #: ``model.guide`` choices: no guide, or a classical solver of :data:`mattingkit.baselines.SOLVERS`.
 GUIDES = ("none", *SOLVERS)
-#: Encoder + decoder margin added to the widest ASPP tap for the generator's ``tile_context``.
+#: Encoder + decoder margin added to the widest ASPP tap for the generator's tile context.
 TILE_CONTEXT_MARGIN = 256
 
 
@@ -211,7 +212,8 @@ class AlphaGANGenerator(nn.Module):
         #: (mattingkit.infer, tile_overlap="auto"): the widest ASPP tap (rate x stride = 288 px by
         #: default) plus an encoder/decoder margin; measured on alphamatting.com photos (random init,
         #: resnet18/50, OS8/16) the error falls below 1/255 at 480 px, see tests/test_infer.py.
-        self.tile_context = max(self.aspp_rates, default=0) * output_stride + TILE_CONTEXT_MARGIN
+        self.infer_geometry = InferGeometry(
+            tile_context=max(self.aspp_rates, default=0) * output_stride + TILE_CONTEXT_MARGIN)
         enc = self.encoder
         self.aspp = ASPP(enc.out_channels, self.aspp_rates, 256, norm)
         self.skip4 = conv_norm_act(enc.skip_channels, 48, 1, norm)

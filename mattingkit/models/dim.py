@@ -43,6 +43,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ..tiling import InferGeometry
 from .common import (
     ImageNetNormalize,
     alpha_from_logits,
@@ -150,7 +151,7 @@ class DIMMatting(nn.Module):
     #: Context (px) a tile needs around the pixels it predicts for tiled == untiled inference
     #: (mattingkit.infer, tile_overlap="auto"); measured on alphamatting.com photos (random init):
     #: the error falls below 1/255 at 160 px.
-    tile_context = 224
+    infer_geometry = InferGeometry(tile_context=224)
 
     def __init__(self, stage: str = "joint", norm: str = "bn", use_trimap: bool = True,
                  pretrained: bool = False, weights_path: str | None = None) -> None:
