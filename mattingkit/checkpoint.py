@@ -440,6 +440,10 @@ def sync_from_mirror(ckpt_dir: PathLike, mirror_dir: PathLike | None) -> dict[st
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Which checkpoint: where a run's are written, which one a resume continues, which one predicts
+# (every such choice is made here; the trainer, the pipeline and the CLI ask)
+# --------------------------------------------------------------------------------------------
 def newest_valid(candidates: Iterable[PathLike]) -> Path | None:
     """The newest checkpoint among ``candidates`` that verifies (step, then write time; the first listed
     wins a tie), or None. Used to pick between ``last.pt`` / ``best.pt`` in the local and mirror folders.
@@ -459,6 +463,114 @@ def newest_valid(candidates: Iterable[PathLike]) -> Path | None:
         if best is None or key > (best[0], best[1]):
             best = (key[0], key[1], c)
     return None if best is None else best[2]
+
+
+def checkpoint_dirs(cfg: Any, run_dir: PathLike) -> tuple[Path, Path | None]:
+    """``(where checkpoints are written, where they are mirrored or None)`` from ``run.checkpoint_local_dir``:
+    ``null`` -> the run folder's ``checkpoints``, no mirror; a path -> ``PATH/<run folder name>`` on local
+    disk, mirrored to the run folder's ``checkpoints``; ``auto`` -> that under the temp folder when the run
+    folder is on a mounted Google Drive (each replaced Drive file goes to Drive's trash and counts against
+    the quota; the FUSE mount may refuse fsync), else no mirror.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> checkpoint_dirs(load_config("demo", ["run.checkpoint_local_dir=/local"]), Path("/drive/runs/x"))
+        (PosixPath('/local/x'), PosixPath('/drive/runs/x/checkpoints'))
+        >>> checkpoint_dirs(load_config("demo", ["run.checkpoint_local_dir=null"]), Path("/r/x"))
+        (PosixPath('/r/x/checkpoints'), None)
+    """
+    run_dir = Path(run_dir)
+    home = run_dir / "checkpoints"
+    spec = getattr(cfg.run, "checkpoint_local_dir", "auto")
+    if spec in (None, "", "null", "none"):
+        return home, None
+    if spec == "auto":
+        if not on_drive(run_dir):
+            return home, None
+        import tempfile
+
+        spec = Path(tempfile.gettempdir()) / "mattingkit_checkpoints"
+    local = Path(str(spec)).expanduser() / run_dir.name
+    if local.resolve() == home.resolve():
+        return home, None
+    return local, home
+
+
+def on_drive(path: PathLike) -> bool:
+    """Whether ``path`` lies on a mounted Google Drive (:data:`mattingkit.env.COLAB_DRIVE`).
+
+    Example:
+        >>> on_drive("/tmp")   # (no Drive mounted here)
+        False
+    """
+    from . import env
+
+    drive = Path(env.COLAB_DRIVE)
+    if not env.drive_mounted():
+        return False
+    try:
+        Path(path).resolve().relative_to(drive.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def pick_resume_state(ckpt_dir: PathLike) -> dict | None:
+    """The full training state to continue from: the newer (by the step its sidecar records) of ``last.pt``
+    and ``best.pt`` (best.pt is newer when a validation improved after the last ``ckpt_every`` step, or when
+    the run died before its first last.pt; last.pt wins a tie), the other one as the fallback when the first
+    is unreadable; None without either.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = save_checkpoint({"step": 4}, d / LAST); _ = save_checkpoint({"step": 6}, d / BEST)
+        >>> state = pick_resume_state(d)
+        >>> state["step"], state["_resume_note"]
+        (6, 'best.pt is newer')
+    """
+    last, best = Path(ckpt_dir) / LAST, Path(ckpt_dir) / BEST
+    if not (last.exists() or best.exists()):
+        return None
+
+    def step(p: Path) -> int:
+        return _newness(p)[0] if p.exists() else -1
+
+    first, other = (last, best) if step(last) >= step(best) else (best, last)
+    state = load_checkpoint(first, fallback=other if other.exists() else None)
+    if first == best and "_fallback_from" not in state:
+        state["_resume_note"] = f"{last.name} is absent" if not last.exists() else f"{best.name} is newer"
+    return state
+
+
+def find_checkpoint(run_dir: PathLike, which: str = "best") -> Path:
+    """The checkpoint a run predicts with: ``"best"`` (``last.pt`` when no validation produced a best),
+    ``"last"``, or a path (relative to the run folder or absolute); a missing file is an
+    :class:`~mattingkit.errors.InputNotFoundError`.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = save_checkpoint({"step": 2}, run / "checkpoints" / LAST)
+        >>> find_checkpoint(run, "best").name
+        no best.pt (no validation yet): using last.pt
+        'last.pt'
+    """
+    from .errors import InputNotFoundError
+
+    ck = Path(run_dir) / "checkpoints"
+    if which in ("best", "last"):
+        p = ck / f"{which}.pt"
+        if which == "best" and not p.exists() and (ck / LAST).exists():
+            print("no best.pt (no validation yet): using last.pt")
+            p = ck / LAST
+    else:
+        p = Path(which)
+        if not p.is_absolute():
+            p = Path(run_dir) / p
+    if not p.exists():
+        raise InputNotFoundError(f"{p}: checkpoint not found (train first: notebook 03, or set `checkpoint`)")
+    return p
 
 
 # --------------------------------------------------------------------------------------------

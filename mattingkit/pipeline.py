@@ -244,8 +244,10 @@ def show_tensorboard(ctx: RunContext) -> None:
 # 04: inference + metrics
 # --------------------------------------------------------------------------------------------
 def checkpoint_path(ctx: RunContext, which: str = "best") -> Path:
-    """The run's checkpoint (:func:`mattingkit.run.find_checkpoint`: ``best`` falls back to ``last``)."""
-    return run.find_checkpoint(ctx.run_dir, which)
+    """The run's checkpoint (:func:`mattingkit.checkpoint.find_checkpoint`: ``best`` falls back to ``last``)."""
+    from .checkpoint import find_checkpoint
+
+    return find_checkpoint(ctx.run_dir, which)
 
 
 def load_model(ctx: RunContext, checkpoint: str = "best"):

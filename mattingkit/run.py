@@ -373,28 +373,8 @@ def read_history(path: PathLike) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------
-# Files of a run: checkpoints, the submission's destination, a summary of metrics.json
+# Files of a run: the submission's destination, a summary of metrics.json
 # --------------------------------------------------------------------------------------------
-def find_checkpoint(run_dir: PathLike, which: str = "best") -> Path:
-    """``"best"`` (``last.pt`` when no validation produced a best), ``"last"``, or a path (relative to
-    the run folder or absolute); a missing file is an :class:`~mattingkit.errors.InputNotFoundError`."""
-    from .errors import InputNotFoundError
-
-    ck = Path(run_dir) / "checkpoints"
-    if which in ("best", "last"):
-        p = ck / f"{which}.pt"
-        if which == "best" and not p.exists() and (ck / "last.pt").exists():
-            print("no best.pt (no validation yet): using last.pt")
-            p = ck / "last.pt"
-    else:
-        p = Path(which)
-        if not p.is_absolute():
-            p = Path(run_dir) / p
-    if not p.exists():
-        raise InputNotFoundError(f"{p}: checkpoint not found (train first: notebook 03, or set `checkpoint`)")
-    return p
-
-
 #: ``submission.name``'s default: "not set", the run's name is used instead.
 DEFAULT_SUBMISSION_NAME = "submission"
 #: Suffix of a smoke run's submission file (a smoke run never overwrites a full run's CSV).
@@ -543,7 +523,7 @@ def summary_table(ctx: RunContext | PathLike) -> str:
 
 __all__ = [
     "CONFIG_FILE", "DEMO_DIR", "build_run_manifest", "count_backgrounds", "scan_test_images", "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
-    "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "find_checkpoint", "is_demo_config",
+    "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "is_demo_config",
     "jsonable", "load_manifest", "manifest_path", "prepare_run", "read_history",
     "read_metrics", "resolve_config", "resolve_run", "runs_root", "safe_name", "save_run_config",
     "submission_destination", "submission_name",

@@ -606,7 +606,7 @@ def test_training_oom_gives_a_clear_message_and_keeps_the_checkpoint(tmp_path):
 
 def test_checkpoints_written_locally_and_mirrored_to_drive(tmp_path, monkeypatch):
     import mattingkit.env as env
-    from mattingkit.train.trainer import checkpoint_dirs
+    from mattingkit.checkpoint import checkpoint_dirs
 
     drive = tmp_path / "drive"
     monkeypatch.setattr(env, "COLAB_DRIVE", drive)

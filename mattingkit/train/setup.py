@@ -2,7 +2,6 @@
 it starts from (``train.init_from``, a resumed checkpoint)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -105,30 +104,6 @@ def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callab
 # --------------------------------------------------------------------------------------------
 # Starting weights
 # --------------------------------------------------------------------------------------------
-def sidecar_step(path: Path) -> int:
-    """The step a checkpoint's sidecar records (-1 when absent); 0 for a file without a sidecar."""
-    if not path.exists():
-        return -1
-    try:
-        return int(json.loads(ckpt.sidecar_path(path).read_text(encoding="utf-8")).get("step") or 0)
-    except (OSError, ValueError, TypeError):
-        return 0
-
-
-def pick_resume_state(ckpt_dir: Path) -> dict | None:
-    """The full training state to continue from: the newer of ``last.pt`` and ``best.pt`` (best.pt is
-    newer when a validation improved after the last ``ckpt_every`` step, or when the run died before its
-    first last.pt), the other one as the fallback when the first is unreadable; None without either."""
-    last, best = ckpt_dir / ckpt.LAST, ckpt_dir / ckpt.BEST
-    if not (last.exists() or best.exists()):
-        return None
-    first, other = (last, best) if sidecar_step(last) >= sidecar_step(best) else (best, last)
-    state = ckpt.load_checkpoint(first, fallback=other if other.exists() else None)
-    if first == best and "_fallback_from" not in state:
-        state["_resume_note"] = f"{last.name} is absent" if not last.exists() else f"{best.name} is newer"
-    return state
-
-
 def float_state(state: Mapping[str, torch.Tensor]) -> dict:
     """A state dict with float16 tensors made float32 (inference exports may be half precision)."""
     return {k: (v.float() if torch.is_floating_point(v) and v.dtype == torch.float16 else v)
@@ -158,4 +133,4 @@ def load_resumed_weights(model: nn.Module, discriminator: nn.Module | None, stat
 
 
 __all__ = ["VAL_METRICS", "build_data", "check_config", "float_state", "load_matching",
-           "load_resumed_weights", "make_optimizer", "pick_resume_state", "resolve_init_from", "sidecar_step"]
+           "load_resumed_weights", "make_optimizer", "resolve_init_from"]

@@ -31,7 +31,6 @@ from .setup import (
     load_matching,
     load_resumed_weights,
     make_optimizer,
-    pick_resume_state,
     resolve_init_from,
 )
 from .stream import BatchStream, EpochIndexed, to_device
@@ -105,7 +104,7 @@ class Trainer:
         """Paths; the main process creates the folders, removes stale temporary files and, for a fresh
         start, an earlier run's records."""
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(self.cfg)
-        self.ckpt_dir, self.mirror_dir = checkpoint_dirs(self.cfg, self.run_dir)
+        self.ckpt_dir, self.mirror_dir = ckpt.checkpoint_dirs(self.cfg, self.run_dir)
         self.history_path = self.run_dir / HISTORY_FILE
         self.written: list[str] = []  # files this process wrote (the multi-process test checks it)
         if self.dist.is_main:
@@ -206,7 +205,7 @@ class Trainer:
         wrapping; the rest in :meth:`_restore`), else start from ``train.init_from`` when set. Returns
         the resumed state (or None)."""
         t = self.cfg.train
-        state = pick_resume_state(self.ckpt_dir) if t.resume and not fresh else None
+        state = ckpt.pick_resume_state(self.ckpt_dir) if t.resume and not fresh else None
         if state is None and self.dist.is_main:
             # Starting at step 0: records of an earlier attempt that never reached a checkpoint go.
             self._clear_previous_run()
@@ -808,48 +807,4 @@ def d_accuracy(d_real: torch.Tensor, d_fake: torch.Tensor, kind: str = "bce") ->
     return 0.5 * ((verdicts(d_real) > t).float().mean() + (verdicts(d_fake) < t).float().mean())
 
 
-def checkpoint_dirs(cfg: Config, run_dir: Path) -> tuple[Path, Path | None]:
-    """``(where checkpoints are written, where they are mirrored or None)`` from ``run.checkpoint_local_dir``:
-    ``null`` -> the run folder's ``checkpoints``, no mirror; a path -> ``PATH/<run folder name>`` on local
-    disk, mirrored to the run folder's ``checkpoints``; ``auto`` -> that under the temp folder when the run
-    folder is on a mounted Google Drive (each replaced Drive file goes to Drive's trash and counts against
-    the quota; the FUSE mount may refuse fsync), else no mirror.
-
-    Example:
-        >>> from mattingkit.config import load_config
-        >>> checkpoint_dirs(load_config("demo", ["run.checkpoint_local_dir=/local"]), Path("/drive/runs/x"))
-        (PosixPath('/local/x'), PosixPath('/drive/runs/x/checkpoints'))
-        >>> checkpoint_dirs(load_config("demo", ["run.checkpoint_local_dir=null"]), Path("/r/x"))
-        (PosixPath('/r/x/checkpoints'), None)
-    """
-    home = run_dir / "checkpoints"
-    spec = getattr(cfg.run, "checkpoint_local_dir", "auto")
-    if spec in (None, "", "null", "none"):
-        return home, None
-    if spec == "auto":
-        if not on_drive(run_dir):
-            return home, None
-        import tempfile
-
-        spec = Path(tempfile.gettempdir()) / "mattingkit_checkpoints"
-    local = Path(str(spec)).expanduser() / run_dir.name
-    if local.resolve() == home.resolve():
-        return home, None
-    return local, home
-
-
-def on_drive(path: Path) -> bool:
-    """Whether ``path`` lies on a mounted Google Drive (:data:`mattingkit.env.COLAB_DRIVE`)."""
-    from .. import env
-
-    drive = Path(env.COLAB_DRIVE)
-    if not env.drive_mounted():
-        return False
-    try:
-        Path(path).resolve().relative_to(drive.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-__all__ = ["NonFiniteLossError", "SUMMARY_FILE", "Trainer", "checkpoint_dirs", "d_accuracy", "on_drive"]
+__all__ = ["NonFiniteLossError", "SUMMARY_FILE", "Trainer", "d_accuracy"]
