@@ -37,13 +37,12 @@ def _add_config_args(p: argparse.ArgumentParser, default: str = "demo") -> None:
 
 
 def _load(args):
-    from .config import load_config
+    from .choices import config_problems  # every key's choices (the owners' tables)
+    from .config import apply_overrides, load_config
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, check=config_problems)
     if getattr(args, "name", None):
-        from .config import apply_overrides
-
-        cfg = apply_overrides(cfg, {"run.name": args.name})
+        cfg = apply_overrides(cfg, {"run.name": args.name}, check=config_problems)
     return cfg
 
 

@@ -10,8 +10,10 @@ config. Without ``base:`` every key left out takes the dataclass default below â
 steps and a ``bg20k`` background folder (a missing one is an error naming ``data.backgrounds``).
 
 Checked when loaded (:func:`load_config`, :func:`apply_overrides`), every problem at once: an unknown key
-or a wrong type names the key and lists the valid ones; an enumerated key (:data:`ENUMS`, ``run.device``,
-``model.backbone``) names the value and its choices. YAML is read with YAML 1.2 booleans
+or a wrong type names the key and lists the valid ones; an enumerated key names the value and its choices.
+config.py imports nothing above it: it checks the choices it owns (:data:`ENUMS`); the choices of keys a
+module dispatches on (``model.name``, ``data.layout``, ``run.device``, ...) are checked one floor up by
+:mod:`mattingkit.choices`, whose ``config_problems`` the entry points pass as ``check=``. YAML is read with YAML 1.2 booleans
 (:func:`load_yaml`): ``amp: off`` is the string ``"off"``; only true/false are booleans.
 
 Example:
@@ -27,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import fnmatch
-import importlib
 import os
 import re
 import types
@@ -233,118 +234,79 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------
-# Enumerated keys: one table. Where code dispatches on a value, the choices are that dispatcher's
-# own table, imported when first needed; where config.py is the one place, they are defined here.
+# Enumerated keys that config.py owns. The choices of keys whose values a module dispatches on (model.name,
+# data.layout, loss.gan_type, run.device, ...) are that module's table, checked one floor up, in
+# mattingkit.choices (config.py imports nothing above it).
 # --------------------------------------------------------------------------------------------
 SCHEDULES = ("constant", "cosine", "cyclic", "plateau")   # train.schedule (the trainer's LRSchedule)
 OPTIMIZERS = ("adam", "adamw")                          # train.optimizer
 BEST_MODES = ("min", "max")                             # train.best_mode
 NORMS = ("bn", "gn")                                    # model.norm (models.common.make_norm)
 OUTPUT_STRIDES = (8, 16)                                # model.output_stride (alphagan)
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"             # run.device, checked by mattingkit.device's pattern
 
-
-def _table(module: str, name: str) -> Callable[[], tuple]:
-    return lambda: tuple(getattr(importlib.import_module(module, __package__), name))
-
-
-def _const(values: tuple) -> Callable[[], tuple]:
-    return lambda: values
-
-
-#: ``section.key`` -> choices. Keys whose choices depend on another value (model.backbone, run.device,
-#: "auto"-or-a-number keys) are checked in :func:`config_problems` beside this table.
-ENUMS: dict[str, Callable[[], tuple]] = {
-    "data.layout": _table(".data.layouts", "LAYOUTS"),
-    "data.foreground": _table(".data.datasets", "FOREGROUND_MODES"),
-    "data.augment_on": _table(".data.device_augment", "AUGMENT_ON"),
-    "data.cache": _table(".data.datasets", "CACHE_MODES"),
-    "trimap.method": _table(".trimap", "TRIMAP_METHODS"),
-    "augment.pad": _table(".data.augment", "PAD_MODES"),
-    "model.name": _table(".models", "MODELS"),
-    "model.norm": _const(NORMS),
-    "model.output_stride": _const(OUTPUT_STRIDES),
-    "model.dim_stage": _table(".models.dim", "STAGES"),
-    "model.guide": _table(".models.alphagan", "GUIDES"),
-    "loss.gan_type": _table(".losses", "GAN_KINDS"),
-    "loss.region": _table(".losses", "REGIONS"),
-    "train.optimizer": _const(OPTIMIZERS),
-    "train.schedule": _const(SCHEDULES),
-    "train.amp": _table(".device", "AMP_CHOICES"),
-    "train.best_metric": _table(".metrics", "ALL_METRICS"),
-    "train.best_mode": _const(BEST_MODES),
-    "infer.amp": _table(".device", "AMP_CHOICES"),
-}
-#: model.name -> its backbones (a model not listed takes no backbone: model.backbone is ignored).
-BACKBONES: dict[str, Callable[[], tuple]] = {
-    "alphagan": _table(".models.alphagan", "RESNETS"),
-    "dim": _const(("vgg16_bn",)),
+#: ``section.key`` -> choices, for the keys config.py owns (the rest: :data:`mattingkit.choices.ENUMS`).
+ENUMS: dict[str, tuple] = {
+    "model.norm": NORMS,
+    "model.output_stride": OUTPUT_STRIDES,
+    "train.optimizer": OPTIMIZERS,
+    "train.schedule": SCHEDULES,
+    "train.best_mode": BEST_MODES,
 }
 #: keys that take "auto" or a number (what the number counts, for the message).
 AUTO_OR_NUMBER = {"infer.tile_overlap": "a number of pixels", "infer.tile_stats_passes": "a number of passes"}
 
 
-def enum_choices(key: str, model_name: str | None = None) -> tuple:
-    """The valid values of an enumerated ``section.key`` (``model.backbone``: of ``model_name``, or of all).
+def get_value(cfg: "Config", key: str) -> Any:
+    """The value of a dotted ``section.key`` of ``cfg``.
 
     Example:
-        >>> enum_choices("train.schedule")
-        ('constant', 'cosine', 'cyclic', 'plateau')
-        >>> enum_choices("model.backbone", "dim")
-        ('vgg16_bn',)
+        >>> get_value(Config(), "train.schedule")
+        'cosine'
     """
-    if key == "model.backbone":
-        names = [model_name] if model_name else list(BACKBONES)
-        return tuple(b for n in names for b in (BACKBONES[n]() if n in BACKBONES else ()))
-    if key not in ENUMS:
-        raise KeyError(f"{key} is not an enumerated key")
-    return ENUMS[key]()
-
-
-def _get(cfg: "Config", key: str) -> Any:
     section, name = key.split(".")
     return getattr(getattr(cfg, section), name)
 
 
-def _device_ok(value: str) -> bool:
-    from .device import _DEVICE_RE  # the one pattern resolve_device accepts
+def choice_problems(cfg: "Config", enums: Mapping[str, tuple]) -> list[str]:
+    """Every key of ``enums`` (``section.key`` -> choices) whose value in ``cfg`` is not one of its choices.
 
-    return bool(_DEVICE_RE.match(value))
+    Example:
+        >>> cfg = Config(); cfg.train.schedule = "linear"
+        >>> choice_problems(cfg, ENUMS)
+        ["train.schedule='linear': choose constant, cosine, cyclic, plateau"]
+    """
+    problems = []
+    for key, options in enums.items():
+        value = get_value(cfg, key)
+        if value not in options:
+            problems.append(f"{key}={value!r}: choose {', '.join(map(str, options))}")
+    return problems
 
 
 def config_problems(cfg: "Config") -> list[str]:
-    """Every enumerated value of ``cfg`` that is not one of its choices, one line each.
+    """Every value of ``cfg`` that config.py itself can refuse (its own choices), one line each.
+    :func:`mattingkit.choices.config_problems` adds the choices of the modules that dispatch on a value.
 
     Example:
         >>> cfg = load_config("demo")
-        >>> cfg.run.device = "gpu"
+        >>> cfg.model.norm = "ln"
         >>> config_problems(cfg)
-        ["run.device='gpu': choose auto, cpu, cuda, cuda:N"]
+        ["model.norm='ln': choose bn, gn"]
     """
-    problems = []
-    if not _device_ok(str(cfg.run.device)):
-        problems.append(f"run.device={cfg.run.device!r}: choose {DEVICE_CHOICES}")
-    for key, choices in ENUMS.items():
-        value = _get(cfg, key)
-        options = choices()
-        if value not in options:
-            problems.append(f"{key}={value!r}: choose {', '.join(map(str, options))}")
-    name = cfg.model.name
-    if name in BACKBONES and cfg.model.backbone not in enum_choices("model.backbone", name):
-        problems.append(f"model.backbone={cfg.model.backbone!r}: choose "
-                        f"{', '.join(enum_choices('model.backbone', name))} (model.name={name})")
+    problems = choice_problems(cfg, ENUMS)
     for key, what in AUTO_OR_NUMBER.items():
-        value = _get(cfg, key)
+        value = get_value(cfg, key)
         if isinstance(value, str) and value != "auto":
             problems.append(f"{key}={value!r}: choose auto or {what}")
     return problems
 
 
-def check_config(cfg: "Config") -> "Config":
-    """Raise :class:`ConfigError` listing every wrong enumerated value (one line each); return ``cfg``."""
-    problems = config_problems(cfg)
-    if problems:
-        raise ConfigError("\n".join(problems))
+def check_config(cfg: "Config", problems: Callable[["Config"], list[str]] | None = None) -> "Config":
+    """Raise :class:`ConfigError` listing every problem ``problems(cfg)`` finds (default:
+    :func:`config_problems`), one line each; return ``cfg``."""
+    found = (problems or config_problems)(cfg)
+    if found:
+        raise ConfigError("\n".join(found))
     return cfg
 
 
@@ -542,10 +504,13 @@ def _read_yaml(name_or_path: str | os.PathLike) -> dict[str, Any]:
 def load_config(
     name_or_path: str | os.PathLike = "default",
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    check: Callable[[Config], list[str]] | None = None,
 ) -> Config:
     """Load a shipped config by name (or a YAML path) and apply dotted overrides.
 
-    A YAML file may say ``base: demo`` to start from another config.
+    A YAML file may say ``base: demo`` to start from another config. Keys and types are checked here, and
+    the values ``check`` refuses (default :func:`config_problems`; pass
+    :func:`mattingkit.choices.config_problems` to check every key's choices), every problem at once.
 
     Example:
         >>> cfg = load_config("demo", {"train.steps": 10})
@@ -553,12 +518,14 @@ def load_config(
         10
     """
     data = _merge(_read_yaml(name_or_path), parse_overrides(overrides))
-    return check_config(from_dict(data))
+    return check_config(from_dict(data), check)
 
 
-def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any] | None) -> Config:
-    """Return a new config with dotted overrides applied (the input is not modified)."""
-    return check_config(from_dict(_merge(cfg.to_dict(), parse_overrides(overrides))))
+def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any] | None,
+                    check: Callable[[Config], list[str]] | None = None) -> Config:
+    """Return a new config with dotted overrides applied (the input is not modified), checked as
+    :func:`load_config` checks."""
+    return check_config(from_dict(_merge(cfg.to_dict(), parse_overrides(overrides))), check)
 
 
 # --------------------------------------------------------------------------------------------
@@ -609,18 +576,20 @@ def _key_problem(key: Any) -> str | None:
 
 
 def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
-                  overrides: Iterable[str] | Mapping[str, Any] | None = None) -> list[str]:
-    """Every problem of a sweep grid at once: keys, each value (type and choices, against ``config`` +
-    ``overrides``), and ``metric``. An empty list means every point will load.
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                  check: Callable[["Config"], list[str]] = config_problems) -> list[str]:
+    """Every problem of a sweep grid at once: keys, each value (type, and what ``check`` refuses, against
+    ``config`` + ``overrides``), and ``metric``. An empty list means every point will load.
+    :func:`mattingkit.choices.grid_problems` checks every key's choices.
 
     Example:
-        >>> grid_problems({"train.lr_g": [1e-4], "trimap.method": ["band", "bnad"]}, metric="04_inference.sad")
-        ["trimap.method='bnad': choose erode_dilate, band, mixed"]
+        >>> grid_problems({"train.lr_g": [1e-4], "train.schedule": ["cosine", "cosin"]}, metric="04_inference.sad")
+        ["train.schedule='cosin': choose constant, cosine, cyclic, plateau"]
     """
     problems: list[str] = []
     try:
         base = _merge(_read_yaml(config), parse_overrides(overrides))
-        base_problems = set(config_problems(from_dict(base)))
+        base_problems = set(check(from_dict(base)))
     except ConfigError as e:
         return [f"the sweep's config / overrides: {e}"]
     problems.extend(sorted(base_problems))
@@ -642,7 +611,7 @@ def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "de
             except ConfigError as e:
                 problems.append(str(e))
                 continue
-            problems.extend(p for p in config_problems(cfg) if p not in base_problems)
+            problems.extend(p for p in check(cfg) if p not in base_problems)
     if metric is not None:
         problem = _metric_problem(metric)
         if problem:
@@ -651,7 +620,8 @@ def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "de
 
 
 def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
-                  overrides: Iterable[str] | Mapping[str, Any] | None = None) -> None:
+                  overrides: Iterable[str] | Mapping[str, Any] | None = None,
+                  check: Callable[["Config"], list[str]] = config_problems) -> None:
     """Raise :class:`ConfigError` listing every problem of a sweep grid (see :func:`grid_problems`).
 
     Call it before the sweep's first point (load the sweep file with :func:`load_yaml` so that
@@ -664,7 +634,7 @@ def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = "de
         mattingkit.config.ConfigError: sweep grid: 1 problem:
           unknown key 'train.lr'; did you mean train.lr_g?
     """
-    problems = grid_problems(grid, metric=metric, config=config, overrides=overrides)
+    problems = grid_problems(grid, metric=metric, config=config, overrides=overrides, check=check)
     if problems:
         lines = "\n".join(f"  {p}" for p in problems)
         raise ConfigError(f"sweep grid: {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n{lines}")

@@ -33,7 +33,8 @@ BF16_MIN_CAPABILITY = (8, 0)           # tensor-core bf16 (Ampere and newer)
 CHANNELS_LAST_MIN_CAPABILITY = (7, 0)  # tensor cores (Volta and newer)
 MAX_AUTO_WORKERS = 8
 DEFAULT_DIST_TIMEOUT_S = 1800.0        # train.dist_timeout_s default
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+#: the device specs :func:`resolve_device` accepts (the config check uses the same pattern)
+DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
 def cpu_count() -> int:
@@ -58,7 +59,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if isinstance(spec, torch.device):
         return spec
     spec = "auto" if spec is None else str(spec)
-    if not _DEVICE_RE.match(spec):
+    if not DEVICE_RE.match(spec):
         raise UsageError(f"run.device={spec!r}: choose auto, cpu, cuda, cuda:N")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -105,17 +105,17 @@ def _weights(cfg: Any, environ: Mapping[str, str] | None, probe: bool, timeout: 
         out["detail"] = f"torchvision has no ImageNet weights for {arch!r} ({type(e).__name__})"
         return out
     out["url"] = url
-    out["cached"] = common._cache_file(url).is_file()
+    out["cached"] = common.weights_cache_file(url).is_file()
     e = os.environ if environ is None else environ
     if out["cached"]:
-        out["detail"] = f"cached in {common._cache_file(url).parent}"
+        out["detail"] = f"cached in {common.weights_cache_file(url).parent}"
     elif str(e.get("MATTINGKIT_OFFLINE", "")).strip() not in ("", "0", "false", "False"):
         out.update(reachable=False, detail="offline (MATTINGKIT_OFFLINE is set): the backbone would start from "
                                            "random initialisation")
     elif not probe:
         out["detail"] = "not checked"
     else:
-        reason = common._probe(url, timeout)
+        reason = common.probe_url(url, timeout)
         out["reachable"] = reason is None
         out["detail"] = "reachable" if reason is None else f"not reachable ({reason}): random initialisation"
     return out
@@ -176,8 +176,8 @@ def doctor(cfg: Any = None, *, environ: Mapping[str, str] | None = None, home: s
         rep["num_workers"] = None
     rep["num_workers_setting"] = cfg.data.num_workers
 
-    data = Path(cfg.run.data_root) if cfg.run.data_root else env.data_root(environ, plat)
-    runs = Path(cfg.run.runs_root) if cfg.run.runs_root else env.runs_root(environ, plat)
+    data = env.data_root_for(cfg, environ)     # the resolvers every run uses
+    runs = env.runs_root_for(cfg, environ=environ)
     rep["roots"] = {"data": _root(data), "runs": _root(runs),
                     "drive_mounted": env.drive_mounted() if plat == "colab" else None}
     if plat == "colab" and not rep["roots"]["drive_mounted"]:

@@ -77,6 +77,21 @@ def drive_mounted() -> bool:
     return _exists(COLAB_DRIVE)
 
 
+def _platform_root(kind: str, environ: Mapping[str, str] | None, platform: str | None) -> Path:
+    """The one platform switch for ``kind`` (``data`` | ``runs``): ``MATTINGKIT_<KIND>_ROOT``, else the
+    platform's folder (the table in the module docstring)."""
+    given = _env(environ).get(f"MATTINGKIT_{kind.upper()}_ROOT")
+    if given:
+        return Path(given)
+    platform = platform or detect_platform(environ)
+    if platform == "kaggle":
+        return KAGGLE_WORKING / kind
+    if platform == "colab":
+        on_drive = kind == "runs" and drive_mounted()   # checkpoints survive a disconnect
+        return COLAB_DRIVE / "mattingkit" / kind if on_drive else Path("/content") / kind
+    return (repo_root() or Path.cwd()) / kind
+
+
 def data_root(environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
     """Folder where datasets are downloaded / generated (writable).
 
@@ -84,16 +99,7 @@ def data_root(environ: Mapping[str, str] | None = None, platform: str | None = N
         >>> str(data_root({"MATTINGKIT_DATA_ROOT": "/tmp/d"}))
         '/tmp/d'
     """
-    e = _env(environ)
-    if e.get("MATTINGKIT_DATA_ROOT"):
-        return Path(e["MATTINGKIT_DATA_ROOT"])
-    platform = platform or detect_platform(environ)
-    if platform == "kaggle":
-        return KAGGLE_WORKING / "data"
-    if platform == "colab":
-        return Path("/content/data")
-    root = repo_root()
-    return (root / "data") if root else Path.cwd() / "data"
+    return _platform_root("data", environ, platform)
 
 
 def runs_root(environ: Mapping[str, str] | None = None, platform: str | None = None) -> Path:
@@ -105,16 +111,7 @@ def runs_root(environ: Mapping[str, str] | None = None, platform: str | None = N
         >>> str(runs_root({"MATTINGKIT_RUNS_ROOT": "/tmp/r"}))
         '/tmp/r'
     """
-    e = _env(environ)
-    if e.get("MATTINGKIT_RUNS_ROOT"):
-        return Path(e["MATTINGKIT_RUNS_ROOT"])
-    platform = platform or detect_platform(environ)
-    if platform == "kaggle":
-        return KAGGLE_WORKING / "runs"
-    if platform == "colab":
-        return (COLAB_DRIVE / "mattingkit" / "runs") if drive_mounted() else Path("/content/runs")
-    root = repo_root()
-    return (root / "runs") if root else Path.cwd() / "runs"
+    return _platform_root("runs", environ, platform)
 
 
 def data_root_for(cfg=None, environ: Mapping[str, str] | None = None) -> Path:

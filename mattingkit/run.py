@@ -24,7 +24,6 @@ Example:
 """
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -129,10 +128,12 @@ def resolve_config(config: PathLike | Config, overrides: Iterable[str] | Mapping
         >>> cfg.train.steps, cfg.train.val_every, resolve_config(cfg, smoke=True).train.steps
         (7, 6, 7)
     """
-    cfg = config.copy() if isinstance(config, Config) else load_config(config)
+    from .choices import config_problems  # every key's choices, one floor up (imports the owners' tables)
+
+    cfg = config.copy() if isinstance(config, Config) else load_config(config, check=config_problems)
     if smoke and not cfg.run.smoke:
-        cfg = apply_overrides(cfg, SMOKE_OVERRIDES)
-    return apply_overrides(cfg, overrides) if overrides else cfg
+        cfg = apply_overrides(cfg, SMOKE_OVERRIDES, check=config_problems)
+    return apply_overrides(cfg, overrides or {}, check=config_problems)
 
 
 def save_run_config(cfg: Config, run_dir: PathLike) -> bool:
@@ -207,9 +208,17 @@ def is_demo_config(cfg: Config) -> bool:
     return not root.is_absolute() and root.parts[:1] == (DEMO_DIR,)
 
 
-#: Data the kit generates itself, by the first folder of ``data.root``: folder -> (module, function(root, seed)).
-GENERATED_DATA = {DEMO_DIR: (".data.synthetic", "make_demo_data"),
-                  "photoreal": (".data.photoreal", "make_photoreal_data")}
+#: Data the kit generates itself, by the first folder of ``data.root`` (each made by ``_make_generated``).
+GENERATED_DATA = (DEMO_DIR, "photoreal")
+
+
+def _make_generated(source: str, root: PathLike) -> dict:
+    """Write the generated dataset ``source`` (:data:`GENERATED_DATA`) into ``root``; a no-op when there."""
+    if source == "photoreal":
+        from .data.photoreal import make_photoreal_data as make
+    else:
+        from .data.synthetic import make_demo_data as make
+    return make(root, seed=0)
 
 
 def generated_source(cfg: Config) -> str | None:
@@ -235,10 +244,8 @@ def ensure_data(cfg: Config, download: bool = True) -> dict[str, str]:
     """
     source = generated_source(cfg)
     if source is not None:
-        module, function = GENERATED_DATA[source]
-        make = getattr(importlib.import_module(module, __package__), function)
         root = data_root(cfg) / source
-        summary = make(root, seed=0)  # a no-op when already there (checked by its marker)
+        summary = _make_generated(source, root)  # a no-op when already there (checked by its marker)
         if summary.get("created"):
             print(f"{source} data written to {root} ({summary.get('seconds', 0):.1f}s): {summary.get('counts')}")
         return {source: str(root)}

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import env
-from .config import Config, validate_grid
+from .choices import validate_grid
+from .config import Config
 from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
 from .run import CONFIG_FILE, generated_source, prepare_run, read_metrics, resolve_config, resolve_run, safe_name
@@ -402,7 +403,7 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
     """Run every point of a sweep file; skip finished runs; continue past failures; tabulate metrics.
 
     The whole file is checked before the first point runs and before anything is written
-    (:func:`load_sweep`, then :func:`mattingkit.config.validate_grid`: every misspelled grid key, wrong
+    (:func:`load_sweep`, then :func:`mattingkit.choices.validate_grid`: every misspelled grid key, wrong
     value or unknown ``metric`` in one error; then the background folder).
 
     Each point is a run folder ``runs_root/<sweep name>/<NN_key=value_...>/``; a folder with a ``DONE``

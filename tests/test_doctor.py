@@ -17,7 +17,7 @@ ENV = {"MATTINGKIT_OFFLINE": "1"}   # no network in tests unless a test says oth
 
 def _doctor(monkeypatch, gpu, config="default", overrides=(), archs=None, environ=None, tmp_path=None, **kw):
     simulate(monkeypatch, gpu, archs)
-    monkeypatch.setattr(common, "_probe", lambda url, timeout: pytest.fail("probed the network"))
+    monkeypatch.setattr(common, "probe_url", lambda url, timeout: pytest.fail("probed the network"))
     over = list(overrides)
     if tmp_path is not None:
         over += [f"run.runs_root={tmp_path / 'runs'}", f"run.data_root={tmp_path / 'data'}"]
@@ -118,8 +118,8 @@ def test_kaggle_credentials_by_source_only(monkeypatch, tmp_path):
 
 
 def test_weights_offline_at_once(monkeypatch, tmp_path):
-    monkeypatch.setattr(common, "_cache_file", lambda url: tmp_path / "absent.pth")
-    rep = _doctor(monkeypatch, "T4", tmp_path=tmp_path)    # _probe fails the test if called
+    monkeypatch.setattr(common, "weights_cache_file", lambda url: tmp_path / "absent.pth")
+    rep = _doctor(monkeypatch, "T4", tmp_path=tmp_path)    # probe_url fails the test if called
     w = rep["imagenet_weights"]
     assert w["needed"] and w["reachable"] is False and "offline" in w["detail"] and w["url"].startswith("https://")
     assert any("ImageNet weights" in n for n in rep["notes"])
@@ -127,17 +127,17 @@ def test_weights_offline_at_once(monkeypatch, tmp_path):
 
 def test_weights_probe(monkeypatch, tmp_path):
     simulate(monkeypatch, None)
-    monkeypatch.setattr(common, "_cache_file", lambda url: tmp_path / "absent.pth")
+    monkeypatch.setattr(common, "weights_cache_file", lambda url: tmp_path / "absent.pth")
     calls = []
-    monkeypatch.setattr(common, "_probe", lambda url, timeout: calls.append(timeout) or None)
+    monkeypatch.setattr(common, "probe_url", lambda url, timeout: calls.append(timeout) or None)
     rep = dr.doctor(load_config("demo"), environ={}, home=str(tmp_path))
     assert rep["imagenet_weights"]["reachable"] is True and calls == [dr.PROBE_TIMEOUT]
     assert rep["imagenet_weights"]["needed"] is False         # the demo starts from random init
-    monkeypatch.setattr(common, "_probe", lambda url, timeout: "URLError: <urlopen error [Errno -3]>")
+    monkeypatch.setattr(common, "probe_url", lambda url, timeout: "URLError: <urlopen error [Errno -3]>")
     rep = dr.doctor(load_config("default", ["run.device=cpu"]), environ={}, home=str(tmp_path))
     assert rep["imagenet_weights"]["reachable"] is False and "not reachable" in rep["imagenet_weights"]["detail"]
     cached = tmp_path / "resnet50.pth"
     cached.write_bytes(b"x")
-    monkeypatch.setattr(common, "_cache_file", lambda url: cached)
+    monkeypatch.setattr(common, "weights_cache_file", lambda url: cached)
     rep = dr.doctor(load_config("default", ["run.device=cpu"]), environ={}, home=str(tmp_path))
     assert rep["imagenet_weights"]["cached"] is True

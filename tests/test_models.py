@@ -461,5 +461,7 @@ def test_guide_is_an_alphagan_option_only():
 
     with pytest.raises(UsageError, match="alphagan option"):
         build_model(ModelConfig(name="u2netp", pretrained=False, guide="closed_form"))
+    from mattingkit.choices import config_problems
+
     with pytest.raises(ConfigError, match="model.guide='cf': choose none, closed_form, knn"):
-        load_config("demo", ["model.guide=cf"])
+        load_config("demo", ["model.guide=cf"], check=config_problems)

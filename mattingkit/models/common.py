@@ -269,7 +269,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return _unwrap_state_dict(obj, path)
 
 
-def _probe(url: str, timeout: float) -> str | None:
+def probe_url(url: str, timeout: float) -> str | None:
     """None when ``url`` answers within ``timeout`` seconds, else a short reason."""
     result: dict[str, str] = {}
 
@@ -291,7 +291,13 @@ def _probe(url: str, timeout: float) -> str | None:
     return result.get("error")
 
 
-def _cache_file(url: str) -> Path:
+def weights_cache_file(url: str) -> Path:
+    """Where torch.hub keeps the download of ``url`` (doctor checks it without downloading).
+
+    Example:
+        >>> weights_cache_file("https://x.org/w/resnet18-f37072fd.pth").name
+        'resnet18-f37072fd.pth'
+    """
     from urllib.parse import urlparse
 
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
@@ -328,7 +334,7 @@ def torchvision_state_dict(arch: str, weights_path: str | os.PathLike | None = N
     except Exception as e:  # noqa: BLE001
         _warn(f"torchvision has no ImageNet weights for {arch!r} ({e}); random initialisation.")
         return None
-    cached = _cache_file(url)
+    cached = weights_cache_file(url)
     if cached.is_file():
         try:
             return load_state_dict_file(cached)
@@ -340,7 +346,7 @@ def torchvision_state_dict(arch: str, weights_path: str | os.PathLike | None = N
         _warn(f"MATTINGKIT_OFFLINE is set and {cached} is not cached; {arch} starts from random "
               f"initialisation. {hint}")
         return None
-    reason = _probe(url, PROBE_TIMEOUT)
+    reason = probe_url(url, PROBE_TIMEOUT)
     if reason is not None:
         _warn(f"could not reach {url} ({reason}); {arch} starts from random initialisation. {hint}")
         return None
