@@ -28,7 +28,6 @@ Example:
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -44,7 +43,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from . import __version__
+from . import __version__, drive
 from .errors import RunStateError
 from .io import mkstemp_usual_mode
 
@@ -99,35 +98,6 @@ def _read_sidecar(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-#: errno values that mean the bytes did not reach the disk: never tolerated from fsync.
-_NO_SPACE = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
-_DATA_LOST = _NO_SPACE | {errno.EIO}
-
-
-def _fsync(fd: int) -> None:
-    """fsync, tolerating a mount that refuses it (Google Drive's FUSE mount, some network filesystems):
-    the sidecar's SHA-256 still catches a file that did not arrive whole. Out of space / I/O errors raise."""
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno in _DATA_LOST:
-            raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Make the renames durable where the platform allows it (not on Windows, nor on some FUSE mounts).
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes | None, writer=None, before_replace=None) -> tuple[int, str]:
     """Write bytes (or call ``writer(fileobj)``) to a temp file beside ``path``; fsync; os.replace.
 
@@ -152,7 +122,7 @@ def _write_atomic(path: Path, data: bytes | None, writer=None, before_replace=No
                     raise f.error from e
                 raise
             raw.flush()
-            _fsync(raw.fileno())
+            drive.fsync_tolerant(raw.fileno())  # refused on Drive: the sidecar's SHA-256 still checks
         if before_replace is not None:
             before_replace(tmp, f.size, f.hexdigest())
         os.replace(tmp, path)
@@ -162,7 +132,7 @@ def _write_atomic(path: Path, data: bytes | None, writer=None, before_replace=No
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    drive.fsync_dir(path.parent)
     return f.size, f.hexdigest()
 
 
@@ -234,8 +204,11 @@ def save_checkpoint(state: Mapping[str, Any], path: PathLike, mirror_dir: PathLi
     return path
 
 
-def _publish(path: Path, writer, meta: Mapping[str, Any], what: str) -> None:
-    """Write ``writer(fileobj)``'s bytes to ``path`` with the sidecar protocol (see :func:`save_checkpoint`)."""
+def _publish(path: Path, writer, meta: Mapping[str, Any], what: str, expect_sha256: str | None = None,
+             source: Path | None = None) -> None:
+    """Write ``writer(fileobj)``'s bytes to ``path`` with the sidecar protocol (see :func:`save_checkpoint`).
+    ``expect_sha256`` (a copy of ``source``): bytes with another digest are refused before anything is
+    renamed (:class:`CheckpointError` naming ``source``)."""
     previous = _current_digest(path)
     old_side = _read_sidecar(path) if path.exists() else None
     old_side_bytes = None
@@ -249,6 +222,10 @@ def _publish(path: Path, writer, meta: Mapping[str, Any], what: str) -> None:
     wrote_sidecar = []
 
     def before_replace(tmp: Path, size: int, digest: str) -> None:
+        if expect_sha256 is not None and digest != expect_sha256:
+            raise CheckpointError(source or path, f"the copy to {path} does not match the SHA-256 in its "
+                                  "sidecar (the bytes read differ from the bytes written: a Google Drive read "
+                                  "error, or the file changed while it was copied); refused")
         side = {"file": path.name, "size": size, "sha256": digest,
                 "previous": previous}  # the content still under `path` until the rename below
         side.update(meta)
@@ -277,15 +254,6 @@ def _publish(path: Path, writer, meta: Mapping[str, Any], what: str) -> None:
             pass
 
 
-def _free_bytes(folder: Path) -> int | None:
-    for p in [folder, *folder.parents]:
-        try:
-            return shutil.disk_usage(p).free
-        except OSError:
-            continue
-    return None
-
-
 def _gb(n: int | float | None) -> str:
     if n is None:
         return "?"
@@ -296,9 +264,9 @@ def _write_error(path: Path, err: OSError, what: str, prev: dict | None) -> Chec
     """The message for a failed checkpoint write: what happened, that the previous file is intact, what to do."""
     kept = (f"the previous {path.name} (step {prev.get('step')}) is intact" if prev and path.exists()
             else f"no earlier {path.name} was there" if not path.exists() else f"the previous {path.name} is intact")
-    if err.errno in _NO_SPACE:
+    if err.errno in drive.NO_SPACE:
         need = (prev or {}).get("size")
-        msg = (f"{what} {path}: no space left on the device ({_gb(_free_bytes(path.parent))} free, the checkpoint "
+        msg = (f"{what} {path}: no space left on the device ({_gb(drive.free_bytes(path.parent))} free, the checkpoint "
                f"needs about {_gb(need)}); {kept}. Free space in {path.parent} (on Google Drive: empty the "
                "trash, which counts against the quota) and run again to resume.")
     else:
@@ -330,38 +298,40 @@ def mirror_checkpoint(path: PathLike, mirror_dir: PathLike, required: bool = Fal
     target = mirror_dir / path.name
     if target.resolve() == path.resolve():
         return target
-    meta = _read_sidecar(path) or {}
-    extra = {k: v for k, v in meta.items() if k not in ("file", "size", "sha256", "previous")}
 
-    def copy(f) -> None:
-        with open(path, "rb") as src:
-            shutil.copyfileobj(src, f, 8 << 20)
-
-    try:
+    def attempt() -> None:
         mirror_dir.mkdir(parents=True, exist_ok=True)
         cleanup_temp_files(mirror_dir)
-        _publish(target, copy, extra, what="mirror copy")
-        if meta.get("sha256") and (_read_sidecar(target) or {}).get("sha256") != meta["sha256"]:
-            raise CheckpointWriteError(f"mirror copy {target}: its digest differs from {path}'s (changed while "
-                                       "copying?)")
-    except (CheckpointWriteError, OSError) as e:
+        _copy_checked(path, target, what="mirror copy")
+
+    try:
+        drive.retry(attempt)   # a Drive hiccup (EIO, ENOTCONN, ...) is tried again a few times
+    except (CheckpointWriteError, CheckpointError, OSError) as e:
         if required:
-            raise e if isinstance(e, CheckpointWriteError) else _write_error(target, e, "mirror copy", None) from None
+            raise (e if isinstance(e, (CheckpointWriteError, CheckpointError))
+                   else _write_error(target, e, "mirror copy", None)) from None
         warnings.warn(f"{e} The local checkpoint {path} is complete; the mirror will be retried at the next "
                       "checkpoint.", MirrorWarning, stacklevel=3)
         return None
     return target
 
 
-def _copy_valid(src: Path, dst: Path) -> None:
+def _copy_checked(src: Path, dst: Path, what: str) -> None:
+    """Copy a checkpoint and its sidecar: the bytes written must have the digest of ``src``'s sidecar
+    (:class:`CheckpointError` otherwise, and ``dst`` is left as it was)."""
     meta = _read_sidecar(src) or {}
     extra = {k: v for k, v in meta.items() if k not in ("file", "size", "sha256", "previous")}
+    prev = meta.get("previous")
+    expect = meta.get("sha256")
+    if isinstance(prev, dict) and src.stat().st_size == prev.get("size") != meta.get("size"):
+        expect = prev.get("sha256")   # an interrupted save left the previous file in place
+        extra.update({k: prev[k] for k in ("step", "written_ns") if k in prev})
 
     def copy(f) -> None:
         with open(src, "rb") as fsrc:
             shutil.copyfileobj(fsrc, f, 8 << 20)
 
-    _publish(dst, copy, extra, what="checkpoint")
+    _publish(dst, copy, extra, what=what, expect_sha256=expect, source=src)
 
 
 def _newness(path: Path) -> tuple[int, int]:
@@ -428,9 +398,19 @@ def sync_from_mirror(ckpt_dir: PathLike, mirror_dir: PathLike | None) -> dict[st
         local, remote = ckpt_dir / name, mirror_dir / name
         bad_local, bad_remote = _valid(local), _valid(remote)
         if bad_remote is None and (bad_local is not None or _newness(remote) > _newness(local)):
-            _copy_valid(remote, local)
-            out[name] = f"copied from the mirror (step {_newness(remote)[0]})"
-        elif bad_local is None and (bad_remote is not None or _newness(local) > _newness(remote)):
+            try:
+                drive.retry(_copy_checked, remote, local, what="checkpoint")
+                out[name] = f"copied from the mirror (step {_newness(remote)[0]})"
+                continue
+            except (CheckpointError, OSError) as e:   # the bytes read from Drive are not what its sidecar says
+                why = e.reason if isinstance(e, CheckpointError) else f"{type(e).__name__}: {e}"
+                warnings.warn(f"{remote}: {why}; resuming from the next valid checkpoint instead",
+                              drive.DriveWarning, stacklevel=2)
+                # the Drive copy may be fine (a read error): it is neither used nor overwritten
+                out[name] = (f"kept the local copy (step {_newness(local)[0]}); the mirror's copy was refused"
+                             if bad_local is None else f"none valid (local: {bad_local}; mirror: refused)")
+                continue
+        if bad_local is None and (bad_remote is not None or _newness(local) > _newness(remote)):
             ok = mirror_checkpoint(local, mirror_dir)
             out[name] = "mirrored the local copy" if ok is not None else "local copy kept (mirroring failed)"
         elif bad_local is None:
@@ -438,6 +418,128 @@ def sync_from_mirror(ckpt_dir: PathLike, mirror_dir: PathLike | None) -> dict[st
         else:
             out[name] = f"none valid (local: {bad_local}; mirror: {bad_remote})"
     return out
+
+
+#: Colab's longest session: what the Drive estimate assumes when ``train.time_limit_min`` is not set.
+SESSION_HOURS = 12.0
+#: Bytes of one ``metrics.jsonl`` record, at most (a train record with every GAN term; validation records).
+HISTORY_RECORD_BYTES = 512
+
+
+class RunMirror:
+    """What of a run goes to its folder on Google Drive, and when (checkpoints written on local disk and
+    mirrored, ``run.checkpoint_local_dir``; ``mirror_dir`` None: a no-op, the run folder is the only place).
+
+    Every file replaced or deleted through Colab's Drive mount goes to Drive's trash and counts against the
+    quota, and a training checkpoint is large (0.51 GB for the default recipe), so copies are rationed: at
+    most one checkpoint copy every ``every_min`` minutes (``run.mirror_every_min``) -- ``best.pt`` when it
+    improved since its last copy, else ``last.pt`` (both are resume points: the newest valid one wins) --
+    and, when a session ends (done, time limit, Ctrl-C, an error), every checkpoint not yet copied. The
+    small ``files`` (the history ``metrics.jsonl``) are written beside the local checkpoints and copied to
+    the run folder with each checkpoint copy. A failing Drive is retried, then warned about once
+    (:class:`mattingkit.drive.Trouble`); what was not copied stays pending for the next occasion.
+
+    Example:
+        >>> import tempfile
+        >>> run, local = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
+        >>> m = RunMirror(run, local, run / "checkpoints", every_min=0, files=("metrics.jsonl",))
+        >>> _ = m.local("metrics.jsonl").write_text('{"step": 1}\\n')
+        >>> _ = save_checkpoint({"step": 1}, local / LAST)
+        >>> [p.relative_to(run).as_posix() for p in m.saved([LAST])]
+        ['checkpoints/last.pt', 'checkpoints/last.pt.json', 'metrics.jsonl']
+    """
+
+    def __init__(self, run_dir: PathLike, ckpt_dir: PathLike, mirror_dir: PathLike | None, every_min: float = 120.0,
+                 files: Iterable[str] = (), clock=time.monotonic) -> None:
+        self.run_dir, self.ckpt_dir = Path(run_dir), Path(ckpt_dir)
+        self.mirror_dir = Path(mirror_dir) if mirror_dir is not None else None
+        self.every_s = 60.0 * float(every_min or 0)
+        self.files = tuple(files)
+        self.clock = clock
+        self.pending: set[str] = set()
+        self.copies = 0               # checkpoint copies made (each one replaced file in Drive's trash)
+        self.trouble = drive.Trouble()
+        self._last = clock()          # the session starts the clock: the first copy is due after every_min
+
+    @classmethod
+    def for_config(cls, cfg: Any, run_dir: PathLike, ckpt_dir: PathLike, mirror_dir: PathLike | None,
+                   files: Iterable[str] = ()) -> "RunMirror":
+        """The mirror of a run with ``cfg.run.mirror_every_min``."""
+        return cls(run_dir, ckpt_dir, mirror_dir, getattr(cfg.run, "mirror_every_min", 120.0), files)
+
+    def local(self, name: str) -> Path:
+        """Where the run's file ``name`` is written: beside the local checkpoints when mirroring, else in
+        the run folder."""
+        return (self.ckpt_dir if self.mirror_dir is not None else self.run_dir) / name
+
+    def restore(self) -> dict[str, str]:
+        """Before resuming: the newest valid checkpoints of both places (:func:`sync_from_mirror`), and the
+        run folder's ``files`` copied to local disk where it lacks them (a fresh VM)."""
+        if self.mirror_dir is None:
+            return {}
+        out = sync_from_mirror(self.ckpt_dir, self.mirror_dir)
+        for name in self.files:
+            src, dst = self.run_dir / name, self.local(name)
+            try:
+                if not dst.exists() and src.exists():
+                    drive.copy_file(src, dst)
+                    out[name] = "copied from the run folder"
+            except OSError as e:
+                self.trouble.failed(name, e, f"copying {src} to {dst}", "it starts empty here")
+        return out
+
+    def saved(self, names: Iterable[str]) -> list[Path]:
+        """After the local save of the checkpoints ``names``: copy what is due. Returns the files written."""
+        if self.mirror_dir is None:
+            return []
+        self.pending.update(names)
+        if self.every_s > 0 and self.clock() - self._last < self.every_s:
+            return []
+        if self.every_s > 0:
+            due = [BEST] if BEST in self.pending else [LAST] if LAST in self.pending else []
+        else:
+            due = list(self.pending)
+        return self._copy(due)
+
+    def flush(self, lock: Any = None) -> list[Path]:
+        """The end of a session: copy every checkpoint not yet copied, and the files -- unless ``lock`` was
+        taken over by another process (``lock.lost``): then its run folder is not ours to write."""
+        if self.mirror_dir is None or getattr(lock, "lost", False):
+            return []
+        return self._copy(list(self.pending), final=True)
+
+    def _copy(self, names: Iterable[str], final: bool = False) -> list[Path]:
+        out: list[Path] = []
+        ok = True
+        for name in (BEST, LAST):
+            if name not in names:
+                continue
+            try:
+                target = mirror_checkpoint(self.ckpt_dir / name, self.mirror_dir, required=True)
+            except (CheckpointWriteError, CheckpointError) as e:
+                ok = False
+                self.trouble.failed("checkpoint", e, f"copying {name} to {self.mirror_dir}",
+                                    f"the local {self.ckpt_dir / name} is complete; the copy is made at the next "
+                                    "occasion")
+                continue
+            self.pending.discard(name)
+            self.copies += 1
+            out += [target, sidecar_path(target)]
+            self.trouble.ok("checkpoint", f"copying checkpoints to {self.mirror_dir}")
+        for name in self.files:
+            src = self.local(name)
+            if not src.exists():
+                continue
+            try:
+                out.append(drive.copy_file(src, self.run_dir / name))
+                self.trouble.ok(name, f"copying {name} to {self.run_dir}")
+            except OSError as e:
+                ok = False
+                self.trouble.failed(name, e, f"copying {src} to {self.run_dir / name}",
+                                    "it is complete locally; the copy is made at the next occasion")
+        if ok and not final:
+            self._last = self.clock()
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -606,29 +708,54 @@ def estimate_checkpoint_bytes(cfg: Any) -> int:
     return int(total + 256 * 1024)           # schedules, RNG states, config, zip headers
 
 
-def drive_space_needed(cfg: Any) -> dict[str, Any]:
-    """What a run's checkpoints need on Google Drive (for notebook 03 to print before training).
+def drive_space_needed(cfg: Any, run_dir: PathLike | None = None, hours: float | None = None) -> dict[str, Any]:
+    """What a run writes to Google Drive, the trash included (notebook 03 prints it before training).
 
     ``steady_bytes`` = ``best.pt`` + ``last.pt`` (2 x a checkpoint); ``peak_bytes`` adds the temp copy
-    that exists while one is being replaced. Every replaced version goes to Drive's trash, which counts
-    against the quota until it is emptied (or after 30 days).
+    that exists while one is being replaced. Each replaced copy goes to Drive's trash and counts against
+    the quota until it is emptied, so what counts is everything written: ``run_bytes`` over a session of
+    ``hours`` (``train.time_limit_min``, else Colab's longest session, :data:`SESSION_HOURS`). With the
+    checkpoints mirrored (:class:`RunMirror`) that is one copy per ``run.mirror_every_min`` (capped by the
+    run's checkpoints) plus ``best.pt`` and ``last.pt`` at the end, and the history with each copy;
+    written straight to the run folder (``run.checkpoint_local_dir=null``), every checkpoint and every
+    improved ``best.pt``. ``free_bytes``: free where ``run_dir`` is (None when not given or unknown).
 
     Example:
         >>> from mattingkit.config import load_config
         >>> need = drive_space_needed(load_config("default"))
         >>> need["steady_bytes"] == 2 * need["checkpoint_bytes"], need["message"][:31]
         (True, 'Checkpoints on Drive need about')
+        >>> need["copies"], round(need["run_bytes"] / 1e9, 1)     # 12 h, one copy per 120 min + 2 at the end
+        (8, 4.1)
     """
     one = estimate_checkpoint_bytes(cfg)
-    every = getattr(cfg.train, "ckpt_every", 0) or 0
-    steps = getattr(cfg.train, "steps", 0) or 0
-    replaced = max(0, steps // every - 1) if every else 0
+    t, r = cfg.train, cfg.run
+    hours = float(hours if hours is not None else (t.time_limit_min / 60 if t.time_limit_min else SESSION_HOURS))
+    steps = int(getattr(t, "steps", 0) or 0)
+    saves = steps // t.ckpt_every if t.ckpt_every else 0
+    validations = steps // t.val_every if t.val_every else 0
+    history = (steps // max(1, t.log_every) + validations) * HISTORY_RECORD_BYTES
+    every = float(getattr(r, "mirror_every_min", 0) or 0)
+    mirrored = getattr(r, "checkpoint_local_dir", "auto") not in (None, "", "null", "none")
+    if mirrored and every > 0:
+        copies = min(int(hours * 60 // every), saves) + 2
+        how = (f"one copy every run.mirror_every_min={every:g} min (best.pt when it improved, else last.pt) "
+               "and both at the end")
+    else:
+        copies = saves + validations + 1
+        how = (f"every checkpoint (train.ckpt_every={t.ckpt_every}) and every improved best.pt, over the whole run "
+               "(set run.mirror_every_min to ration the copies)" if mirrored else
+               f"every checkpoint (train.ckpt_every={t.ckpt_every}) and every improved best.pt, over the whole run "
+               "(run.checkpoint_local_dir=null; auto writes them locally and rations the Drive copies)")
+    run_bytes = copies * one + (copies - 1) * history
+    free = drive.free_bytes(run_dir) if run_dir is not None else None
     msg = (f"Checkpoints on Drive need about {_gb(2 * one)} (best.pt + last.pt, {_gb(one)} each) and "
-           f"{_gb(3 * one)} while one is being replaced. Each replaced version goes to Drive's trash "
-           f"(up to {replaced} x {_gb(one)} over {steps} steps at train.ckpt_every={every}), which counts "
-           "against the 15 GB free quota until you empty it.")
-    return {"checkpoint_bytes": one, "steady_bytes": 2 * one, "peak_bytes": 3 * one,
-            "replaced_versions": replaced, "message": msg}
+           f"{_gb(3 * one)} while one is being replaced. A {hours:g} h session writes at most {_gb(run_bytes)} "
+           f"there, trash included: {copies} checkpoint copies ({how}) + the history. Each replaced copy goes "
+           "to Drive's trash, which counts against the 15 GB free quota until you empty it."
+           + (f" Free there now: {_gb(free)}." if free is not None else ""))
+    return {"checkpoint_bytes": one, "steady_bytes": 2 * one, "peak_bytes": 3 * one, "copies": copies,
+            "hours": hours, "run_bytes": run_bytes, "free_bytes": free, "message": msg}
 
 
 def _current_digest(path: Path) -> dict | None:

@@ -63,6 +63,7 @@ class RunConfig:
     deterministic: bool = False       # torch deterministic algorithms (CPU tests)
     lock_stale_s: float = 900.0       # run-folder lock from another host is stale after this heartbeat age
     checkpoint_local_dir: str | None = "auto"  # auto: write checkpoints on local disk and mirror them to a Drive run folder | null: in the run folder | PATH
+    mirror_every_min: float = 120.0   # mirrored run folder (Drive): at most one checkpoint copy per this many minutes (best.pt when it improved, else last.pt; both at the end); each replaced copy goes to Drive's trash; 0 = every checkpoint
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""One process per run folder: a lock file beside the run's files (on Drive when the run folder is there).
+"""One process per run folder: a lock file beside the run's checkpoints, copied to the run folder on Drive.
 
 Two trainers on one run folder (a notebook run twice, a sweep beside a manual run with the same name)
 would both append to ``metrics.jsonl`` and race on the checkpoints. :class:`RunLock` prevents that: it
-creates ``RUN_DIR/run.lock`` with ``O_EXCL`` (only one creator wins) holding the holder's host, pid,
-start time and a heartbeat that the trainer refreshes at each checkpoint interval
-(:meth:`RunLock.heartbeat`). A lock is *stale*, and is taken over, when
+creates ``run.lock`` with ``O_EXCL`` (only one creator wins) holding the holder's host, pid, start time
+and a heartbeat that the trainer refreshes after each local checkpoint (:meth:`RunLock.heartbeat`).
+A lock is *stale*, and is taken over, when
 
 - its host is this host and its pid is gone (or is another process now: the pid's start time differs), or
 - its host is another host (a restarted Colab VM writing to the same Drive folder) and its heartbeat is
@@ -14,6 +14,13 @@ otherwise a second holder gets a :class:`~mattingkit.errors.RunStateError` (exit
 holder and saying that ``--force`` takes the lock over. ``force=True`` takes it over regardless; the old
 holder's next :meth:`~RunLock.heartbeat` then raises, so it stops instead of racing. The lock is released
 when the ``with`` block ends (or :meth:`~RunLock.release`); a released lock leaves no file behind.
+
+When the checkpoints are written on local disk and mirrored to a run folder on Google Drive
+(``run.checkpoint_local_dir``), the lock lives beside the local checkpoints (``mirror_dir=`` the Drive run
+folder) and a copy of it is kept in the Drive run folder, where another VM sees it. The Drive copy is
+tolerant (:mod:`mattingkit.drive`): transient errors are retried, and one that persists gives a single
+:class:`~mattingkit.drive.DriveWarning` and is tried again at the next heartbeat. Only a lock file that is
+*read* and names another holder means "taken over"; an unreadable or missing Drive copy is written again.
 
 Example:
     >>> import tempfile
@@ -36,6 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from . import drive
 from .errors import RunStateError
 
 LOCK_NAME = "run.lock"
@@ -75,16 +83,12 @@ def _when(ts: Any) -> str:
         return "unknown"
 
 
-def read_lock(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The lock's contents (``host``, ``pid``, ``started``, ``heartbeat`` epoch seconds, ``token``), ``None``
-    when the folder is not locked, ``{}`` when the file is there but unreadable."""
-    path = Path(run_dir) / LOCK_NAME
+def _read(folder: Path) -> dict[str, Any] | None:
+    """Like :func:`read_lock`, but a read that fails raises its ``OSError`` (a Drive hiccup is not "unlocked")."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = (Path(folder) / LOCK_NAME).read_text(encoding="utf-8")
     except FileNotFoundError:
         return None
-    except OSError:
-        return {}
     try:
         info = json.loads(text)
     except ValueError:
@@ -92,18 +96,33 @@ def read_lock(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     return info if isinstance(info, dict) else {}
 
 
+def read_lock(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The lock's contents (``host``, ``pid``, ``started``, ``heartbeat`` epoch seconds, ``token``), ``None``
+    when the folder is not locked, ``{}`` when the file is there but unreadable."""
+    try:
+        return _read(Path(run_dir))
+    except OSError:
+        return {}
+
+
 class RunLock:
     """The lock of one run folder; a context manager (see the module docstring).
 
+    ``run_dir``: where the lock file is (beside the checkpoints); ``mirror_dir``: a folder that gets a copy
+    (the run folder on Google Drive when the checkpoints are written locally), or None.
     ``stale_s``: a lock from another host whose heartbeat is older than this is stale.
     ``force``: take the lock over even when its holder looks alive.
-    After :meth:`acquire`, ``note`` says whether a stale or live lock was taken over (empty otherwise).
+    After :meth:`acquire`, ``note`` says whether a stale or live lock was taken over (empty otherwise);
+    ``lost`` is True once a heartbeat found the lock taken over.
     """
 
     def __init__(self, run_dir: str | os.PathLike, stale_s: float = DEFAULT_STALE_S, force: bool = False,
-                 host: str | None = None) -> None:
+                 host: str | None = None, mirror_dir: str | os.PathLike | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_NAME
+        self.mirror_dir = Path(mirror_dir) if mirror_dir is not None else None
+        if self.mirror_dir is not None and self.mirror_dir.resolve() == self.run_dir.resolve():
+            self.mirror_dir = None
         self.stale_s = float(stale_s)
         self.force = bool(force)
         self.host = host or socket.gethostname()
@@ -111,11 +130,18 @@ class RunLock:
         self.token = uuid.uuid4().hex
         self.started: float | None = None
         self.note = ""
+        self.lost = False
+        self.trouble = drive.Trouble()
 
     @classmethod
-    def for_config(cls, run_dir: str | os.PathLike, cfg: Any, force: bool = False) -> "RunLock":
-        """A lock with ``cfg.run.lock_stale_s`` as the stale time."""
-        return cls(run_dir, stale_s=getattr(cfg.run, "lock_stale_s", DEFAULT_STALE_S), force=force)
+    def for_config(cls, run_dir: str | os.PathLike, cfg: Any, force: bool = False,
+                   local_dir: str | os.PathLike | None = None) -> "RunLock":
+        """A lock with ``cfg.run.lock_stale_s`` as the stale time; with ``local_dir`` (where the checkpoints
+        are written when they are mirrored to ``run_dir``) the lock is there and ``run_dir`` has a copy."""
+        stale = getattr(cfg.run, "lock_stale_s", DEFAULT_STALE_S)
+        if local_dir is None:
+            return cls(run_dir, stale_s=stale, force=force)
+        return cls(local_dir, stale_s=stale, force=force, mirror_dir=run_dir)
 
     # ----------------------------------------------------------------------------------------
     @property
@@ -129,28 +155,34 @@ class RunLock:
             "started_utc": _when(self.started), "heartbeat_utc": _when(heartbeat),
         }, indent=1).encode("utf-8")
 
-    def _create(self) -> bool:
-        """Create the lock file exclusively; False when it already exists."""
+    def _create(self, folder: Path) -> bool:
+        """Create the lock file in ``folder`` exclusively; False when it already exists."""
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(folder / LOCK_NAME, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        self.started = time.time()
+        if self.started is None:
+            self.started = time.time()
         try:
             os.write(fd, self._payload(self.started))
-            os.fsync(fd)
-        finally:
+            drive.fsync_tolerant(fd)
+        except OSError:
             os.close(fd)
+            (folder / LOCK_NAME).unlink(missing_ok=True)  # not half a lock: a retry starts clean
+            raise
+        os.close(fd)
         return True
 
-    def stale_reason(self, info: dict[str, Any] | None, now: float | None = None) -> str | None:
-        """Why the lock ``info`` is stale (``None``: its holder looks alive)."""
+    def stale_reason(self, info: dict[str, Any] | None, now: float | None = None,
+                     path: Path | None = None) -> str | None:
+        """Why the lock ``info`` (read from ``path``, default the lock file) is stale (``None``: its holder
+        looks alive)."""
         now = time.time() if now is None else now
         if info is None:
             return "no lock"
         if not info or "pid" not in info:
             try:
-                age = now - self.path.stat().st_mtime
+                age = now - (path or self.path).stat().st_mtime
             except FileNotFoundError:
                 return "no lock"
             return f"an unreadable lock file {age:.0f} s old" if age > UNREADABLE_GRACE_S else None
@@ -184,11 +216,12 @@ class RunLock:
         return (f"host {info.get('host')!r} pid {info.get('pid')} (started {_when(info.get('started'))}, "
                 f"last heartbeat {ago})")
 
-    def _remove_if(self, info: dict[str, Any]) -> None:
-        """Remove the lock file if it still is ``info`` (rename first, so two takers cannot both win)."""
-        aside = self.path.with_name(f".{LOCK_NAME}.{self.token}.old")
+    def _remove_if(self, folder: Path, info: dict[str, Any]) -> None:
+        """Remove ``folder``'s lock file if it still is ``info`` (rename first, so two takers cannot both win)."""
+        path = folder / LOCK_NAME
+        aside = path.with_name(f".{LOCK_NAME}.{self.token}.old")
         try:
-            os.replace(self.path, aside)
+            os.replace(path, aside)
         except FileNotFoundError:
             return
         try:
@@ -198,52 +231,107 @@ class RunLock:
         if info and moved.get("token") != info.get("token"):
             # We moved a lock someone else created in between: put it back unless yet another appeared.
             try:
-                os.link(aside, self.path)
+                os.link(aside, path)
             except OSError:
                 pass
         aside.unlink(missing_ok=True)
 
-    def acquire(self) -> "RunLock":
-        """Take the lock or raise :class:`RunStateError` naming its holder; returns ``self``."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def _acquire_in(self, folder: Path) -> None:
+        """Take ``folder``'s lock file or raise :class:`RunStateError` naming its holder (``OSError`` when the
+        folder cannot be read or written)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / LOCK_NAME
         for _ in range(5):
-            if self._create():
-                _HELD_HERE.add(self.token)
-                return self
-            info = read_lock(self.path.parent)
+            if self._create(folder):
+                return
+            info = _read(folder)
             if info is None:
                 continue  # released in between: try again
             now = time.time()
-            reason = self.stale_reason(info, now)
+            reason = self.stale_reason(info, now, path)
             if reason is None and not self.force:
                 raise RunStateError(
-                    f"run folder {self.run_dir} is in use by {self._describe(info, now)}; a second process "
-                    f"here would mix its metrics and checkpoints. Wait for it to finish, use another run name, "
-                    f"or pass --force (force=True) to take the lock over if that process is gone "
-                    f"(lock file: {self.path})")
+                    f"run folder {self.mirror_dir or self.run_dir} is in use by {self._describe(info, now)}; a "
+                    f"second process here would mix its metrics and checkpoints. Wait for it to finish, use "
+                    f"another run name, or pass --force (force=True) to take the lock over if that process is "
+                    f"gone (lock file: {path})")
             self.note = (f"took over a stale lock ({reason}) from {self._describe(info, now)}" if reason
                          else f"took over the lock of {self._describe(info, now)} (--force)")
-            self._remove_if(info)
-        raise RunStateError(f"could not take the lock {self.path}: other processes keep taking it")
+            self._remove_if(folder, info)
+        raise RunStateError(f"could not take the lock {path}: other processes keep taking it")
+
+    def acquire(self) -> "RunLock":
+        """Take the lock (and its copy in ``mirror_dir``) or raise :class:`RunStateError` naming its holder;
+        returns ``self``. A mirror folder that stays unreachable gives one warning (the lock holds locally)."""
+        drive.retry(self._acquire_in, self.run_dir)
+        _HELD_HERE.add(self.token)
+        if self.mirror_dir is not None:
+            try:
+                drive.retry(self._acquire_in, self.mirror_dir)
+            except RunStateError:
+                self.release()
+                raise
+            except OSError as e:
+                self.trouble.failed("mirror", e, f"taking the run lock's copy in {self.mirror_dir}",
+                                    "the lock holds on this machine; its copy is written at the next heartbeat")
+        return self
+
+    def _taken_over(self, info: dict[str, Any] | None) -> RunStateError:
+        self.lost = True
+        who = self._describe(info, time.time()) if info else "nobody (the lock file is gone)"
+        return RunStateError(f"the lock of {self.mirror_dir or self.run_dir} was taken over by {who}; stopping so "
+                             "that two processes do not write one run folder")
+
+    def _write(self, folder: Path) -> None:
+        drive.write_file(folder / LOCK_NAME, self._payload(time.time()))
 
     def heartbeat(self) -> None:
-        """Refresh the heartbeat (the trainer calls this at each checkpoint interval). Raises
-        :class:`RunStateError` when another process has taken the lock over (stop, do not race it)."""
-        info = read_lock(self.run_dir)
+        """Refresh the heartbeat here and in the mirror folder (the trainer calls this after each local
+        checkpoint). Raises :class:`RunStateError` when a lock file that names another holder is read (the
+        lock was taken over: stop, do not race it); a Drive copy that cannot be read or written is retried,
+        then warned about once, never taken for a take-over."""
+        try:
+            info = drive.retry(_read, self.run_dir)
+        except OSError as e:
+            self.trouble.failed("lock", e, f"reading the run lock {self.path}")
+            return
         if not info or info.get("token") != self.token:
-            who = self._describe(info, time.time()) if info else "nobody (the lock file is gone)"
-            raise RunStateError(f"the lock of {self.run_dir} was taken over by {who}; stopping so that two "
-                                "processes do not write one run folder")
-        tmp = self.path.with_name(f".{LOCK_NAME}.{self.token}.tmp")
-        tmp.write_bytes(self._payload(time.time()))
-        os.replace(tmp, self.path)
+            raise self._taken_over(info)
+        try:
+            drive.retry(self._write, self.run_dir)
+            self.trouble.ok("lock", f"the run lock {self.path}")
+        except OSError as e:
+            self.trouble.failed("lock", e, f"refreshing the run lock {self.path}")
+        if self.mirror_dir is not None:
+            self._beat_mirror()
+
+    def _beat_mirror(self) -> None:
+        folder = self.mirror_dir
+        try:
+            info = drive.retry(_read, folder)
+            if info and "pid" in info and info.get("token") != self.token:
+                raise self._taken_over(info)
+            folder.mkdir(parents=True, exist_ok=True)
+            drive.retry(self._write, folder)   # also when missing or torn: this process holds the lock
+        except OSError as e:
+            self.trouble.failed("mirror", e, f"refreshing the run lock's copy {folder / LOCK_NAME}")
+            return
+        self.trouble.ok("mirror", f"the run lock's copy {folder / LOCK_NAME}")
 
     def release(self) -> None:
-        """Remove the lock if this object still holds it (a lock taken over by ``--force`` is left alone)."""
+        """Remove the lock (and its copy) if this object still holds it (a lock taken over by ``--force`` is
+        left alone; a Drive copy that cannot be removed now goes stale)."""
         _HELD_HERE.discard(self.token)
-        info = read_lock(self.run_dir)
-        if info and info.get("token") == self.token:
-            self._remove_if(info)
+        for folder in (self.run_dir, self.mirror_dir):
+            if folder is None:
+                continue
+            try:
+                info = drive.retry(_read, folder)
+                if info and info.get("token") == self.token:
+                    drive.retry(self._remove_if, folder, info)
+            except OSError as e:
+                self.trouble.failed("release", e, f"removing the run lock {folder / LOCK_NAME}",
+                                    "it goes stale (see run.lock_stale_s)")
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
