@@ -193,7 +193,7 @@ def cmd_submit(args) -> int:
     if not check.ok:
         print(f"mattingkit submit: {csv} does not validate; not uploaded", file=sys.stderr)
         return 1
-    from .data.download import submit_to_kaggle
+    from .kaggle import submit_to_kaggle
 
     result = submit_to_kaggle(csv, args.kaggle, args.message, poll=args.wait, timeout_s=args.wait_timeout,
                               interval_s=args.poll_interval, quiet=False)  # prints progress and the score
@@ -232,7 +232,7 @@ def cmd_download(args) -> int:
     if args.what not in (None, "kaggle"):
         raise UsageError(f"unknown source {args.what!r}: choose kaggle (the default) or alphamatting")
     from .config import apply_overrides
-    from .data.download import ensure_config_data
+    from .kaggle import ensure_config_data
 
     cfg = _load(args)
     upd = {}
