@@ -63,7 +63,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -783,3 +783,657 @@ def submit_to_kaggle(csv_path: PathLike, competition: str, message: str, *, poll
             return result
         say(f"waiting for the score ({result.seconds:.0f}s)...")
         sleep(interval_s)
+
+
+# --------------------------------------------------------------------------------------------
+# Kernels: push a run to a Kaggle GPU, follow it, pull its results; the wheel dataset
+# --------------------------------------------------------------------------------------------
+KERNEL_METADATA = "kernel-metadata.json"
+DRIVER_NOTEBOOK = "mattingkit-run.ipynb"
+KERNEL_URL = "https://www.kaggle.com/code/{ref}"
+#: ``--accelerator`` names -> Kaggle's ``machine_shape`` (``none``: no GPU). T4 x2 is Kaggle's two-T4 machine.
+ACCELERATORS = {"t4x2": "NvidiaTeslaT4", "p100": "NvidiaTeslaP100", "none": None}
+WHEEL_DATASET = "mattingkit-wheel"
+#: Where push records live, under the runs root: ``<runs root>/.kaggle-kernels/<run>.json``.
+PUSH_RECORDS = ".kaggle-kernels"
+#: In a pulled run folder: which kernel (and version) produced it.
+SOURCE_FILE = "kaggle_source.json"
+#: The kernel's own folders: runs in its output, data and the kit's sources outside it.
+KERNEL_RUNS_ROOT = "/kaggle/working/runs"
+KERNEL_DATA_ROOT = "/tmp/mattingkit-data"
+KERNEL_SRC_DIR = "/tmp/mattingkit"
+KERNEL_WHEEL_GLOB = "/kaggle/input/**/mattingkit-*.whl"
+REPO_URL_ENV = "MATTINGKIT_REPO_URL"
+P100_NOTE = ("Kaggle's P100 (compute capability 6.0) has no kernels in recent torch builds (no sm_60): "
+             "the run would stop at start. Use --accelerator t4x2, or --set run.device=cpu deliberately.")
+_KERNEL_STATES = ("queued", "running", "complete", "error", "cancel_requested", "cancel_acknowledged",
+                  "new_script")
+
+
+class KernelError(DownloadError):
+    """A kernel push / status / pull / wheel failed. ``kind``: ``no_credentials``, ``auth``, ``offline``,
+    ``owner`` (the slug belongs to another account), ``quota`` (GPU quota used up), ``errored`` (the kernel
+    ran and failed: the message ends with its log's tail; exit 1), ``running`` (not finished yet; exit 6),
+    ``not_found``, ``no_wheel``, ``rejected``, ``server``, ``other``."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(kind, message)
+        if kind == "errored":
+            self.exit_code = 1
+        elif kind == "running":
+            self.exit_code = 6
+
+
+def kernel_slug(run_name: str, prefix: str = "mattingkit") -> str:
+    """The kernel slug of a run: lower-case words joined by ``-``, at most 50 characters (Kaggle's rule;
+    the kernel's title is the slug itself, so the two always agree).
+
+    Example:
+        >>> kernel_slug("00_lr_g=0.0001_norm=bn")
+        'mattingkit-00-lr-g-0-0001-norm-bn'
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{prefix} {run_name}".lower()).strip("-")
+    return slug[:50].strip("-")
+
+
+def _redacted_api(quiet: bool = True):
+    """``(api, info, secrets, user)``: the kaggle client authenticated with the credentials found."""
+    info = find_credentials()
+    secrets = secret_values()
+    if not info.found:
+        raise KernelError("no_credentials", no_credentials_message(info))
+    api = _kaggle_api(secrets, quiet)
+    _authenticate(api, secrets, quiet, info)
+    user = str(api.config_values.get(api.CONFIG_NAME_USER) or "")
+    return api, info, secrets, user
+
+
+def _kernel_error(exc: BaseException, ref: str, action: str, info: CredentialInfo, secrets: list[str]) -> KernelError:
+    """Map an exception from the kaggle client during ``action`` on kernel/dataset ``ref``."""
+    if isinstance(exc, KernelError):
+        return KernelError(exc.kind, redact(str(exc), secrets))
+    if isinstance(exc, DownloadError):
+        return KernelError(exc.kind, redact(str(exc), secrets))
+    detail = redact(str(exc), secrets).strip()
+    said = f" (Kaggle said: {detail[:300]})" if detail else ""
+    status = _status_of(exc)
+    if status == 401:
+        return KernelError("auth", explain_http_error(401, ref, source=info.source, detail=detail)[1])
+    if status == 403 or "was denied" in detail:
+        owner = ref.split("/")[0]
+        return KernelError("owner", f"Kaggle refused to {action} '{ref}' (HTTP 403){said}: the slug belongs to "
+                           f"another account than '{owner}' (or is private to it). Pick another --name or --kernel.")
+    if status == 404:
+        return KernelError("not_found", f"'{ref}' was not found on Kaggle (HTTP 404){said}.")
+    if status == 429 or "quota" in detail.lower():
+        return KernelError("quota", _quota_message(detail))
+    if status is not None and status >= 500:
+        return KernelError("server", f"Kaggle server error (HTTP {status}){said} while trying to {action} "
+                           f"'{ref}'; retry later.")
+    err = explain_exception(exc, ref, "kernel", info, secrets)
+    if err.kind == "offline":
+        return KernelError("offline", f"Cannot reach Kaggle to {action} '{ref}': no network connection "
+                           f"({type(exc).__name__}). Nothing was changed on Kaggle; run it again when online.")
+    return KernelError(err.kind, f"Could not {action} '{ref}': {type(exc).__name__}: {detail}")
+
+
+def _quota_message(detail: str) -> str:
+    return (f"Kaggle's weekly GPU quota is used up (Kaggle said: {detail.strip()[:300]}). Wait for it to refill "
+            f"(https://www.kaggle.com/settings), or push with --accelerator none (CPU).")
+
+
+@dataclass
+class KernelRun:
+    """What a kernel runs: the run name, the config (a shipped name, or a YAML file's name and text that
+    travel inside the driver), the overrides / notebook parameters as given on the command line, and
+    the kernel's settings (accelerator, internet, data sources, how the kit is installed)."""
+
+    run_name: str
+    config: str = "demo"
+    config_text: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    smoke: bool = False
+    notebooks: list[str] | None = None
+    accelerator: str = "t4x2"
+    internet: bool = True
+    competition: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    wheel_dataset: str | None = None
+    repo_url: str | None = None
+    repo_ref: str | None = None
+    slug: str | None = None          # the kernel's slug (default: kernel_slug(run_name))
+
+    def install(self) -> str:
+        return "repo" if self.internet else "wheel"
+
+
+def kernel_run_from_config(cfg, config: str, run_name: str, **kwargs) -> KernelRun:
+    """A :class:`KernelRun` for a resolved config ``cfg`` (checked by the caller): the config travels as
+    its name when it is shipped, else as the YAML file's text; the config's Kaggle competition and
+    datasets become the kernel's sources; the P100 caveat is checked here.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> cfg = load_config("demo", {"data.kaggle_competition": "some-comp", "data.kaggle_datasets": ["o/d:x"]})
+        >>> kr = kernel_run_from_config(cfg, "demo", "e1", accelerator="t4x2")
+        >>> kr.config, kr.competition, kr.datasets, kr.config_text
+        ('demo', 'some-comp', ['o/d'], None)
+    """
+    from .config import available_configs
+    from .errors import UsageError
+
+    accelerator = kwargs.get("accelerator", "t4x2")
+    if accelerator not in ACCELERATORS:
+        raise UsageError(f"--accelerator {accelerator!r}: choose one of {', '.join(ACCELERATORS)}")
+    if accelerator == "p100" and str(cfg.run.device) != "cpu":
+        raise UsageError(P100_NOTE)
+    text = None
+    if config not in available_configs():
+        path = Path(config)
+        text = path.read_text(encoding="utf-8")
+        config = path.name
+    datasets = [parse_dataset_spec(s)[0] for s in cfg.data.kaggle_datasets]
+    return KernelRun(run_name=run_name, config=config, config_text=text,
+                     competition=cfg.data.kaggle_competition or None, datasets=datasets, **kwargs)
+
+
+def check_travelling_config(kr: KernelRun, overrides: Iterable[str] = ()) -> None:
+    """Load the config the kernel will load (the file's text alone, in an empty folder) with the same
+    overrides: a ``base:`` that names another local file, or any other config error, stops the push here.
+
+    Example:
+        >>> check_travelling_config(KernelRun("x", "demo"), ["train.steps=5"])
+    """
+    import tempfile
+
+    from .config import load_config
+
+    if kr.config_text is None:
+        load_config(kr.config, list(overrides))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / kr.config
+        path.write_text(kr.config_text, encoding="utf-8")
+        cwd = os.getcwd()
+        os.chdir(tmp)   # a relative `base: other.yaml` resolves as it would in the kernel: not at all
+        try:
+            load_config(str(path), list(overrides))
+        finally:
+            os.chdir(cwd)
+
+
+def kernel_metadata(kr: KernelRun, owner: str, slug: str | None = None) -> dict:
+    """The ``kernel-metadata.json`` of a run's kernel (see docs/kaggle.md for each field).
+
+    Example:
+        >>> md = kernel_metadata(KernelRun("demo1", internet=False, wheel_dataset="me/mattingkit-wheel"), "me")
+        >>> md["id"], md["enable_internet"], md["dataset_sources"], md["machine_shape"]
+        ('me/mattingkit-demo1', False, ['me/mattingkit-wheel'], 'NvidiaTeslaT4')
+    """
+    slug = slug or kr.slug or kernel_slug(kr.run_name)
+    sources = list(kr.datasets)
+    if not kr.internet:
+        sources.append(kr.wheel_dataset or f"{owner}/{WHEEL_DATASET}")
+    shape = ACCELERATORS[kr.accelerator]
+    md = {"id": f"{owner}/{slug}", "title": slug, "code_file": DRIVER_NOTEBOOK, "language": "python",
+          "kernel_type": "notebook", "is_private": True, "enable_gpu": shape is not None and "Tpu" not in shape,
+          "enable_tpu": False, "enable_internet": bool(kr.internet), "dataset_sources": sources,
+          "competition_sources": [kr.competition] if kr.competition else [], "kernel_sources": [],
+          "model_sources": []}
+    if shape:
+        md["machine_shape"] = shape
+    return md
+
+
+def driver_parameters(kr: KernelRun) -> dict:
+    """The driver notebook's parameters (its ``parameters`` cell). Nothing secret: names, overrides and
+    paths only; credentials are never needed inside the kernel (its data comes as attached sources)."""
+    return {"run_name": kr.run_name, "config": kr.config, "config_text": kr.config_text or "",
+            "overrides": list(kr.overrides), "params": list(kr.params), "smoke": bool(kr.smoke),
+            "notebooks": list(kr.notebooks or []), "install": kr.install(),
+            "repo_url": kr.repo_url or "", "repo_ref": kr.repo_ref or "", "wheel_glob": KERNEL_WHEEL_GLOB,
+            "src_dir": KERNEL_SRC_DIR, "runs_root": KERNEL_RUNS_ROOT, "data_root": KERNEL_DATA_ROOT}
+
+
+_DRIVER_CELLS = [
+    ("markdown", "# mattingkit run `{run_name}` on a Kaggle kernel\n\nWritten by `mattingkit kaggle push`: installs "
+                 "the kit, runs `mattingkit run` (notebooks 01 -> 05) and leaves `runs/{run_name}/` in the output. "
+                 "Pull it with `mattingkit kaggle pull {run_name}`."),
+    ("parameters", None),
+    ("code", """import glob, os, shutil, subprocess, sys
+from pathlib import Path
+
+def sh(*cmd, cwd=None, env=None):  # run a command, its output in this notebook (and the kernel's log)
+    print("$", " ".join(map(str, cmd)), flush=True)
+    proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+    return proc.wait()"""),
+    ("code", """src = Path(src_dir)  # the kit's notebooks/ (and the config) live here, outside the output
+shutil.rmtree(src, ignore_errors=True)
+if install == "repo":   # internet on: the repository
+    assert sh("git", "clone", "--depth", "1", *(["--branch", repo_ref] if repo_ref else []), repo_url, src) == 0
+    assert sh(sys.executable, "-m", "pip", "install", "--quiet", src) == 0
+elif install == "wheel":   # internet off: the wheel dataset attached as a source
+    wheel = sorted(glob.glob(wheel_glob, recursive=True))[-1]
+    assert sh(sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
+              os.path.dirname(wheel), wheel) == 0
+    (src / "notebooks").mkdir(parents=True)
+    for nb in glob.glob(os.path.join(os.path.dirname(wheel), "0*.ipynb")):
+        shutil.copy(nb, src / "notebooks")"""),
+    ("code", """cfg = config
+if config_text:  # the user's own YAML travels inside this notebook
+    cfg = str(src / config)
+    Path(cfg).write_text(config_text, encoding="utf-8")
+cmd = [sys.executable, "-m", "mattingkit", "run", "--config", cfg, "--name", run_name, "--runs-root", runs_root]
+cmd += [a for o in overrides for a in ("--set", o)] + [a for p in params for a in ("--param", p)]
+cmd += (["--smoke"] if smoke else []) + (["--notebooks", *notebooks] if notebooks else [])
+rc = sh(*cmd, cwd=src, env=dict(os.environ, MATTINGKIT_DATA_ROOT=data_root))"""),
+    ("code", """run_dir = Path(runs_root) / run_name
+print("output:", run_dir, sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else "(none)")
+if rc != 0:
+    raise RuntimeError(f"mattingkit run {run_name} failed (exit {rc}): see the lines above")"""),
+]
+
+
+def driver_notebook(kr: KernelRun) -> dict:
+    """The kernel's one notebook (nbformat 4 JSON, no outputs): a parameters cell, then install the kit,
+    run ``mattingkit run`` with the same config, overrides, parameters and name, list the output. Runs
+    headless under papermill too (tests/test_kaggle_kernels.py runs it here).
+
+    Example:
+        >>> nb = driver_notebook(KernelRun("demo1"))
+        >>> nb["cells"][1]["metadata"]["tags"], "mattingkit" in nb["cells"][4]["source"]
+        (['parameters'], True)
+    """
+    params = driver_parameters(kr)
+    cells = []
+    for i, (kind, text) in enumerate(_DRIVER_CELLS):
+        cell = {"id": f"cell-{i}", "cell_type": "markdown" if kind == "markdown" else "code", "metadata": {}}
+        if kind == "markdown":
+            cell["source"] = text.format(**params)
+        else:
+            if kind == "parameters":   # strings and lists of strings as JSON, which Python reads alike
+                text = "\n".join(f"{k} = {v!r}" if isinstance(v, bool) else f"{k} = {json.dumps(v)}"
+                                 for k, v in params.items())
+                cell["metadata"] = {"tags": ["parameters"]}
+            cell.update(source=text, outputs=[], execution_count=None)
+        cells.append(cell)
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                         "language_info": {"name": "python"}}}
+
+
+def write_kernel_folder(kr: KernelRun, folder: PathLike, owner: str, slug: str | None = None) -> Path:
+    """Write ``kernel-metadata.json`` and the driver notebook into ``folder`` (what ``kaggle kernels push``
+    reads); returns the folder."""
+    from .io import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / KERNEL_METADATA, json.dumps(kernel_metadata(kr, owner, slug), indent=1) + "\n")
+    atomic_write_text(folder / DRIVER_NOTEBOOK, json.dumps(driver_notebook(kr), indent=1) + "\n")
+    return folder
+
+
+@dataclass
+class PushResult:
+    run: str
+    ref: str
+    url: str
+    version: int | None
+    folder: Path | None = None
+
+    def __str__(self) -> str:
+        v = f" version {self.version}" if self.version else ""
+        return f"pushed {self.run} as kernel {self.ref}{v}: {self.url}"
+
+
+def _local_user() -> str:
+    """The Kaggle user name known without network (legacy key), for a dry run's ``id``."""
+    e = os.environ
+    _, data, _ = _kaggle_json(e, _home(None))
+    return e.get("KAGGLE_USERNAME") or str((data or {}).get("username") or "") or "YOUR_KAGGLE_USERNAME"
+
+
+def push_kernel(kr: KernelRun, runs_root: PathLike, *, kernel: str | None = None, dry_run: PathLike | None = None,
+                quiet: bool = False) -> PushResult:
+    """Write the kernel folder and push it with the kaggle client (``dry_run``: write it to that folder and
+    push nothing). Records the push in ``<runs_root>/.kaggle-kernels/<run>.json`` (kernel, version, URL)
+    for :func:`kernel_status` and :func:`pull_kernel`. Raises :class:`KernelError`.
+
+    Example (needs credentials; tests use the fake Kaggle of tests/kaggle_fake_server.py):
+        >>> # push_kernel(KernelRun("demo1", "demo", smoke=True), "runs")
+    """
+    import tempfile
+
+    from .errors import UsageError
+    from .io import atomic_write_text
+
+    if kr.internet and not kr.repo_url:
+        raise UsageError(f"an internet-on kernel installs the kit from its repository: give --repo URL (or set "
+                         f"{REPO_URL_ENV}), or push with --no-internet after `mattingkit kaggle wheel`")
+    owner_given, _, slug_given = (kernel or "").partition("/")
+    if kernel and (not slug_given or "/" in slug_given):
+        raise UsageError(f"--kernel must be OWNER/SLUG, got {kernel!r}")
+    if dry_run is not None:
+        folder = write_kernel_folder(kr, dry_run, owner_given or _local_user(), slug_given or None)
+        md = json.loads((folder / KERNEL_METADATA).read_text(encoding="utf-8"))
+        if not quiet:
+            print(f"kernel folder written to {folder} (nothing pushed): {KERNEL_METADATA}, {DRIVER_NOTEBOOK}")
+        return PushResult(kr.run_name, md["id"], KERNEL_URL.format(ref=md["id"]), None, folder)
+    info = find_credentials()
+    secrets = secret_values()
+    slug = slug_given or kr.slug or kernel_slug(kr.run_name)
+    ref = kernel or slug
+    try:
+        api, info, secrets, user = _redacted_api()
+        if owner_given and owner_given != user:
+            raise KernelError("owner", f"--kernel {kernel}: the slug belongs to '{owner_given}', but the "
+                              f"credentials ({info.source}) are '{user}'s; push under your own account.")
+        ref = f"{user}/{slug}"
+        if not kr.internet:
+            wheel = kr.wheel_dataset or f"{user}/{WHEEL_DATASET}"
+            if not _dataset_exists(api, wheel, secrets):
+                raise KernelError("no_wheel", f"an internet-off kernel installs the kit from the dataset {wheel}, "
+                                  f"which does not exist yet: run `mattingkit kaggle wheel` first.")
+        with tempfile.TemporaryDirectory() as tmp:
+            write_kernel_folder(kr, tmp, user, slug)
+            with _guarded(secrets, True):
+                resp = api.kernels_push(tmp)
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - mapped to a clear message
+        raise _kernel_error(e, ref, "push the kernel", info, secrets) from None
+    error = redact(str(getattr(resp, "error", "") or ""), secrets)
+    if error:
+        kind = "quota" if "quota" in error.lower() else "rejected"
+        raise KernelError(kind, _quota_message(error) if kind == "quota" else
+                          f"Kaggle rejected the kernel {ref}: {error}")
+    bad = [s for name in ("invalid_dataset_sources", "invalid_competition_sources")
+           for s in (getattr(resp, name, None) or [])]
+    url = str(getattr(resp, "url", "") or KERNEL_URL.format(ref=ref))
+    result = PushResult(kr.run_name, ref, url, getattr(resp, "version_number", None) or None)
+    record = {"run": kr.run_name, "kernel": ref, "url": url, "version": result.version,
+              "accelerator": kr.accelerator, "internet": kr.internet, "config": kr.config,
+              "overrides": kr.overrides, "params": kr.params, "smoke": kr.smoke}
+    atomic_write_text(Path(runs_root) / PUSH_RECORDS / f"{kr.run_name}.json", json.dumps(record, indent=1))
+    if not quiet:
+        print(result)
+        if bad:
+            print(f"note: Kaggle did not attach these sources: {', '.join(map(str, bad))}")
+    return result
+
+
+def _dataset_exists(api, ref: str, secrets: list[str]) -> bool:
+    try:
+        with _guarded(secrets, True):
+            api.dataset_status(ref)
+    except Exception as e:  # noqa: BLE001 - 404: absent; anything else is a real error
+        if _status_of(e) == 404:
+            return False
+        raise
+    return True
+
+
+def push_record(run_name: str, runs_root: PathLike) -> dict:
+    """The record :func:`push_kernel` left for ``run_name`` (a :class:`~mattingkit.errors.UsageError` if none)."""
+    from .errors import UsageError
+
+    path = Path(runs_root) / PUSH_RECORDS / f"{run_name}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise UsageError(f"no kernel was pushed for run '{run_name}' from here ({path} is missing): "
+                         f"push it with `mattingkit kaggle push --name {run_name}`") from None
+
+
+@dataclass
+class KernelStatus:
+    run: str
+    ref: str
+    status: str          # queued | running | complete | error | cancel_* | new_script
+    failure: str = ""
+    log_tail: str = ""
+
+    def __str__(self) -> str:
+        line = f"{self.run}: kernel {self.ref} is {self.status}"
+        if self.failure:
+            line += f" ({self.failure})"
+        return line + (f"\nlog (last lines):\n{self.log_tail}" if self.log_tail else "")
+
+
+def log_tail(log: str, lines: int = 15) -> str:
+    """The last ``lines`` lines of a kernel log (Kaggle's log is a JSON list of ``{stream_name, time,
+    data}`` records, or plain text).
+
+    Example:
+        >>> log_tail('[{"stream_name": "stdout", "time": 1.0, "data": "a\\\\nb\\\\n"}]', 1)
+        'b'
+    """
+    text = log or ""
+    try:
+        records = json.loads(text)
+        if isinstance(records, list):
+            text = "".join(str(r.get("data", "")) for r in records if isinstance(r, dict))
+    except ValueError:
+        pass
+    kept = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def _session_output(api, ref: str, page_token: str | None = None):
+    from kagglesdk.kernels.types.kernels_api_service import ApiListKernelSessionOutputRequest
+
+    owner, slug = ref.split("/", 1)
+    with api.build_kaggle_client() as kaggle:
+        request = ApiListKernelSessionOutputRequest()
+        request.user_name = owner
+        request.kernel_slug = slug
+        request.page_size = 100
+        if page_token:
+            request.page_token = page_token
+        return kaggle.kernels.kernels_api_client.list_kernel_session_output(request)
+
+
+def kernel_status(run_name: str, runs_root: PathLike, *, with_log: bool = True) -> KernelStatus:
+    """The state of the kernel pushed for ``run_name`` (``queued`` / ``running`` / ``complete`` / ``error``),
+    with the tail of its log when it errored. Raises :class:`KernelError`."""
+    rec = push_record(run_name, runs_root)
+    ref = rec["kernel"]
+    info = find_credentials()
+    secrets = secret_values()
+    try:
+        api, info, secrets, _ = _redacted_api()
+        with _guarded(secrets, True):
+            resp = api.kernels_status(ref)
+            state = _state_name(getattr(resp, "status", ""))
+            failure = redact(str(getattr(resp, "failure_message", "") or ""), secrets)
+            tail = ""
+            if state == "error" and with_log:
+                tail = redact(log_tail(str(_session_output(api, ref).log or "")), secrets)
+    except (Exception, SystemExit) as e:  # noqa: BLE001
+        raise _kernel_error(e, ref, "read the status of", info, secrets) from None
+    return KernelStatus(run_name, ref, state, failure, tail)
+
+
+def _state_name(status) -> str:
+    name = str(getattr(status, "name", status) or "").lower().removeprefix("kernel_worker_status_")
+    return name if name in _KERNEL_STATES else (name or "unknown")
+
+
+def _safe_relative(name: str) -> Path | None:
+    p = Path(name)
+    if not name or p.is_absolute() or ".." in p.parts or "\\" in name:
+        return None
+    return p
+
+
+@dataclass
+class PullResult:
+    run: str
+    ref: str
+    version: int | None
+    run_dir: Path
+    files: list[str]
+
+    def __str__(self) -> str:
+        return f"pulled {len(self.files)} files of kernel {self.ref} into {self.run_dir}"
+
+
+def check_producer(run_dir: Path, ref: str) -> None:
+    """Refuse to pull kernel ``ref`` into a run folder that holds a different run (a local run, or the
+    output of another kernel): the producer rule the prediction folders follow."""
+    from .errors import RunStateError
+
+    if not run_dir.is_dir() or not any(run_dir.iterdir()):
+        return
+    try:
+        source = json.loads((run_dir / SOURCE_FILE).read_text(encoding="utf-8")).get("kernel")
+    except (OSError, ValueError):
+        source = None
+    if source != ref:
+        held = f"the output of kernel {source}" if source else "a run made here (no kaggle_source.json)"
+        raise RunStateError(f"{run_dir} holds {held}, not kernel {ref}'s: pull into another run name, or move "
+                            f"that folder away first")
+
+
+def pull_kernel(run_name: str, runs_root: PathLike, *, checkpoints: bool = False, quiet: bool = False) -> PullResult:
+    """Download the finished kernel's ``runs/<run>/`` output into ``<runs_root>/<run>/`` (``checkpoints/``
+    only with ``checkpoints``), recording which kernel and version produced it in ``kaggle_source.json``.
+    A re-pull of the same kernel replaces the folder; one holding another run is refused
+    (:func:`check_producer`). Files land in a hidden staging folder first, each name checked (no absolute
+    path, no ``..``), then the folder is swapped in. Raises :class:`KernelError` (``running``: not
+    finished; ``errored``: with the log's tail)."""
+    import requests
+
+    from .io import atomic_write_text
+
+    runs_root = Path(runs_root)
+    rec = push_record(run_name, runs_root)
+    ref = rec["kernel"]
+    run_dir = runs_root / run_name
+    check_producer(run_dir, ref)
+    state = kernel_status(run_name, runs_root)
+    if state.status == "error":
+        raise KernelError("errored", f"kernel {ref} failed{f' ({state.failure})' if state.failure else ''}; "
+                          f"log (last lines): " + " | ".join(state.log_tail.splitlines()[-8:]))
+    if state.status != "complete":
+        raise KernelError("running", f"kernel {ref} is {state.status}, not complete yet: "
+                          f"`mattingkit kaggle status {run_name}`, then pull again")
+    info = find_credentials()
+    secrets = secret_values()
+    prefix = f"runs/{run_name}/"
+    staging = runs_root / f".pull-{run_name}"
+    shutil.rmtree(staging, ignore_errors=True)
+    got: list[str] = []
+    try:
+        api, info, secrets, _ = _redacted_api()
+        token = None
+        while True:
+            with _guarded(secrets, True):
+                resp = _session_output(api, ref, token)
+            for item in resp.files or []:
+                name = str(item.file_name or "")
+                if not name.startswith(prefix):
+                    continue
+                rel = _safe_relative(name[len(prefix):])
+                if rel is None:
+                    raise KernelError("rejected", f"kernel {ref}'s output holds an unsafe file name {name!r}; "
+                                      f"nothing was pulled")
+                if rel.parts[0] == "checkpoints" and not checkpoints:
+                    continue
+                r = requests.get(item.url, timeout=120)
+                r.raise_for_status()
+                (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+                (staging / rel).write_bytes(r.content)
+                got.append(rel.as_posix())
+            token = getattr(resp, "next_page_token", None)
+            if not token:
+                break
+    except (Exception, SystemExit) as e:  # noqa: BLE001
+        shutil.rmtree(staging, ignore_errors=True)
+        raise _kernel_error(e, ref, "pull the output of", info, secrets) from None
+    if not got:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise KernelError("not_found", f"kernel {ref} finished but its output holds no {prefix} folder: did "
+                          f"`mattingkit run` start? (`mattingkit kaggle status {run_name}`)")
+    atomic_write_text(staging / SOURCE_FILE, json.dumps(
+        {"kernel": ref, "version": rec.get("version"), "url": rec.get("url"), "run": run_name,
+         "checkpoints": checkpoints, "files": len(got)}, indent=1))
+    old = runs_root / f".pull-{run_name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if run_dir.exists():
+        os.replace(run_dir, old)
+    os.replace(staging, run_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    result = PullResult(run_name, ref, rec.get("version"), run_dir, sorted(got))
+    if not quiet:
+        print(result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# The wheel dataset (internet-off kernels install the kit from it)
+# --------------------------------------------------------------------------------------------
+def build_wheel(out_dir: PathLike) -> Path:
+    """Build the kit's wheel from the checkout into ``out_dir`` (offline: ``pip wheel --no-deps
+    --no-build-isolation`` on a copy of the sources, so the checkout gets no build/ folder); returns it."""
+    import subprocess
+    import tempfile
+
+    from .errors import UsageError
+
+    repo = env.repo_root()
+    if repo is None:
+        raise UsageError("`mattingkit kaggle wheel` builds from the repository checkout: run it there")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        shutil.copytree(repo / "mattingkit", src / "mattingkit",
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        for name in ("pyproject.toml", "README.md", "LICENSE"):
+            if (repo / name).is_file():
+                shutil.copy(repo / name, src / name)
+        proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                               "-w", str(out_dir), str(src)], capture_output=True, text=True)
+    wheels = sorted(out_dir.glob("mattingkit-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise KernelError("other", f"building the wheel failed: {(proc.stderr or proc.stdout).strip()[-500:]}")
+    return wheels[-1]
+
+
+def publish_wheel(dataset: str | None = None, notes: str = "mattingkit wheel", quiet: bool = False) -> str:
+    """Build the wheel (:func:`build_wheel`) and create (first time) or version the private dataset
+    ``dataset`` (default ``<user>/mattingkit-wheel``) holding it and the five notebooks; returns its ref."""
+    import tempfile
+
+    info = find_credentials()
+    secrets = secret_values()
+    ref = dataset or WHEEL_DATASET
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        wheel = build_wheel(folder)
+        for nb in sorted((env.repo_root() / "notebooks").glob("0*.ipynb")):  # `mattingkit run` needs them
+            shutil.copy(nb, folder / nb.name)
+        try:
+            api, info, secrets, user = _redacted_api()
+            ref = dataset or f"{user}/{WHEEL_DATASET}"
+            (folder / "dataset-metadata.json").write_text(json.dumps(
+                {"id": ref, "title": "mattingkit wheel", "licenses": [{"name": "other"}]}), encoding="utf-8")
+            exists = _dataset_exists(api, ref, secrets)
+            with _guarded(secrets, True):
+                if exists:
+                    resp = api.dataset_create_version(str(folder), notes, quiet=True, dir_mode="skip")
+                else:
+                    resp = api.dataset_create_new(str(folder), public=False, quiet=True, dir_mode="skip")
+        except (Exception, SystemExit) as e:  # noqa: BLE001
+            raise _kernel_error(e, ref, "publish the wheel dataset", info, secrets) from None
+    error = redact(str(getattr(resp, "error", "") or ""), secrets)
+    if error:
+        raise KernelError("rejected", f"Kaggle rejected the dataset {ref}: {error}")
+    if not quiet:
+        print(f"{'new version of' if exists else 'created'} private dataset {ref} with {wheel.name}: "
+              f"{getattr(resp, 'url', '') or 'https://www.kaggle.com/datasets/' + ref}")
+    return ref
