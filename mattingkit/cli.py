@@ -96,6 +96,8 @@ def parse_params(items: list[str] | None) -> dict:
 def cmd_sweep(args) -> int:
     from .runner import run_sweep
 
+    if args.on == "kaggle":
+        return _sweep_on_kaggle(args)
     result = run_sweep(args.grid, runs_root=args.runs_root)
     return 0 if result.ok else 1
 
@@ -192,7 +194,7 @@ def cmd_submit(args) -> int:
     if not check.ok:
         print(f"mattingkit submit: {csv} does not validate; not uploaded", file=sys.stderr)
         return 1
-    from .data.download import submit_to_kaggle
+    from .kaggle import submit_to_kaggle
 
     result = submit_to_kaggle(csv, args.kaggle, args.message, poll=args.wait, timeout_s=args.wait_timeout,
                               interval_s=args.poll_interval, quiet=False)  # prints progress and the score
@@ -231,7 +233,7 @@ def cmd_download(args) -> int:
     if args.what not in (None, "kaggle"):
         raise UsageError(f"unknown source {args.what!r}: choose kaggle (the default) or alphamatting")
     from .config import apply_overrides
-    from .data.download import ensure_config_data
+    from .kaggle import ensure_config_data
 
     cfg = _load(args)
     upd = {}
@@ -276,6 +278,125 @@ def cmd_manifest(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# mattingkit kaggle push / status / pull / wheel, and sweep --on kaggle (mattingkit.kaggle)
+# --------------------------------------------------------------------------------------------
+def cmd_kaggle(args) -> int:
+    return args.kaggle_func(args)
+
+
+def _kernel_settings(args) -> dict:
+    import os
+
+    from .kaggle import REPO_URL_ENV
+
+    return {"accelerator": args.accelerator, "internet": args.internet, "wheel_dataset": args.wheel_dataset,
+            "repo_url": args.repo or os.environ.get(REPO_URL_ENV) or None, "repo_ref": args.ref}
+
+
+def _kaggle_push(args) -> int:
+    from . import kaggle
+    from .run import resolve_run, runs_root
+
+    parse_params(args.params)   # NAME=VALUE syntax, checked here as `mattingkit run` would
+    cfg, run_dir = resolve_run(args.config, args.overrides, args.name, None, args.smoke)   # config errors: no push
+    kr = kaggle.kernel_run_from_config(cfg, args.config, run_dir.name, overrides=list(args.overrides),
+                                       params=list(args.params), smoke=args.smoke, notebooks=args.notebooks,
+                                       **_kernel_settings(args))
+    kaggle.check_travelling_config(kr, args.overrides)
+    kaggle.push_kernel(kr, runs_root(cfg, args.runs_root), kernel=args.kernel, dry_run=args.dry_run)
+    return 0
+
+
+def _kaggle_status(args) -> int:
+    from .kaggle import kernel_status
+    from .run import runs_root
+
+    state = kernel_status(args.run, runs_root(None, args.runs_root))
+    print(state)
+    return 1 if state.status == "error" else 0
+
+
+def _kaggle_pull(args) -> int:
+    from .kaggle import pull_kernel
+    from .run import runs_root
+
+    pull_kernel(args.run, runs_root(None, args.runs_root), checkpoints=args.checkpoints)
+    return 0
+
+
+def _kaggle_wheel(args) -> int:
+    from .kaggle import publish_wheel
+
+    publish_wheel(args.dataset, args.notes)
+    return 0
+
+
+def _sweep_on_kaggle(args) -> int:
+    from .runner import run_sweep_on_kaggle
+
+    result = run_sweep_on_kaggle(args.grid, runs_root=args.runs_root, max_parallel=args.max_parallel,
+                                 poll_s=args.poll, **_kernel_settings(args))
+    return 0 if result.ok else 1
+
+
+def _add_kernel_args(p: argparse.ArgumentParser) -> None:
+    from .kaggle import ACCELERATORS
+
+    p.add_argument("--accelerator", choices=list(ACCELERATORS), default="t4x2",
+                   help="the kernel's accelerator (default t4x2; p100 needs run.device=cpu: recent torch builds "
+                        "lack sm_60; none: CPU)")
+    p.add_argument("--internet", action=argparse.BooleanOptionalAction, default=True,
+                   help="internet on (default): the kernel installs the kit from its repository (--repo); "
+                        "--no-internet: from the wheel dataset (`mattingkit kaggle wheel`)")
+    p.add_argument("--repo", default=None, help="git URL of the kit's repository (default: $MATTINGKIT_REPO_URL)")
+    p.add_argument("--ref", default=None, help="branch or tag of --repo to install (default: its default branch)")
+    p.add_argument("--wheel-dataset", default=None, metavar="OWNER/SLUG",
+                   help="the wheel dataset of --no-internet kernels (default: YOU/mattingkit-wheel)")
+
+
+def _add_kaggle_parsers(sub) -> None:
+    """`mattingkit kaggle push|status|pull|wheel` (one block, added to the command table)."""
+    kp = sub.add_parser(
+        "kaggle", help="run on Kaggle's GPUs from here: push a run as a kernel, follow it, pull its results",
+        description="push writes a kernel folder (kernel-metadata.json + one driver notebook) and pushes it with "
+                    "the kaggle client; the kernel installs the kit, runs `mattingkit run` and leaves "
+                    "runs/RUN/ in its output. status follows it; pull downloads runs/RUN/ here. Credentials as "
+                    "for `mattingkit download`, never printed. See docs/kaggle.md.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  mattingkit kaggle push --config demo --smoke --name k1 --repo https://github.com/me/mattingkit\n"
+               "  mattingkit kaggle status k1\n  mattingkit kaggle pull k1")
+    ks = kp.add_subparsers(dest="kaggle_command", metavar="ACTION", required=True)
+    p = ks.add_parser("push", help="push a run as a Kaggle kernel (validated here first; prints its URL)")
+    _add_config_args(p)
+    p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                   help="a notebook parameter passed to `mattingkit run --param`, repeatable")
+    p.add_argument("--name", required=True, help="run name: runs/NAME/ in the kernel's output and here")
+    p.add_argument("--smoke", action="store_true", help="tiny budgets everywhere")
+    p.add_argument("--notebooks", nargs="*", default=None, help="subset, e.g. 01 02 (default: all five)")
+    _add_kernel_args(p)
+    p.add_argument("--kernel", default=None, metavar="OWNER/SLUG",
+                   help="the kernel's id (default: YOU/mattingkit-NAME)")
+    p.add_argument("--dry-run", type=Path, default=None, metavar="DIR",
+                   help="write the kernel folder to DIR and push nothing")
+    p.add_argument("--runs-root", type=Path, default=None, help="where the push is recorded and pulled to")
+    p.set_defaults(kaggle_func=_kaggle_push)
+    p = ks.add_parser("status", help="queued / running / complete / error (with the log's tail) of RUN's kernel")
+    p.add_argument("run")
+    p.add_argument("--runs-root", type=Path, default=None)
+    p.set_defaults(kaggle_func=_kaggle_status)
+    p = ks.add_parser("pull", help="download RUN's kernel output into runs/RUN/ (records kernel and version)")
+    p.add_argument("run")
+    p.add_argument("--checkpoints", action="store_true", help="also download runs/RUN/checkpoints/")
+    p.add_argument("--runs-root", type=Path, default=None)
+    p.set_defaults(kaggle_func=_kaggle_pull)
+    p = ks.add_parser("wheel", help="build the kit's wheel and create/version the private dataset holding it")
+    p.add_argument("--dataset", default=None, metavar="OWNER/SLUG", help="default: YOU/mattingkit-wheel")
+    p.add_argument("--notes", default="mattingkit wheel", help="the version's notes")
+    p.set_defaults(kaggle_func=_kaggle_wheel)
+    kp.set_defaults(func=cmd_kaggle)
+
+
+# --------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every subcommand (declarative: one block per command, longer than 80 lines for
     that reason only)."""
@@ -317,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a grid of parameter sets (grid.yaml), one run folder each")
     p.add_argument("grid", type=Path, help="sweep YAML: name, config, base overrides, grid of key: [values]")
     p.add_argument("--runs-root", type=Path, default=None)
+    p.add_argument("--on", choices=["local", "kaggle"], default="local",
+                   help="kaggle: one Kaggle kernel per point, pushed, followed and pulled (see `kaggle push`)")
+    p.add_argument("--max-parallel", type=int, default=2, help="--on kaggle: kernels running at once (default 2)")
+    p.add_argument("--poll", type=float, default=30.0, help="--on kaggle: seconds between status checks")
+    _add_kernel_args(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("train", help="train a model (multi-GPU: `accelerate launch -m mattingkit.train ARGS`, "
@@ -447,6 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_manifest)
+    _add_kaggle_parsers(sub)
     return ap
 
 

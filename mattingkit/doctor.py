@@ -79,7 +79,7 @@ def _root(path: Path) -> dict[str, Any]:
 
 
 def _credentials(environ: Mapping[str, str] | None, home: str | os.PathLike | None) -> dict[str, Any]:
-    from .data.download import find_credentials
+    from .kaggle import find_credentials
 
     info = find_credentials(environ, home)
     return {"found": info.found, "source": info.source, "kind": info.kind, "note": info.note or None}

@@ -368,14 +368,14 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
 def kaggle_submit(ctx: RunContext, competition: str, message: str, csv: PathLike | None = None,
                   **kwargs: Any) -> dict[str, Any]:
     """Notebook 05: upload the run's submission (``csv``, default the run folder's ``submission.csv``) to
-    the Kaggle ``competition`` with ``message`` (:func:`mattingkit.data.download.submit_to_kaggle`:
+    the Kaggle ``competition`` with ``message`` (:func:`mattingkit.kaggle.submit_to_kaggle`:
     credentials from the environment, never printed), wait for the public score and print its line.
     Records ``kaggle`` (competition, status, scores) in the 05 section. ``kwargs`` go to
     ``submit_to_kaggle`` (``poll``, ``timeout_s``, ...)."""
-    from .data import download
+    from . import kaggle
 
     path = Path(csv) if csv is not None else ctx.path("submission.csv")
-    result = download.submit_to_kaggle(path, competition, message, **kwargs)
+    result = kaggle.submit_to_kaggle(path, competition, message, **kwargs)
     print(result)
     values = {"competition": result.competition, "file": str(path), "message": result.message,
               "status": result.status, "public_score": result.public_score,

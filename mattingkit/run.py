@@ -250,7 +250,7 @@ def ensure_data(cfg: Config, download: bool = True) -> dict[str, str]:
             print(f"{source} data written to {root} ({summary.get('seconds', 0):.1f}s): {summary.get('counts')}")
         return {source: str(root)}
     if download and (cfg.data.kaggle_competition or cfg.data.kaggle_datasets):
-        from .data.download import ensure_config_data
+        from .kaggle import ensure_config_data
 
         return {k: str(v) for k, v in ensure_config_data(cfg).items()}
     return {}

@@ -525,3 +525,112 @@ def _fmt(v: Any) -> str:
 
     text = " ".join(fmt_value(v).split())  # one line per table row
     return text.replace("|", "\\|")[:160]
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeps on Kaggle: one kernel per grid point
+# --------------------------------------------------------------------------------------------
+_KERNEL_STOPPED = ("error", "cancel_acknowledged", "cancel_requested")
+
+
+def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None = None, *,
+                        max_parallel: int = 2, poll_s: float = 30.0, quiet: bool = False, sleep=time.sleep,
+                        **kernel: Any) -> SweepResult:
+    """:func:`run_sweep` with every point run as its own Kaggle kernel (:mod:`mattingkit.kaggle`): pushed up
+    to ``max_parallel`` at a time, followed every ``poll_s`` seconds, pulled into the same
+    ``runs_root/<sweep>/<point>/`` folders, then the same ``results.csv/.md/.png``.
+
+    The sweep file is checked as for a local sweep before anything is pushed. A point already pulled
+    (``DONE`` + ``kaggle_source.json``) is skipped; one pushed earlier and still queued or running is
+    followed rather than pushed again. A kernel that fails is reported with its log's tail and the others
+    go on. ``kernel`` holds the kernel settings (``accelerator``, ``internet``, ``repo_url``, ``repo_ref``,
+    ``wheel_dataset``). Each kernel's slug is ``mattingkit-<sweep>-<point>``.
+    """
+    from collections import deque
+
+    from . import kaggle
+    from .errors import MattingKitError
+    from .run import resolve_run
+
+    if int(max_parallel) < 1:
+        raise UsageError(f"--max-parallel must be at least 1, got {max_parallel}")
+    spec = load_sweep(grid_yaml)
+    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
+    metric = spec.get("metric")
+    config = spec.get("config", "demo")
+    cfg_path = Path(grid_yaml).parent / str(config)
+    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
+        config = str(cfg_path.resolve())
+    base_overrides = list(spec.get("overrides") or [])
+    smoke = bool(spec.get("smoke", False))
+    validate_grid(spec["grid"], metric=metric, config=config, overrides=base_overrides)
+    base = resolve_config(config, base_overrides, smoke)
+    params = [f"{k}={json.dumps(v)}" for k, v in sweep_parameters(spec).items()]
+    sweep_dir = resolve_runs_root(base, runs_root) / name
+    points = sweep_points(spec["grid"])
+    kernels = {}   # run name -> KernelRun, every point checked before the first push
+    for i, point in enumerate(points):
+        run_name = point_name(i, point)
+        overrides = base_overrides + [f"{k}={json.dumps(v)}" for k, v in point.items()]
+        cfg, _ = resolve_run(config, overrides, run_name, sweep_dir, smoke)
+        kr = kaggle.kernel_run_from_config(cfg, str(config), run_name, overrides=overrides, params=params,
+                                           smoke=smoke, notebooks=spec.get("notebooks"),
+                                           slug=kaggle.kernel_slug(f"{name} {run_name}"), **kernel)
+        kaggle.check_travelling_config(kr, overrides)
+        kernels[run_name] = kr
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    status: dict[str, str] = {}
+    queue, active = deque(), set()
+    for run_name in kernels:
+        run_dir = sweep_dir / run_name
+        if (run_dir / DONE_MARKER).exists() and (run_dir / kaggle.SOURCE_FILE).exists():
+            status[run_name] = "skipped (pulled)"
+        elif (sweep_dir / kaggle.PUSH_RECORDS / f"{run_name}.json").exists() and \
+                kaggle.kernel_status(run_name, sweep_dir, with_log=False).status not in _KERNEL_STOPPED:
+            active.add(run_name)     # pushed by an earlier call: follow it
+        else:
+            queue.append(run_name)
+    say = (lambda text: None) if quiet else (lambda text: print(text, flush=True))
+    while queue or active:
+        while queue and len(active) < int(max_parallel):
+            run_name = queue.popleft()
+            try:
+                kaggle.push_kernel(kernels[run_name], sweep_dir, quiet=quiet)
+                active.add(run_name)
+            except kaggle.KernelError as e:
+                if e.kind in ("no_credentials", "auth", "offline"):
+                    raise
+                status[run_name] = f"failed: push: {e}"
+                say(f"[{run_name}] {status[run_name]}")
+        if not active:
+            break
+        sleep(poll_s)
+        for run_name in sorted(active):
+            st = kaggle.kernel_status(run_name, sweep_dir)
+            if st.status == "complete":
+                try:
+                    kaggle.pull_kernel(run_name, sweep_dir, quiet=quiet)
+                    status[run_name] = "ok"
+                except MattingKitError as e:
+                    status[run_name] = f"failed: pull: {e}"
+            elif st.status in _KERNEL_STOPPED:
+                last = st.log_tail.splitlines()[-1] if st.log_tail else st.failure
+                status[run_name] = f"failed: kernel {st.ref} {st.status}: {last}"
+                say(f"[{run_name}] kernel {st.ref} {st.status}; log (last lines):\n{st.log_tail}")
+            else:
+                continue
+            active.discard(run_name)
+            say(f"[{run_name}] {status[run_name]}")
+    rows = []
+    for i, point in enumerate(points):
+        run_name = point_name(i, point)
+        row = {"run": run_name, **point, "status": status.get(run_name, "failed: not run")}
+        row.update({k: v for k, v in flatten(read_metrics(sweep_dir / run_name)).items()
+                    if isinstance(v, (int, float, str))})
+        rows.append(row)
+    result = SweepResult(ok=all(r["status"] == "ok" or r["status"].startswith("skipped") for r in rows),
+                         sweep_dir=sweep_dir, rows=rows)
+    _write_sweep_tables(result, metric, spec.get("mode", "min"), list(spec["grid"]))
+    say(f"sweep {name} on Kaggle: {sum(r['status'].startswith('failed') for r in rows)} failed of {len(rows)}; "
+        f"results: {result.results_csv}")
+    return result

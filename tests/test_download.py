@@ -1,4 +1,4 @@
-"""Kaggle downloads: credential discovery, error mapping, secrecy, and the real client against a fake server.
+"""Downloads (mattingkit.kaggle and mattingkit.data.download): credential discovery, error mapping, secrecy, and the real client against a fake server.
 
 No network is used: the end-to-end test drives the installed ``kaggle`` client (unpatched) against
 ``tests/kaggle_fake_server.py`` on 127.0.0.1 in a fresh interpreter; the offline tests make real
@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from mattingkit import kaggle as kg
 from mattingkit.data import download as dl
 from mattingkit.data.archive import MARKER_NAME
 
@@ -73,22 +74,22 @@ def test_find_credentials_each_form(home: Path, tmp_path: Path):
     cases.append(({"KAGGLE_USERNAME": "me", "KAGGLE_KEY": FAKE["key_env"]},
                   "KAGGLE_USERNAME/KAGGLE_KEY environment variables", "legacy_key"))
     for environ, source, kind in cases:
-        info = dl.find_credentials(environ, home=home)
+        info = kg.find_credentials(environ, home=home)
         assert (info.source, info.kind, info.found) == (source, kind, True)
         for text in (str(info), repr(info)):
             assert_no_secret(text, "CredentialInfo")
 
     (home / ".kaggle" / "access_token").write_text(FAKE["token_file"] + "\n")
-    info = dl.find_credentials({}, home=home)
+    info = kg.find_credentials({}, home=home)
     assert (info.source, info.kind) == ("~/.kaggle/access_token file", "access_token")
     # the env var wins over the file, as in the kaggle client
-    assert dl.find_credentials({"KAGGLE_API_TOKEN": FAKE["token_env"]}, home=home).source.startswith(
+    assert kg.find_credentials({"KAGGLE_API_TOKEN": FAKE["token_env"]}, home=home).source.startswith(
         "KAGGLE_API_TOKEN")
     (home / ".kaggle" / "access_token").unlink()
 
     kj = home / ".kaggle" / "kaggle.json"
     kj.write_text(json.dumps({"username": "me", "key": FAKE["key_json"]}))
-    info = dl.find_credentials({}, home=home)
+    info = kg.find_credentials({}, home=home)
     assert info.kind == "legacy_key" and "kaggle.json" in info.source and str(kj) in info.source
     assert_no_secret(repr(info), "CredentialInfo")
 
@@ -97,19 +98,19 @@ def test_find_credentials_each_form(home: Path, tmp_path: Path):
     cfgdir = tmp_path / "cfg"
     cfgdir.mkdir()
     (cfgdir / "kaggle.json").write_text(json.dumps({"username": "me", "key": FAKE["key_json"]}))
-    assert dl.find_credentials({}, home=home).found is False
-    assert str(cfgdir) in dl.find_credentials({"KAGGLE_CONFIG_DIR": str(cfgdir)}, home=home).source
+    assert kg.find_credentials({}, home=home).found is False
+    assert str(cfgdir) in kg.find_credentials({"KAGGLE_CONFIG_DIR": str(cfgdir)}, home=home).source
 
 
 def test_find_credentials_absent_or_unusable(home: Path):
-    assert not dl.find_credentials({}, home=home).found
-    half = dl.find_credentials({"KAGGLE_USERNAME": "me"}, home=home)
+    assert not kg.find_credentials({}, home=home).found
+    half = kg.find_credentials({"KAGGLE_USERNAME": "me"}, home=home)
     assert not half.found and "both" in half.note
     (home / ".kaggle" / "kaggle.json").write_text("{not json")
-    bad = dl.find_credentials({}, home=home)
+    bad = kg.find_credentials({}, home=home)
     assert not bad.found and "not valid JSON" in bad.note
     (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "me"}))
-    assert "lacks" in dl.find_credentials({}, home=home).note
+    assert "lacks" in kg.find_credentials({}, home=home).note
 
 
 def test_xdg_config_kaggle_json(tmp_path: Path):
@@ -117,25 +118,25 @@ def test_xdg_config_kaggle_json(tmp_path: Path):
     (h / ".config" / "kaggle").mkdir(parents=True)  # no ~/.kaggle: the client falls back to XDG
     (h / ".config" / "kaggle" / "kaggle.json").write_text(json.dumps({"username": "u", "key": FAKE["key_json"]}))
     if sys.platform.startswith("linux"):
-        assert dl.find_credentials({}, home=h).kind == "legacy_key"
+        assert kg.find_credentials({}, home=h).kind == "legacy_key"
 
 
 def test_secret_values_cover_every_form(home: Path):
     (home / ".kaggle" / "access_token").write_text(FAKE["token_file"])
     (home / ".kaggle" / "kaggle.json").write_text(json.dumps({"username": "me", "key": FAKE["key_json"]}))
     environ = {"KAGGLE_API_TOKEN": FAKE["token_env"], "KAGGLE_KEY": FAKE["key_env"]}
-    secrets = dl.secret_values(environ, home=home)
+    secrets = kg.secret_values(environ, home=home)
     for v in FAKE.values():
         assert v in secrets
     text = " ".join(f"<{v}>" for v in FAKE.values())
-    red = dl.redact(text, secrets)
+    red = kg.redact(text, secrets)
     assert_no_secret(red, "redacted text")
     assert red.count("***") == 4
 
 
 def test_redact_authorization_headers():
     text = "{'Authorization': 'Basic dXNlcjprZXk=', 'X': 1} Authorization: Bearer abc.DEF-123"
-    out = dl.redact(text, [])
+    out = kg.redact(text, [])
     assert "dXNlcjprZXk" not in out and "abc.DEF-123" not in out
     assert out.count("***") == 2
 
@@ -144,16 +145,16 @@ def test_redact_authorization_headers():
 # status -> message mapping (pure)
 # ------------------------------------------------------------------------------------------
 def test_explain_http_error_messages():
-    kind, msg = dl.explain_http_error(403, "ecom-comp", "competition", "KAGGLE_API_TOKEN environment variable")
+    kind, msg = kg.explain_http_error(403, "ecom-comp", "competition", "KAGGLE_API_TOKEN environment variable")
     assert kind == "rules" and "https://www.kaggle.com/competitions/ecom-comp/rules" in msg
-    kind, msg = dl.explain_http_error(401, "ecom-comp", source="kaggle.json (/x/kaggle.json)")
+    kind, msg = kg.explain_http_error(401, "ecom-comp", source="kaggle.json (/x/kaggle.json)")
     assert kind == "auth" and "kaggle.json (/x/kaggle.json)" in msg and "settings/api" in msg
-    assert dl.explain_http_error(403, "o/d", "dataset")[0] == "forbidden"
-    kind, msg = dl.explain_http_error(404, "o/d", "dataset")
+    assert kg.explain_http_error(403, "o/d", "dataset")[0] == "forbidden"
+    kind, msg = kg.explain_http_error(404, "o/d", "dataset")
     assert kind == "not_found" and "https://www.kaggle.com/datasets/o/d" in msg
-    assert dl.explain_http_error(429, "x")[0] == "rate_limited"
-    assert dl.explain_http_error(503, "x")[0] == "server"
-    assert dl.explain_http_error(418, "x")[0] == "other"
+    assert kg.explain_http_error(429, "x")[0] == "rate_limited"
+    assert kg.explain_http_error(503, "x")[0] == "server"
+    assert kg.explain_http_error(418, "x")[0] == "other"
 
 
 def _http_error(status: int, text: str) -> requests.HTTPError:
@@ -164,16 +165,16 @@ def _http_error(status: int, text: str) -> requests.HTTPError:
 
 
 def test_explain_exception_redacts_and_maps():
-    info = dl.CredentialInfo("KAGGLE_API_TOKEN environment variable", "access_token")
+    info = kg.CredentialInfo("KAGGLE_API_TOKEN environment variable", "access_token")
     secret = FAKE["token_env"]
-    err = dl.explain_exception(_http_error(401, f"bad token {secret}"), "c", "competition", info, [secret])
+    err = kg.explain_exception(_http_error(401, f"bad token {secret}"), "c", "competition", info, [secret])
     assert err.kind == "auth" and secret not in str(err) and "KAGGLE_API_TOKEN" in str(err)
-    err = dl.explain_exception(_http_error(403, "rules"), "c", "competition", info, [secret])
+    err = kg.explain_exception(_http_error(403, "rules"), "c", "competition", info, [secret])
     assert err.kind == "rules"
-    err = dl.explain_exception(requests.ConnectionError(f"Failed to resolve host {secret}"), "c",
+    err = kg.explain_exception(requests.ConnectionError(f"Failed to resolve host {secret}"), "c",
                                "competition", info, [secret])
     assert err.kind == "offline" and "mattingkit demo-data" in str(err) and secret not in str(err)
-    err = dl.explain_exception(RuntimeError(f"boom {secret}"), "c", "competition", info, [secret])
+    err = kg.explain_exception(RuntimeError(f"boom {secret}"), "c", "competition", info, [secret])
     assert err.kind == "other" and secret not in str(err)
 
 
@@ -185,7 +186,7 @@ def test_no_credentials_is_clear_and_touches_nothing(tmp_path: Path, monkeypatch
     for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(dl.DownloadError) as ei:
-        dl.download_competition("some-comp", tmp_path / "data" / "comp")
+        kg.download_competition("some-comp", tmp_path / "data" / "comp")
     assert ei.value.kind == "no_credentials"
     assert "KAGGLE_API_TOKEN" in str(ei.value) and "mattingkit demo-data" in str(ei.value)
     assert not (tmp_path / "data").exists()
@@ -196,12 +197,12 @@ def test_load_colab_secrets_outside_colab_sets_nothing(monkeypatch):
     if "google.colab" in sys.modules:
         pytest.skip("running on Colab")
     monkeypatch.delenv("KAGGLE_API_TOKEN", raising=False)
-    assert dl.load_colab_secrets() == []
+    assert kg.load_colab_secrets() == []
     assert "KAGGLE_API_TOKEN" not in os.environ
 
 
 def test_colab_hint_when_on_colab(tmp_path: Path):
-    msg = dl.no_credentials_message(dl.CredentialInfo(), {"COLAB_RELEASE_TAG": "x"})
+    msg = kg.no_credentials_message(kg.CredentialInfo(), {"COLAB_RELEASE_TAG": "x"})
     assert "Colab secrets" in msg and "papermill" in msg
 
 
@@ -221,7 +222,7 @@ def test_offline_real_connection_failure(tmp_path: Path, monkeypatch, caplog, ca
     caplog.set_level(logging.DEBUG)
     dest = tmp_path / "data" / "comp"
     with pytest.raises(dl.DownloadError) as ei:
-        dl.download_competition("some-comp", dest, quiet=False)
+        kg.download_competition("some-comp", dest, quiet=False)
     err = ei.value
     assert err.kind == "offline", str(err)
     assert "mattingkit demo-data" in str(err) and "make demo" in str(err)
@@ -336,16 +337,16 @@ def test_submit_needs_an_existing_csv_and_credentials(tmp_path: Path, monkeypatc
     from mattingkit.errors import InputDataError, UsageError
 
     with pytest.raises(InputDataError, match="not found or empty"):
-        dl.submit_to_kaggle(tmp_path / "nope.csv", "comp", "m")
+        kg.submit_to_kaggle(tmp_path / "nope.csv", "comp", "m")
     csv = tmp_path / "s.csv"
     csv.write_text("filename,image_utf\n")
     with pytest.raises(UsageError):
-        dl.submit_to_kaggle(csv, "owner/dataset", "m")
+        kg.submit_to_kaggle(csv, "owner/dataset", "m")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_CONFIG_DIR"):
         monkeypatch.delenv(k, raising=False)
-    with pytest.raises(dl.SubmitError) as ei:
-        dl.submit_to_kaggle(csv, "comp", "m")
+    with pytest.raises(kg.SubmitError) as ei:
+        kg.submit_to_kaggle(csv, "comp", "m")
     assert ei.value.kind == "no_credentials" and ei.value.exit_code == 3
 
 
@@ -357,8 +358,8 @@ def test_ensure_dataset_uses_attached_input_in_place(tmp_path: Path):
     (inputs / "aim-500" / "original").mkdir(parents=True)
     (inputs / "competitions" / "ecom-comp").mkdir(parents=True)
     roots = sorted(p for p in inputs.iterdir())
-    assert dl.ensure_dataset("someone/aim-500", tmp_path / "data" / "aim500", roots=roots) == inputs / "aim-500"
-    got = dl.ensure_dataset("ecom-comp", tmp_path / "data" / "ecom", competition=True, roots=roots)
+    assert kg.ensure_dataset("someone/aim-500", tmp_path / "data" / "aim500", roots=roots) == inputs / "aim-500"
+    got = kg.ensure_dataset("ecom-comp", tmp_path / "data" / "ecom", competition=True, roots=roots)
     assert got == inputs / "competitions" / "ecom-comp"
     assert not (tmp_path / "data").exists()
 
@@ -369,7 +370,7 @@ def test_ensure_dataset_existing_local_copy(tmp_path: Path, monkeypatch):
     dest = tmp_path / "data" / "aim500"
     dest.mkdir(parents=True)
     (dest / "x.png").write_bytes(b"x")
-    assert dl.ensure_dataset("o/aim-500", dest, roots=[]) == dest
+    assert kg.ensure_dataset("o/aim-500", dest, roots=[]) == dest
 
 
 def test_existing_archive_is_extracted_without_network(tmp_path: Path, monkeypatch):
@@ -380,23 +381,23 @@ def test_existing_archive_is_extracted_without_network(tmp_path: Path, monkeypat
     downloads.mkdir(parents=True)
     with zipfile.ZipFile(downloads / "comp.zip", "w") as z:
         z.writestr("train_dataset/images/0001.jpg", "x")
-    out = dl.download_competition("comp", tmp_path / "data" / "comp", keep_archive=True)
+    out = kg.download_competition("comp", tmp_path / "data" / "comp", keep_archive=True)
     assert (out / "train_dataset" / "images" / "0001.jpg").exists()
     assert (downloads / "comp.zip").exists()
 
 
 def test_parse_dataset_spec_and_config(tmp_path: Path):
-    assert dl.parse_dataset_spec("a/b") == ("a/b", "b")
-    assert dl.parse_dataset_spec("a/b:c") == ("a/b", "c")
+    assert kg.parse_dataset_spec("a/b") == ("a/b", "b")
+    assert kg.parse_dataset_spec("a/b:c") == ("a/b", "c")
     for bad in ("ab", "a/b/c", "/b", "a/"):
         with pytest.raises(ValueError):
-            dl.parse_dataset_spec(bad)
+            kg.parse_dataset_spec(bad)
     from mattingkit.config import load_config
 
     cfg = load_config("default", {"data.kaggle_datasets": ["o/aim-500:aim500"], "run.data_root": str(tmp_path)})
     (tmp_path / "aim500").mkdir()
     (tmp_path / "aim500" / "f.txt").write_text("present")
-    assert dl.ensure_config_data(cfg) == {"o/aim-500": tmp_path / "aim500"}  # present: no download
+    assert kg.ensure_config_data(cfg) == {"o/aim-500": tmp_path / "aim500"}  # present: no download
 
 
 # ------------------------------------------------------------------------------------------
@@ -758,21 +759,21 @@ def run_fake_kaggle(work: str) -> None:
         STATE["mode"] = mode
         STATE["requests"] = []
         STATE["submission"] = {}
-        out = {"source": dl.find_credentials().source}
+        out = {"source": kg.find_credentials().source}
         printed = io.StringIO()
         try:
             if call == "competition":
-                path = dl.download_competition("ecom-test", WORK / "data" / "ecom", quiet=False)
+                path = kg.download_competition("ecom-test", WORK / "data" / "ecom", quiet=False)
             elif call == "submit":
                 timeout = 0.3 if mode == "pending_forever" else 30
                 with contextlib.redirect_stdout(printed):
-                    res = dl.submit_to_kaggle(csv_path, "ecom-test", "resnet18 demo", timeout_s=timeout,
+                    res = kg.submit_to_kaggle(csv_path, "ecom-test", "resnet18 demo", timeout_s=timeout,
                                               interval_s=0.05)
                 out.update(ok=True, status=res.status, score=res.public_score, ref=res.ref, text=str(res),
                            uploaded=(STATE["submission"].get("uploaded") or b"").decode(),
                            description=STATE["submission"].get("description"))
             else:
-                path = dl.download_dataset("owner/aim-demo", WORK / "data" / "aim", quiet=False)
+                path = kg.download_dataset("owner/aim-demo", WORK / "data" / "aim", quiet=False)
             if call != "submit":
                 out.update(ok=True, path=str(path),
                            files=sorted(str(p.relative_to(path)) for p in path.rglob("*")))

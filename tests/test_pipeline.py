@@ -163,7 +163,7 @@ def test_real_set_absent_is_skipped(trained, capsys):
 
 
 def test_kaggle_submit_cell(trained, monkeypatch, capsys):
-    from mattingkit.data import download
+    from mattingkit import kaggle
 
     csv = trained.path("submission.csv")
     csv.write_text("filename,image_utf\n")
@@ -171,9 +171,9 @@ def test_kaggle_submit_cell(trained, monkeypatch, capsys):
 
     def fake_submit(path, competition, message, **kw):
         calls.append((Path(path), competition, message))
-        return download.SubmissionResult(competition, Path(path).name, message, "complete", public_score="0.0123")
+        return kaggle.SubmissionResult(competition, Path(path).name, message, "complete", public_score="0.0123")
 
-    monkeypatch.setattr(download, "submit_to_kaggle", fake_submit)
+    monkeypatch.setattr(kaggle, "submit_to_kaggle", fake_submit)
     vals = pipeline.kaggle_submit(trained, "some-comp", "run pipe")
     assert calls == [(csv, "some-comp", "run pipe")]
     assert "scored 0.0123" in capsys.readouterr().out and vals["public_score"] == "0.0123"

@@ -235,7 +235,7 @@ def test_failed_reextraction_keeps_the_previous_extraction_intact(arena):
 def test_download_path_rejects_a_hostile_archive(arena, monkeypatch):
     """The Kaggle download step extracts through the same code: a hostile archive already in the
     downloads folder (e.g. a poisoned mirror) becomes a DownloadError naming the member, with no target."""
-    from mattingkit.data import download as dl
+    from mattingkit import kaggle as dl
 
     work, outside = arena
     for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):

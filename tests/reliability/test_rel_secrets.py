@@ -1,6 +1,6 @@
 """Secrets: fake Kaggle credentials in every supported form never reach a file, a log or an output.
 
-1. The download step: the real ``kaggle`` client, driven through mattingkit.data.download, against the
+1. The download step: the real ``kaggle`` client, driven through mattingkit.kaggle, against the
    fake Kaggle on 127.0.0.1 from tests/test_download.py (run as a script, as that file does), with
    each credential form in turn (errors and successes).
 2. A full smoke pipeline (notebooks 01 -> 05 through papermill kernels) with *all* forms present at
@@ -83,8 +83,8 @@ def test_download_step_leaks_no_credential(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_pipeline_with_every_credential_form_leaks_nothing(tmp_path, monkeypatch):
+    from mattingkit import kaggle as dl
     from mattingkit import runner
-    from mattingkit.data import download as dl
 
     home = tmp_path / "home"
     (home / ".kaggle").mkdir(parents=True)

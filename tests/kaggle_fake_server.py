@@ -1,0 +1,254 @@
+"""A fake Kaggle API on 127.0.0.1 for the kernels and wheel-dataset calls the installed ``kaggle`` client makes.
+
+The kaggle 2.x client (kagglesdk) posts JSON to ``http://localhost/api/v1/<service>/<Method>`` when
+``KAGGLE_API_ENVIRONMENT=LOCALHOST``; ``requests`` routes those plain-http URLs through ``HTTP_PROXY``,
+which points here, so no kaggle code is patched. Output files, blob uploads and the kernel page are
+plain ``http://localhost/...`` URLs the client GETs / PUTs the same way.
+
+What the client really sends (recorded from kaggle 2.x by :attr:`FakeKaggle.requests`; the tests assert
+these shapes):
+
+- ``POST /api/v1/security.OAuthService/IntrospectToken`` ``{token}`` (access-token credentials only)
+- ``POST /api/v1/kernels.KernelsApiService/SaveKernel`` ``{slug, newTitle, text, language, kernelType,
+  isPrivate, enableGpu, enableTpu, enableInternet, datasetDataSources, competitionDataSources,
+  kernelDataSources, modelDataSources, categoryIds, machineShape}`` -> ``{ref, url, versionNumber, error,
+  invalid*Sources}``
+- ``POST /api/v1/kernels.KernelsApiService/GetKernelSessionStatus`` ``{userName, kernelSlug}`` ->
+  ``{status: QUEUED|RUNNING|COMPLETE|ERROR|..., failureMessage}``
+- ``POST /api/v1/kernels.KernelsApiService/ListKernelSessionOutput`` ``{userName, kernelSlug, pageSize}``
+  -> ``{files: [{fileName, url}], log, nextPageToken}``; each ``url`` is then fetched with a plain GET
+- ``POST /api/v1/datasets.DatasetApiService/GetDatasetStatus`` ``{ownerSlug, datasetSlug}`` (404: absent)
+- ``POST /api/v1/blobs.BlobApiService/StartBlobUpload`` ``{type: DATASET, name, contentLength,
+  lastModifiedEpochSeconds}`` -> ``{token, createUrl}``; then ``PUT createUrl`` with the file's bytes
+- ``POST /api/v1/datasets.DatasetApiService/CreateDataset`` ``{title, slug, ownerSlug, licenseName, files:
+  [{token}], isPrivate, categoryIds}`` or ``.../CreateDatasetVersion`` ``{ownerSlug, datasetSlug, body:
+  {versionNotes, files: [{token}], categoryIds, deleteOldVersions}}`` -> ``{ref, url, status, error}``
+
+Use::
+
+    with FakeKaggle() as fk:
+        env = fk.client_env(home, token="...")      # for a subprocess running the kaggle client
+        fk.kernel_plan("tester/mk-demo", ["RUNNING", "COMPLETE"], outputs={"runs/demo/metrics.json": b"{}"})
+"""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import quote, unquote, urlsplit
+
+USER = "tester"
+
+
+@dataclass
+class KernelPlan:
+    """How the fake runs one kernel: the statuses successive status calls return (the last one
+    repeats), the files its output lists, its log, and an optional failure message."""
+
+    statuses: list[str] = field(default_factory=lambda: ["RUNNING", "COMPLETE"])
+    outputs: dict[str, bytes] = field(default_factory=dict)
+    log: str = ""
+    failure: str = ""
+    calls: int = 0
+
+
+class FakeKaggle:
+    """The fake server: ``requests`` (every request: method, path, JSON body), ``kernels`` (slug ->
+    pushed request bodies, one per version), ``datasets`` (ref -> versions: file name -> bytes)."""
+
+    def __init__(self, tokens: tuple[str, ...] = (), keys: tuple[str, ...] = ()):
+        self.tokens, self.keys = set(tokens), set(keys)
+        self.requests: list[dict] = []
+        self.kernels: dict[str, list[dict]] = {}
+        self.plans: dict[str, KernelPlan] = {}
+        self.datasets: dict[str, list[dict[str, bytes]]] = {}
+        self.blobs: dict[str, dict] = {}
+        self.mode = ""            # "quota" | "owner_403" | "" : how SaveKernel answers
+        self.others: set[str] = set()   # kernel slugs that exist under another owner
+        self._lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+    def kernel_plan(self, ref: str, statuses: list[str], outputs: dict[str, bytes] | None = None,
+                    log: str = "", failure: str = "") -> KernelPlan:
+        plan = KernelPlan(list(statuses), dict(outputs or {}), log, failure)
+        self.plans[ref] = plan
+        return plan
+
+    def __enter__(self) -> "FakeKaggle":
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, code: int, body: bytes | dict = b"", ctype: str = "application/json"):
+                if isinstance(body, dict):
+                    body = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw or b"{}")
+                except ValueError:
+                    body = {}
+                with fake._lock:
+                    fake.requests.append({"method": "POST", "path": urlsplit(self.path).path, "body": body,
+                                          "auth": self.headers.get("Authorization", "").split(" ")[0]})
+                code, reply = fake._api(urlsplit(self.path).path.rsplit("/", 1)[-1], body,
+                                        self.headers.get("Authorization", ""))
+                self._send(code, reply)
+
+            def do_PUT(self):
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = urlsplit(self.path).path
+                with fake._lock:
+                    fake.requests.append({"method": "PUT", "path": path, "bytes": len(data)})
+                    token = path.rsplit("/", 1)[-1]
+                    if token in fake.blobs:
+                        fake.blobs[token]["data"] = data
+                        return self._send(200, {})
+                self._send(404, {})
+
+            def do_GET(self):
+                path = unquote(urlsplit(self.path).path)
+                with fake._lock:
+                    fake.requests.append({"method": "GET", "path": path})
+                if path.startswith("/kernel-output/"):
+                    ref, _, name = path[len("/kernel-output/"):].partition("/-/")
+                    plan = fake.plans.get(ref)
+                    if plan is not None and name in plan.outputs:
+                        return self._send(200, plan.outputs[name], "application/octet-stream")
+                self._send(404, b"")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    @property
+    def proxy(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def client_env(self, base: dict, home: str, *, token: str | None = None, key: str | None = None) -> dict:
+        """``base`` without Kaggle variables or proxies, plus what points the kaggle client here."""
+        env = {k: v for k, v in base.items() if not k.startswith("KAGGLE_")
+               and k.lower() not in ("no_proxy", "https_proxy", "all_proxy", "http_proxy")}
+        env.update(HOME=home, KAGGLE_API_ENVIRONMENT="LOCALHOST", HTTP_PROXY=self.proxy, TMPDIR=home)
+        if token:
+            env["KAGGLE_API_TOKEN"] = token
+        if key:
+            env.update(KAGGLE_USERNAME=USER, KAGGLE_KEY=key)
+        return env
+
+    def calls(self, method: str | None = None) -> list[str]:
+        """The API method names called, in order (``PUT``/``GET`` for plain transfers)."""
+        out = [r["path"].rsplit("/", 1)[-1] if r["method"] == "POST" else r["method"] for r in self.requests]
+        return [c for c in out if method is None or c == method]
+
+    def bodies(self, method: str) -> list[dict]:
+        return [r["body"] for r in self.requests if r["method"] == "POST" and r["path"].endswith("/" + method)]
+
+    # -- the API --------------------------------------------------------------------------
+    def _authorised(self, auth: str) -> bool:
+        if auth.startswith("Bearer "):
+            return auth[7:] in self.tokens
+        if auth.startswith("Basic "):
+            user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+            return user == USER and key in self.keys
+        return False
+
+    def _api(self, method: str, body: dict, auth: str) -> tuple[int, dict]:
+        if method == "IntrospectToken":
+            if body.get("token") in self.tokens:
+                return 200, {"active": True, "username": USER}
+            return 401, {"code": 401, "message": "Unauthenticated"}
+        if not self._authorised(auth):
+            return 401, {"code": 401, "message": "Unauthenticated"}
+        handler = getattr(self, f"_{method}", None)
+        if handler is None:
+            return 404, {"code": 404, "message": f"fake Kaggle: no {method}"}
+        with self._lock:
+            return handler(body)
+
+    def _SaveKernel(self, body: dict) -> tuple[int, dict]:
+        slug = body.get("slug") or ""
+        owner, _, name = slug.partition("/")
+        if self.mode == "owner_403" or owner != USER or name in self.others:
+            return 403, {"code": 403, "message": "Permission 'kernels.update' was denied"}
+        if self.mode == "quota":
+            return 200, {"error": "You have exceeded your weekly GPU quota (30 hours). It resets on Saturday."}
+        versions = self.kernels.setdefault(slug, [])
+        versions.append(body)
+        plan = self.plans.get(slug)
+        if plan is not None:
+            plan.calls = 0      # a new version runs the plan again
+        return 200, {"ref": f"/code/{slug}", "url": f"https://www.kaggle.com/code/{slug}",
+                     "versionNumber": len(versions)}
+
+    def _plan(self, body: dict) -> tuple[str, KernelPlan | None]:
+        ref = f"{body.get('userName')}/{body.get('kernelSlug')}"
+        return ref, (self.plans.get(ref) if ref in self.kernels else None)
+
+    def _GetKernelSessionStatus(self, body: dict) -> tuple[int, dict]:
+        ref, plan = self._plan(body)
+        if plan is None:
+            return 404, {"code": 404, "message": f"Notebook {ref} not found"}
+        status = plan.statuses[min(plan.calls, len(plan.statuses) - 1)]
+        plan.calls += 1
+        return 200, {"status": status, "failureMessage": plan.failure if status == "ERROR" else ""}
+
+    def _ListKernelSessionOutput(self, body: dict) -> tuple[int, dict]:
+        ref, plan = self._plan(body)
+        if plan is None:
+            return 404, {"code": 404, "message": f"Notebook {ref} not found"}
+        files = [{"fileName": name, "url": f"http://localhost/kernel-output/{ref}/-/{quote(name)}"}
+                 for name in sorted(plan.outputs)]
+        return 200, {"files": files, "log": plan.log}
+
+    def _GetDatasetStatus(self, body: dict) -> tuple[int, dict]:
+        ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
+        if ref not in self.datasets:
+            return 404, {"code": 404, "message": f"Dataset {ref} not found"}
+        return 200, {"status": "ready"}
+
+    def _StartBlobUpload(self, body: dict) -> tuple[int, dict]:
+        token = f"blob{len(self.blobs) + 1}"
+        self.blobs[token] = {"name": body.get("name"), "length": body.get("contentLength"), "data": None}
+        return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
+
+    def _files(self, files: list[dict]) -> dict[str, bytes] | None:
+        out = {}
+        for f in files or []:
+            blob = self.blobs.get(f.get("token"))
+            if blob is None or blob["data"] is None:
+                return None
+            out[blob["name"]] = blob["data"]
+        return out
+
+    def _CreateDataset(self, body: dict) -> tuple[int, dict]:
+        ref = f"{body.get('ownerSlug')}/{body.get('slug')}"
+        files = self._files(body.get("files"))
+        if files is None:
+            return 400, {"code": 400, "message": "unknown or incomplete blob token"}
+        self.datasets[ref] = [files]
+        return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"}
+
+    def _CreateDatasetVersion(self, body: dict) -> tuple[int, dict]:
+        ref = f"{body.get('ownerSlug')}/{body.get('datasetSlug')}"
+        files = self._files((body.get("body") or {}).get("files"))
+        if ref not in self.datasets or files is None:
+            return 400, {"code": 400, "message": "no such dataset or incomplete upload"}
+        self.datasets[ref].append(files)
+        return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"}
