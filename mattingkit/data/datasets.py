@@ -27,7 +27,8 @@ source patches + the parameters (:mod:`mattingkit.data.device_augment`); :func:`
 recognises such a batch and renders it with ``device_augment.augment_batch`` on the batch's device,
 giving the same float32 batch dict. RAM cache (``data.cache: ram``): :meth:`TrainDataset.fill_cache`
 decodes every foreground + alpha (and the backgrounds, budget permitting) once, before the workers
-fork.
+fork -- and once per machine: ``accelerate.notebook_launcher``'s ranks, forked from the notebook that
+filled it, reuse it without reading a file.
 
 Reproducibility: every random choice of training item ``index`` in epoch ``e`` comes from
 ``np.random.default_rng(SeedSequence([seed, e, index]))`` (:func:`sample_rng`), so the stream is the
