@@ -212,19 +212,34 @@ def resolve_channels_last(spec: str | bool, device: torch.device, amp_dtype: tor
     return cap is not None and amp_dtype is not None and cap >= CHANNELS_LAST_MIN_CAPABILITY
 
 
-def resolve_num_workers(spec: int | str) -> int:
-    """``data.num_workers``: ``auto`` = min(8, CPUs), 0 on a single CPU; an int as given.
+def resolve_num_workers(spec: int | str, local_world_size: int | None = None) -> int:
+    """``data.num_workers`` of one training process: ``auto`` = min(8, this process's share of the CPUs),
+    0 when that share is a single CPU; an int as given.
+
+    The share is ``CPUs // local_world_size``: the processes training on this machine split its CPUs (on
+    Kaggle's 2xT4, 4 vCPUs, each of the 2 ranks gets 2 workers, not 8 workers for 4 CPUs).
+    ``local_world_size`` defaults to the launcher's environment: ``LOCAL_WORLD_SIZE`` (torchrun,
+    ``accelerate launch``), else ``NPROC`` (``accelerate.notebook_launcher``: processes per node),
+    else ``WORLD_SIZE`` (one machine), else 1.
 
     Example:
         >>> resolve_num_workers(3)
         3
         >>> 0 <= resolve_num_workers("auto") <= 8
         True
+        >>> resolve_num_workers("auto", local_world_size=cpu_count())      # one CPU per process: no workers
+        0
     """
     if isinstance(spec, bool) or not (spec == "auto" or isinstance(spec, int)):
         raise UsageError(f"data.num_workers={spec!r}: choose auto or a whole number >= 0")
     if spec == "auto":
-        n = cpu_count()
+        if local_world_size is None:
+            env = next((os.environ[k] for k in ("LOCAL_WORLD_SIZE", "NPROC", "WORLD_SIZE") if os.environ.get(k)), "1")
+            try:
+                local_world_size = int(env)
+            except ValueError:
+                local_world_size = 1
+        n = cpu_count() // max(1, int(local_world_size))
         return 0 if n <= 1 else min(MAX_AUTO_WORKERS, n)
     if spec < 0:
         raise UsageError(f"data.num_workers={spec}: must be >= 0")

@@ -179,17 +179,26 @@ def trimap_erode_dilate(alpha: np.ndarray, rng: np.random.Generator,
 # --------------------------------------------------------------------------------------------
 # (a') its batched torch twin (the device augmentation): exact on binary masks
 # --------------------------------------------------------------------------------------------
-def ellipse_runs(sizes: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _host_sizes(sizes: Any) -> np.ndarray:
+    """Kernel sizes as a host int64 array: a list / NumPy array as given; a tensor is read (a sync when it
+    lives on a GPU: pass host values, as the device augmentation does)."""
+    if isinstance(sizes, torch.Tensor):
+        sizes = sizes.detach().cpu().numpy()
+    return np.asarray(sizes, np.int64).reshape(-1)
+
+
+def ellipse_runs(sizes: Any, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """Sample i's :func:`ellipse_kernel` of ``sizes[i]`` as horizontal runs: for
     each row offset ``dy`` in ``[-radius, radius]`` (relative to the anchor) the column offsets
     ``lo[i, dy]``, ``hi[i, dy]`` of the row's one contiguous run (an ellipse is convex; the anchor
-    row is full), ``lo > hi`` for an empty row. int64 (N, 2 radius + 1) each.
+    row is full), ``lo > hi`` for an empty row. int64 (N, 2 radius + 1) host arrays each.
 
     Example:
-        >>> lo, hi = ellipse_runs(torch.tensor([3]), 1)
+        >>> lo, hi = ellipse_runs([3], 1)
         >>> lo.tolist(), hi.tolist()
         ([[0, -1, 0]], [[0, 1, 0]])
     """
+    sizes = _host_sizes(sizes)
     n, k = len(sizes), 2 * radius + 1
     lo = np.ones((n, k), np.int64)
     hi = np.zeros((n, k), np.int64)
@@ -202,20 +211,24 @@ def ellipse_runs(sizes: torch.Tensor, radius: int) -> tuple[torch.Tensor, torch.
                 if cols[-1] - cols[0] + 1 != len(cols):
                     raise ValueError(f"ellipse kernel {size}: row {r} is not one run")
                 lo[i, r - a + radius], hi[i, r - a + radius] = cols[0] - a, cols[-1] - a
-    return torch.from_numpy(lo), torch.from_numpy(hi)
+    return lo, hi
 
 
-def dilate_batch(mask: torch.Tensor, sizes: torch.Tensor, iterations: int = 1) -> torch.Tensor:
+def dilate_batch(mask: torch.Tensor, sizes: Any, iterations: int = 1) -> torch.Tensor:
     """Binary dilation of (N, 1, H, W) masks, sample i with the elliptical kernel of ``sizes[i]``
     (cv2.dilate with :func:`ellipse_kernel`, outside counting as empty; exact).
 
     Per kernel row offset ``dy``: a horizontal window OR from a row-wise prefix sum (two gathers),
     shifted by ``dy`` -- about 2 x kernel-height passes over the batch whatever the kernel sizes
-    (a grouped convolution with 31 x 31 kernels is orders of magnitude slower on a CPU)."""
+    (a grouped convolution with 31 x 31 kernels is orders of magnitude slower on a CPU). The kernel
+    sizes are host values (a list or NumPy array): the runs, the radius and which rows are empty are
+    decided on the host, so nothing waits for the device."""
     n, _, h, w = mask.shape
     dev = mask.device
+    sizes = _host_sizes(sizes)
     radius = int(sizes.max()) // 2
-    lo, hi = (t.to(dev) for t in ellipse_runs(sizes.cpu(), radius))
+    lo_h, hi_h = ellipse_runs(sizes, radius)
+    lo, hi = (torch.from_numpy(t).to(dev, non_blocking=True) for t in (lo_h, hi_h))
     xs = torch.arange(w, device=dev).view(1, 1, w)
     x = mask.view(n, h, w)
     for _ in range(int(iterations)):
@@ -223,7 +236,7 @@ def dilate_batch(mask: torch.Tensor, sizes: torch.Tensor, iterations: int = 1) -
         out = torch.zeros((n, h, w), dtype=torch.bool, device=dev)
         for j in range(2 * radius + 1):
             dy = j - radius
-            if bool((lo[:, j] > hi[:, j]).all()):
+            if (lo_h[:, j] > hi_h[:, j]).all():
                 continue
             right = (xs + hi[:, j].view(n, 1, 1) + 1).clamp_(0, w).expand(n, h, w)
             left = (xs + lo[:, j].view(n, 1, 1)).clamp_(0, w).expand(n, h, w)
@@ -238,18 +251,23 @@ def dilate_batch(mask: torch.Tensor, sizes: torch.Tensor, iterations: int = 1) -
     return x.view(n, 1, h, w)
 
 
-def trimap_erode_dilate_batch(alpha: torch.Tensor, k_erode: torch.Tensor, k_dilate: torch.Tensor,
-                              iterations: int = 1) -> torch.Tensor:
-    """Batched :func:`trimap_erode_dilate` (its torch twin) with given kernel sizes (N,):
+def trimap_erode_dilate_batch(alpha: torch.Tensor, k_erode: Any, k_dilate: Any, iterations: int = 1) -> torch.Tensor:
+    """Batched :func:`trimap_erode_dilate` (its torch twin) with given kernel sizes (N,; host values):
     fg = erode(alpha == 1) (outside counts as opaque), bg = not dilate(alpha > 0); float {0, .5, 1}.
-    Both in one :func:`dilate_batch` call (erode(m) = not dilate(not m), the outside then empty)."""
+    Both in one :func:`dilate_batch` call (erode(m) = not dilate(not m), the outside then empty).
+
+    Example:
+        >>> a = torch.zeros(1, 1, 7, 7); a[..., 2:5, 2:5] = 1
+        >>> t = trimap_erode_dilate_batch(a, [3], [3])
+        >>> int((t == 1).sum()), int((t == 0.5).sum())
+        (1, 20)
+    """
     n = alpha.shape[0]
-    both = dilate_batch(torch.cat((alpha < 1.0, alpha > 0.0)), torch.cat((k_erode, k_dilate)), iterations)
+    sizes = np.concatenate((_host_sizes(k_erode), _host_sizes(k_dilate)))
+    both = dilate_batch(torch.cat((alpha < 1.0, alpha > 0.0)), sizes, iterations)
     fg, grown = ~both[:n], both[n:]
-    trimap = torch.full_like(alpha, 0.5)
-    trimap[fg] = 1.0
-    trimap[~grown] = 0.0
-    return trimap
+    half = torch.full_like(alpha, 0.5)
+    return torch.where(fg, torch.ones_like(alpha), torch.where(grown, half, torch.zeros_like(alpha)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -409,7 +427,8 @@ class TrimapMethod:
     - ``draw(rng, params)``: the per-item random values ``build`` draws from ``rng`` (for the torch
       twin, drawn in the same order as ``build``), a small int64 array.
     - ``torch_twin(alpha, drawn, params)``: the batched torch twin on (N, 1, H, W) alphas with the drawn values
-      stacked (N, ...); None where the method stays on the CPU, ``cpu_only`` saying why.
+      stacked (N, ...) as a host array (so the device never has to be read back); None where the method
+      stays on the CPU, ``cpu_only`` saying why.
     """
 
     defaults: Mapping[str, Any]
@@ -431,7 +450,8 @@ METHODS: dict[str, TrimapMethod] = {
         sample=_sample_erode_dilate,
         check=lambda cfg: _kernel_problems(cfg.kernel_range, cfg.iterations, "trimap."),
         draw=lambda rng, p: draw_kernels(rng, _check_kernel_range(p["kernel_range"])).astype(np.int64),
-        torch_twin=lambda alpha, k, p: trimap_erode_dilate_batch(alpha, k[:, 0], k[:, 1], int(p["iterations"])),
+        torch_twin=lambda alpha, k, p: trimap_erode_dilate_batch(alpha, np.asarray(k)[:, 0], np.asarray(k)[:, 1],
+                                                                 int(p["iterations"])),
     ),
     "band": TrimapMethod(
         defaults={"band": 10},

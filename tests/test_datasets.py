@@ -405,6 +405,49 @@ def test_build_datasets_device_augmentation_and_ram_cache_on_demo_data(demo_root
     assert load_config("demo").data.augment_on == "auto"
 
 
+def test_ram_cache_filled_once_is_shared_with_a_forked_rank(demo_root, tmp_path, monkeypatch):
+    """data.cache=ram: the notebook fills the cache while building the datasets (launch_notebook's
+    prepare_foregrounds); a rank forked after that (notebook_launcher forks) builds its datasets and finds
+    every source decoded already: it reads no file, and its items are the parent's."""
+    import multiprocessing
+
+    from mattingkit.data import datasets as DS
+    from mattingkit.data.layouts import build_manifest
+
+    cfg = load_config("demo", {"run.data_root": str(demo_root), "data.foreground": "photo", "data.cache": "ram",
+                               "data.crop_sizes": [64], "data.image_size": 64, "run.device": "cpu"})
+    manifest = tmp_path / "manifest.csv"
+    build_manifest(cfg, manifest)
+    reads: list[str] = []
+    for name in ("read_image_uint8", "read_alpha_uint8"):
+        real = getattr(DS, name)
+        monkeypatch.setattr(DS, name, lambda path, _real=real: reads.append(str(path)) or _real(path))
+    parent, _ = build_datasets(cfg, manifest)
+    n_files = 2 * len(parent.rows) + len(parent.backgrounds)
+    assert len(reads) == len(set(reads)) == n_files                 # each file read once, in the parent
+    expected = parent[3]
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def rank():
+        reads.clear()
+        train_ds, _ = build_datasets(cfg, manifest)           # what each rank's Trainer does
+        item = train_ds[3]
+        queue.put((list(reads), train_ds.cache_report, {k: v.numpy() for k, v in item.items()
+                                                         if isinstance(v, torch.Tensor)}))
+
+    child = ctx.Process(target=rank)
+    child.start()
+    child_reads, report, item = queue.get(timeout=300)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert child_reads == [], child_reads[:5]
+    assert report["shared"] == len(parent.rows) + len(parent.backgrounds) == report["foregrounds"] + report["backgrounds"]
+    for k, v in item.items():
+        assert np.array_equal(v, expected[k].numpy()), k
+
+
 def test_build_datasets_competition_recipe_on_demo_data(demo_root, tmp_path):
     from mattingkit.data.layouts import build_manifest
 

@@ -119,6 +119,22 @@ def test_num_workers_auto_reads_affinity(monkeypatch):
     assert dv.resolve_num_workers("auto") == 0
 
 
+@pytest.mark.parametrize("env,expected", [({}, 4), ({"LOCAL_WORLD_SIZE": "2"}, 2), ({"NPROC": "2"}, 2),
+                                          ({"WORLD_SIZE": "2"}, 2), ({"LOCAL_WORLD_SIZE": "4"}, 0),
+                                          ({"LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4"}, 2)])
+def test_num_workers_auto_is_per_process_of_the_local_world(monkeypatch, env, expected):
+    """Kaggle 2xT4 (4 vCPUs): each of the 2 ranks gets its share of the CPUs (2 workers), not min(8, 4)
+    each; the local world size comes from torchrun / accelerate launch, notebook_launcher or WORLD_SIZE."""
+    monkeypatch.setattr(dv, "cpu_count", lambda: 4)
+    for k in ("LOCAL_WORLD_SIZE", "NPROC", "WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert dv.resolve_num_workers("auto") == expected
+    assert dv.resolve_num_workers(3) == 3                  # an explicit number is per process, as written
+    assert dv.resolve_num_workers("auto", local_world_size=1) == 4
+
+
 @pytest.mark.parametrize("bad", [-1, "many", True, 1.5])
 def test_num_workers_bad(bad):
     with pytest.raises(UsageError):

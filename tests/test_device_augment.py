@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mattingkit.config import AugmentConfig, DataConfig, TrimapConfig
 from mattingkit.data import augment as A
@@ -251,3 +252,72 @@ def test_ram_cache_budget(smooth_set):
     with pytest.raises(MemoryError, match="max_bytes"):
         TrainDataset(smooth_set["rows"], [], DataConfig(foreground="given"), TrimapConfig(),
                      AugmentConfig()).fill_cache(max_bytes=1000)
+
+
+# --------------------------------------------------------------------------------------------
+# No host syncs: the device augmentation of real batches waits for nothing on the device
+# --------------------------------------------------------------------------------------------
+class _HostSyncs(TorchDispatchMode):
+    """Counts the operations that make the host wait for the device: scalar reads (``int`` / ``bool`` /
+    ``.item()`` / ``.tolist()`` of a tensor: ``aten._local_scalar_dense``), data-dependent shapes
+    (``nonzero``, boolean-mask indexing) and copies from another device to the CPU. On CPU tensors they
+    cost nothing, but each is a sync on a GPU, so they are counted here, where they run."""
+
+    SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "item")
+
+    def __init__(self):
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        to_cpu = name in ("_to_copy", "copy_") and isinstance(out, torch.Tensor) and out.device.type == "cpu" \
+            and isinstance(args[-1 if name == "copy_" else 0], torch.Tensor) \
+            and args[-1 if name == "copy_" else 0].device.type != "cpu"
+        if name in self.SYNC_OPS or to_cpu or (name in ("index", "index_put", "index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1])):
+            self.calls[name] = self.calls.get(name, 0) + 1
+        return out
+
+
+@pytest.fixture(scope="module")
+def demo_device_set(tmp_path_factory):
+    """The demo data's training set with data.augment_on=device, two foregrounds and trimap dropout on."""
+    from mattingkit.config import load_config
+    from mattingkit.data.datasets import build_datasets
+    from mattingkit.data.layouts import build_manifest
+    from mattingkit.data.synthetic import make_demo_data
+
+    root = tmp_path_factory.mktemp("demo_sync")
+    make_demo_data(root / "demo", seed=0, n_aim=6, n_backgrounds=3, n_comp_train=1, n_comp_test=1)
+    cfg = load_config("demo", {"run.data_root": str(root), "data.foreground": "photo", "data.augment_on": "device",
+                               "trimap.method": "erode_dilate", "augment.densify": 0.0, "augment.two_fg_prob": 0.5,
+                               "augment.trimap_dropout": 0.5, "data.crop_sizes": [64, 96], "data.image_size": 64})
+    build_manifest(cfg, root / "manifest.csv")
+    train_ds, _ = build_datasets(cfg, root / "manifest.csv")
+    assert train_ds.augment_on == "device"
+    return train_ds
+
+
+def test_device_augmentation_of_demo_batches_never_syncs_the_host(demo_device_set):
+    """The Trainer's to_device (move + batch_to_float -> augment_batch) over real demo batches: no scalar read,
+    no data-dependent shape, no copy back to the CPU -- 0 per batch (was ~40: out_size, the any() flags and a
+    bool() per kernel row in the dilation)."""
+    from torch.utils.data import default_collate
+
+    from mattingkit.train.stream import to_device
+
+    ds = demo_device_set
+    batches = [default_collate([ds[(epoch, i % len(ds))] for i in range(4)]) for epoch in range(3)]
+    assert any(bool(b["trimap_drop"].any()) for b in batches) and any(bool(b["has_fg2"].any()) for b in batches)
+    for batch in batches:
+        with _HostSyncs() as syncs:
+            out = to_device(batch, torch.device("cpu"))
+        assert syncs.calls == {}, syncs.calls
+        assert out["image"].shape == (4, 3, 64, 64) and set(out["trimap"].unique().tolist()) <= {0.0, 0.5, 1.0}
+        # the same batch as rendered item by item (the sync-free path changes no value)
+        one = [D.augment_batch({k: v[i] for k, v in batch.items()}) for i in range(4)]
+        for i in range(4):
+            for k in ("image", "alpha", "trimap", "fg", "bg"):
+                assert torch.equal(out[k][i], one[i][k]), k

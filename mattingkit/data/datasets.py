@@ -27,7 +27,8 @@ source patches + the parameters (:mod:`mattingkit.data.device_augment`); :func:`
 recognises such a batch and renders it with ``device_augment.augment_batch`` on the batch's device,
 giving the same float32 batch dict. RAM cache (``data.cache: ram``): :meth:`TrainDataset.fill_cache`
 decodes every foreground + alpha (and the backgrounds, budget permitting) once, before the workers
-fork.
+fork -- and once per machine: ``accelerate.notebook_launcher``'s ranks, forked from the notebook that
+filled it, reuse it without reading a file.
 
 Reproducibility: every random choice of training item ``index`` in epoch ``e`` comes from
 ``np.random.default_rng(SeedSequence([seed, e, index]))`` (:func:`sample_rng`), so the stream is the
@@ -272,6 +273,12 @@ def plan_sample(rng: np.random.Generator, index: int, n_fg: int, n_bg: int, two_
     return SamplePlan(fg, fg2, bg)
 
 
+#: The decoded sources of the last :meth:`TrainDataset.fill_cache` in this process, by
+#: :meth:`TrainDataset.cache_key`: a process forked after the fill finds them here (read-only arrays,
+#: shared copy-on-write) instead of decoding every file again.
+_FILLED: dict[tuple, tuple[dict, dict]] = {}
+
+
 class TrainDataset(torch.utils.data.Dataset):
     """Online composition: a foreground and its alpha over a random background, augmented and
     cropped by :func:`mattingkit.data.augment.build_train_pipeline`, with a trimap made after the crop.
@@ -430,10 +437,23 @@ class TrainDataset(torch.utils.data.Dataset):
         what is cached. Returns the memory accounting: counts and bytes of foregrounds (fg + alpha)
         and backgrounds, and the total.
 
+        Filled once per machine: the arrays are also kept for this process (the last fill only), so a
+        process forked after it -- ``accelerate.notebook_launcher``'s ranks, forked from the notebook that
+        filled the cache while building the datasets -- finds the same sources here and reads no file
+        again (``report["shared"]``: how many foregrounds + backgrounds came from the earlier fill). Nothing here touches
+        CUDA, so filling before the fork is fork-safe.
+
         Raises ``MemoryError`` when the foregrounds alone exceed ``max_bytes``."""
         import time
 
         t0 = time.perf_counter()
+        key = self.cache_key()
+        shared = 0
+        if key in _FILLED:                       # filled before this process was forked (or earlier here)
+            fg_done, bg_done = _FILLED[key]
+            shared = len(fg_done) + len(bg_done)
+            self._ram_fg.update(fg_done)
+            self._ram_bg.update(bg_done if backgrounds else {})
         fg_bytes = 0
         for i in range(len(self.rows)):
             if i not in self._ram_fg:
@@ -459,15 +479,27 @@ class TrainDataset(torch.utils.data.Dataset):
                 bg.setflags(write=False)
                 self._ram_bg[j] = bg
                 bg_bytes += bg.nbytes
+        _FILLED.clear()                          # keep the last fill only (its arrays, shared with self)
+        _FILLED[key] = (dict(self._ram_fg), dict(self._ram_bg))
         return {"foregrounds": len(self._ram_fg), "foreground_bytes": fg_bytes,
                 "backgrounds": len(self._ram_bg), "background_bytes": bg_bytes,
                 "backgrounds_not_cached": skipped if backgrounds else len(self.backgrounds),
-                "total_bytes": fg_bytes + bg_bytes, "seconds": round(time.perf_counter() - t0, 3)}
+                "total_bytes": fg_bytes + bg_bytes, "shared": shared,
+                "seconds": round(time.perf_counter() - t0, 3)}
+
+    def cache_key(self) -> tuple:
+        """What :meth:`fill_cache` reads, as a hashable key: the foreground mode, every row's files, the
+        backgrounds and the estimated-foreground cache folder. Two datasets with the same key hold the same
+        decoded sources."""
+        rows = tuple((r["id"], _cell(r, "fg"), _cell(r, "image"), _cell(r, "alpha")) for r in self.rows)
+        fg_dir = str(self.fg_cache.cache_dir) if self.fg_cache is not None else None
+        return self.mode, rows, tuple(self.backgrounds), fg_dir
 
     def clear_cache(self) -> None:
-        """Drop the RAM cache (:meth:`fill_cache`)."""
+        """Drop the RAM cache (:meth:`fill_cache`), this dataset's and the process's copy of it."""
         self._ram_fg.clear()
         self._ram_bg.clear()
+        _FILLED.pop(self.cache_key(), None)
 
     # items -----------------------------------------------------------------------------------
     def sample(self, key: int | tuple[int, int]) -> dict[str, Any]:

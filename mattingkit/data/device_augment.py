@@ -19,7 +19,10 @@ merge, HSV jitter, compositing and the trimap (the method's torch twin in :data:
 erode/dilate with each sample's elliptical kernels, exact on binary masks), trimap dropout; it returns the float32 batch dict of
 :func:`~mattingkit.data.compact.compact_to_float` (``image``, ``alpha``, ``trimap``, ``fg``, ``bg``,
 ``unknown``, ``id``). :func:`~mattingkit.data.datasets.batch_to_float` dispatches to it when it sees
-such a batch, so the Trainer's ``to_device`` needs no change.
+such a batch, so the Trainer's ``to_device`` needs no change. Nothing there waits for the device: the
+output size, which steps run and the trimap kernels come from the item's host values (:data:`HOST_KEY`, a
+JSON string the DataLoader's collate keeps as Python values), never from reading a device tensor back
+(``tests/test_device_augment.py`` counts 0 scalar reads per batch; there were 34).
 
 Where the two paths differ (same seeds, CPU tensors; measured on smooth photo-like 120-150 px
 sources at 64 px output, ``tests/test_device_augment.py`` bounds each case):
@@ -57,6 +60,7 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -82,9 +86,12 @@ BG_PATCH_SCALE = 1.25
 FLT_EPSILON = float(np.finfo(np.float32).eps)
 #: cv2's HSV -> RGB sector table (which of v, p, q, t each of R, G, B takes, per hue sector).
 _R_IDX, _G_IDX, _B_IDX = (0, 2, 1, 1, 3, 0), (3, 0, 0, 2, 1, 1), (1, 1, 3, 0, 0, 2)
-#: Keys of a device-augment item / batch (besides ``id``).
-ITEM_KEYS = ("fg_src", "fg2_src", "bg_src", "warp", "has_fg2", "has_bg", "hsv_on", "hsv", "trimap_k",
-             "trimap_iter", "trimap_drop", "out_size")
+#: Tensor keys of a device-augment item / batch (besides ``id`` and :data:`HOST_KEY`).
+ITEM_KEYS = ("fg_src", "fg2_src", "bg_src", "warp", "has_fg2", "has_bg", "hsv_on", "hsv", "trimap_drop")
+#: The item's host-side values (a JSON string, so the DataLoader's collate keeps it a Python value): the
+#: output size, the per-item flags, the trimap method with its parameters and drawn values. The device side
+#: decides sizes, branches and kernels from these, never by reading a device tensor (no host sync).
+HOST_KEY = "host"
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,6 +318,7 @@ def worker_item(sample: dict[str, Any], rng: np.random.Generator, plan: DevicePl
     item["warp"] = torch.from_numpy(warp)
     item["has_fg2"] = torch.tensor("fg2" in s)
     item["has_bg"] = torch.tensor("bg" in s)
+    host: dict[str, Any] = {"size": S, "fg2": "fg2" in s, "bg": "bg" in s, "hsv": plan.hsv is not None}
     # the remaining draws, in the CPU pipeline's order: HSVJitter, GenerateTrimap, TrimapDropout
     hsv = (0.0, 1.0, 1.0)
     if plan.hsv is not None:
@@ -321,10 +329,10 @@ def worker_item(sample: dict[str, Any], rng: np.random.Generator, plan: DevicePl
     item["hsv_on"] = torch.tensor(plan.hsv is not None)
     item["hsv"] = torch.tensor(hsv, dtype=torch.float64)
     method, params = METHODS[plan.trimap.method].sample(rng, plan.trimap)   # the trimap's draws (trimap.METHODS)
-    item["trimap_k"] = torch.from_numpy(METHODS[method].draw(rng, params))
-    item["trimap_iter"] = torch.tensor(int(params["iterations"]))
-    item["trimap_drop"] = torch.tensor(bool(plan.dropout > 0 and rng.random() < plan.dropout))
-    item["out_size"] = torch.tensor(S)
+    host.update(trimap=method, params=params, drawn=METHODS[method].draw(rng, params).tolist())
+    drop = bool(plan.dropout > 0 and rng.random() < plan.dropout)
+    item["trimap_drop"] = torch.tensor(drop)
+    item[HOST_KEY] = json.dumps(dict(host, drop=drop), separators=(",", ":"))
     item["id"] = str(sample["id"])
     return item
 
@@ -332,6 +340,7 @@ def worker_item(sample: dict[str, Any], rng: np.random.Generator, plan: DevicePl
 def collate_items(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Stack device-augment items as the default DataLoader collate does (for tests and tools)."""
     out: dict[str, Any] = {k: torch.stack([it[k] for it in items]) for k in ITEM_KEYS}
+    out[HOST_KEY] = [it[HOST_KEY] for it in items]
     out["id"] = [it["id"] for it in items]
     return out
 
@@ -425,42 +434,67 @@ def composite(fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor) -> torch.
     return compose.composite(fg, bg, alpha).clamp_(0.0, 1.0)
 
 
+def host_values(batch: dict[str, Any]) -> dict[str, Any]:
+    """The host-side values of a collated device-augment batch (:data:`HOST_KEY`), read from the Python
+    strings that came with it: ``size`` and the trimap ``method`` / ``params`` (the same for every
+    item), ``drawn`` (N, ...) int64, and ``fg2`` / ``bg`` / ``hsv`` / ``drop``: whether any item has it.
+
+    Example:
+        >>> h = '{"size":8,"fg2":false,"bg":true,"hsv":false,"drop":true,"trimap":"erode_dilate",' \\
+        ...     '"params":{"kernel_range":[1,3],"iterations":1},"drawn":[3,1]}'
+        >>> v = host_values({"host": [h, h]}); v["size"], v["bg"], v["fg2"], v["drawn"].tolist()
+        (8, True, False, [[3, 1], [3, 1]])
+    """
+    items = [json.loads(h) for h in batch[HOST_KEY]]
+    first = items[0]
+    for key in ("size", "trimap", "params"):
+        if any(it[key] != first[key] for it in items):
+            raise ValueError(f"device-augment batch: items differ in {key!r} (one dataset's items per batch)")
+    out = {k: first[k] for k in ("size", "trimap", "params")}
+    out.update({k: any(it[k] for it in items) for k in ("fg2", "bg", "hsv", "drop")})
+    out["drawn"] = np.asarray([it["drawn"] for it in items], np.int64)
+    return out
+
+
 def augment_batch(batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
     """A collated device-augment batch (:func:`worker_item`) -> the float32 training batch:
     ``image``, ``alpha``, ``trimap``, ``fg``, ``bg``, ``unknown`` (N, C, S, S) and ``id``, on ``device``
     (default: where the batch is). Other non-tensor entries are kept. A single (uncollated) item
-    gives unbatched (C, S, S) tensors."""
+    gives unbatched (C, S, S) tensors.
+
+    Never waits for the device: the output size, which steps run (a second foreground, HSV jitter, a
+    background, trimap dropout in any item) and the trimap kernels come from the batch's host values
+    (:func:`host_values`); per-item choices are ``torch.where`` masks on the device."""
     if batch["fg_src"].ndim == 3:
         one = augment_batch(collate_items([batch]), device)
         return {k: (v[0] if isinstance(v, torch.Tensor) else v[0] if k == "id" else v) for k, v in one.items()}
     dev = torch.device(device) if device is not None else batch["fg_src"].device
     b = {k: (v.to(dev, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
     n = b["fg_src"].shape[0]
-    S = int(b["out_size"].flatten()[0])
+    host = host_values(batch)
+    S = host["size"]
     warp = b["warp"]
     has_fg2, has_bg = b["has_fg2"].bool().view(n, 1, 1, 1), b["has_bg"].bool().view(n, 1, 1, 1)
     # the two foreground layers in one grid_sample
     fgs = warp_batch(torch.cat((b["fg_src"], b["fg2_src"])), torch.cat((warp[:, 0], warp[:, 1])), (S, S))
     fg, alpha = fgs[:n, :3], fgs[:n, 3:]
-    if bool(has_fg2.any()):
+    if host["fg2"]:
         mfg, ma = merge_foregrounds(fg, alpha, fgs[n:, :3], fgs[n:, 3:])
         fg, alpha = torch.where(has_fg2, mfg, fg), torch.where(has_fg2, ma, alpha)
     hsv_on = b["hsv_on"].bool().view(n, 1, 1, 1)
-    if bool(hsv_on.any()):
+    if host["hsv"]:
         p = b["hsv"]
         fg = torch.where(hsv_on, hsv_jitter(fg, p[:, 0], p[:, 1], p[:, 2]), fg)
-    if bool(has_bg.any()):
+    if host["bg"]:
         bg = warp_batch(b["bg_src"], warp[:, 2], (S, S))
         bg = torch.where(has_bg, bg, fg)
         image = torch.where(has_bg, composite(fg, bg, alpha), fg)
     else:
         bg, image = fg.clone(), fg.clone()
-    k = b["trimap_k"]
-    iters = int(b["trimap_iter"].flatten()[0])
-    trimap = METHODS["erode_dilate"].torch_twin(alpha, k, {"iterations": iters})
-    drop = b["trimap_drop"].bool().view(n, 1, 1, 1)
-    if bool(drop.any()):
+    trimap = METHODS[host["trimap"]].torch_twin(alpha, host["drawn"], host["params"])
+    if host["drop"]:
+        drop = b["trimap_drop"].bool().view(n, 1, 1, 1)
         trimap = torch.where(drop, torch.full_like(trimap, 0.5), trimap)
-    out = {k: v for k, v in batch.items() if k not in ITEM_KEYS and not isinstance(v, torch.Tensor)}
+    out = {k: v for k, v in batch.items() if k not in ITEM_KEYS + (HOST_KEY,) and not isinstance(v, torch.Tensor)}
     out.update(image=image, alpha=alpha, trimap=trimap, fg=fg, bg=bg, unknown=(trimap == 0.5).to(torch.float32))
     return out

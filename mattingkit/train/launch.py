@@ -38,9 +38,10 @@ def prepare_foregrounds(cfg: Config, run_dir: Path) -> None:
     before ``notebook_launcher`` / ``accelerate launch`` starts the training processes: estimating
     AIM-500-sized foregrounds on rank 0 while the other ranks wait at a barrier could outlast the
     process group's timeout (``train.dist_timeout_s``, which also bounds it under a shell ``accelerate
-    launch``, where rank 0 fills the cache in :func:`~mattingkit.train.setup.build_data`). A no-op for other
-    foreground settings."""
-    if cfg.data.foreground != "estimate":
+    launch``, where rank 0 fills the cache in :func:`~mattingkit.train.setup.build_data`). With
+    ``data.cache: ram`` the datasets built here also fill the RAM cache once, which the forked ranks then
+    share (:meth:`~mattingkit.data.datasets.TrainDataset.fill_cache`). A no-op for other settings."""
+    if cfg.data.foreground != "estimate" and getattr(cfg.data, "cache", "none") != "ram":
         return
     from ..data.datasets import build_datasets
     from ..data.manifest import read_manifest
