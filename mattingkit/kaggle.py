@@ -1,6 +1,11 @@
 """Everything that talks to Kaggle: credentials, competition and dataset downloads (the engine behind
-notebook 01) and submissions with their public score. (The alphamatting.com fetch and the shared
-:class:`~mattingkit.data.download.DownloadError` live in :mod:`mattingkit.data.download`.)
+notebook 01), submissions with their public score, and runs on Kaggle's GPUs from your own machine:
+:func:`push_kernel` (a kernel folder: ``kernel-metadata.json`` + one driver notebook that installs the kit and
+runs ``mattingkit run``), :func:`kernel_status`, :func:`pull_kernel` (the kernel's ``runs/RUN/`` into
+``runs/RUN/`` here, with the producer rule) and :func:`publish_wheel` (the kit's wheel as a private dataset,
+for internet-off kernels); docs/kaggle.md describes the kernel folder. (The alphamatting.com fetch and the
+shared :class:`~mattingkit.data.download.DownloadError` live in :mod:`mattingkit.data.download`; the sweep
+across kernels is :func:`mattingkit.runner.run_sweep_on_kaggle`.)
 
 Credentials
 -----------
@@ -36,6 +41,8 @@ Failures raise :class:`DownloadError` with ``kind`` in ``no_credentials``, ``aut
 ``https://www.kaggle.com/competitions/<slug>/rules``), ``forbidden``, ``not_found``,
 ``rate_limited``, ``server``, ``offline`` (no network: use ``mattingkit demo-data`` / ``make demo``),
 ``bad_archive`` (an unsafe or unusable archive, rejected) and ``other``. :func:`explain_http_error` is the pure status -> message mapping.
+Submissions raise :class:`SubmitError`, kernels and the wheel dataset :class:`KernelError` (``owner``,
+``quota``, ``errored`` with the log's tail, ``running``, ``no_wheel``, ...); every message is one line.
 
 Files
 -----
@@ -51,6 +58,8 @@ Example:
     (False, None)
     >>> redact("token=abc123XYZ", ["abc123XYZ"])
     'token=***'
+    >>> kernel_metadata(KernelRun("quick", "demo", smoke=True, repo_url="https://x/mk.git"), "me")["id"]
+    'me/mattingkit-quick'
 """
 from __future__ import annotations
 

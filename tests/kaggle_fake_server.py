@@ -65,6 +65,7 @@ class FakeKaggle:
         self.plans: dict[str, KernelPlan] = {}
         self.datasets: dict[str, list[dict[str, bytes]]] = {}
         self.blobs: dict[str, dict] = {}
+        self.submissions: list[dict] = []
         self.mode = ""            # "quota" | "owner_403" | "" : how SaveKernel answers
         self.others: set[str] = set()   # kernel slugs that exist under another owner
         self._lock = threading.Lock()
@@ -252,3 +253,24 @@ class FakeKaggle:
             return 400, {"code": 400, "message": "no such dataset or incomplete upload"}
         self.datasets[ref].append(files)
         return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"}
+
+    # -- submissions (as tests/test_cli.py's fake: upload, create, list with a public score) -------
+    def _StartSubmissionUpload(self, body: dict) -> tuple[int, dict]:
+        token = f"blob{len(self.blobs) + 1}"
+        self.blobs[token] = {"name": body.get("fileName"), "length": body.get("contentLength"), "data": None}
+        return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
+
+    def _CreateSubmission(self, body: dict) -> tuple[int, dict]:
+        blob = self.blobs.get(body.get("blobFileTokens"))
+        if blob is None or blob["data"] is None:
+            return 400, {"code": 400, "message": "unknown blob token"}
+        self.submissions.append({"file_name": blob["name"], "data": blob["data"],
+                                 "description": body.get("submissionDescription", "")})
+        return 200, {"message": "Successfully submitted", "ref": 700 + len(self.submissions)}
+
+    def _ListSubmissions(self, body: dict) -> tuple[int, dict]:
+        subs = [{"ref": 700 + i + 1, "fileName": s["file_name"], "description": s["description"],
+                 "status": "COMPLETE", "publicScore": "0.04321", "submittedBy": USER}
+                for i, s in enumerate(self.submissions)]
+        return 200, {"submissions": subs[::-1]}
+

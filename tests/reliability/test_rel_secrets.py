@@ -6,6 +6,9 @@
 2. A full smoke pipeline (notebooks 01 -> 05 through papermill kernels) with *all* forms present at
    once: KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN, ~/.kaggle/kaggle.json, ~/.kaggle/access_token
    (a temp HOME).
+3. Kaggle kernels with every form present: ``mattingkit kaggle push --dry-run`` (the kernel folder),
+   ``kaggle push`` (the notebook, metadata and parameters Kaggle received, recorded by the fake Kaggle of
+   tests/kaggle_fake_server.py), ``kaggle status`` and ``kaggle pull`` (the pulled run folder).
 
 Then every file written (output notebooks, logs, TensorBoard events, checkpoints, manifests, CSVs,
 YAML, caches under HOME) and every captured output is searched for each secret as raw bytes and in
@@ -113,3 +116,51 @@ def test_smoke_pipeline_with_every_credential_form_leaks_nothing(tmp_path, monke
     assert any(p.name.startswith("events.out.tfevents") for p in files)
     hits = scan_for_secrets(files, SECRETS, USER)
     assert not hits, "\n".join(hits)
+
+
+def test_kaggle_kernel_folder_pushed_notebook_and_pulled_outputs_leak_nothing(tmp_path):
+    if importlib.util.find_spec("kaggle") is None:
+        pytest.skip("the kaggle package is not installed")
+    sys.path.insert(0, str(REPO / "tests"))
+    from kaggle_fake_server import FakeKaggle
+
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    kaggle_json = home / ".kaggle" / "kaggle.json"
+    kaggle_json.write_text(json.dumps({"username": USER, "key": SECRETS["key_json"]}))
+    token_file = home / ".kaggle" / "access_token"
+    token_file.write_text(SECRETS["token_file"])
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("base: demo\n")
+    runs, work = tmp_path / "runs", tmp_path / "work"
+    work.mkdir()
+    outputs = {"runs/leak/metrics.json": b'{"04_inference": {"sad": 1.0}}', "runs/leak/DONE": b"{}",
+               "runs/leak/notebooks/05_submission.ipynb": b'{"cells": []}'}
+    with FakeKaggle(tokens=(SECRETS["token_env"],), keys=(SECRETS["key_env"], SECRETS["key_json"])) as fk:
+        env = fk.client_env(subprocess_env(), str(home), token=SECRETS["token_env"], key=SECRETS["key_env"])
+        fk.kernel_plan(f"{USER}/mattingkit-leak", ["COMPLETE"], outputs=outputs)
+
+        def mk(*args):
+            return subprocess.run([sys.executable, "-m", "mattingkit", *map(str, args)], cwd=work, env=env,
+                                  capture_output=True, timeout=300)
+
+        common = ["--config", cfg, "--set", "train.steps=3", "--param", "n_preview=1", "--name", "leak",
+                  "--repo", "https://example.org/mattingkit.git", "--runs-root", runs]
+        procs = [mk("kaggle", "push", *common, "--dry-run", work / "kernel"), mk("kaggle", "push", *common),
+                 mk("kaggle", "status", "leak", "--runs-root", runs), mk("kaggle", "pull", "leak", "--runs-root", runs)]
+        for p in procs:
+            assert p.returncode == 0, p.stderr[-2000:].decode("utf-8", "replace")
+        pushed = fk.bodies("SaveKernel")
+        assert len(pushed) == 1 and "n_preview=1" in pushed[0]["text"]      # the real notebook was received
+        received = work / "received.json"
+        received.write_text(json.dumps({k: v for k, v in pushed[0].items()}))
+        auths = {r.get("auth") for r in fk.requests if r["method"] == "POST"}
+    assert auths == {"Bearer"}        # the credentials were really used, by the client
+    out = work / "captured_output.bin"
+    out.write_bytes(b"\n".join(p.stdout + p.stderr for p in procs))
+    files = _files(work) + _files(runs)
+    assert {"kernel-metadata.json", "mattingkit-run.ipynb", "metrics.json", "kaggle_source.json"} <= \
+        {p.name for p in files}
+    hits = scan_for_secrets(files + [out, received], SECRETS, USER)
+    assert not hits, "\n".join(hits)
+
