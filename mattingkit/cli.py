@@ -67,7 +67,7 @@ def cmd_run(args) -> int:
 
     result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
                           runs_root=args.runs_root, notebooks=args.notebooks, parameters=parse_params(args.params),
-                          force=args.force)
+                          force=args.force, fresh=args.fresh)
     return 0 if result.ok else 1
 
 
@@ -103,9 +103,17 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .run import default_run_dir, prune_stale_records, save_run_config
     from .train import train_and_report
 
-    train_and_report(_load(args), run_dir=args.run_dir, fresh=args.fresh, force=args.force)
+    cfg = _load(args)
+    run_dir = args.run_dir or default_run_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_run_config(cfg, run_dir, fresh=args.fresh)   # the folder's config: a change to training is refused
+    try:
+        train_and_report(cfg, run_dir=run_dir, fresh=args.fresh, force=args.force)
+    finally:
+        prune_stale_records(run_dir)   # notebook records of the checkpoints before this session go
     return 0
 
 
@@ -433,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable, e.g. --param n_preview=2")
     p.add_argument("--force", action="store_true",
                    help="take the run folder's lock over even if another process seems to hold it")
+    p.add_argument("--fresh", action="store_true",
+                   help="start the run over: remove its checkpoints, records and predictions first (needed to "
+                        "change a key that changes training in an existing run; a new --name is the other way)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("sweep", help="run a grid of parameter sets (grid.yaml), one run folder each")
@@ -450,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--name", default=None, help="run name (folder under the runs root)")
     p.add_argument("--run-dir", type=Path, default=None, help="explicit run folder (default: RUNS_ROOT/NAME)")
-    p.add_argument("--fresh", action="store_true", help="ignore checkpoints/last.pt and start over")
+    p.add_argument("--fresh", action="store_true",
+                   help="start over: remove the run folder's checkpoints, records and predictions first "
+                        "(needed to change a key that changes training in an existing run)")
     p.add_argument("--force", action="store_true",
                    help="take the run folder's lock over even if another process seems to hold it")
     p.set_defaults(func=cmd_train)

@@ -10,6 +10,10 @@ predictions. Everything that decides *where* something is lives here:
 - :func:`prepare_run` resolves a config (name + dotted overrides + smoke budgets), creates the folder and
   writes ``config.yaml`` -- once: reopening the run with the same config leaves the file alone, and
   ``mattingkit run`` hands every notebook the saved file;
+- a run folder is bound to its config (:func:`save_run_config`): a key that changes training is refused
+  once the folder holds outputs (``fresh`` starts over), the keys of :data:`RESUME_SAFE` (more steps,
+  intervals, inference settings) are accepted and logged in ``config_history.jsonl``, and a
+  ``metrics.json`` section whose inputs changed is removed until its notebook redoes it;
 - :func:`ensure_data` (demo data generated on first use, configured Kaggle sources) and
   :func:`ensure_manifest` / :func:`load_manifest` (``data.manifest``, else ``manifest.csv`` scanned into
   the run folder when missing);
@@ -136,17 +140,204 @@ def resolve_config(config: PathLike | Config, overrides: Iterable[str] | Mapping
     return apply_overrides(cfg, overrides or {}, check=config_problems)
 
 
-def save_run_config(cfg: Config, run_dir: PathLike) -> bool:
-    """Write ``run_dir/config.yaml`` unless it already holds exactly this config; True when written."""
+#: The one table of what may change in a run folder that already holds outputs: a config key (or a whole
+#: section) that is safe to change when a run continues -> the first notebook whose records it changes
+#: (``None``: none; it says where or how fast the run works, not what it computes). A key not listed
+#: changes training itself: a run folder with outputs refuses it (:func:`save_run_config`), because its
+#: checkpoints, records and predictions were made with the old value.
+RESUME_SAFE: dict[str, str | None] = {
+    "run.name": None, "run.runs_root": None, "run.data_root": None, "run.device": None,
+    "run.require_gpu": None, "run.lock_stale_s": None, "run.checkpoint_local_dir": None,
+    "data.num_workers": None, "data.cache": None, "data.check_pixels": None,
+    "train.steps": "03",             # more steps: training continues from last.pt
+    "train.time_limit_min": "03",    # a session budget
+    "train.log_every": "03", "train.image_every": "03", "train.val_every": "03", "train.ckpt_every": "03",
+    "train.tensorboard": "03", "train.max_nonfinite": "03", "train.val_at_start": None,
+    "train.dist_timeout_s": None,
+    "infer": "04",                   # inference settings: notebook 04 and 05 redo their predictions
+    "submission": "05",
+}
+CONFIG_HISTORY_FILE = "config_history.jsonl"
+#: The inputs each notebook section of ``metrics.json`` was computed from (see :func:`update_metrics`).
+RECORD_INPUTS_FILE = "metrics_inputs.json"
+#: What a fresh start removes from a run folder (names or patterns); every one of them was made under
+#: the folder's config, so any of them present (but the executed notebooks and the DONE marker of
+#: ``mattingkit run``) binds the folder to ``config.yaml``.
+RUN_OUTPUTS = ("checkpoints", "tb", "predictions", "inputs", "decoded", "fg_cache", METRICS_FILE,
+               RECORD_INPUTS_FILE, HISTORY_FILE, "train_summary.json", MANIFEST_FILE, "manifest_test.csv",
+               "data_report.md", "*.png", "metrics_*.csv", "submission.csv", "submission_validation.txt",
+               "notebooks", "DONE")
+_NOT_BINDING = ("notebooks", "DONE")
+#: Files in the run folder that hold a notebook section's numbers: removed with a stale section.
+SECTION_FILES: dict[str, tuple[str, ...]] = {
+    "03": ("curves.png",),
+    "04": ("metrics_*.csv", "comparison.png", "real_comparison.png"),
+    "05": ("submission.csv", "submission_validation.txt", "submission_preview.png", "decoded"),
+}
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"a.b": value}``.
+
+    Example:
+        >>> flatten({"train": {"lr_g": 1e-3, "betas": [0.5, 0.9]}})
+        {'train.lr_g': 0.001, 'train.betas': [0.5, 0.9]}
+    """
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def resume_rule(key: str) -> tuple[bool, str | None]:
+    """``(safe to change on resume, first notebook it changes)`` for a dotted key (:data:`RESUME_SAFE`).
+
+    Example:
+        >>> resume_rule("train.steps"), resume_rule("infer.tta_flip"), resume_rule("train.lr_g")
+        ((True, '03'), (True, '04'), (False, None))
+    """
+    parts = key.split(".")
+    for i in range(len(parts), 0, -1):
+        k = ".".join(parts[:i])
+        if k in RESUME_SAFE:
+            return True, RESUME_SAFE[k]
+    return False, None
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
+    """``{key: (old, new)}`` for every dotted key whose value differs.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> config_changes(load_config("demo"), load_config("demo", ["train.lr_g=5e-4"]))
+        {'train.lr_g': (0.001, 0.0005)}
+    """
+    a, b = flatten(old.to_dict()), flatten(new.to_dict())
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def saved_config(run_dir: PathLike) -> Config | None:
+    """The run folder's ``config.yaml`` (None when there is none)."""
     path = Path(run_dir) / CONFIG_FILE
+    return load_config(path) if path.is_file() else None
+
+
+def _present(run_dir: Path, patterns: Iterable[str]) -> list[Path]:
+    return sorted({p for pattern in patterns for p in run_dir.glob(pattern)})
+
+
+def run_outputs(run_dir: PathLike) -> list[Path]:
+    """The outputs in a run folder that bind it to its config (:data:`RUN_OUTPUTS`)."""
+    return _present(Path(run_dir), [p for p in RUN_OUTPUTS if p not in _NOT_BINDING])
+
+
+def _remove(paths: Iterable[Path]) -> list[str]:
+    import shutil
+
+    removed = []
+    for p in paths:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+        else:
+            continue
+        removed.append(p.name)
+    return removed
+
+
+def clear_run_outputs(run_dir: PathLike) -> list[str]:
+    """Remove what a run made in its folder (:data:`RUN_OUTPUTS`; ``config.yaml``, its history, the lock
+    and ``doctor.json`` stay); returns the names removed."""
+    return _remove(_present(Path(run_dir), RUN_OUTPUTS))
+
+
+def _fmt_change(key: str, old: Any, new: Any) -> str:
+    return f"{key}: {old!r} -> {new!r}" if isinstance(old, str) or isinstance(new, str) else f"{key}: {old} -> {new}"
+
+
+def _append_history(run_dir: Path, event: str, changes: Mapping[str, tuple[Any, Any]], **extra: Any) -> None:
+    import time
+
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event,
+              "changes": {k: [old, new] for k, (old, new) in changes.items()}, **extra}
+    with open(run_dir / CONFIG_HISTORY_FILE, "a", encoding="utf-8") as f:
+        f.write(json.dumps(jsonable(record)) + "\n")
+
+
+def save_run_config(cfg: Config, run_dir: PathLike, fresh: bool = False) -> bool:
+    """Write ``run_dir/config.yaml``, keeping the run folder true to it; True when written.
+
+    A run folder is bound to the config it was made with. Against the saved ``config.yaml``:
+
+    - no change: nothing is written;
+    - only keys of :data:`RESUME_SAFE` changed (more steps, a time limit, intervals, inference and
+      submission settings): the file is rewritten, the change appended to ``config_history.jsonl``,
+      and the ``metrics.json`` sections that depended on the old values are removed until their
+      notebook runs again (:func:`prune_stale_records`);
+    - another key changed while the folder holds outputs (:func:`run_outputs`): a
+      :class:`~mattingkit.errors.RunStateError` listing each difference (``key: old -> new``) and the
+      two ways out: ``fresh`` (``--fresh``), which removes the outputs (:func:`clear_run_outputs`)
+      and starts over, or another run name.
+
+    Example:
+        >>> import tempfile
+        >>> from mattingkit.config import load_config
+        >>> d = Path(tempfile.mkdtemp())
+        >>> save_run_config(load_config("demo"), d), save_run_config(load_config("demo"), d)
+        (True, False)
+        >>> _ = (d / "metrics.jsonl").write_text("{}")      # the run has trained: bound to its config
+        >>> save_run_config(load_config("demo", ["train.steps=5000"]), d)     # more steps: accepted
+        True
+        >>> save_run_config(load_config("demo", ["train.lr_g=5e-4", "train.steps=5000"]), d)
+        Traceback (most recent call last):
+        ...
+        mattingkit.errors.RunStateError: ...: train.lr_g: 0.001 -> 0.0005 ...
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CONFIG_FILE
     text = to_yaml(cfg)
     try:
-        if path.read_text(encoding="utf-8") == text:
-            return False
+        same = path.read_text(encoding="utf-8") == text
     except OSError:
-        pass
+        same = False
+    old = saved_config(run_dir) if path.is_file() else None
+    changes = config_changes(old, cfg) if old is not None else {}
+    if fresh:
+        removed = clear_run_outputs(run_dir)
+        if removed or changes:
+            _append_history(run_dir, "fresh", changes, removed=removed)
+            print(f"{run_dir.name}: started over (removed {', '.join(removed) or 'nothing'})", flush=True)
+    elif same:
+        return False
+    elif old is not None:
+        refused = {k: v for k, v in changes.items() if not resume_rule(k)[0]}
+        if refused and run_outputs(run_dir):
+            raise _refusal(run_dir, refused)
+        if changes:
+            _append_history(run_dir, "changed", changes)
+    else:
+        _append_history(run_dir, "created", {})
+    if same:
+        return False
     atomic_write_text(path, text)
+    prune_stale_records(run_dir)
     return True
+
+
+def _refusal(run_dir: Path, refused: Mapping[str, tuple[Any, Any]]):
+    from .errors import RunStateError
+
+    diff = "; ".join(_fmt_change(k, *v) for k, v in refused.items())
+    return RunStateError(
+        f"{run_dir} holds a run made with another config: {diff} (each changes training, and this folder "
+        f"has its checkpoints/records). Start over with --fresh (notebooks: run.prepare_run(..., fresh=True)), "
+        f"which removes the old outputs, or use a new run name (--name). Safe to change on resume: "
+        f"{', '.join(RESUME_SAFE)}")
 
 
 def resolve_run(config: PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
@@ -169,11 +360,12 @@ def resolve_run(config: PathLike | Config = "demo", overrides: Iterable[str] | M
 
 def prepare_run(config: PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
                 run_name: str | None = None, runs_root: PathLike | None = None, smoke: bool = False,
-                save: bool = True) -> RunContext:
+                save: bool = True, fresh: bool = False) -> RunContext:
     """Resolve the config and create the run folder ``runs_root/run_name``; save ``config.yaml`` there
-    (only when it changes). What every notebook calls after its ``parameters`` cell; ``mattingkit run``
-    passes the run's saved ``config.yaml`` as ``config``, so the notebooks load it instead of resolving
-    the config again.
+    (only when it changes; :func:`save_run_config`: a folder that holds outputs refuses a change that
+    changes training, ``fresh=True`` removes its outputs and starts over). What every notebook calls
+    after its ``parameters`` cell; ``mattingkit run`` passes the run's saved ``config.yaml`` as
+    ``config``, so the notebooks load it instead of resolving the config again.
 
     Example:
         >>> import tempfile
@@ -186,7 +378,7 @@ def prepare_run(config: PathLike | Config = "demo", overrides: Iterable[str] | M
     cfg, run_dir = resolve_run(config, overrides, run_name, runs_root, smoke)
     run_dir.mkdir(parents=True, exist_ok=True)
     if save:
-        save_run_config(cfg, run_dir)
+        save_run_config(cfg, run_dir, fresh=fresh)
     return RunContext(cfg=cfg, run_dir=run_dir, data_root=data_root(cfg))
 
 
@@ -327,8 +519,71 @@ def read_metrics(run_dir: PathLike) -> dict[str, Any]:
     return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
 
 
+def _section_notebook(section: str) -> str | None:
+    m = re.match(r"(\d\d)_", section)
+    return m.group(1) if m else None
+
+
+def section_inputs(run_dir: PathLike, section: str) -> dict[str, Any] | None:
+    """What a notebook section of ``metrics.json`` is computed from, beyond the keys a run folder never
+    changes: the values of the :data:`RESUME_SAFE` keys up to its notebook, and from notebook 03 on the
+    SHA-256 of ``checkpoints/{last,best}.pt`` (their sidecars). None for a section that is not a
+    notebook's (``NN_...``) or a folder without ``config.yaml``."""
+    nb = _section_notebook(section)
+    cfg = saved_config(run_dir) if nb else None
+    if cfg is None:
+        return None
+    inputs: dict[str, Any] = {}
+    for key, value in flatten(cfg.to_dict()).items():
+        safe, first = resume_rule(key)
+        if safe and first is not None and first <= nb:
+            inputs[key] = value
+    if nb >= "03":
+        for name in ("last.pt", "best.pt"):
+            side = Path(run_dir) / "checkpoints" / f"{name}.json"
+            try:
+                inputs[f"checkpoints/{name}"] = json.loads(side.read_text(encoding="utf-8")).get("sha256")
+            except (OSError, ValueError):
+                inputs[f"checkpoints/{name}"] = None
+    return jsonable(inputs)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def prune_stale_records(run_dir: PathLike, quiet: bool = False) -> list[str]:
+    """Remove each ``metrics.json`` section whose inputs changed since it was written (a safe config
+    change, a checkpoint trained further or started over) together with its files
+    (:data:`SECTION_FILES`): a run folder never shows numbers of a model or settings it no longer has.
+    The section comes back when its notebook runs again. Returns the sections removed."""
+    run_dir = Path(run_dir)
+    recorded = _read_json(run_dir / RECORD_INPUTS_FILE)
+    data = read_metrics(run_dir)
+    stale = [s for s, was in recorded.items() if s in data and was != section_inputs(run_dir, s)]
+    if not stale:
+        return []
+    for section in stale:
+        data.pop(section, None)
+        recorded.pop(section, None)
+        _remove(_present(run_dir, SECTION_FILES.get(_section_notebook(section) or "", ())))
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
+    atomic_write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
+    if not quiet:
+        print(f"{run_dir.name}: removed the records of {', '.join(stale)} from metrics.json (made from an "
+              f"earlier checkpoint or settings); run those notebooks again to redo them", flush=True)
+    return stale
+
+
 def update_metrics(run_dir: PathLike, section: str, values: Mapping[str, Any]) -> Path:
     """Merge ``values`` into ``run_dir/metrics.json`` under ``section`` (atomic write).
+
+    A notebook section (``NN_name``) records its inputs (:func:`section_inputs`, in
+    ``metrics_inputs.json``): values written under other inputs are replaced, not merged, and every
+    other section whose inputs changed is removed (:func:`prune_stale_records`).
 
     Example:
         >>> import tempfile, numpy as np
@@ -336,9 +591,19 @@ def update_metrics(run_dir: PathLike, section: str, values: Mapping[str, Any]) -
         >>> read_metrics(d)
         {'04': {'sad': 1.5}}
     """
+    run_dir = Path(run_dir)
+    inputs = section_inputs(run_dir, section)
+    recorded = _read_json(run_dir / RECORD_INPUTS_FILE)
     data = read_metrics(run_dir)
+    if inputs is not None and recorded.get(section) != inputs:
+        data.pop(section, None)   # made from other inputs: redone, not merged
     data.setdefault(section, {}).update(jsonable(values))
-    return atomic_write_text(Path(run_dir) / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
+    out = atomic_write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
+    if inputs is not None:
+        recorded[section] = inputs
+        atomic_write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
+    prune_stale_records(run_dir)
+    return out
 
 
 def jsonable(x: Any) -> Any:
@@ -529,7 +794,10 @@ def summary_table(ctx: RunContext | PathLike) -> str:
 
 
 __all__ = [
-    "CONFIG_FILE", "DEMO_DIR", "build_run_manifest", "count_backgrounds", "scan_test_images", "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
+    "CONFIG_FILE", "CONFIG_HISTORY_FILE", "RECORD_INPUTS_FILE", "RESUME_SAFE", "RUN_OUTPUTS", "SECTION_FILES",
+    "clear_run_outputs", "config_changes", "flatten", "prune_stale_records", "resume_rule", "run_outputs",
+    "saved_config", "section_inputs", "DEMO_DIR", "build_run_manifest", "count_backgrounds", "scan_test_images",
+    "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
     "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "is_demo_config",
     "jsonable", "load_manifest", "manifest_path", "prepare_run", "read_history",
     "read_metrics", "resolve_config", "resolve_run", "runs_root", "safe_name", "save_run_config",

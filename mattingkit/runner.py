@@ -32,7 +32,16 @@ from .choices import validate_grid
 from .config import Config
 from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
-from .run import CONFIG_FILE, generated_source, prepare_run, read_metrics, resolve_config, resolve_run, safe_name
+from .run import (
+    CONFIG_FILE,
+    flatten,
+    generated_source,
+    prepare_run,
+    read_metrics,
+    resolve_config,
+    resolve_run,
+    safe_name,
+)
 from .run import runs_root as resolve_runs_root
 
 DOCTOR_FILE = "doctor.json"
@@ -51,17 +60,6 @@ def repo_notebooks_dir() -> Path:
         if c.is_dir():
             return c
     raise InputNotFoundError("cannot find the notebooks/ folder; run from the mattingkit repository checkout")
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key))
-        else:
-            out[key] = v
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -162,7 +160,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
                  notebooks: Iterable[str] | None = None, kernel_name: str | None = None,
                  notebooks_dir: str | os.PathLike | None = None, quiet: bool = False,
                  parameters: Mapping[str, Any] | None = None, cell_timeout: int | None = None,
-                 force: bool = False) -> PipelineResult:
+                 force: bool = False, fresh: bool = False) -> PipelineResult:
     """Execute the numbered notebooks with papermill into ``runs/NAME/notebooks/``.
 
     Stops at the first failing notebook and prints which notebook, which cell and the error (the
@@ -179,6 +177,11 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     run folder -> :class:`~mattingkit.errors.RunStateError`; ``force`` takes the lock over, and is
     passed on as the ``force`` parameter to the notebooks that declare it). The run folder then gets
     ``config.yaml`` and ``doctor.json`` (:func:`mattingkit.doctor.doctor`: what this machine gives the run).
+
+    The run folder is bound to its config (:func:`mattingkit.run.save_run_config`): on an existing run a
+    changed key that changes training is a :class:`~mattingkit.errors.RunStateError` naming each
+    difference; keys safe on resume are accepted and logged. ``fresh`` removes the folder's outputs and
+    starts over (and is passed on as the ``fresh`` parameter to the notebooks that declare it).
 
     Example:
         >>> res = run_pipeline("demo", ["train.steps=20"], name="quick")   # doctest: +SKIP
@@ -197,9 +200,11 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
         raise UsageError(f"parameter(s) {unknown} are declared by none of the notebooks {selected}")
     if force:
         extra.setdefault("force", True)
+    if fresh:
+        extra.setdefault("fresh", True)
     check_run_inputs(cfg, quiet=quiet)
     _check_lock(cfg, run_dir, force, quiet)
-    ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke)
+    ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke, fresh=fresh)
     _save_doctor(ctx.cfg, ctx.run_dir, quiet)
     out_dir = ctx.run_dir / NOTEBOOK_DIR_NAME
     out_dir.mkdir(parents=True, exist_ok=True)
