@@ -9,7 +9,8 @@ from pathlib import Path
 
 from ..config import Config, from_dict
 from ..run import default_run_dir
-from .trainer import SUMMARY_FILE, Trainer
+from .session import SUMMARY_FILE
+from .trainer import Trainer
 
 
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = False, **kwargs) -> dict:
