@@ -10,6 +10,7 @@ from pathlib import Path
 from ..config import Config, from_dict
 from ..run import default_run_dir
 from .session import SUMMARY_FILE
+from .setup import fill_foreground_cache
 from .trainer import Trainer
 
 
@@ -39,20 +40,15 @@ def prepare_foregrounds(cfg: Config, run_dir: Path) -> None:
     before ``notebook_launcher`` / ``accelerate launch`` starts the training processes: estimating
     AIM-500-sized foregrounds on rank 0 while the other ranks wait at a barrier could outlast the
     process group's timeout (``train.dist_timeout_s``, which also bounds it under a shell ``accelerate
-    launch``, where rank 0 fills the cache in :func:`~mattingkit.train.setup.build_data`). A no-op for other
-    foreground settings."""
+    launch``, where rank 0 fills the cache in :func:`~mattingkit.train.setup.build_data`). Nothing here asks
+    for a device (:func:`~mattingkit.train.setup.fill_foreground_cache`): the notebook process must not touch
+    CUDA before the ranks fork. A no-op for other foreground settings."""
     if cfg.data.foreground != "estimate":
         return
-    from ..data.datasets import build_datasets
-    from ..data.manifest import read_manifest
     from ..run import ensure_manifest
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    manifest = ensure_manifest(cfg, run_dir)
-    train_ds, _ = build_datasets(cfg, manifest)
-    if getattr(train_ds, "fg_cache", None) is not None:
-        df = read_manifest(manifest)
-        train_ds.fg_cache.precompute(df[df["split"] == "train"], progress=False)
+    fill_foreground_cache(cfg, ensure_manifest(cfg, run_dir))
 
 
 def _notebook_worker(cfg_dict: dict, run_dir: str | None, fresh: bool, trainer_kwargs: dict) -> None:
@@ -63,7 +59,8 @@ def launch_notebook(cfg: Config, num_processes: int = 2, run_dir: str | os.PathL
                     fresh: bool = False, use_port: str | int = 29500, **trainer_kwargs) -> dict:
     """Multi-GPU training from a notebook (Kaggle's 2xT4) through ``accelerate.notebook_launcher``.
 
-    Call it before anything touches CUDA in the notebook: Accelerate forks the kernel, one process per
+    Call it before anything touches CUDA in the notebook (nothing the kit runs before it does: notebook 03's
+    ``run.prepare_run``, ``pipeline.drive_space``, this function): Accelerate forks the kernel, one process per
     device (on a CPU-only machine: CPU processes talking gloo). ``trainer_kwargs`` go to
     :class:`Trainer` in every process (forked, so they need not be picklable). Returns the summary the
     main process wrote to ``run_dir/train_summary.json``.
