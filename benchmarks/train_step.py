@@ -146,24 +146,19 @@ def main(argv=None) -> int:
         def val_event():
             res = trainer.validate()
             if res is not None:
-                trainer._after_validation(res)
+                trainer.after_validation(res)
 
         def image_event():
-            from mattingkit.viz import make_grid
-
-            b = trainer._last_batch
-            grid = make_grid(b["image"], b["trimap"], b["alpha"], trainer._last_pred)
-            if trainer.writer is not None:
-                trainer.writer.add_image("train/image_trimap_gt_pred_error", grid, trainer.step, dataformats="HWC")
+            trainer.log.train_images(trainer.step, trainer.last_batch, trainer.last_pred)
 
         def log_event():
-            trainer._log_train({"total": 1.0, "alpha": 0.5, "comp": 0.5, "lr_g": 1e-3}, 1, None)
+            trainer.log.train_record(trainer.step, {"total": 1.0, "alpha": 0.5, "comp": 0.5, "lr_g": 1e-3}, 1, 0)
 
         log_s = statistics.median(_timed(log_event, 1) for _ in range(args.event_repeats))
         val_s = statistics.median(_timed(val_event, 1) for _ in range(args.event_repeats))
         ckpt_s = statistics.median(_timed(lambda: trainer.save((ckpt.LAST,)), 1) for _ in range(args.event_repeats))
         image_s = statistics.median(_timed(image_event, 1) for _ in range(args.event_repeats))
-        ckpt_mb = (trainer.ckpt_dir / ckpt.LAST).stat().st_size / 2 ** 20
+        ckpt_mb = (trainer.session.ckpt_dir / ckpt.LAST).stat().st_size / 2 ** 20
         n_val = trainer.last_val["n"] if trainer.last_val else 0
         trainer.close()
 

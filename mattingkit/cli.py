@@ -456,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kernel_args(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("train", help="train a model (multi-GPU: `accelerate launch -m mattingkit.train ARGS`, "
+    p = sub.add_parser("train", help="train a model (multi-GPU: `accelerate launch -m mattingkit train ARGS`, "
                                      "the same arguments)")
     _add_config_args(p)
     p.add_argument("--name", default=None, help="run name (folder under the runs root)")

@@ -64,7 +64,7 @@ __all__ = [
     "charbonnier", "unknown_mask", "region_mask", "masked_mean", "replace_known", "alpha_loss",
     "composition_loss", "sobel", "gradient_loss", "laplacian_pyramid", "laplacian_loss", "mse_loss",
     "thin_map", "thin_mse_loss", "bg_penalty_loss", "grad_mse_loss", "gan_loss_g", "gan_loss_d",
-    "discriminator_inputs", "matting_loss",
+    "d_accuracy", "discriminator_accuracy", "discriminator_inputs", "matting_loss",
 ]
 
 
@@ -432,6 +432,17 @@ def discriminator_accuracy(d_real_logits: torch.Tensor, d_fake_logits: torch.Ten
         >>> discriminator_accuracy(real, -real, "hinge"), discriminator_accuracy(real, real, "lsgan")
         (1.0, 0.5)
     """
+    return float(d_accuracy(d_real_logits, d_fake_logits, kind))
+
+
+def d_accuracy(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """:func:`discriminator_accuracy` as a tensor on the logits' device: the trainer logs it every step
+    without waiting for the device.
+
+    Example:
+        >>> d_accuracy(torch.tensor([2.0, -1.0]), torch.tensor([-3.0, -0.5]))
+        tensor(0.7500)
+    """
     _check_kind(kind)
     t = 0.5 if kind == "lsgan" else 0.0
 
@@ -442,7 +453,7 @@ def discriminator_accuracy(d_real_logits: torch.Tensor, d_fake_logits: torch.Ten
     r, f = verdicts(d_real_logits), verdicts(d_fake_logits)
     if r.numel() == 0 or f.numel() == 0:
         raise ValueError("discriminator_accuracy needs non-empty real and fake logits")
-    return float(0.5 * ((r > t).float().mean() + (f < t).float().mean()))
+    return 0.5 * ((r > t).float().mean() + (f < t).float().mean())
 
 
 def discriminator_inputs(batch: Mapping[str, torch.Tensor], alpha_pred: torch.Tensor,

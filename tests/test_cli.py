@@ -1,6 +1,6 @@
 """The command line: one error path (the kit's errors as one line and a documented exit code), flags that
-override a checkpoint's settings only when given, and `mattingkit train` / `python -m mattingkit.train`
-being one command."""
+override a checkpoint's settings only when given, and `mattingkit train` / `python -m mattingkit train`
+(what `accelerate launch -m mattingkit train` runs) being one command."""
 from __future__ import annotations
 
 import os
@@ -72,10 +72,13 @@ def test_predict_flags_override_the_checkpoint_settings_only_when_given(monkeypa
     assert (seen[1].tta_flip, seen[1].two_pass, seen[1].write_rgba) == (False, True, False)  # given flags win
 
 
-def test_python_m_mattingkit_train_is_the_train_command(tmp_path):
-    a = _run("mattingkit.train", "--help", cwd=tmp_path)
-    b = _run("mattingkit", "train", "--help", cwd=tmp_path)
-    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout and "--run-dir" in a.stdout
+def test_accelerate_launch_form_of_the_train_command(tmp_path):
+    """``accelerate launch -m mattingkit train ARGS`` runs ``python -m mattingkit train ARGS`` in each process:
+    the command the help names parses the train arguments."""
+    res = _run("mattingkit", "train", "--help", cwd=tmp_path)
+    assert res.returncode == 0 and "--run-dir" in res.stdout
+    top = _run("mattingkit", "--help", cwd=tmp_path)
+    assert "accelerate launch -m mattingkit train ARGS" in " ".join(top.stdout.split())
 
 
 def test_every_kit_error_has_an_exit_code_in_the_table():

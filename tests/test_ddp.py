@@ -169,7 +169,7 @@ def _report(trainer, out: Path) -> None:
     r = trainer.dist.rank
     torch.save({k: v.detach().cpu() for k, v in trainer.G.module.state_dict().items()}, out / f"rank{r}_g.pt")
     (out / f"rank{r}.json").write_text(json.dumps({"rank": r, "world": trainer.dist.world,
-                                                   "written": trainer.written,
+                                                   "written": trainer.session.written,
                                                    "timeout_s": trainer.dist.timeout.total_seconds()}))
 
 

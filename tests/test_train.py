@@ -526,7 +526,7 @@ def test_recipe_needing_a_gpu_stops_at_once_without_one(tmp_path, monkeypatch):
 
 
 def test_cudnn_benchmark_only_in_training_steps_and_restored(tmp_path, monkeypatch):
-    import mattingkit.train.trainer as trainer_mod
+    import mattingkit.train.validation as validation_mod
 
     seen = {"train": set(), "val": set()}
 
@@ -539,9 +539,9 @@ def test_cudnn_benchmark_only_in_training_steps_and_restored(tmp_path, monkeypat
     try:
         torch.backends.cudnn.benchmark = False
         tr = tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.steps": 6, "train.use_gan": False}), model=Probe())
-        tr._train_benchmark = True  # what a CUDA device gets (this CPU run stands in for it)
-        orig = trainer_mod.validate_model
-        monkeypatch.setattr(trainer_mod, "validate_model", lambda m, *a, **k: (
+        tr.train_benchmark = True  # what a CUDA device gets (this CPU run stands in for it)
+        orig = validation_mod.validate_model
+        monkeypatch.setattr(validation_mod, "validate_model", lambda m, *a, **k: (
             seen["val"].add(torch.backends.cudnn.benchmark), orig(m, *a, **k))[1])
         tr.fit()
         assert seen["train"] == {True} and seen["val"] == {False}

@@ -741,10 +741,14 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
         from .foreground import ForegroundCache, default_cache_dir
 
         fg_cache = ForegroundCache(fg_cache_dir or default_cache_dir(manifest_path))
-    from ..device import resolve_device
-    augment_on = resolve_augment_on(getattr(d, "augment_on", "auto"), resolve_device(cfg.run.device), cfg.trimap, cfg.augment)
+    augment_on = "cpu"
+    if compact:  # only the compact form renders on a device: nothing else asks for one (fork-safe)
+        from ..device import resolve_device
+
+        augment_on = resolve_augment_on(getattr(d, "augment_on", "auto"), resolve_device(cfg.run.device),
+                                        cfg.trimap, cfg.augment)
     train_ds = TrainDataset(train_df, backgrounds, d, cfg.trimap, cfg.augment, seed=cfg.run.seed,
-                            fg_cache=fg_cache, compact=compact, augment_on=augment_on if compact else "cpu")
+                            fg_cache=fg_cache, compact=compact, augment_on=augment_on)
     cache = getattr(d, "cache", "none")
     if cache not in CACHE_MODES:
         raise ValueError(f"data.cache must be 'none' or 'ram', got {cache!r}")

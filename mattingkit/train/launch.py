@@ -9,7 +9,9 @@ from pathlib import Path
 
 from ..config import Config, from_dict
 from ..run import default_run_dir
-from .trainer import SUMMARY_FILE, Trainer
+from .session import SUMMARY_FILE
+from .setup import fill_foreground_cache
+from .trainer import Trainer
 
 
 def train(cfg: Config, run_dir: str | os.PathLike | None = None, fresh: bool = False, **kwargs) -> dict:
@@ -38,21 +40,23 @@ def prepare_foregrounds(cfg: Config, run_dir: Path) -> None:
     before ``notebook_launcher`` / ``accelerate launch`` starts the training processes: estimating
     AIM-500-sized foregrounds on rank 0 while the other ranks wait at a barrier could outlast the
     process group's timeout (``train.dist_timeout_s``, which also bounds it under a shell ``accelerate
-    launch``, where rank 0 fills the cache in :func:`~mattingkit.train.setup.build_data`). With
+    launch``, where rank 0 fills the cache in :func:`~mattingkit.train.setup.build_data`). Nothing here asks
+    for a device (:func:`~mattingkit.train.setup.fill_foreground_cache`; the datasets are built without
+    ``compact`` device rendering): the notebook process must not touch CUDA before the ranks fork. With
     ``data.cache: ram`` the datasets built here also fill the RAM cache once, which the forked ranks then
     share (:meth:`~mattingkit.data.datasets.TrainDataset.fill_cache`). A no-op for other settings."""
-    if cfg.data.foreground != "estimate" and getattr(cfg.data, "cache", "none") != "ram":
+    ram = getattr(cfg.data, "cache", "none") == "ram"
+    if cfg.data.foreground != "estimate" and not ram:
         return
-    from ..data.datasets import build_datasets
-    from ..data.manifest import read_manifest
     from ..run import ensure_manifest
 
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest = ensure_manifest(cfg, run_dir)
-    train_ds, _ = build_datasets(cfg, manifest)
-    if getattr(train_ds, "fg_cache", None) is not None:
-        df = read_manifest(manifest)
-        train_ds.fg_cache.precompute(df[df["split"] == "train"], progress=False)
+    fill_foreground_cache(cfg, manifest)
+    if ram:  # compact=False: no augment_on decision, so no device is asked
+        from ..data.datasets import build_datasets
+
+        build_datasets(cfg, manifest, compact=False)
 
 
 def _notebook_worker(cfg_dict: dict, run_dir: str | None, fresh: bool, trainer_kwargs: dict) -> None:
@@ -63,7 +67,8 @@ def launch_notebook(cfg: Config, num_processes: int = 2, run_dir: str | os.PathL
                     fresh: bool = False, use_port: str | int = 29500, **trainer_kwargs) -> dict:
     """Multi-GPU training from a notebook (Kaggle's 2xT4) through ``accelerate.notebook_launcher``.
 
-    Call it before anything touches CUDA in the notebook: Accelerate forks the kernel, one process per
+    Call it before anything touches CUDA in the notebook (nothing the kit runs before it does: notebook 03's
+    ``run.prepare_run``, ``pipeline.drive_space``, this function): Accelerate forks the kernel, one process per
     device (on a CPU-only machine: CPU processes talking gloo). ``trainer_kwargs`` go to
     :class:`Trainer` in every process (forked, so they need not be picklable). Returns the summary the
     main process wrote to ``run_dir/train_summary.json``.

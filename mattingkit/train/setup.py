@@ -89,16 +89,25 @@ def build_data(cfg: Config, run_dir: Path, is_main: bool = True, barrier: Callab
 
     # the main process scans the manifest (and makes the demo data) when the run has none yet
     manifest = ensure_manifest(cfg, run_dir) if is_main else manifest_path(cfg, run_dir)
-    if world > 1 and is_main and cfg.data.foreground == "estimate":
+    if world > 1 and is_main:
         # Estimate the foreground colours once, here, rather than in every process at the same time.
-        from ..data.manifest import read_manifest
-
-        train_ds, _ = build_datasets(cfg, manifest)
-        if getattr(train_ds, "fg_cache", None) is not None:
-            df = read_manifest(manifest)
-            train_ds.fg_cache.precompute(df[df["split"] == "train"], progress=False)
+        fill_foreground_cache(cfg, manifest)
     barrier()
     return build_datasets(cfg, manifest)
+
+
+def fill_foreground_cache(cfg: Config, manifest: Path) -> None:
+    """Estimate the training rows' foreground colours into the manifest's cache
+    (:func:`mattingkit.data.foreground.default_cache_dir`, what :func:`~mattingkit.data.datasets.build_datasets`
+    reads) when ``data.foreground=estimate``: on the CPU, nothing else built (no device is asked, so a
+    notebook can still fork its ranks afterwards). A no-op for other foreground settings."""
+    if cfg.data.foreground != "estimate":
+        return
+    from ..data.foreground import ForegroundCache, default_cache_dir
+    from ..data.manifest import read_manifest
+
+    df = read_manifest(manifest)
+    ForegroundCache(default_cache_dir(manifest)).precompute(df[df["split"] == "train"], progress=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,5 +141,5 @@ def load_resumed_weights(model: nn.Module, discriminator: nn.Module | None, stat
             f"written?). Start over with fresh=True / --fresh, or use another run name. {e}") from None
 
 
-__all__ = ["VAL_METRICS", "build_data", "check_config", "float_state", "load_matching",
+__all__ = ["VAL_METRICS", "build_data", "check_config", "fill_foreground_cache", "float_state", "load_matching",
            "load_resumed_weights", "make_optimizer", "resolve_init_from"]

@@ -72,6 +72,37 @@ class EpochIndexed(torch.utils.data.Dataset):
         return self.dataset[index]
 
 
+def make_loader(dataset, cfg, rank: int, world: int, step: int, num_workers: int,
+                pin_memory: bool) -> Iterator[dict]:
+    """The training batches from step ``step`` on: a DataLoader over :class:`BatchStream` (``accum_steps``
+    micro-batches per step), with its own generator (creating the iterator must not consume the global
+    RNG: exact resume).
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> cfg = load_config("demo", ["data.batch_size=2"])
+        >>> batch = next(make_loader([{"x": i} for i in range(5)], cfg, 0, 1, step=0, num_workers=0,
+        ...                          pin_memory=False))
+        >>> batch["x"].shape
+        torch.Size([2])
+    """
+    stream = BatchStream(len(dataset), cfg.data.batch_size, cfg.run.seed, world, rank,
+                         start=step * cfg.train.accum_steps)
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        try:
+            from ..data.datasets import worker_init_fn
+
+            kwargs["worker_init_fn"] = worker_init_fn
+        except ImportError:
+            pass
+        kwargs["prefetch_factor"] = 2
+    gen = torch.Generator().manual_seed(cfg.run.seed + 1000003 * rank)
+    loader = torch.utils.data.DataLoader(EpochIndexed(dataset), batch_sampler=stream, num_workers=num_workers,
+                                         pin_memory=pin_memory, generator=gen, **kwargs)
+    return iter(loader)
+
+
 def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: bool = False) -> dict:
     """A batch dict on ``device``: tensors moved, compact (uint8/uint16) training batches converted to
     float32 there (device-side augmentation renders them there too), then 4-D float tensors made
@@ -86,4 +117,4 @@ def to_device(batch: Mapping[str, Any], device: torch.device, channels_last: boo
                for k, v in out.items()}
     return out
 
-__all__ = ["BatchStream", "EpochIndexed", "epoch_permutation", "to_device"]
+__all__ = ["BatchStream", "EpochIndexed", "epoch_permutation", "make_loader", "to_device"]

@@ -1,59 +1,40 @@
-"""The trainer: G (matting network) + optional D (PatchGAN) over one run folder. The recipe, schedules,
-resuming and multi-process training are described in docs/training.md."""
+"""The trainer: G (matting network) + optional D (PatchGAN), one step, validation and the loop.
+
+The run folder, its lock, resuming and the checkpoint state live in :mod:`~mattingkit.train.session`; the
+records (history, TensorBoard, summary) in :mod:`~mattingkit.train.log`; the data stream in
+:mod:`~mattingkit.train.stream`; non-finite steps in :mod:`~mattingkit.train.nonfinite`. The recipe,
+schedules, resuming and multi-process training are described in docs/training.md.
+"""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
-import warnings
-import weakref
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from .. import __version__
 from .. import checkpoint as ckpt
 from .. import device as devmod
 from ..config import Config
-from ..errors import MattingKitError
-from ..io import atomic_write_text
-from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
-from ..runlock import RunLock
 from .distributed import Dist
+from .log import TrainLog, run_summary
+from .nonfinite import BadSteps, step_unless_nonfinite
 from .schedule import LRSchedule
-from .setup import (
-    VAL_METRICS,
-    build_data,
-    check_config,
-    load_matching,
-    load_resumed_weights,
-    make_optimizer,
-    resolve_init_from,
-)
-from .stream import BatchStream, EpochIndexed, to_device
-from .validation import validate_model
-
-#: run folder -> the Trainer of this process holding its lock
-_HOLDERS: dict[str, "weakref.ref[Trainer]"] = {}
-
-#: The trainer's own summary in the run folder (``metrics.json`` belongs to the notebooks' sections).
-SUMMARY_FILE = "train_summary.json"
-
-
-class NonFiniteLossError(MattingKitError, RuntimeError):
-    """Too many non-finite (NaN/inf) losses in a row: the run stops instead of training on garbage."""
+from .session import Session, restore_training_state, training_state
+from .setup import build_data, check_config, load_matching, load_resumed_weights, make_optimizer, resolve_init_from
+from .stream import make_loader, to_device
+from .validation import validate
 
 
 class Trainer:
-    """Holds G, D, optimisers, schedules, scalers, data and logging for one run folder.
+    """Holds G, D, optimisers, schedules, scalers and data for one run folder (:class:`Session`) and its
+    records (:class:`TrainLog`).
 
     ``model`` / ``discriminator`` / ``train_dataset`` / ``val_dataset`` may be given (tests, notebooks
     experimenting with a custom module); otherwise they are built from ``cfg``. ``loss_fn`` likewise
-    defaults to :func:`mattingkit.losses.matting_loss`. ``__init__`` is a list of named phases, each a
-    short method below.
+    defaults to :func:`mattingkit.losses.matting_loss`. ``__init__`` is a list of named phases.
 
     Example (given demo data):
         >>> trainer = Trainer(load_config("demo", ["train.steps=20"]), fresh=True)   # doctest: +SKIP
@@ -65,10 +46,11 @@ class Trainer:
                  train_dataset=None, val_dataset=None, loss_fn: Callable | None = None,
                  headless: bool | None = None, force: bool = False):
         check_config(cfg)
-        self.cfg, self.headless, self.force = cfg, headless, bool(force)
-        self.lock: RunLock | None = None
+        self.cfg, self.headless = cfg, headless
         self._init_distributed()
-        self._init_run_folder(run_dir, fresh)
+        self.session = Session(cfg, run_dir, self.dist, force)
+        self.run_dir = self.session.run_dir
+        self.session.open(fresh)
         try:
             self._init_determinism()
             self._init_datasets(train_dataset, val_dataset)
@@ -77,68 +59,27 @@ class Trainer:
             resume_state = self._init_starting_weights(model, discriminator, fresh)
             self._init_optimizers(model, discriminator)
             if resume_state is not None:
-                self._restore(resume_state)
-            self._init_logging()
+                restore_training_state(self, resume_state)
+            self.log = TrainLog(cfg, self.session, self.device)
         except BaseException:
-            self._release_lock()
+            self.session.release()
             raise
 
     # ---------------------------------------------------------------------------------------
     # set-up phases
     def _init_distributed(self) -> None:
-        """One process, or one of several (Accelerate); DIM's first stage leaves its refinement head
-        without gradients, which DDP must be told."""
+        """One process, or one of several (Accelerate); the device plan (:func:`mattingkit.device.plan`:
+        device, AMP dtype, GradScaler for fp16 only, channels_last, loader workers; it refuses an
+        unsupported GPU, and a missing one when ``run.require_gpu``). DIM's first stage leaves its
+        refinement head without gradients, which DDP must be told."""
         cfg = self.cfg
         unused = cfg.train.find_unused_parameters or (cfg.model.name == "dim"
                                                       and cfg.model.dim_stage == "encoder_decoder")
-        # One decision for the run (device.plan): device, AMP dtype, GradScaler (fp16 only), channels_last,
-        # loader workers; refuses an unsupported GPU, and a missing one when run.require_gpu (unless
-        # run.device=cpu was chosen deliberately).
         self.plan = devmod.plan(cfg)
         self.dist = Dist(cfg.run.device, find_unused_parameters=unused, timeout_s=cfg.train.dist_timeout_s)
         self.device = self.plan.device if self.dist.world == 1 else self.dist.device
         self.amp_dtype, self.channels_last = self.plan.amp_dtype, self.plan.channels_last
         self.num_workers = self.plan.num_workers
-
-    def _init_run_folder(self, run_dir: str | os.PathLike | None, fresh: bool) -> None:
-        """Paths; the main process creates the folders, removes stale temporary files and, for a fresh
-        start, an earlier run's records."""
-        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(self.cfg)
-        self.ckpt_dir, self.mirror_dir = ckpt.checkpoint_dirs(self.cfg, self.run_dir)
-        self.history_path = self.run_dir / HISTORY_FILE
-        self.written: list[str] = []  # files this process wrote (the multi-process test checks it)
-        if self.dist.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            # One process per run folder (a second trainer here refuses, naming the holder; force takes over)
-            self._supersede_idle_trainer()
-            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
-            _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
-            if self.lock.note:
-                print(f"run lock: {self.lock.note}", flush=True)
-            try:
-                for folder in (self.ckpt_dir, self.mirror_dir):
-                    if folder is not None:
-                        folder.mkdir(parents=True, exist_ok=True)
-                        ckpt.cleanup_temp_files(folder)
-                if fresh or not self.cfg.train.resume:
-                    self._clear_previous_run()
-                elif self.mirror_dir is not None:  # resuming: the newest valid copy of either place wins
-                    for name, what in ckpt.sync_from_mirror(self.ckpt_dir, self.mirror_dir).items():
-                        if what.startswith(("copied", "mirrored", "local copy kept")):
-                            print(f"checkpoint {name}: {what}", flush=True)
-            except BaseException:
-                self._release_lock()
-                raise
-        self.dist.barrier()
-
-    def _supersede_idle_trainer(self) -> None:
-        """A Trainer object of this process on the same run folder that is not fitting (a notebook cell run
-        again while the earlier object is still referenced) gives its lock up: its next checkpoint would then
-        raise instead of racing. One that is fitting keeps it (this one is refused)."""
-        ref = _HOLDERS.get(str(self.run_dir.resolve()))
-        old = ref() if ref is not None else None
-        if old is not None and old is not self and not getattr(old, "_fitting", False):
-            old._release_lock()
 
     def _init_determinism(self) -> None:
         """``run.deterministic``: deterministic algorithms, process-wide (restored by :meth:`close`).
@@ -147,7 +88,7 @@ class Trainer:
         self._det_before = (torch.are_deterministic_algorithms_enabled(),
                             torch.is_deterministic_algorithms_warn_only_enabled())
         self._benchmark_before = torch.backends.cudnn.benchmark
-        self._train_benchmark = self.device.type == "cuda" and not self.cfg.run.deterministic
+        self.train_benchmark = self.device.type == "cuda" and not self.cfg.run.deterministic
         if self.cfg.run.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True, warn_only=True)
@@ -163,22 +104,16 @@ class Trainer:
     def _init_models(self, model, discriminator, loss_fn) -> tuple[nn.Module, nn.Module | None]:
         """G and D (seeded init: same seed -> same weights), SyncBatchNorm / channels_last as configured,
         and the loss function."""
-        cfg, t = self.cfg, self.cfg.train
+        cfg = self.cfg
         torch.manual_seed(cfg.run.seed)
-        if model is None:
-            from ..models import build_model
+        from ..models import build_discriminator, build_model
 
-            model = build_model(cfg.model)
-        self.use_gan = bool(t.use_gan)
+        model = build_model(cfg.model) if model is None else model
+        self.use_gan = bool(cfg.train.use_gan)
         if discriminator is None and self.use_gan:
-            from ..models import build_discriminator
-
             discriminator = build_discriminator(cfg.model)
-        if not self.use_gan:
-            discriminator = None
-        convert = []
-        if self.dist.world > 1 and cfg.model.sync_bn:
-            convert.append(nn.SyncBatchNorm.convert_sync_batchnorm)
+        discriminator = discriminator if self.use_gan else None
+        convert = [nn.SyncBatchNorm.convert_sync_batchnorm] if self.dist.world > 1 and cfg.model.sync_bn else []
         if self.channels_last:
             convert.append(lambda m: m.to(memory_format=torch.channels_last))
         for fn in convert:
@@ -190,26 +125,24 @@ class Trainer:
         return model, discriminator
 
     def _init_state(self) -> None:
-        """Counters and records at step 0 (a resumed checkpoint overwrites them in :meth:`_restore`)."""
+        """Counters and records at step 0 (a resumed checkpoint overwrites them)."""
         t = self.cfg.train
         self.step = 0
         self.best: dict[str, Any] = {"metric": t.best_metric, "mode": t.best_mode, "value": None, "step": None,
                                      "metrics": None}
         self.last_val: dict[str, float] | None = None
-        self.nonfinite_in_a_row = 0
-        self.nonfinite_total = 0
+        self.bad_steps = BadSteps(self.device, t.max_nonfinite)
         self.resumed_from: str | None = None
+        self._loader_iter = None
+        self._committing = False  # True while the weights are being updated (an interrupt keeps last.pt)
+        self._oom = False
+        self._val_grid: list = []
 
     def _init_starting_weights(self, model: nn.Module, discriminator: nn.Module | None, fresh: bool) -> dict | None:
         """Resume from the run's newer checkpoint (weights loaded here, before optimisers and DDP
-        wrapping; the rest in :meth:`_restore`), else start from ``train.init_from`` when set. Returns
-        the resumed state (or None)."""
-        t = self.cfg.train
-        state = ckpt.pick_resume_state(self.ckpt_dir) if t.resume and not fresh else None
-        if state is None and self.dist.is_main:
-            # Starting at step 0: records of an earlier attempt that never reached a checkpoint go.
-            self._clear_previous_run()
-        if state is None and t.init_from:
+        wrapping; the rest after), else start from ``train.init_from`` when set. Returns the resumed state."""
+        state = self.session.resume_state(fresh)
+        if state is None and self.cfg.train.init_from:
             init_path = resolve_init_from(self.cfg)
             missing, _ = load_matching(model, ckpt.load_checkpoint(init_path)["generator"])
             if self.dist.is_main:
@@ -219,7 +152,7 @@ class Trainer:
         return state
 
     def _init_optimizers(self, model: nn.Module, discriminator: nn.Module | None) -> None:
-        """Wrap the models (DDP), then optimisers, schedules, AMP and gradient scalers."""
+        """Wrap the models (DDP), then optimisers, schedules and gradient scalers (fp16 only)."""
         t = self.cfg.train
         self.G = self.dist.wrap(model)
         self.D = self.dist.wrap(discriminator) if discriminator is not None else None
@@ -230,206 +163,33 @@ class Trainer:
                      plateau_factor=t.plateau_factor, mode=t.best_mode)
         self.sched_g = LRSchedule(self.opt_g, t.lr_g, **sched)
         self.sched_d = LRSchedule(self.opt_d, t.lr_d, **sched)
-        use_scaler = self.plan.grad_scaler  # fp16 only
-        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
-
-    def _init_logging(self) -> None:
-        """TensorBoard (on first use), the data iterator (on first batch), the loss window and the clock."""
-        self._writer = None
-        self._loader_iter = None
-        self._committing = False
-        # Loss sums since the last log record, kept on the device (no host sync per step): converted to
-        # numbers only when a record is written (log_every). Non-finite steps add nothing and are counted
-        # on the device too.
-        self._window: dict[str, torch.Tensor] = {}
-        self._window_n = torch.zeros((), dtype=torch.float64, device=self.device)
-        self._window_lr: dict[str, float] = {}
-        self._nf_run = torch.zeros((), dtype=torch.int64, device=self.device)      # non-finite in a row, now
-        self._nf_run_max = torch.zeros((), dtype=torch.int64, device=self.device)  # ... its peak since the log
-        self._nf_total = torch.zeros((), dtype=torch.int64, device=self.device)    # ... since the last sync
-        self._nf_run += self.nonfinite_in_a_row  # (a resumed run continues its count)
-        self._val_grid: list = []
-        self._t0 = time.monotonic()
+        self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.plan.grad_scaler)
+        self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.plan.grad_scaler)
 
     # ---------------------------------------------------------------------------------------
-    # files
-    def _clear_previous_run(self) -> None:
-        """fresh=True: forget an earlier run in the same folder (checkpoints, loss history, TensorBoard
-        events; train_summary.json is rewritten at the end, config.yaml at the start, manifest.csv is kept)."""
-        for folder in (self.ckpt_dir, self.mirror_dir):
-            for name in (ckpt.LAST, ckpt.BEST):
-                if folder is None:
-                    continue
-                for p in (folder / name, ckpt.sidecar_path(folder / name)):
-                    if p.exists():
-                        p.unlink()
-        if self.history_path.exists():
-            self.history_path.unlink()
-        tb = self.run_dir / "tb"
-        if tb.is_dir():
-            for p in tb.glob("events.out.tfevents.*"):
-                p.unlink()
-
-    def _log_record(self, record: Mapping[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        with open(self.history_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
-            f.flush()
-        self._wrote(self.history_path)
-
-    def _wrote(self, path: Path) -> None:
-        s = str(path)
-        if s not in self.written:
-            self.written.append(s)
-
-    @property
-    def writer(self):
-        """TensorBoard SummaryWriter (main process, when ``train.tensorboard``), created on first use."""
-        if self._writer is None and self.dist.is_main and self.cfg.train.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / "tb"), flush_secs=30)
-            self._wrote(self.run_dir / "tb")
-        return self._writer
-
-    # ---------------------------------------------------------------------------------------
-    # checkpoints
+    # state, data, the end
     def state_dict(self) -> dict:
-        """Everything needed to continue exactly: weights, optimisers, schedules, scalers, RNG, counters."""
-        self._sync_nonfinite()
-        g, d = ckpt.unwrap(self.G), ckpt.unwrap(self.D) if self.D is not None else None
-        return {
-            "format": ckpt.FORMAT,
-            "format_version": ckpt.FORMAT_VERSION,
-            "version": __version__,
-            "step": self.step,
-            "epoch": (self.step * self.cfg.train.accum_steps * self.cfg.data.batch_size * self.dist.world)
-                     // max(1, len(self.train_ds)),
-            "best": dict(self.best),
-            "last_val": self.last_val,
-            "nonfinite": {"in_a_row": self.nonfinite_in_a_row, "total": self.nonfinite_total},
-            "generator": g.state_dict(),
-            "discriminator": d.state_dict() if d is not None else None,
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict() if self.opt_d is not None else None,
-            "sched_g": self.sched_g.state_dict(),
-            "sched_d": self.sched_d.state_dict(),
-            "scaler_g": self.scaler_g.state_dict(),
-            "scaler_d": self.scaler_d.state_dict(),
-            "rng": ckpt.rng_state(),
-            "world_size": self.dist.world,
-            "config": self.cfg.to_dict(),
-        }
+        """Everything a checkpoint holds (:func:`mattingkit.train.session.training_state`)."""
+        return training_state(self)
 
-    def _restore(self, state: Mapping[str, Any]) -> None:
-        self.step = int(state["step"])
-        self.best.update({k: v for k, v in (state.get("best") or {}).items() if k in ("value", "step", "metrics")})
-        if (state.get("best") or {}).get("metric") not in (None, self.cfg.train.best_metric):
-            self.best.update(value=None, step=None, metrics=None)  # a different metric: start over
-        self.last_val = state.get("last_val")
-        nf = state.get("nonfinite") or {}
-        self.nonfinite_in_a_row = int(nf.get("in_a_row", 0))
-        self.nonfinite_total = int(nf.get("total", 0))
-        self.opt_g.load_state_dict(state["opt_g"])
-        if self.opt_d is not None and state.get("opt_d") is not None:
-            self.opt_d.load_state_dict(state["opt_d"])
-        self.sched_g.load_state_dict(state.get("sched_g") or {})
-        self.sched_d.load_state_dict(state.get("sched_d") or {})
-        if state.get("scaler_g"):
-            self.scaler_g.load_state_dict(state["scaler_g"])
-        if state.get("scaler_d"):
-            self.scaler_d.load_state_dict(state["scaler_d"])
-        if state.get("rng") is not None:
-            ckpt.set_rng_state(state["rng"])
-        self.resumed_from = state.get("_path")
-        if state.get("world_size", self.dist.world) != self.dist.world and self.dist.is_main:
-            warnings.warn(f"resuming a run made with {state.get('world_size')} processes on {self.dist.world}: "
-                          "the data order after the resume point differs", stacklevel=2)
-        if self.dist.is_main:
-            self._truncate_history(self.step)
-            src = state.get("_path")
-            if state.get("_fallback_from"):
-                src = f"{src} ({state['_fallback_from']} was unreadable)"
-            elif state.get("_resume_note"):
-                src = f"{src} ({state['_resume_note']})"
-            print(f"resuming from {src} at step {self.step}", flush=True)
-
-    def _truncate_history(self, step: int) -> None:
-        """Drop history records written after the checkpoint we resume from (they will be redone)."""
-        if not self.history_path.exists():
-            return
-        keep = [rec for rec in read_history(self.history_path) if rec.get("step", 0) <= step]
-        atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
-
-    def save(self, which: Iterable[str] = (ckpt.LAST,)) -> list[Path]:
+    def save(self, which: Iterable[str] = (ckpt.LAST,)) -> list:
         """Write ``last.pt`` and/or ``best.pt`` (main process only; a no-op elsewhere)."""
-        if not self.dist.is_main:
-            return []
-        if self.lock is not None:
-            self.lock.heartbeat()  # raises when another process took the run folder over (--force)
-        state = self.state_dict()
-        out = []
-        for name in which:
-            # Local disk first; with a mirror (the run folder on a mounted Drive) copied there after.
-            path = ckpt.save_checkpoint(state, self.ckpt_dir / name, mirror_dir=self.mirror_dir)
-            for p in (path, ckpt.sidecar_path(path)):
-                self._wrote(p)
-                if self.mirror_dir is not None:
-                    self._wrote(self.mirror_dir / p.name)
-            out.append(path)
-        return out
-
-    # ---------------------------------------------------------------------------------------
-    # data
-    def _loader(self) -> Iterator[dict]:
-        d = self.cfg.data
-        start = self.step * self.cfg.train.accum_steps
-        stream = BatchStream(len(self.train_ds), d.batch_size, self.cfg.run.seed, self.dist.world, self.dist.rank,
-                             start=start)
-        kwargs = {}
-        if self.num_workers > 0:
-            try:
-                from ..data.datasets import worker_init_fn
-
-                kwargs["worker_init_fn"] = worker_init_fn
-            except ImportError:
-                pass
-            kwargs["prefetch_factor"] = 2
-        # Own generator: creating the iterator must not consume the global RNG (exact resume).
-        gen = torch.Generator().manual_seed(self.cfg.run.seed + 1000003 * self.dist.rank)
-        loader = torch.utils.data.DataLoader(
-            EpochIndexed(self.train_ds), batch_sampler=stream, num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda", generator=gen, **kwargs)
-        return iter(loader)
+        return self.session.save(self.state_dict(), which) if self.dist.is_main else []
 
     def next_batch(self) -> dict:
         if self._loader_iter is None:
-            self._loader_iter = self._loader()
+            self._loader_iter = make_loader(self.train_ds, self.cfg, self.dist.rank, self.dist.world, self.step,
+                                            self.num_workers, pin_memory=self.device.type == "cuda")
         return to_device(next(self._loader_iter), self.device, self.channels_last)
 
     def close(self) -> None:
         """Stop data workers, flush TensorBoard, restore the process-wide flags, release the run lock."""
         self._loader_iter = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self.log.close()
         if self.cfg.run.deterministic:
             torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
         torch.backends.cudnn.benchmark = self._benchmark_before
-        self._release_lock()
-
-    def _release_lock(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
-
-    def __del__(self):  # a Trainer dropped without close() (e.g. never fitted) frees its run folder
-        try:
-            self._release_lock()
-        except Exception:
-            pass
+        self.session.release()
 
     # ---------------------------------------------------------------------------------------
     # one iteration
@@ -458,7 +218,7 @@ class Trainer:
 
         sums: dict[str, torch.Tensor] = {}
         finite = torch.ones((), dtype=torch.bool, device=self.device)
-        with devmod.cudnn_benchmark(self._train_benchmark):  # fixed-shape crops: autotune pays here
+        with devmod.cudnn_benchmark(self.train_benchmark):  # fixed-shape crops: autotune pays here
             for micro in range(t.accum_steps):
                 batch = self.next_batch()
                 terms, ok, pred = self._micro_step(batch, micro == t.accum_steps - 1, gan_on, d_update)
@@ -470,21 +230,16 @@ class Trainer:
             # every process skips when any has a non-finite loss (one all-reduce, no host sync)
             finite = self.dist.sum((~finite).to(torch.float32).reshape(1)).reshape(()) == 0
             self._committing = True  # an interrupt from here to the end of the step leaves no clean state
-            self._optimizer_step(self.G, self.opt_g, self.scaler_g, finite)
+            step_unless_nonfinite(self.opt_g, self.scaler_g, finite, t.grad_clip)
             if d_update:
-                self._optimizer_step(self.D, self.opt_d, self.scaler_d, finite)
-        bad = (~finite).to(torch.int64)
-        self._nf_run = (self._nf_run + 1) * bad
-        self._nf_run_max = torch.maximum(self._nf_run_max, self._nf_run)
-        self._nf_total = self._nf_total + bad
+                step_unless_nonfinite(self.opt_d, self.scaler_d, finite, t.grad_clip)
+        self.bad_steps.update(finite)
         self.step += 1
         self._committing = False
-        out_terms: dict[str, Any] = dict(sums)
-        out_terms["_finite"] = finite
-        out_terms["lr_g"] = lr_g
+        out_terms: dict[str, Any] = {**sums, "_finite": finite, "lr_g": lr_g}
         if self.opt_d is not None:
             out_terms["lr_d"] = lr_d
-        self._last_batch, self._last_pred = batch, pred
+        self.last_batch, self.last_pred = batch, pred
         return out_terms
 
     def _micro_step(self, batch: dict, last_micro: bool, gan_on: bool, d_update: bool
@@ -492,7 +247,7 @@ class Trainer:
         """Forward + backward of one micro-batch: G's loss terms (adversarial with a frozen D when the GAN
         is on), then D's on detached fakes (one forward over real and fake, DDP- and BatchNorm-friendly).
         Returns (terms, all finite, G's alpha)."""
-        from ..losses import discriminator_inputs, gan_loss_d
+        from ..losses import d_accuracy, discriminator_inputs, gan_loss_d
 
         cfg, t = self.cfg, self.cfg.train
         d_raw = ckpt.unwrap(self.D) if self.D is not None else None
@@ -529,46 +284,6 @@ class Trainer:
             terms["d_accuracy"] = d_accuracy(d_real, d_fake, cfg.loss.gan_type)
         return terms, finite, out["alpha"].detach()
 
-    def _sync_nonfinite(self) -> int:
-        """Read the device-side non-finite counters (a host sync: at log / checkpoint time only); returns
-        the longest run of non-finite steps in a row since the last read."""
-        peak = int(self._nf_run_max)
-        self.nonfinite_total += int(self._nf_total)
-        self.nonfinite_in_a_row = int(self._nf_run)
-        self._nf_total.zero_()
-        self._nf_run_max.copy_(self._nf_run)
-        return peak
-
-    def _check_nonfinite(self) -> None:
-        """``train.max_nonfinite`` non-finite losses in a row stop the run (checked when the counters are read)."""
-        t = self.cfg.train
-        peak = self._sync_nonfinite()
-        if peak >= t.max_nonfinite:
-            raise NonFiniteLossError(
-                f"{peak} non-finite losses in a row (step {self.step}, "
-                f"{self.nonfinite_total} in total): stopping. Lower train.lr_g / lr_d, set train.grad_clip, "
-                f"use train.amp=off or bf16, or check the data (train.max_nonfinite={t.max_nonfinite}).")
-
-    def _optimizer_step(self, model, opt, scaler, finite: torch.Tensor) -> None:
-        """Clip, then step unless ``finite`` (a device bool) is False, without waiting for the device: a
-        fused optimiser skips on the device (``found_inf``); fp16's GradScaler skips non-finite gradients
-        itself; any other optimiser falls back to reading the flag."""
-        if self.cfg.train.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]],
-                                           self.cfg.train.grad_clip)
-        if scaler.is_enabled():
-            scaler.step(opt)
-            scaler.update()
-        elif opt.defaults.get("fused"):
-            opt.found_inf = (~finite).to(torch.float32).reshape(())
-            try:
-                opt.step()
-            finally:
-                del opt.found_inf
-        elif bool(finite):
-            opt.step()
-
     # ---------------------------------------------------------------------------------------
     # validation
     def validate(self, max_images: int | None = None) -> dict[str, float] | None:
@@ -576,47 +291,21 @@ class Trainer:
         :func:`mattingkit.infer.predict` with the run's ``infer`` settings: the protocol notebook 04
         reports. Returns mean ``sad, mse, grad, conn, competition_mse`` (+ ``n``), or None without an
         evaluation set."""
-        if self.val_ds is None or len(self.val_ds) == 0:
-            return None
-        limit = len(self.val_ds)
-        for cap in (self.cfg.data.val_limit, max_images):
-            if cap is not None:
-                limit = min(limit, int(cap))
-        with devmod.cudnn_benchmark(False):  # full-resolution images of many shapes: no autotune per shape
-            sums, grid = validate_model(ckpt.unwrap(self.G), self.val_ds, self.cfg, self.device, limit=limit,
-                                        rank=self.dist.rank, world=self.dist.world)
-        sums = self.dist.sum(sums).cpu()
-        n = int(sums[0].item())
-        if n == 0:
-            return None
-        result = {k: float(sums[j + 1] / n) for j, k in enumerate(VAL_METRICS)}
-        result["n"] = n
-        self._val_grid = grid
+        result, self._val_grid = validate(ckpt.unwrap(self.G), self.val_ds, self.cfg, self.device, self.dist,
+                                          max_images)
         return result
 
-    def _after_validation(self, result: dict[str, float]) -> bool:
-        """Log, update best / plateau; returns True when this is a new best."""
+    def after_validation(self, result: dict[str, float]) -> bool:
+        """Record a validation, update the best and the plateau schedules; True when this is a new best."""
         t = self.cfg.train
         self.last_val = result
-        value = result[t.best_metric]
-        best = self.best["value"]
+        value, best = result[t.best_metric], self.best["value"]
         improved = best is None or (value < best if t.best_mode == "min" else value > best)
         if improved:
             self.best.update(value=value, step=self.step, metrics=dict(result))
         self.sched_g.observe(value)
         self.sched_d.observe(value)
-        self._log_record({"step": self.step, "phase": "val", **result, "best": self.best["value"],
-                          "time": round(time.monotonic() - self._t0, 3)})
-        w = self.writer
-        if w is not None:
-            for k, v in result.items():
-                w.add_scalar(f"val/{k}", v, self.step)
-            if getattr(self, "_val_grid", None):
-                from ..viz import make_grid
-
-                img, tri, gt, pred = (list(x) for x in zip(*self._val_grid))
-                grid = make_grid(img, tri, gt, pred)
-                w.add_image("val/image_trimap_gt_pred_error", grid, self.step, dataformats="HWC")
+        self.log.write_val(self.step, result, self.best, self._val_grid)
         return improved
 
     # ---------------------------------------------------------------------------------------
@@ -627,50 +316,30 @@ class Trainer:
         The run can be interrupted at any point (Ctrl-C saves ``last.pt``) and continued by calling
         :func:`train` / ``Trainer(...).fit()`` again on the same folder.
         """
-        from ..progress import progress
-
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         end = t.steps if until is None else min(t.steps, int(until))
-        if self.dist.is_main and self.lock is None:  # closed earlier (a second fit()) or superseded
-            self._supersede_idle_trainer()
-            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
-            _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
-        self._fitting = True
-        if cfg.run.deterministic:  # (again: close() restores the process-wide setting)
+        self.session.ensure_lock()  # (closed earlier by a first fit(), or superseded)
+        self.session.fitting = True
+        if self.cfg.run.deterministic:  # (again: close() restores the process-wide setting)
             torch.use_deterministic_algorithms(True, warn_only=True)
-        if self.dist.is_main:
-            save_run_config(cfg, self.run_dir)   # a no-op when the run folder already holds this config
-            self._wrote(self.run_dir / "config.yaml")
-        deadline = None if t.time_limit_min is None else self._t0 + 60.0 * t.time_limit_min
-        if self.step == 0 and t.val_at_start and self.val_ds is not None:
-            res = self.validate()
-            if res is not None and self._after_validation(res):
-                self.save((ckpt.BEST,))
-        bar = None
-        if self.dist.is_main:
-            bar = progress(total=max(0, end - self.step), desc=f"train {cfg.run.name}", headless=self.headless)
-        stopped = "done"
-        t_start, step_start = time.monotonic(), self.step
+        self.session.save_config()
+        deadline = None if t.time_limit_min is None else self.log.t0 + 60.0 * t.time_limit_min
+        stopped, t_start, step_start = "done", time.monotonic(), self.step
         try:
+            if self.step == 0 and t.val_at_start:
+                self._validate_and_keep_best()
+            self.log.start_progress(self.step, end, self.headless)
             while self.step < end:
-                try:
-                    terms = self.train_step()
-                except Exception as e:
-                    if not devmod.is_oom(e):
-                        raise
-                    self._oom = True  # no checkpoint of a half-done step: the last one stays as it was
-                    devmod.free_cuda_memory()
-                    raise devmod.training_oom_error(e, cfg, self.amp_dtype, self.device, self.channels_last) from None
-                if bar is not None:
-                    bar.update(1)
-                self.after_step(terms, end, bar)
+                terms = self._oom_checked(self.train_step)
+                self.log.tick()
+                self.after_step(terms, end)
                 if deadline is not None and self.dist.broadcast_flag(time.monotonic() > deadline):
                     if self.step % t.ckpt_every != 0 and self.step != end:
                         self.save((ckpt.LAST,))
                     stopped = "time_limit"
                     break
         except KeyboardInterrupt:
-            if self._committing or getattr(self, "_oom", False):
+            if self._committing or self._oom:
                 print("\ninterrupted while updating weights: keeping the previous last.pt", flush=True)
             else:
                 if self.dist.is_main:
@@ -678,133 +347,46 @@ class Trainer:
                 self.save((ckpt.LAST,))
             raise
         finally:
-            self._fitting = False
-            if bar is not None:
-                bar.close()
+            self.session.fitting = False
             self.close()
-        elapsed = time.monotonic() - t_start
-        if stopped == "done" and self.step < t.steps:
-            stopped = "until"
-        summary = self._summary(stopped, elapsed, self.step - step_start)
-        if self.dist.is_main:
-            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
-            self._wrote(self.run_dir / SUMMARY_FILE)
+        stopped = "until" if stopped == "done" and self.step < t.steps else stopped
+        summary = run_summary(self, stopped, time.monotonic() - t_start, self.step - step_start)
+        self.session.write_summary(summary)
         self.dist.barrier()
         return summary
 
-    def after_step(self, terms: dict[str, float] | None, end: int, bar=None) -> None:
+    def after_step(self, terms: dict[str, Any] | None, end: int) -> None:
         """The periodic work after each iteration: log (every ``log_every``), image grid
         (``image_every``), validation + best.pt (``val_every`` and the last step), last.pt
         (``ckpt_every`` and the end of the session)."""
         t, step = self.cfg.train, self.step
         if terms is not None:
-            ok = terms.get("_finite")
-            ok = torch.ones((), dtype=torch.bool, device=self.device) if ok is None else ok
-            for k, v in terms.items():
-                if k == "_finite":
-                    continue
-                if isinstance(v, torch.Tensor):  # device tensors: a skipped step adds nothing (no sync)
-                    v = torch.where(ok, v.detach().to(torch.float64), torch.zeros((), dtype=torch.float64,
-                                                                                    device=v.device))
-                    self._window[k] = self._window[k] + v if k in self._window else v
-                else:
-                    self._window_lr[k] = v
-            self._window_n = self._window_n + ok.to(torch.float64)
+            self.log.add(terms)
         if step % t.log_every == 0 or step == end:
-            self._check_nonfinite()
-            n = int(self._window_n)  # the one host sync of the window
-            window = {k: float(v) for k, v in self._window.items()} if n else {}
-            window.update({k: v * n for k, v in self._window_lr.items()} if n else {})
-            self._log_train(window, n, bar)
-            self._window, self._window_lr = {}, {}
-            self._window_n = torch.zeros((), dtype=torch.float64, device=self.device)
-        if step % t.image_every == 0 and terms is not None and self.writer is not None:
-            from ..viz import make_grid
-
-            b = self._last_batch
-            grid = make_grid(b["image"], b["trimap"], b["alpha"], self._last_pred)
-            self.writer.add_image("train/image_trimap_gt_pred_error", grid, step, dataformats="HWC")
-        new_best = False
+            self.bad_steps.check(step)
+            self.log.write_train(step, self.bad_steps.total)
+        if step % t.image_every == 0 and terms is not None:
+            self.log.train_images(step, self.last_batch, self.last_pred)
         if step % t.val_every == 0 or step == t.steps:
-            res = self.validate()
-            if res is not None:
-                new_best = self._after_validation(res)
-                if bar is not None:
-                    bar.write(f"step {step}: val {t.best_metric}={res[t.best_metric]:.4g} "
-                              f"(best {self.best['value']:.4g} @ {self.best['step']})")
-        if new_best:
-            self.save((ckpt.BEST,))
+            self._validate_and_keep_best()
         if step % t.ckpt_every == 0 or step == end:
             self.save((ckpt.LAST,))
 
-    def _log_train(self, window: dict[str, float], n: int, bar) -> None:
-        rec: dict[str, Any] = {"step": self.step, "phase": "train"}
-        if self.dist.world > 1 and window:  # the mean over processes (every rank has the same keys)
-            keys = sorted(window)
-            avg = self.dist.sum(torch.tensor([window[k] for k in keys], dtype=torch.float64)) / self.dist.world
-            window = dict(zip(keys, avg.cpu().tolist()))
-        if n:
-            rec.update({k: v / n for k, v in window.items()})
-        rec["nonfinite_total"] = self.nonfinite_total
-        rec["time"] = round(time.monotonic() - self._t0, 3)
-        self._log_record(rec)
-        w = self.writer
-        if w is not None and n:
-            for k, v in rec.items():
-                if k in ("step", "phase", "time"):
-                    continue
-                if k.startswith("lr_"):
-                    w.add_scalar(f"lr/{k[3:]}", v, self.step)
-                elif k.startswith("d_"):
-                    w.add_scalar(f"train_d/{k[2:]}", v, self.step)
-                else:
-                    w.add_scalar(f"train/{k}", v, self.step)
-        if bar is not None and n and hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=rec.get("total", float("nan")), lr=rec.get("lr_g", 0.0), refresh=False)
+    def _validate_and_keep_best(self) -> None:
+        res = self.validate()
+        if res is not None and self.after_validation(res):
+            self.save((ckpt.BEST,))
 
-    @property
-    def _ckpt_home(self) -> Path:
-        """The run folder's checkpoints (the Drive copy when writing locally and mirroring)."""
-        return self.mirror_dir if self.mirror_dir is not None else self.ckpt_dir
-
-    def _summary(self, stopped: str, elapsed: float, steps_done: int) -> dict:
-        self._sync_nonfinite()
-        return {
-            "run_dir": str(self.run_dir),
-            "name": self.cfg.run.name,
-            "step": self.step,
-            "steps": self.cfg.train.steps,
-            "stopped": stopped,
-            "resumed_from": self.resumed_from,
-            "best": {k: self.best[k] for k in ("metric", "mode", "value", "step", "metrics")},
-            "final": self.last_val,
-            "nonfinite_total": self.nonfinite_total,
-            "elapsed_s": round(elapsed, 3),
-            "steps_per_s": round(steps_done / elapsed, 4) if elapsed > 0 and steps_done else None,
-            "world_size": self.dist.world,
-            "checkpoints": {n: str(self._ckpt_home / n) for n in (ckpt.LAST, ckpt.BEST)
-                            if (self._ckpt_home / n).exists()},
-            "version": __version__,
-        }
+    def _oom_checked(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``; a device out-of-memory error becomes the kit's message naming what to change."""
+        try:
+            return fn()
+        except Exception as e:
+            if not devmod.is_oom(e):
+                raise
+            self._oom = True  # no checkpoint of a half-done step: the last one stays as it was
+            devmod.free_cuda_memory()
+            raise devmod.training_oom_error(e, self.cfg, self.amp_dtype, self.device, self.channels_last) from None
 
 
-def d_accuracy(d_real: torch.Tensor, d_fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
-    """:func:`mattingkit.losses.discriminator_accuracy` as a device tensor (no host sync per step): per-image
-    verdicts (PatchGAN maps averaged), threshold 0 (bce / hinge) or 0.5 (lsgan).
-
-    Example:
-        >>> from mattingkit.losses import discriminator_accuracy
-        >>> r, f = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, -0.5])
-        >>> float(d_accuracy(r, f)) == discriminator_accuracy(r, f)
-        True
-    """
-    t = 0.5 if kind == "lsgan" else 0.0
-
-    def verdicts(x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().float()
-        return x.reshape(x.shape[0], -1).mean(1) if x.ndim > 1 else x
-
-    return 0.5 * ((verdicts(d_real) > t).float().mean() + (verdicts(d_fake) < t).float().mean())
-
-
-__all__ = ["NonFiniteLossError", "SUMMARY_FILE", "Trainer", "d_accuracy"]
+__all__ = ["Trainer"]

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..device import cudnn_benchmark
+from .setup import VAL_METRICS
 from .stream import to_device
 
 #: Items kept for the TensorBoard picture of a validation.
@@ -73,4 +75,26 @@ def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device,
     return sums, grid
 
 
-__all__ = ["GRID_ITEMS", "validate_model"]
+def validate(model: nn.Module, dataset, cfg: Config, device: torch.device, dist, max_images: int | None = None
+             ) -> tuple[dict[str, float] | None, list]:
+    """Full-resolution validation of ``model`` on ``dataset`` (``data.val_limit`` / ``max_images`` items at
+    most, sharded over the processes of ``dist``): mean ``sad, mse, grad, conn, competition_mse`` (+ ``n``),
+    or None without items; and this process's picture items (:func:`validate_model`)."""
+    if dataset is None or len(dataset) == 0:
+        return None, []
+    limit = len(dataset)
+    for cap in (cfg.data.val_limit, max_images):
+        if cap is not None:
+            limit = min(limit, int(cap))
+    with cudnn_benchmark(False):  # full-resolution images of many shapes: no autotune per shape
+        sums, grid = validate_model(model, dataset, cfg, device, limit=limit, rank=dist.rank, world=dist.world)
+    sums = dist.sum(sums).cpu()
+    n = int(sums[0].item())
+    if n == 0:
+        return None, grid
+    result = {k: float(sums[j + 1] / n) for j, k in enumerate(VAL_METRICS)}
+    result["n"] = n
+    return result, grid
+
+
+__all__ = ["GRID_ITEMS", "validate", "validate_model"]

@@ -1,4 +1,4 @@
-"""SIGKILL during training: the real CLI (``python -m mattingkit.train``) on demo data, killed at 10
+"""SIGKILL during training: the real CLI (``python -m mattingkit train``) on demo data, killed at 10
 random points (seeded) and resumed each time; compared with the same run left alone.
 
 Promises checked at every kill: the next start resumes from the last checkpoint that was complete
@@ -54,10 +54,10 @@ def _overrides(data: Path) -> list[str]:
 
 
 class Run:
-    """One ``python -m mattingkit.train`` process with its output collected by a thread."""
+    """One ``python -m mattingkit train`` process with its output collected by a thread."""
 
     def __init__(self, run_dir: Path, data: Path, fresh: bool = False):
-        cmd = [sys.executable, "-m", "mattingkit.train", "--config", "demo", "--name", run_dir.name,
+        cmd = [sys.executable, "-m", "mattingkit", "train", "--config", "demo", "--name", run_dir.name,
                "--run-dir", str(run_dir), *_overrides(data)] + (["--fresh"] if fresh else [])
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      env=subprocess_env(), start_new_session=True)
