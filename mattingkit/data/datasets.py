@@ -58,7 +58,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -75,7 +74,7 @@ from .augment import (
     to_float,
 )
 from .compact import compact_to_float, to_compact_item
-from .device_augment import augment_batch, build_device_plan, is_device_batch, resolve_augment_on, worker_item
+from .device_augment import augment_batch, build_device_plan, is_device_batch, worker_item
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, Config, DataConfig, TrimapConfig
@@ -131,6 +130,7 @@ def worker_init_fn(worker_id: int) -> None:
     """DataLoader worker set-up: one thread each for OpenCV and torch (the workers are the
     parallelism; nested thread pools only oversubscribe the cores) and :func:`keep_heap_memory`.
     No random state is touched: every random choice is seeded per item."""
+    import cv2
 
     cv2.setNumThreads(0)
     torch.set_num_threads(1)
@@ -744,6 +744,7 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
     augment_on = "cpu"
     if compact:  # only the compact form renders on a device: nothing else asks for one (fork-safe)
         from ..device import resolve_device
+        from .device_augment import resolve_augment_on
 
         augment_on = resolve_augment_on(getattr(d, "augment_on", "auto"), resolve_device(cfg.run.device),
                                         cfg.trimap, cfg.augment)
