@@ -255,6 +255,31 @@ def test_resume_equals_uninterrupted(tmp_path, accum):
             assert torch.equal(wa[part][k], wb[part][k]), (part, k)
 
 
+@pytest.mark.parametrize("written_fused, resumed_fused", [(False, True), (True, False)])
+def test_resume_across_fused_and_plain_adam(tmp_path, monkeypatch, written_fused, resumed_fused):
+    """A checkpoint records whether its Adam was fused (a CPU runtime or an older torch: not); the resuming
+    process keeps its own kernel choice (a plain state resumed into a fused Adam used to fail at its first
+    step: "Expected grad_scale and found_inf to be None"), and continues the run as if uninterrupted."""
+    import mattingkit.train.setup as setup
+
+    cfg = tiny_cfg(**{"train.steps": 8, "train.ckpt_every": 4, "train.val_every": 100, "train.g_warmup_steps": 0,
+                      "train.d_every": 1})
+    tiny_trainer(tmp_path, "full", cfg=cfg).fit()
+    monkeypatch.setattr(setup, "fused_supported", lambda params: written_fused)
+    tiny_trainer(tmp_path, cfg=cfg).fit(until=4)
+    written = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["opt_g"]["param_groups"][0]
+    assert bool(written["fused"]) == written_fused
+    monkeypatch.setattr(setup, "fused_supported", lambda params: resumed_fused)
+    tr = tiny_trainer(tmp_path, cfg=cfg)
+    assert tr.step == 4
+    assert [bool(g["fused"]) for g in tr.opt_g.param_groups + tr.opt_d.param_groups] == [resumed_fused] * 2
+    tr.fit()
+    full, resumed = train_records(tmp_path / "full"), train_records(tmp_path / "run")
+    assert [r["step"] for r in resumed] == list(range(1, 9)) and resumed[:4] == full[:4]
+    for a, b in zip(full[4:], resumed[4:]):  # fused and plain kernels round differently, nothing more
+        assert b["total"] == pytest.approx(a["total"], rel=1e-4) and b["d_total"] == pytest.approx(a["d_total"], rel=1e-4)
+
+
 def test_resume_after_crash_truncates_history(tmp_path):
     cfg = tiny_cfg(**{"train.steps": 12, "train.ckpt_every": 4, "train.val_every": 100})
     tiny_trainer(tmp_path, "full", cfg=cfg).fit()

@@ -34,6 +34,7 @@ from ..io import atomic_write_text
 from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
 from ..runlock import RunLock
 from .distributed import Dist
+from .setup import load_optimizer_state
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -234,9 +235,9 @@ def restore_training_state(tr: "Trainer", state: Mapping[str, Any]) -> None:
         tr.best.update(value=None, step=None, metrics=None)  # a different metric: start over
     tr.last_val = state.get("last_val")
     tr.bad_steps.load_state_dict(state.get("nonfinite") or {})
-    tr.opt_g.load_state_dict(state["opt_g"])
+    load_optimizer_state(tr.opt_g, state["opt_g"])
     if tr.opt_d is not None and state.get("opt_d") is not None:
-        tr.opt_d.load_state_dict(state["opt_d"])
+        load_optimizer_state(tr.opt_d, state["opt_d"])
     tr.sched_g.load_state_dict(state.get("sched_g") or {})
     tr.sched_d.load_state_dict(state.get("sched_d") or {})
     if state.get("scaler_g"):

@@ -40,12 +40,18 @@ def make_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
     cls = torch.optim.AdamW if kind == "adamw" else torch.optim.Adam
     # Fused kernels skip a step on the device when told to (``found_inf``): the trainer skips a
     # non-finite step without waiting for the device. Other devices fall back to the default kernels.
-    fused = _fused_ok(params)
+    fused = fused_supported(params)
     return cls(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
                **({"fused": True} if fused else {}))
 
 
-def _fused_ok(params) -> bool:
+def fused_supported(params) -> bool:
+    """Whether torch has fused Adam kernels for every one of ``params`` (their devices and dtypes).
+
+    Example:
+        >>> fused_supported([torch.nn.Parameter(torch.zeros(2))]), fused_supported([])
+        (True, False)
+    """
     try:
         from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
@@ -113,6 +119,25 @@ def fill_foreground_cache(cfg: Config, manifest: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Starting weights
 # --------------------------------------------------------------------------------------------
+def load_optimizer_state(opt: torch.optim.Optimizer, state: Mapping) -> None:
+    """Load a checkpoint's optimiser state into ``opt``, keeping ``opt``'s own kernel choice: a checkpoint
+    records whether its optimiser was fused (a CPU runtime, an older torch: not fused), and
+    ``Optimizer.load_state_dict`` would bring that flag back while :func:`make_optimizer` decided for this
+    process (a non-fused state resumed into a fused Adam then fails at its first step: "Expected
+    grad_scale and found_inf to be None"). The flag is set before loading, so the step counters are also
+    placed where this kernel wants them.
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.zeros(2))
+        >>> plain, fused = torch.optim.Adam([p], fused=False), torch.optim.Adam([p], fused=True)
+        >>> load_optimizer_state(fused, plain.state_dict()); fused.param_groups[0]["fused"]
+        True
+    """
+    fused = opt.defaults.get("fused")
+    groups = [{**g, "fused": fused} if "fused" in opt.defaults else g for g in state["param_groups"]]
+    opt.load_state_dict({**state, "param_groups": groups})
+
+
 def float_state(state: Mapping[str, torch.Tensor]) -> dict:
     """A state dict with float16 tensors made float32 (inference exports may be half precision)."""
     return {k: (v.float() if torch.is_floating_point(v) and v.dtype == torch.float16 else v)
@@ -141,5 +166,5 @@ def load_resumed_weights(model: nn.Module, discriminator: nn.Module | None, stat
             f"written?). Start over with fresh=True / --fresh, or use another run name. {e}") from None
 
 
-__all__ = ["VAL_METRICS", "build_data", "check_config", "fill_foreground_cache", "float_state", "load_matching",
-           "load_resumed_weights", "make_optimizer", "resolve_init_from"]
+__all__ = ["VAL_METRICS", "build_data", "check_config", "fill_foreground_cache", "float_state", "fused_supported",
+           "load_matching", "load_optimizer_state", "load_resumed_weights", "make_optimizer", "resolve_init_from"]
