@@ -18,7 +18,7 @@ from .. import __version__
 from .. import checkpoint as ckpt
 from .. import device as devmod
 from ..config import Config
-from ..errors import MattingKitError
+from ..errors import Interrupted, MattingKitError
 from ..io import atomic_write_text
 from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
 from ..runlock import RunLock
@@ -672,12 +672,11 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             if self._committing or getattr(self, "_oom", False):
-                print("\ninterrupted while updating weights: keeping the previous last.pt", flush=True)
+                kept = "interrupted while updating weights: the previous last.pt is kept"
             else:
-                if self.dist.is_main:
-                    print(f"\ninterrupted at step {self.step}: saving last.pt", flush=True)
                 self.save((ckpt.LAST,))
-            raise
+                kept = f"interrupted at step {self.step}: last.pt saved"
+            raise Interrupted(f"{kept}; run the same command to continue") from None
         finally:
             self._fitting = False
             if bar is not None:
