@@ -24,6 +24,7 @@ EXIT_CODES = {
     4: "input data error (a missing or unreadable file or folder the command was given)",
     5: "device error (no GPU, unsupported GPU, out of memory)",
     6: "checkpoint or run-folder error (corrupt, locked, disk full)",
+    130: "interrupted (Ctrl-C): the state was saved; run the same command to continue",
 }
 
 
@@ -68,6 +69,10 @@ def cmd_run(args) -> int:
     result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
                           runs_root=args.runs_root, notebooks=args.notebooks, parameters=parse_params(args.params),
                           force=args.force, fresh=args.fresh)
+    if result.interrupted:
+        from .errors import Interrupted
+
+        raise Interrupted(result.interrupted)
     return 0 if result.ok else 1
 
 
@@ -601,6 +606,31 @@ def main(argv: list[str] | None = None) -> int:
     except MattingKitError as e:
         print(f"mattingkit {args.command}: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt as e:   # Ctrl-C: one line saying what was kept, no traceback
+        print(f"\nmattingkit {args.command}: {interrupted_message(e)}", file=sys.stderr, flush=True)
+        return INTERRUPTED_EXIT
+
+
+#: Exit status after Ctrl-C (128 + SIGINT, as a shell reports it).
+INTERRUPTED_EXIT = 130
+
+
+def interrupted_message(error: BaseException) -> str:
+    """The one line after Ctrl-C: the kit's own (:class:`~mattingkit.errors.Interrupted`: what was
+    saved), else a general one (what finished stays: predictions written, notebooks done).
+
+    Example:
+        >>> from mattingkit.errors import Interrupted
+        >>> interrupted_message(Interrupted("interrupted at step 7: last.pt saved; run the same command to continue"))
+        'interrupted at step 7: last.pt saved; run the same command to continue'
+        >>> interrupted_message(KeyboardInterrupt())
+        'interrupted: what was written is kept; run the same command to continue'
+    """
+    from .errors import Interrupted
+
+    if isinstance(error, Interrupted) and str(error):
+        return _one_line(error)
+    return "interrupted: what was written is kept; run the same command to continue"
 
 
 def _one_line(error: BaseException) -> str:

@@ -52,5 +52,18 @@ class RunStateError(MattingKitError, RuntimeError):
     exit_code = 6
 
 
-__all__ = ["DeviceError", "InputDataError", "InputNotFoundError", "MattingKitError", "RunStateError",
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, after the work was left in a state to continue from; the message says what was kept and how
+    to continue (``mattingkit`` prints it as its one line and exits 130). A ``KeyboardInterrupt``, so no
+    ``except Exception`` swallows it.
+
+    Example:
+        >>> issubclass(Interrupted, KeyboardInterrupt), Interrupted.exit_code
+        (True, 130)
+    """
+
+    exit_code = 130
+
+
+__all__ = ["DeviceError", "InputDataError", "InputNotFoundError", "Interrupted", "MattingKitError", "RunStateError",
            "UsageError"]

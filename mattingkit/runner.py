@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping
 from . import env
 from .choices import validate_grid
 from .config import Config
-from .errors import InputNotFoundError, UsageError
+from .errors import InputNotFoundError, Interrupted, UsageError
 from .io import atomic_write_text
 from .run import (
     CONFIG_FILE,
@@ -94,12 +94,15 @@ class PipelineResult:
     traceback: str | None = None
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    interrupted: str | None = None          # Ctrl-C: the one line saying what was kept
 
     @property
     def output_notebook(self) -> Path | None:
         return self.run_dir / NOTEBOOK_DIR_NAME / self.failed_notebook if self.failed_notebook else None
 
     def summary(self) -> str:
+        if self.interrupted:
+            return f"run {self.run_dir.name}: {self.interrupted}"
         if self.ok:
             return f"run {self.run_dir.name}: {len(self.executed)} notebooks ok in {self.seconds:.0f}s -> {self.run_dir}"
         where = f"cell In [{self.failed_cell}]" if self.failed_cell is not None else "kernel start-up"
@@ -223,7 +226,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     for var in ("MATTINGKIT_DATA_ROOT", "MATTINGKIT_RUNS_ROOT"):
         if os.environ.get(var):
             kernel_env[var] = str(Path(os.environ[var]).resolve())
-    with _environ(**kernel_env):
+    with _environ(**kernel_env), _forward_interrupt() as interrupts:
         for nb in selected:
             src = src_dir / f"{nb}.ipynb"
             dst = out_dir / f"{nb}.ipynb"
@@ -242,13 +245,19 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
             except Exception as e:  # papermill's PapermillExecutionError or a kernel/start-up failure
                 _record_failure(result, f"{nb}.ipynb", e)
                 result.timings[nb] = round(time.monotonic() - t1, 1)
-                if not quiet:
+                if interrupts or getattr(e, "ename", None) in ("Interrupted", "KeyboardInterrupt"):
+                    result.interrupted = _interrupted_line(e, nb)   # Ctrl-C reached the kernel: no traceback
+                elif not quiet:
                     print(result.summary(), file=sys.stderr, flush=True)
                 break
             result.executed.append(nb)
             result.timings[nb] = round(time.monotonic() - t1, 1)
             if not quiet:
                 print(f"[{ctx.name}] {nb} ok ({result.timings[nb]:.0f}s)", flush=True)
+            if interrupts:   # Ctrl-C between cells or notebooks: stop after the finished one
+                result.ok, result.interrupted = False, (f"interrupted after {nb} (finished and kept); "
+                                                        f"run the same command to continue")
+                break
     result.seconds = time.monotonic() - t0
     if result.ok:
         atomic_write_text(ctx.run_dir / DONE_MARKER, json.dumps({"notebooks": result.executed,
@@ -257,6 +266,49 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
         if not quiet:
             print(result.summary(), flush=True)
     return result
+
+
+@contextlib.contextmanager
+def _forward_interrupt():
+    """While notebooks run, Ctrl-C goes to the kernel (papermill starts it in a session of its own, so the
+    terminal's SIGINT reaches only this process): the kernel's code stops as it would in Jupyter (the
+    trainer saves ``last.pt``) and papermill returns the cell's error. Yields the list of interrupts
+    received; a second Ctrl-C stops this process at once. Without psutil, or off the main thread, Ctrl-C
+    behaves as usual."""
+    import signal
+    import threading
+
+    received: list[float] = []
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is None or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def forward(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(time.monotonic())
+        for child in psutil.Process().children():
+            with contextlib.suppress(OSError, psutil.Error):
+                if os.getpgid(child.pid) == child.pid:   # a kernel: the leader of its own session
+                    os.killpg(child.pid, signal.SIGINT)
+
+    previous = signal.signal(signal.SIGINT, forward)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted_line(error: Exception, notebook: str) -> str:
+    """The kernel's own one line (the trainer's :class:`~mattingkit.errors.Interrupted`: the step and
+    what was saved), else which notebook was stopped."""
+    if getattr(error, "ename", None) == "Interrupted" and getattr(error, "evalue", None):
+        return strip_ansi(str(error.evalue)).strip()
+    return f"interrupted in {notebook} (the notebooks before it are kept); run the same command to continue"
 
 
 def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
@@ -456,6 +508,8 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
                 res = run_pipeline(config, overrides, name=run_name, runs_root=sweep_dir,
                                    smoke=bool(spec.get("smoke", False)), notebooks=spec.get("notebooks"),
                                    quiet=quiet, parameters=params)
+                if res.interrupted:   # Ctrl-C stops the sweep; a re-run skips the finished points
+                    raise Interrupted(f"{run_name}: {res.interrupted} (finished points are skipped)")
                 status = "ok" if res.ok else (f"failed: {res.failed_notebook} In [{res.failed_cell}]: "
                                               f"{res.error}")
             except Exception as e:  # a broken point never stops the sweep

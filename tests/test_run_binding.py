@@ -36,6 +36,7 @@ def _sha(path: Path) -> str:
     return json.loads(Path(f"{path}.json").read_text())["sha256"]
 
 
+@pytest.mark.slow
 def test_stale_run_reproduction_is_refused_and_the_ways_out_work(tmp_path, demo_root, capsys):
     runs = tmp_path / "runs"
     base = ["run", "--config", "demo", "--name", "demo", "--smoke", "--runs-root", str(runs),

@@ -18,6 +18,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from .. import device as devmod
 from ..config import Config
+from ..errors import Interrupted
 from .distributed import Dist
 from .log import TrainLog, run_summary
 from .nonfinite import BadSteps, step_unless_nonfinite
@@ -340,12 +341,11 @@ class Trainer:
                     break
         except KeyboardInterrupt:
             if self._committing or self._oom:
-                print("\ninterrupted while updating weights: keeping the previous last.pt", flush=True)
+                kept = "interrupted while updating weights: the previous last.pt is kept"
             else:
-                if self.dist.is_main:
-                    print(f"\ninterrupted at step {self.step}: saving last.pt", flush=True)
                 self.save((ckpt.LAST,))
-            raise
+                kept = f"interrupted at step {self.step}: last.pt saved"
+            raise Interrupted(f"{kept}; run the same command to continue") from None
         finally:
             self.session.fitting = False
             self.close()
