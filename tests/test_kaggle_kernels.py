@@ -66,14 +66,26 @@ def one_line_error(res: subprocess.CompletedProcess, code: int, *needles: str) -
 # ------------------------------------------------------------------------------------------------
 # the kernel folder: --dry-run, nothing pushed
 # ------------------------------------------------------------------------------------------------
-def test_dry_run_writes_the_kernel_folder_with_the_travelling_config(world, tmp_path):
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """In-process CLI calls: a HOME of their own and every request sent to a closed port."""
+    for k in [k for k in os.environ if k.startswith("KAGGLE_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(k, f"http://127.0.0.1:{closed_port()}")
+
+
+def test_dry_run_writes_the_kernel_folder_with_the_travelling_config(no_network, monkeypatch, tmp_path, capsys):
+    from mattingkit import cli
+
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("base: demo\ntrain:\n  steps: 5\n")
-    before = len(world["fk"].requests)
-    res = mk(world, "kaggle", "push", "--config", cfg, "--set", "train.lr_g=2e-4", "--param", "n_preview=1",
-             "--name", "dry one", "--smoke", "--no-internet", "--dry-run", tmp_path / "k", key=KEY, token=None)
-    assert res.returncode == 0, res.stderr
-    assert len(world["fk"].requests) == before      # nothing reached Kaggle
+    code = cli.main(["kaggle", "push", "--config", str(cfg), "--set", "train.lr_g=2e-4", "--param", "n_preview=1",
+                     "--name", "dry one", "--smoke", "--no-internet", "--dry-run", str(tmp_path / "k")])
+    assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == sorted([kaggle.DRIVER_NOTEBOOK, kaggle.KERNEL_METADATA])
     md = json.loads((tmp_path / "k" / kaggle.KERNEL_METADATA).read_text())
     assert md["id"] == f"{USER}/mattingkit-dry-one" and md["title"] == "mattingkit-dry-one"
@@ -86,29 +98,33 @@ def test_dry_run_writes_the_kernel_folder_with_the_travelling_config(world, tmp_
     assert ns["overrides"] == ["train.lr_g=2e-4"] and ns["params"] == ["n_preview=1"] and ns["smoke"] is True
     assert ns["install"] == "wheel"
     text = (tmp_path / "k" / kaggle.KERNEL_METADATA).read_text() + (tmp_path / "k" / kaggle.DRIVER_NOTEBOOK).read_text()
-    assert KEY not in text and TOKEN not in text
+    assert KEY not in text + capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "home" / ".kaggle").exists()   # no push record
 
 
-def test_config_errors_and_the_p100_caveat_stop_before_any_request(world, tmp_path):
-    fk = world["fk"]
-    before = len(fk.requests)
+def test_config_errors_and_the_p100_caveat_stop_before_any_push(no_network, monkeypatch, tmp_path, capsys):
+    from mattingkit import cli
+
+    monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)     # a push would get as far as the (closed) network
+    monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: other.yaml\n")      # a base that does not travel
     (tmp_path / "other.yaml").write_text("base: demo\n")
-    res = mk(world, "kaggle", "push", "--config", "demo", "--set", "train.stepz=3", "--name", "x", "--repo", "u")
-    one_line_error(res, 2, "train.stepz")
-    res = mk(world, "kaggle", "push", "--config", "demo", "--name", "x", "--accelerator", "p100", "--repo", "u")
-    one_line_error(res, 2, "sm_60", "t4x2")
-    res = mk(world, "kaggle", "push", "--config", bad, "--name", "x", "--repo", "u", cwd=tmp_path)
-    one_line_error(res, 2, "other.yaml")
-    res = mk(world, "kaggle", "push", "--config", "demo", "--name", "x")          # internet on, no --repo
-    one_line_error(res, 2, "--repo")
-    assert len(fk.requests) == before
+    cases = [(["--set", "train.stepz=3"], "train.stepz"), (["--accelerator", "p100"], "sm_60"),
+             (["--config", str(bad)], "other.yaml")]
+    for extra, needle in cases:
+        code = cli.main(["kaggle", "push", "--name", "x", "--repo", "u", "--runs-root", str(tmp_path / "r"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert cli.main(["kaggle", "push", "--name", "x"]) == 2                   # internet on, no --repo
+    assert "--repo" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 # ------------------------------------------------------------------------------------------------
 # errors: one line, non-zero exit
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_kernel_errors_are_one_line(world, tmp_path):
     fk = world["fk"]
     runs = tmp_path / "runs"
