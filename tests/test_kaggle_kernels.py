@@ -281,6 +281,34 @@ def test_push_status_pull_end_to_end(world, kernel_run, tmp_path):
     assert read_metrics(got)["05_submission"]["kaggle"]["public_score"] == "0.04321"
 
 
+@pytest.mark.slow
+def test_internet_on_driver_installs_the_kit_from_the_repository(world, tmp_path):
+    """The pushed notebook of an internet-on kernel, run here: clones the repository (this checkout's HEAD,
+    by file URL), installs it, runs notebook 01 of the run."""
+    fk = world["fk"]
+    push = mk(world, "kaggle", "push", "--config", "demo", "--smoke", "--set", "run.device=cpu", "--notebooks", "01",
+              "--param", "n_preview=1", "--name", "fromrepo", "--repo", REPO.as_uri(), "--runs-root", tmp_path / "runs")
+    assert push.returncode == 0, push.stderr
+    body = fk.bodies("SaveKernel")[-1]
+    assert body["slug"] == f"{USER}/mattingkit-fromrepo" and body["enableInternet"] is True
+    assert "datasetDataSources" not in body      # no wheel dataset: the kit comes from the repository
+    nb = tmp_path / "pushed.ipynb"
+    nb.write_text(body["text"])
+    py = driver_python(tmp_path)
+    local = {"src_dir": str(tmp_path / "src"), "runs_root": str(tmp_path / "working" / "runs"),
+             "data_root": str(tmp_path / "data")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith(("KAGGLE_", "JUPYTER"))}
+    env.update(HOME=str(tmp_path), PATH=f"{py.parent}{os.pathsep}{env['PATH']}", OMP_NUM_THREADS="1")
+    res = subprocess.run([str(py), "-m", "papermill", str(nb), str(tmp_path / "out.ipynb"), "-k", "python3",
+                          "-y", json.dumps(local)], env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = (tmp_path / "out.ipynb").read_text()
+    assert "git clone --depth 1" in out and "1 notebooks ok" in out
+    assert list((py.parent.parent / "lib").glob("python*/site-packages/mattingkit/kaggle.py"))
+    run_dir = tmp_path / "working" / "runs" / "fromrepo"
+    assert (run_dir / "DONE").exists() and (run_dir / "notebooks" / "01_data_download.ipynb").exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # sweep --on kaggle: three kernels, one failing, results table, re-run skips what was pulled
 # ------------------------------------------------------------------------------------------------
