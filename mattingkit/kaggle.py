@@ -1024,7 +1024,7 @@ def sh(*cmd, cwd=None, env=None):  # run a command, its output in this notebook 
 shutil.rmtree(src, ignore_errors=True)
 if install == "repo":   # internet on: the repository
     assert sh("git", "clone", "--depth", "1", *(["--branch", repo_ref] if repo_ref else []), repo_url, src) == 0
-    assert sh(sys.executable, "-m", "pip", "install", "--quiet", src) == 0
+    assert sh(sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", src) == 0
 elif install == "wheel":   # internet off: the wheel dataset attached as a source
     wheel = sorted(glob.glob(wheel_glob, recursive=True))[-1]
     assert sh(sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links",

@@ -627,13 +627,14 @@ def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLi
     params = [f"{k}={json.dumps(v)}" for k, v in sweep_parameters(spec).items()]
     sweep_dir = resolve_runs_root(base, runs_root) / name
     points = sweep_points(spec["grid"])
+    notebooks = select_notebooks(spec.get("notebooks")) if spec.get("notebooks") else None
     kernels = {}   # run name -> KernelRun, every point checked before the first push
     for i, point in enumerate(points):
         run_name = point_name(i, point)
         overrides = base_overrides + [f"{k}={json.dumps(v)}" for k, v in point.items()]
         cfg, _ = resolve_run(config, overrides, run_name, sweep_dir, smoke)
         kr = kaggle.kernel_run_from_config(cfg, str(config), run_name, overrides=overrides, params=params,
-                                           smoke=smoke, notebooks=spec.get("notebooks"),
+                                           smoke=smoke, notebooks=notebooks,
                                            slug=kaggle.kernel_slug(f"{name} {run_name}"), **kernel)
         kaggle.check_travelling_config(kr, overrides)
         kernels[run_name] = kr
@@ -665,7 +666,14 @@ def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLi
             break
         sleep(poll_s)
         for run_name in sorted(active):
-            st = kaggle.kernel_status(run_name, sweep_dir)
+            try:
+                st = kaggle.kernel_status(run_name, sweep_dir)
+            except kaggle.KernelError as e:
+                if e.kind in ("no_credentials", "auth", "offline"):
+                    raise
+                status[run_name] = f"failed: status: {e}"
+                active.discard(run_name)
+                continue
             if st.status == "complete":
                 try:
                     kaggle.pull_kernel(run_name, sweep_dir, quiet=quiet)

@@ -5,14 +5,14 @@ The kaggle 2.x client (kagglesdk) posts JSON to ``http://localhost/api/v1/<servi
 which points here, so no kaggle code is patched. Output files, blob uploads and the kernel page are
 plain ``http://localhost/...`` URLs the client GETs / PUTs the same way.
 
-What the client really sends (recorded from kaggle 2.x by :attr:`FakeKaggle.requests`; the tests assert
-these shapes):
+What the client really sends (recorded from kaggle 2.2.4 / kagglesdk 0.1.37 in :attr:`FakeKaggle.requests`;
+empty fields are left out of the JSON; tests/test_kaggle_kernels.py asserts these shapes):
 
-- ``POST /api/v1/security.OAuthService/IntrospectToken`` ``{token}`` (access-token credentials only)
+- ``POST /api/v1/security.OAuthService/IntrospectToken`` ``{token}`` (access-token credentials only; legacy
+  keys go as HTTP Basic auth on every call instead)
 - ``POST /api/v1/kernels.KernelsApiService/SaveKernel`` ``{slug, newTitle, text, language, kernelType,
-  isPrivate, enableGpu, enableTpu, enableInternet, datasetDataSources, competitionDataSources,
-  kernelDataSources, modelDataSources, categoryIds, machineShape}`` -> ``{ref, url, versionNumber, error,
-  invalid*Sources}``
+  isPrivate, enableGpu, enableTpu, enableInternet, datasetDataSources, competitionDataSources, machineShape}``
+  -> ``{ref, url, versionNumber, error, invalidDatasetSources, ...}``
 - ``POST /api/v1/kernels.KernelsApiService/GetKernelSessionStatus`` ``{userName, kernelSlug}`` ->
   ``{status: QUEUED|RUNNING|COMPLETE|ERROR|..., failureMessage}``
 - ``POST /api/v1/kernels.KernelsApiService/ListKernelSessionOutput`` ``{userName, kernelSlug, pageSize}``
@@ -20,9 +20,11 @@ these shapes):
 - ``POST /api/v1/datasets.DatasetApiService/GetDatasetStatus`` ``{ownerSlug, datasetSlug}`` (404: absent)
 - ``POST /api/v1/blobs.BlobApiService/StartBlobUpload`` ``{type: DATASET, name, contentLength,
   lastModifiedEpochSeconds}`` -> ``{token, createUrl}``; then ``PUT createUrl`` with the file's bytes
-- ``POST /api/v1/datasets.DatasetApiService/CreateDataset`` ``{title, slug, ownerSlug, licenseName, files:
-  [{token}], isPrivate, categoryIds}`` or ``.../CreateDatasetVersion`` ``{ownerSlug, datasetSlug, body:
-  {versionNotes, files: [{token}], categoryIds, deleteOldVersions}}`` -> ``{ref, url, status, error}``
+- ``POST /api/v1/datasets.DatasetApiService/CreateDataset`` ``{ownerSlug, slug, title, licenseName, isPrivate,
+  files: [{token}]}`` or ``.../CreateDatasetVersion`` ``{ownerSlug, datasetSlug, body: {versionNotes, files:
+  [{token}]}}`` -> ``{ref, url, status, error}``
+- submissions as in tests/test_download.py: ``StartSubmissionUpload``, ``PUT``, ``CreateSubmission``,
+  ``ListSubmissions`` (``competitions.CompetitionApiService``)
 
 Use::
 

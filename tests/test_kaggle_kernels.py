@@ -66,14 +66,26 @@ def one_line_error(res: subprocess.CompletedProcess, code: int, *needles: str) -
 # ------------------------------------------------------------------------------------------------
 # the kernel folder: --dry-run, nothing pushed
 # ------------------------------------------------------------------------------------------------
-def test_dry_run_writes_the_kernel_folder_with_the_travelling_config(world, tmp_path):
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """In-process CLI calls: a HOME of their own and every request sent to a closed port."""
+    for k in [k for k in os.environ if k.startswith("KAGGLE_")]:
+        monkeypatch.delenv(k)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(k, f"http://127.0.0.1:{closed_port()}")
+
+
+def test_dry_run_writes_the_kernel_folder_with_the_travelling_config(no_network, monkeypatch, tmp_path, capsys):
+    from mattingkit import cli
+
+    monkeypatch.setenv("KAGGLE_USERNAME", USER)
+    monkeypatch.setenv("KAGGLE_KEY", KEY)
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("base: demo\ntrain:\n  steps: 5\n")
-    before = len(world["fk"].requests)
-    res = mk(world, "kaggle", "push", "--config", cfg, "--set", "train.lr_g=2e-4", "--param", "n_preview=1",
-             "--name", "dry one", "--smoke", "--no-internet", "--dry-run", tmp_path / "k", key=KEY, token=None)
-    assert res.returncode == 0, res.stderr
-    assert len(world["fk"].requests) == before      # nothing reached Kaggle
+    code = cli.main(["kaggle", "push", "--config", str(cfg), "--set", "train.lr_g=2e-4", "--param", "n_preview=1",
+                     "--name", "dry one", "--smoke", "--no-internet", "--dry-run", str(tmp_path / "k")])
+    assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "k").iterdir()) == sorted([kaggle.DRIVER_NOTEBOOK, kaggle.KERNEL_METADATA])
     md = json.loads((tmp_path / "k" / kaggle.KERNEL_METADATA).read_text())
     assert md["id"] == f"{USER}/mattingkit-dry-one" and md["title"] == "mattingkit-dry-one"
@@ -86,29 +98,33 @@ def test_dry_run_writes_the_kernel_folder_with_the_travelling_config(world, tmp_
     assert ns["overrides"] == ["train.lr_g=2e-4"] and ns["params"] == ["n_preview=1"] and ns["smoke"] is True
     assert ns["install"] == "wheel"
     text = (tmp_path / "k" / kaggle.KERNEL_METADATA).read_text() + (tmp_path / "k" / kaggle.DRIVER_NOTEBOOK).read_text()
-    assert KEY not in text and TOKEN not in text
+    assert KEY not in text + capsys.readouterr().out
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "home" / ".kaggle").exists()   # no push record
 
 
-def test_config_errors_and_the_p100_caveat_stop_before_any_request(world, tmp_path):
-    fk = world["fk"]
-    before = len(fk.requests)
+def test_config_errors_and_the_p100_caveat_stop_before_any_push(no_network, monkeypatch, tmp_path, capsys):
+    from mattingkit import cli
+
+    monkeypatch.setenv("KAGGLE_API_TOKEN", TOKEN)     # a push would get as far as the (closed) network
+    monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.yaml"
     bad.write_text("base: other.yaml\n")      # a base that does not travel
     (tmp_path / "other.yaml").write_text("base: demo\n")
-    res = mk(world, "kaggle", "push", "--config", "demo", "--set", "train.stepz=3", "--name", "x", "--repo", "u")
-    one_line_error(res, 2, "train.stepz")
-    res = mk(world, "kaggle", "push", "--config", "demo", "--name", "x", "--accelerator", "p100", "--repo", "u")
-    one_line_error(res, 2, "sm_60", "t4x2")
-    res = mk(world, "kaggle", "push", "--config", bad, "--name", "x", "--repo", "u", cwd=tmp_path)
-    one_line_error(res, 2, "other.yaml")
-    res = mk(world, "kaggle", "push", "--config", "demo", "--name", "x")          # internet on, no --repo
-    one_line_error(res, 2, "--repo")
-    assert len(fk.requests) == before
+    cases = [(["--set", "train.stepz=3"], "train.stepz"), (["--accelerator", "p100"], "sm_60"),
+             (["--config", str(bad)], "other.yaml")]
+    for extra, needle in cases:
+        code = cli.main(["kaggle", "push", "--name", "x", "--repo", "u", "--runs-root", str(tmp_path / "r"), *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and needle in err and len(err.splitlines()) == 1, err
+    assert cli.main(["kaggle", "push", "--name", "x"]) == 2                   # internet on, no --repo
+    assert "--repo" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
 
 
 # ------------------------------------------------------------------------------------------------
 # errors: one line, non-zero exit
 # ------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_kernel_errors_are_one_line(world, tmp_path):
     fk = world["fk"]
     runs = tmp_path / "runs"
@@ -263,6 +279,34 @@ def test_push_status_pull_end_to_end(world, kernel_run, tmp_path):
     assert nb05.returncode == 0 and "scored 0.04321" in nb05.stdout, nb05.stderr[-2000:]
     assert fk.submissions[-1]["description"] == "from notebook 05"
     assert read_metrics(got)["05_submission"]["kaggle"]["public_score"] == "0.04321"
+
+
+@pytest.mark.slow
+def test_internet_on_driver_installs_the_kit_from_the_repository(world, tmp_path):
+    """The pushed notebook of an internet-on kernel, run here: clones the repository (this checkout's HEAD,
+    by file URL), installs it, runs notebook 01 of the run."""
+    fk = world["fk"]
+    push = mk(world, "kaggle", "push", "--config", "demo", "--smoke", "--set", "run.device=cpu", "--notebooks", "01",
+              "--param", "n_preview=1", "--name", "fromrepo", "--repo", REPO.as_uri(), "--runs-root", tmp_path / "runs")
+    assert push.returncode == 0, push.stderr
+    body = fk.bodies("SaveKernel")[-1]
+    assert body["slug"] == f"{USER}/mattingkit-fromrepo" and body["enableInternet"] is True
+    assert "datasetDataSources" not in body      # no wheel dataset: the kit comes from the repository
+    nb = tmp_path / "pushed.ipynb"
+    nb.write_text(body["text"])
+    py = driver_python(tmp_path)
+    local = {"src_dir": str(tmp_path / "src"), "runs_root": str(tmp_path / "working" / "runs"),
+             "data_root": str(tmp_path / "data")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH" and not k.startswith(("KAGGLE_", "JUPYTER"))}
+    env.update(HOME=str(tmp_path), PATH=f"{py.parent}{os.pathsep}{env['PATH']}", OMP_NUM_THREADS="1")
+    res = subprocess.run([str(py), "-m", "papermill", str(nb), str(tmp_path / "out.ipynb"), "-k", "python3",
+                          "-y", json.dumps(local)], env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    out = (tmp_path / "out.ipynb").read_text()
+    assert "git clone --depth 1" in out and "1 notebooks ok" in out
+    assert list((py.parent.parent / "lib").glob("python*/site-packages/mattingkit/kaggle.py"))
+    run_dir = tmp_path / "working" / "runs" / "fromrepo"
+    assert (run_dir / "DONE").exists() and (run_dir / "notebooks" / "01_data_download.ipynb").exists()
 
 
 # ------------------------------------------------------------------------------------------------
