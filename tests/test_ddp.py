@@ -78,8 +78,9 @@ def make_cfg(batch_size: int, name: str = "ddp"):
         "run.device": "cpu", "run.seed": 0, "run.name": name, "data.batch_size": batch_size,
         "data.num_workers": 0, "train.steps": STEPS, "train.lr_g": 1e-2, "train.lr_d": 1e-2,
         "train.warmup_steps": 2, "train.g_warmup_steps": 2, "train.d_every": 1, "train.accum_steps": 2,
-        "train.log_every": 1, "train.val_every": 3, "train.ckpt_every": 2, "train.image_every": 3,
+        "train.log_every": 2, "train.val_every": 3, "train.ckpt_every": 2, "train.image_every": 3,
         "train.tensorboard": True, "train.amp": "off", "loss.gan": 0.1, "train.dist_timeout_s": 1234,
+        "train.time_limit_min": 600,  # never reached; asked at log steps only (an all-reduce the host waits for)
     })
 
 
@@ -119,6 +120,7 @@ def _check(tmp_path: Path, out: Path, run_dir: Path, single_g: dict) -> None:
     assert [r["world"] for r in reports] == [2, 2]
     assert [r["timeout_s"] for r in reports] == [1234, 1234]  # train.dist_timeout_s given to the process group
     assert reports[1]["written"] == [] and len(reports[0]["written"]) >= 4  # only the main process wrote
+    assert [r["time_limit_checks"] for r in reports] == [STEPS // 2] * 2  # at log steps 2, 4, 6 only
     g0, g1 = (torch.load(out / f"rank{r}_g.pt", weights_only=True) for r in (0, 1))
     last = ckpt.load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert last["step"] == STEPS and last["world_size"] == 2
@@ -165,17 +167,34 @@ def test_notebook_launcher_two_processes(tmp_path):
 
 
 # ---- worker side ------------------------------------------------------------------------------
+TIME_LIMIT_CHECKS: list[int] = []  # this process's time-limit decisions (each one an all-reduce)
+
+
+def _count_time_limit_checks() -> None:
+    from mattingkit.train.distributed import Dist
+
+    original = Dist.broadcast_flag
+
+    def counted(self, flag):
+        TIME_LIMIT_CHECKS.append(1)
+        return original(self, flag)
+
+    Dist.broadcast_flag = counted
+
+
 def _report(trainer, out: Path) -> None:
     r = trainer.dist.rank
     torch.save({k: v.detach().cpu() for k, v in trainer.G.module.state_dict().items()}, out / f"rank{r}_g.pt")
     (out / f"rank{r}.json").write_text(json.dumps({"rank": r, "world": trainer.dist.world,
                                                    "written": trainer.session.written,
+                                                   "time_limit_checks": len(TIME_LIMIT_CHECKS),
                                                    "timeout_s": trainer.dist.timeout.total_seconds()}))
 
 
 def _worker(out: Path, run_dir: Path) -> None:
     from mattingkit.train import Trainer
 
+    _count_time_limit_checks()
     tr = Trainer(make_cfg(PER_RANK_BATCH), run_dir=run_dir, **make_trainer_kwargs())
     tr.fit()
     _report(tr, out)
@@ -192,6 +211,7 @@ def _notebook(out: Path, run_dir: Path, port: str) -> None:
         return result
 
     mtrain.Trainer.fit = fit_and_report
+    _count_time_limit_checks()  # (the ranks are forked from here)
     summary = mtrain.launch_notebook(make_cfg(PER_RANK_BATCH), num_processes=2, run_dir=run_dir, use_port=port,
                                      **make_trainer_kwargs())
     (out / "summary.json").write_text(json.dumps(summary))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_runner import demo_data_root  # noqa: F401 - the session's demo data
 from torch import nn
 
 from mattingkit import checkpoint as ckpt
@@ -325,6 +326,48 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
         bad.fit()
     assert bad.step == 3
     assert all(torch.equal(a, b) for a, b in zip(before, bad.G.parameters()))  # no update happened
+
+
+class InfGrad(torch.autograd.Function):
+    """Identity forward; an infinite gradient backward (an overflow in a backward pass, the loss finite)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return torch.full_like(g, float("inf"))
+
+
+class InfGradAt(TinyG):
+    """TinyG whose ``at``-th training forward gets an infinite gradient."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.calls, self.at = 0, at
+
+    def forward(self, image, trimap):
+        out = super().forward(image, trimap)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                out = {"alpha": InfGrad.apply(out["alpha"])}
+        return out
+
+
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_nonfinite_gradient_with_a_finite_loss_is_skipped(tmp_path, amp):
+    """The fused (float32 / bf16) path checks the gradients as well as the loss: an infinite gradient skips
+    the step (counted), the weights stay finite."""
+    cfg = tiny_cfg(**{"train.steps": 4, "train.use_gan": False, "train.val_every": 100, "train.amp": amp,
+                      "run.deterministic": False})
+    tr = tiny_trainer(tmp_path, cfg=cfg, model=InfGradAt(2))
+    summary = tr.fit()
+    recs = train_records(tmp_path / "run")
+    assert math.isfinite(recs[0]["total"]) and "total" not in recs[1] and recs[1]["nonfinite_total"] == 1
+    assert summary["nonfinite_total"] == 1 and summary["step"] == 4
+    assert all(torch.isfinite(p).all() for p in tr.G.parameters())
 
 
 def test_gradient_accumulation_matches_bigger_batch(tmp_path):
@@ -745,3 +788,55 @@ def test_val_sad_agrees_with_full_resolution_evaluation(tmp_path):
     assert results[None]["sad"] == pytest.approx(np.mean(sads), rel=1e-6)
     # capped (96 -> 48: a quarter of the pixels): the same definition, so the same magnitude, not ~1/4
     assert results[48]["sad"] == pytest.approx(results[None]["sad"], rel=0.15)
+
+
+# --------------------------------------------------------------------------------------------
+# Host syncs inside a training step (issue 21): counted at the dispatcher, on the real demo recipe
+# --------------------------------------------------------------------------------------------
+class HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records every op that makes the host wait for the device: a scalar read (``.item()``, ``bool()``,
+    ``int()``, ``float()``, ``.tolist()``), an op whose output size depends on the data (``nonzero``, boolean
+    indexing, ``masked_select``, ``unique``), and a copy from a device to the CPU."""
+
+    DATA_DEPENDENT = ("_local_scalar_dense", "nonzero", "masked_select", "_unique2", "unique_dim",
+                      "unique_consecutive", "repeat_interleave")
+
+    def __init__(self):
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func.overloadpacket.__name__
+        if name in self.DATA_DEPENDENT:
+            self.ops.append(name)
+        elif name in ("_to_copy", "copy_"):
+            src = args[1] if name == "copy_" else args[0]
+            dst = kwargs.get("device", args[0].device if name == "copy_" else src.device)
+            if isinstance(src, torch.Tensor) and src.device.type != "cpu" and torch.device(dst).type == "cpu":
+                self.ops.append(f"{name} to cpu")
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize("augment_on", ["cpu", pytest.param("device", marks=pytest.mark.xfail(
+    strict=True, reason="device_augment syncs: data room"))])
+def test_training_steps_make_no_host_sync(tmp_path, augment_on, demo_data_root):  # noqa: F811 - the fixture
+    """The demo recipe's real model, losses, GAN and data (workers decode; ``augment_on`` decides where the
+    float augmentation runs): steps that neither log, validate nor checkpoint never wait for the device."""
+    cfg = load_config("demo", {
+        "run.device": "cpu", "run.data_root": str(demo_data_root), "data.augment_on": augment_on,
+        "data.batch_size": 2, "data.num_workers": 1, "train.amp": "off", "train.g_warmup_steps": 0,
+        "train.d_every": 1, "train.val_at_start": False, "train.tensorboard": False, "train.log_every": 100,
+        "train.image_every": 100, "train.val_every": 100, "train.ckpt_every": 100, "train.steps": 100})
+    tr = Trainer(cfg, run_dir=tmp_path / "run", headless=True)
+    try:
+        tr.after_step(tr.train_step(), cfg.train.steps)  # step 1: the loader starts
+        per_step = []
+        for _ in range(3):
+            with HostSyncs() as seen:
+                tr.after_step(tr.train_step(), cfg.train.steps)
+            per_step.append(seen.ops)
+        assert per_step == [[], [], []]
+        assert tr.opt_d is not None and tr.opt_g.defaults["fused"]  # the GAN step and the fused path ran
+    finally:
+        tr.close()

@@ -1,4 +1,5 @@
-"""Non-finite (NaN/inf) training steps: skipped on the device, counted on the device, read at log and
+"""Non-finite (NaN/inf) training steps -- a non-finite loss, or (without fp16's GradScaler, which checks
+them itself) a non-finite gradient: skipped on the device, counted on the device, read at log and
 checkpoint steps only (no host sync per step); ``train.max_nonfinite`` in a row stop the run.
 
 Example:
@@ -72,6 +73,22 @@ class BadSteps:
         self._run.fill_(self.in_a_row)
 
 
+def grads_finite(opt: torch.optim.Optimizer) -> torch.Tensor:
+    """A device bool: every gradient of ``opt``'s parameters is finite (the largest magnitude is; NaN
+    propagates through the max). A loss can be finite while its gradients are not (an overflow in a
+    backward pass); without a GradScaler nothing else would catch it before the optimiser step.
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([1.0, float("inf")])
+        >>> bool(grads_finite(torch.optim.Adam([p])))
+        False
+    """
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    if not grads:
+        return torch.ones((), dtype=torch.bool)
+    return torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=float("inf")))
+
+
 def step_unless_nonfinite(opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler, finite: torch.Tensor,
                           grad_clip: float | None = None) -> None:
     """Clip (``grad_clip``), then step unless ``finite`` (a device bool) is False, without waiting for the
@@ -101,4 +118,4 @@ def step_unless_nonfinite(opt: torch.optim.Optimizer, scaler: torch.amp.GradScal
         opt.step()
 
 
-__all__ = ["BadSteps", "NonFiniteLossError", "step_unless_nonfinite"]
+__all__ = ["BadSteps", "NonFiniteLossError", "grads_finite", "step_unless_nonfinite"]

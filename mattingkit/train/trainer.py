@@ -21,7 +21,7 @@ from ..config import Config
 from ..errors import Interrupted
 from .distributed import Dist
 from .log import TrainLog, run_summary
-from .nonfinite import BadSteps, step_unless_nonfinite
+from .nonfinite import BadSteps, grads_finite, step_unless_nonfinite
 from .schedule import LRSchedule
 from .session import Session, restore_training_state, training_state
 from .setup import build_data, check_config, load_matching, load_resumed_weights, make_optimizer, resolve_init_from
@@ -228,7 +228,9 @@ class Trainer:
                     if isinstance(v, torch.Tensor) and v.numel() == 1:
                         v = v.detach().float().reshape(()) / t.accum_steps
                         sums[k] = sums[k] + v if k in sums else v
-            # every process skips when any has a non-finite loss (one all-reduce, no host sync)
+            if not self.scaler_g.is_enabled():  # (fp16's GradScaler checks the gradients itself)
+                finite &= grads_finite(self.opt_g) & (grads_finite(self.opt_d) if d_update else True)
+            # every process skips when any has a non-finite loss or gradient (one all-reduce, no host sync)
             finite = self.dist.sum((~finite).to(torch.float32).reshape(1)).reshape(()) == 0
             self._committing = True  # an interrupt from here to the end of the step leaves no clean state
             step_unless_nonfinite(self.opt_g, self.scaler_g, finite, t.grad_clip)
@@ -334,7 +336,7 @@ class Trainer:
                 terms = self._oom_checked(self.train_step)
                 self.log.tick()
                 self.after_step(terms, end)
-                if deadline is not None and self.dist.broadcast_flag(time.monotonic() > deadline):
+                if deadline is not None and self._time_is_up(deadline):
                     if self.step % t.ckpt_every != 0 and self.step != end:
                         self.save((ckpt.LAST,))
                     stopped = "time_limit"
@@ -371,6 +373,13 @@ class Trainer:
             self._validate_and_keep_best()
         if step % t.ckpt_every == 0 or step == end:
             self.save((ckpt.LAST,))
+
+    def _time_is_up(self, deadline: float) -> bool:
+        """``train.time_limit_min`` reached, by the main process's clock; with several processes that
+        decision is an all-reduce the host waits for, so it is taken at log steps only."""
+        if self.dist.world > 1 and self.step % self.cfg.train.log_every:
+            return False
+        return self.dist.broadcast_flag(time.monotonic() > deadline)
 
     def _validate_and_keep_best(self) -> None:
         res = self.validate()
