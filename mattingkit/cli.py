@@ -36,14 +36,66 @@ def _add_config_args(p: argparse.ArgumentParser, default: str = "demo") -> None:
                    help="dotted override, repeatable, e.g. --set train.lr_g=2e-4")
 
 
-def _load(args):
-    from .choices import config_problems  # every key's choices (the owners' tables)
-    from .config import apply_overrides, load_config
+def _load(args, paths: bool = False):
+    """The command's config, every problem at once: keys, types, ranges, every key's choices and, with
+    ``paths`` (``config``, ``run``, ``train``), the data the config names. Config problems raise
+    :class:`~mattingkit.config.ConfigError` (exit 2) listing the missing paths too; missing paths alone
+    raise :class:`~mattingkit.errors.InputNotFoundError` (exit 4)."""
+    from .choices import config_problems   # every key's choices (the owners' tables)
+    from .config import ConfigError, apply_overrides, load_with_problems
+    from .errors import InputNotFoundError
 
-    cfg = load_config(args.config, args.overrides, check=config_problems)
-    if getattr(args, "name", None):
+    cfg, problems = load_with_problems(args.config, args.overrides, check=config_problems)
+    if getattr(args, "name", None) and not problems:
         cfg = apply_overrides(cfg, {"run.name": args.name}, check=config_problems)
+    missing = path_problems(cfg) if paths else []
+    if problems:
+        raise ConfigError(_listed(problems + missing))
+    if missing:
+        raise InputNotFoundError(_listed(missing))
     return cfg
+
+
+def _listed(problems: list[str]) -> str:
+    """One problem as it is; several under a count (``3 problems:`` then one a line)."""
+    return problems[0] if len(problems) == 1 else "\n".join([f"{len(problems)} problems:", *problems])
+
+
+def path_problems(cfg) -> list[str]:
+    """The folders a config names that must exist before a run starts, one line each: ``data.root``
+    (unless the kit generates it or notebook 01 downloads it, or ``data.manifest`` lists the files),
+    ``data.eval_root``, ``data.backgrounds`` (the layouts' own check), ``model.weights_path`` and
+    ``train.init_from``.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> path_problems(load_config("demo", ["model.weights_path=/nonexistent/w.pth"]))
+        ["model.weights_path='/nonexistent/w.pth': file not found"]
+    """
+    from .data.layouts import check_backgrounds
+    from .run import DEMO_DIR, data_path, data_root, generated_source
+
+    problems = []
+    made = generated_source(cfg) is not None
+    downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
+    if not (made or downloads or cfg.data.manifest):
+        root = data_path(cfg, cfg.data.root)
+        if root is not None and not root.is_dir():
+            problems.append(f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout "
+                            f"{cfg.data.layout!r}; relative paths are under the data root {data_root(cfg)})")
+    eval_root = data_path(cfg, cfg.data.eval_root)
+    if eval_root is not None and not eval_root.is_dir():
+        problems.append(f"data.eval_root={cfg.data.eval_root!r}: {eval_root}: folder not found")
+    demo_pool = Path(str(cfg.data.backgrounds or "")).parts[:1] == (DEMO_DIR,)   # made with the demo data
+    if cfg.data.backgrounds and not (made or downloads or demo_pool):
+        try:
+            check_backgrounds(cfg)
+        except MattingKitError as e:
+            problems.append(str(e))
+    for key, value in (("model.weights_path", cfg.model.weights_path), ("train.init_from", cfg.train.init_from)):
+        if value and not Path(value).expanduser().exists():
+            problems.append(f"{key}={value!r}: file not found")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -58,13 +110,14 @@ def cmd_demo_data(args) -> int:
 def cmd_config(args) -> int:
     from .config import to_yaml
 
-    print(to_yaml(_load(args)), end="")
+    print(to_yaml(_load(args, paths=True)), end="")
     return 0
 
 
 def cmd_run(args) -> int:
     from .runner import run_pipeline
 
+    _load(args, paths=True)   # every config and data-path problem at once, before the run folder is touched
     result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
                           runs_root=args.runs_root, notebooks=args.notebooks, parameters=parse_params(args.params),
                           force=args.force)
@@ -103,7 +156,7 @@ def cmd_sweep(args) -> int:
 def cmd_train(args) -> int:
     from .train import train_and_report
 
-    train_and_report(_load(args), run_dir=args.run_dir, fresh=args.fresh, force=args.force)
+    train_and_report(_load(args, paths=True), run_dir=args.run_dir, fresh=args.fresh, force=args.force)
     return 0
 
 
@@ -466,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
 def _one_line(error: BaseException) -> str:
     """The error's message on one line (multi-line messages joined with ' | ')."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):   # a heading ("3 problems:") runs into its list
+        return f"{lines[0]} {' | '.join(lines[1:])}"
     return " | ".join(lines) or type(error).__name__
 
 
