@@ -41,7 +41,7 @@ def _load(args, paths: bool = False):
     ``paths`` (``config``, ``run``, ``train``), the data the config names. Config problems raise
     :class:`~mattingkit.config.ConfigError` (exit 2) listing the missing paths too; missing paths alone
     raise :class:`~mattingkit.errors.InputNotFoundError` (exit 4)."""
-    from .choices import config_problems   # every key's choices (the owners' tables)
+    from .choices import config_problems  # every key's choices (the owners' tables)
     from .config import ConfigError, apply_overrides, load_with_problems
     from .errors import InputNotFoundError
 
