@@ -179,6 +179,15 @@ def cmd_evaluate(args) -> int:
     print(format_table(df))
     if args.out:
         print(f"per-image metrics: {args.out}")
+    missing = [e for e in errors if e.get("kind") == "missing"]
+    failing = [e for e in errors if e.get("kind") not in ("note", "missing")]
+    if failing or (missing and not args.allow_missing):
+        what = ", ".join(filter(None, [f"{len(failing)} unusable file(s)" if failing else "",
+                                       f"{len(missing)} missing file(s)" if missing else ""]))
+        hint = "" if args.allow_missing or not missing else "; --allow-missing accepts missing files"
+        print(f"mattingkit evaluate: {len(df)} of {df.attrs.get('n_expected', len(df))} evaluated, "
+              f"{what} (listed above){hint}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -384,13 +393,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="SAD/MSE/Grad/Conn (official DIM protocol) for a folder of predictions",
                        description="Mean SAD/MSE/Grad/Conn of the predictions against same-stem ground truths; "
-                                   "each problem (missing file, size mismatch) is listed once. Exit 1 when "
-                                   "nothing could be evaluated.")
+                                   "predictions and ground truths are read as the submission reads them (a "
+                                   "colour photo is refused). Each problem (missing file, photo, size "
+                                   "mismatch) is listed once and exits 1; --allow-missing lets missing files "
+                                   "pass (the table says 'N of M evaluated').")
     p.add_argument("pred_dir", type=Path)
     p.add_argument("gt_dir", type=Path)
     p.add_argument("trimap_dir", type=Path, nargs="?", default=None,
                    help="trimaps (0/128/255); omitted: whole image counts (competition style)")
     p.add_argument("--out", type=Path, default=None, help="per-image CSV")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="a ground truth without prediction (or trimap) is listed but does not fail (exit 0)")
     p.set_defaults(func=cmd_evaluate)
 
     from .baselines import METHODS
