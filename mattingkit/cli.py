@@ -37,14 +37,66 @@ def _add_config_args(p: argparse.ArgumentParser, default: str = "demo") -> None:
                    help="dotted override, repeatable, e.g. --set train.lr_g=2e-4")
 
 
-def _load(args):
+def _load(args, paths: bool = False):
+    """The command's config, every problem at once: keys, types, ranges, every key's choices and, with
+    ``paths`` (``config``, ``run``, ``train``), the data the config names. Config problems raise
+    :class:`~mattingkit.config.ConfigError` (exit 2) listing the missing paths too; missing paths alone
+    raise :class:`~mattingkit.errors.InputNotFoundError` (exit 4)."""
     from .choices import config_problems  # every key's choices (the owners' tables)
-    from .config import apply_overrides, load_config
+    from .config import ConfigError, apply_overrides, load_with_problems
+    from .errors import InputNotFoundError
 
-    cfg = load_config(args.config, args.overrides, check=config_problems)
-    if getattr(args, "name", None):
+    cfg, problems = load_with_problems(args.config, args.overrides, check=config_problems)
+    if getattr(args, "name", None) and not problems:
         cfg = apply_overrides(cfg, {"run.name": args.name}, check=config_problems)
+    missing = path_problems(cfg) if paths else []
+    if problems:
+        raise ConfigError(_listed(problems + missing))
+    if missing:
+        raise InputNotFoundError(_listed(missing))
     return cfg
+
+
+def _listed(problems: list[str]) -> str:
+    """One problem as it is; several under a count (``3 problems:`` then one a line)."""
+    return problems[0] if len(problems) == 1 else "\n".join([f"{len(problems)} problems:", *problems])
+
+
+def path_problems(cfg) -> list[str]:
+    """The folders a config names that must exist before a run starts, one line each: ``data.root``
+    (unless the kit generates it or notebook 01 downloads it, or ``data.manifest`` lists the files),
+    ``data.eval_root``, ``data.backgrounds`` (the layouts' own check), ``model.weights_path`` and
+    ``train.init_from``.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> path_problems(load_config("demo", ["model.weights_path=/nonexistent/w.pth"]))
+        ["model.weights_path='/nonexistent/w.pth': file not found"]
+    """
+    from .data.layouts import check_backgrounds
+    from .run import DEMO_DIR, data_path, data_root, generated_source
+
+    problems = []
+    made = generated_source(cfg) is not None
+    downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
+    if not (made or downloads or cfg.data.manifest):
+        root = data_path(cfg, cfg.data.root)
+        if root is not None and not root.is_dir():
+            problems.append(f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout "
+                            f"{cfg.data.layout!r}; relative paths are under the data root {data_root(cfg)})")
+    eval_root = data_path(cfg, cfg.data.eval_root)
+    if eval_root is not None and not eval_root.is_dir():
+        problems.append(f"data.eval_root={cfg.data.eval_root!r}: {eval_root}: folder not found")
+    demo_pool = Path(str(cfg.data.backgrounds or "")).parts[:1] == (DEMO_DIR,)   # made with the demo data
+    if cfg.data.backgrounds and not (made or downloads or demo_pool):
+        try:
+            check_backgrounds(cfg)
+        except MattingKitError as e:
+            problems.append(str(e))
+    for key, value in (("model.weights_path", cfg.model.weights_path), ("train.init_from", cfg.train.init_from)):
+        if value and not Path(value).expanduser().exists():
+            problems.append(f"{key}={value!r}: file not found")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,13 +111,14 @@ def cmd_demo_data(args) -> int:
 def cmd_config(args) -> int:
     from .config import to_yaml
 
-    print(to_yaml(_load(args)), end="")
+    print(to_yaml(_load(args, paths=True)), end="")
     return 0
 
 
 def cmd_run(args) -> int:
     from .runner import run_pipeline
 
+    _load(args, paths=True)   # every config and data-path problem at once, before the run folder is touched
     result = run_pipeline(args.config, overrides=args.overrides, name=args.name, smoke=args.smoke,
                           runs_root=args.runs_root, notebooks=args.notebooks, parameters=parse_params(args.params),
                           force=args.force, fresh=args.fresh)
@@ -111,7 +164,7 @@ def cmd_train(args) -> int:
     from .run import default_run_dir, prune_stale_records, save_run_config
     from .train import train_and_report
 
-    cfg = _load(args)
+    cfg = _load(args, paths=True)
     run_dir = args.run_dir or default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(cfg, run_dir, fresh=args.fresh)   # the folder's config: a change to training is refused
@@ -141,6 +194,15 @@ def cmd_evaluate(args) -> int:
     print(format_table(df))
     if args.out:
         print(f"per-image metrics: {args.out}")
+    missing = [e for e in errors if e.get("kind") == "missing"]
+    failing = [e for e in errors if e.get("kind") not in ("note", "missing")]
+    if failing or (missing and not args.allow_missing):
+        what = ", ".join(filter(None, [f"{len(failing)} unusable file(s)" if failing else "",
+                                       f"{len(missing)} missing file(s)" if missing else ""]))
+        hint = "" if args.allow_missing or not missing else "; --allow-missing accepts missing files"
+        print(f"mattingkit evaluate: {len(df)} of {df.attrs.get('n_expected', len(df))} evaluated, "
+              f"{what} (listed above){hint}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -475,13 +537,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("evaluate", help="SAD/MSE/Grad/Conn (official DIM protocol) for a folder of predictions",
                        description="Mean SAD/MSE/Grad/Conn of the predictions against same-stem ground truths; "
-                                   "each problem (missing file, size mismatch) is listed once. Exit 1 when "
-                                   "nothing could be evaluated.")
+                                   "predictions and ground truths are read as the submission reads them (a "
+                                   "colour photo is refused). Each problem (missing file, photo, size "
+                                   "mismatch) is listed once and exits 1; --allow-missing lets missing files "
+                                   "pass (the table says 'N of M evaluated').")
     p.add_argument("pred_dir", type=Path)
     p.add_argument("gt_dir", type=Path)
     p.add_argument("trimap_dir", type=Path, nargs="?", default=None,
                    help="trimaps (0/128/255); omitted: whole image counts (competition style)")
     p.add_argument("--out", type=Path, default=None, help="per-image CSV")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="a ground truth without prediction (or trimap) is listed but does not fail (exit 0)")
     p.set_defaults(func=cmd_evaluate)
 
     from .baselines import METHODS
@@ -636,6 +702,8 @@ def interrupted_message(error: BaseException) -> str:
 def _one_line(error: BaseException) -> str:
     """The error's message on one line (multi-line messages joined with ' | ')."""
     lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):   # a heading ("3 problems:") runs into its list
+        return f"{lines[0]} {' | '.join(lines[1:])}"
     return " | ".join(lines) or type(error).__name__
 
 

@@ -256,6 +256,81 @@ ENUMS: dict[str, tuple] = {
 #: keys that take "auto" or a number (what the number counts, for the message).
 AUTO_OR_NUMBER = {"infer.tile_overlap": "a number of pixels", "infer.tile_stats_passes": "a number of passes"}
 
+#: ``section.key`` -> (lowest, highest, lowest allowed?): a number outside is refused (None: unbounded;
+#: a ``None`` value means "off" where the key allows it). Counts of steps and items start at 1.
+RANGES: dict[str, tuple[float | None, float | None, bool]] = {
+    "run.lock_stale_s": (0, None, False),
+    "data.val_fraction": (0, 1, True),
+    "data.image_size": (1, None, True),
+    "data.batch_size": (1, None, True),
+    "data.val_max_side": (1, None, True),
+    "data.val_limit": (1, None, True),
+    "trimap.iterations": (1, None, True),
+    "trimap.band_width": (1, None, True),
+    "trimap.band_width_min": (0, None, True),
+    "trimap.fg_threshold": (0, 1, True),
+    "trimap.bg_threshold": (0, 1, True),
+    "trimap.mask_band": (0, None, True),
+    "trimap.mixed_band_prob": (0, 1, True),
+    "augment.two_fg_prob": (0, 1, True),
+    "augment.trimap_dropout": (0, 1, True),
+    "augment.densify": (0, None, True),
+    "model.disc_channels": (1, None, True),
+    "model.disc_layers": (1, None, True),
+    **{f"loss.{k}": (0, None, True) for k in ("alpha", "comp", "gan", "grad", "laplacian", "mse", "thin_mse",
+                                             "bg_penalty", "grad_mse", "aux")},
+    "loss.eps": (0, None, False),
+    "train.steps": (1, None, True),
+    "train.lr_g": (0, None, True),    # 0: frozen (a check that a step changes nothing)
+    "train.lr_d": (0, None, True),
+    "train.weight_decay": (0, None, True),
+    "train.warmup_steps": (0, None, True),
+    "train.min_lr_ratio": (0, 1, True),
+    "train.cycle_steps": (1, None, True),
+    "train.plateau_patience": (0, None, True),
+    "train.plateau_factor": (0, 1, False),
+    "train.g_warmup_steps": (0, None, True),
+    "train.d_every": (1, None, True),
+    "train.grad_clip": (0, None, False),
+    "train.accum_steps": (1, None, True),
+    "train.max_nonfinite": (1, None, True),
+    "train.log_every": (1, None, True),
+    "train.image_every": (1, None, True),
+    "train.val_every": (1, None, True),
+    "train.ckpt_every": (1, None, True),
+    "train.time_limit_min": (0, None, False),
+    "train.dist_timeout_s": (0, None, False),
+    "infer.pixel_budget": (1, None, True),
+    "infer.tile_size": (1, None, True),
+    "infer.pad_margin": (0, None, True),
+    "infer.batch_size": (1, None, True),
+    "submission.size": (1, None, True),
+}
+
+
+def range_problems(cfg: "Config") -> list[str]:
+    """Every number of ``cfg`` outside its :data:`RANGES` entry, one line each.
+
+    Example:
+        >>> cfg = Config(); cfg.data.val_fraction = 2.0; cfg.train.lr_g = -5.0
+        >>> range_problems(cfg)
+        ['data.val_fraction=2.0: must be in [0, 1]', 'train.lr_g=-5.0: must be >= 0']
+    """
+    problems = []
+    for key, (low, high, closed) in RANGES.items():
+        value = get_value(cfg, key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue   # None (off) / "auto": the type check and choices decide
+        below = low is not None and (value < low if closed else value <= low)
+        above = high is not None and value > high
+        if below or above:
+            if high is None:
+                rule = f"must be {'>=' if closed else '>'} {low}"
+            else:
+                rule = f"must be in {'[' if closed else '('}{low}, {high}]"
+            problems.append(f"{key}={value!r}: {rule}")
+    return problems
+
 
 def get_value(cfg: "Config", key: str) -> Any:
     """The value of a dotted ``section.key`` of ``cfg``.
@@ -285,7 +360,7 @@ def choice_problems(cfg: "Config", enums: Mapping[str, tuple]) -> list[str]:
 
 
 def config_problems(cfg: "Config") -> list[str]:
-    """Every value of ``cfg`` that config.py itself can refuse (its own choices), one line each.
+    """Every value of ``cfg`` that config.py itself can refuse (its own choices, :data:`RANGES`), one line each.
     :func:`mattingkit.choices.config_problems` adds the choices of the modules that dispatch on a value.
 
     Example:
@@ -294,7 +369,7 @@ def config_problems(cfg: "Config") -> list[str]:
         >>> config_problems(cfg)
         ["model.norm='ln': choose bn, gn"]
     """
-    problems = choice_problems(cfg, ENUMS)
+    problems = choice_problems(cfg, ENUMS) + range_problems(cfg)
     for key, what in AUTO_OR_NUMBER.items():
         value = get_value(cfg, key)
         if isinstance(value, str) and value != "auto":
@@ -368,18 +443,25 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+def _unknown_key(key: str, names: list[str], where: str) -> str:
+    """``unknown key 'train.lr_gg' in train; did you mean train.lr_g?`` (no close name: the valid keys)."""
+    prefix, _, name = key.rpartition(".")
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    if close:
+        return f"unknown key {key!r} in {where}; did you mean {'.'.join(filter(None, [prefix, close[0]]))}?"
+    return f"unknown key {key!r} in {where}; valid keys: {', '.join(names)}"
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
+    """``cls`` from ``data``; each unknown key or wrong value is appended to ``problems`` (the default
+    stands in for it), so one pass finds every mistake."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        problems.append(f"{prefix or 'config'}: expected a mapping, got {data!r}")
+        return cls()
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        where = prefix or "config"
-        raise ConfigError(
-            f"unknown key {'.'.join(filter(None, [prefix, str(unknown[0])]))!r} in {where}; "
-            f"valid keys: {', '.join(names)}"
-        )
+    problems += [_unknown_key(".".join(filter(None, [prefix, str(k)])), names, prefix or "config")
+                 for k in data if k not in names]
     kwargs = {}
     for name in names:
         if name not in data:
@@ -387,15 +469,37 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
         tp = hints[name]
         key = f"{prefix}.{name}" if prefix else name
         if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, data[name] or {}, key)
-        else:
+            kwargs[name] = _build(tp, data[name] or {}, key, problems)
+            continue
+        try:
             kwargs[name] = _coerce(data[name], tp, key)
+        except ConfigError as e:
+            problems.append(str(e))
     return cls(**kwargs)
 
 
+def build_config(data: Mapping[str, Any]) -> tuple[Config, list[str]]:
+    """A :class:`Config` from a (possibly partial) nested mapping and every problem of its keys and types
+    (a wrong value is replaced by its default in the returned config).
+
+    Example:
+        >>> cfg, problems = build_config({"train": {"stpes": 5, "lr_g": "fast"}})
+        >>> problems[0]
+        "unknown key 'train.stpes' in train; did you mean train.steps?"
+        >>> problems[1], cfg.train.lr_g
+        ("train.lr_g: expected a number, got 'fast'", 0.0002)
+    """
+    problems: list[str] = []
+    return _build(Config, data or {}, "", problems), problems
+
+
 def from_dict(data: Mapping[str, Any]) -> Config:
-    """Build a :class:`Config` from a (possibly partial) nested mapping, checking every key and type."""
-    return _build(Config, data or {}, "")
+    """Build a :class:`Config` from a (possibly partial) nested mapping, checking every key and type
+    (:class:`ConfigError` lists every problem)."""
+    cfg, problems = build_config(data)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
 
 
 def _merge(base: dict, upd: Mapping) -> dict:
@@ -502,6 +606,24 @@ def _read_yaml(name_or_path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+def load_with_problems(
+    name_or_path: str | os.PathLike = "default",
+    overrides: Iterable[str] | Mapping[str, Any] | None = None,
+    check: Callable[[Config], list[str]] | None = None,
+) -> tuple[Config, list[str]]:
+    """:func:`load_config` without raising: the config (a wrong value replaced by its default) and every
+    problem of its keys, types and values (``check``, default :func:`config_problems`), one line each. A
+    file that cannot be read or parsed still raises.
+
+    Example:
+        >>> cfg, problems = load_with_problems("demo", ["data.batch_size=-1", "train.steps=0"])
+        >>> problems
+        ['data.batch_size=-1: must be >= 1', 'train.steps=0: must be >= 1']
+    """
+    cfg, problems = build_config(_merge(_read_yaml(name_or_path), parse_overrides(overrides)))
+    return cfg, list(dict.fromkeys(problems + (check or config_problems)(cfg)))
+
+
 def load_config(
     name_or_path: str | os.PathLike = "default",
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
@@ -509,24 +631,30 @@ def load_config(
 ) -> Config:
     """Load a shipped config by name (or a YAML path) and apply dotted overrides.
 
-    A YAML file may say ``base: demo`` to start from another config. Keys and types are checked here, and
-    the values ``check`` refuses (default :func:`config_problems`; pass
-    :func:`mattingkit.choices.config_problems` to check every key's choices), every problem at once.
+    A YAML file may say ``base: demo`` to start from another config. Keys, types, ranges and the values
+    ``check`` refuses (default :func:`config_problems`; pass :func:`mattingkit.choices.config_problems` to
+    check every key's choices) are checked at once: :class:`ConfigError` lists every problem, one a line.
 
     Example:
         >>> cfg = load_config("demo", {"train.steps": 10})
         >>> cfg.train.steps
         10
     """
-    data = _merge(_read_yaml(name_or_path), parse_overrides(overrides))
-    return check_config(from_dict(data), check)
+    cfg, problems = load_with_problems(name_or_path, overrides, check)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
 
 
 def apply_overrides(cfg: Config, overrides: Iterable[str] | Mapping[str, Any] | None,
                     check: Callable[[Config], list[str]] | None = None) -> Config:
     """Return a new config with dotted overrides applied (the input is not modified), checked as
     :func:`load_config` checks."""
-    return check_config(from_dict(_merge(cfg.to_dict(), parse_overrides(overrides))), check)
+    new, problems = build_config(_merge(cfg.to_dict(), parse_overrides(overrides)))
+    problems = list(dict.fromkeys(problems + (check or config_problems)(new)))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return new
 
 
 # --------------------------------------------------------------------------------------------

@@ -433,7 +433,7 @@ def _index_by_stem(folder: Path, errors: list[dict], role: str) -> dict[str, Pat
             out[p.stem] = p
     for stem, paths in dupes.items():
         del out[stem]
-        errors.append({"image": stem, "file": str(paths[0]),
+        errors.append({"image": stem, "file": str(paths[0]), "kind": "duplicate",
                        "reason": f"several {role} files share this stem: "
                                  + ", ".join(q.name for q in paths)})
     return out
@@ -458,8 +458,13 @@ def evaluate_folder(
     Nothing stops the loop halfway: a ground truth without prediction, a prediction without
     ground truth, an unreadable file or a size mismatch is collected in
     ``df.attrs["errors"]`` (list of dicts ``image, file, reason``) and reported once at the end
-    with a ``UserWarning``. ``df.attrs["mean"]`` holds the mean of each metric over the evaluated
-    images. With ``out_csv`` the per-image table is written atomically (same columns).
+    with a ``UserWarning``. Each problem has a ``kind``: ``missing`` (no prediction, ground truth or
+    trimap for a stem), ``duplicate``, ``unreadable`` (not an image, or a colour photo where an alpha
+    belongs: predictions and ground truths go through the same strict alpha reader the submission
+    uses), ``invalid`` (e.g. a size mismatch) or ``note`` (evaluated, with a remark).
+    ``df.attrs["mean"]`` holds the mean of each metric over the evaluated images, ``attrs["n_expected"]``
+    how many ground truths there were ("4 of 5 evaluated"). With ``out_csv`` the per-image table is
+    written atomically (same columns).
 
     Example:
         >>> import tempfile, numpy as np
@@ -478,23 +483,26 @@ def evaluate_folder(
     errors: list[dict] = []
     preds = _index_by_stem(pred_dir, errors, "prediction")
     gts = _index_by_stem(gt_dir, errors, "ground-truth")
+    expected = len({p.stem for p in mio.list_images(gt_dir, recursive=False)})   # duplicates counted once
     tris = _index_by_stem(Path(trimap_dir), errors, "trimap") if trimap_dir is not None else None
     dup_stems = {e["image"] for e in errors}
 
     for stem in sorted(set(preds) - set(gts) - dup_stems):
-        errors.append({"image": stem, "file": str(preds[stem]),
+        errors.append({"image": stem, "file": str(preds[stem]), "kind": "missing",
                        "reason": f"no ground truth with this stem in {gt_dir}"})
     triples = []
     for stem in sorted(set(gts) - dup_stems):
         if stem not in preds:
-            errors.append({"image": stem, "file": str(gts[stem]),
+            errors.append({"image": stem, "file": str(gts[stem]), "kind": "missing",
                            "reason": f"no prediction with this stem in {pred_dir}"})
         elif tris is not None and stem not in tris:
-            errors.append({"image": stem, "file": str(gts[stem]),
+            errors.append({"image": stem, "file": str(gts[stem]), "kind": "missing",
                            "reason": f"no trimap with this stem in {trimap_dir}"})
         else:
             triples.append((stem, preds[stem], gts[stem], tris[stem] if tris is not None else None))
-    return evaluate_triples(triples, out_csv=out_csv, metrics=metrics, progress=progress, errors=errors)
+    df = evaluate_triples(triples, out_csv=out_csv, metrics=metrics, progress=progress, errors=errors)
+    df.attrs["n_expected"] = expected
+    return df
 
 
 def evaluate_triples(
@@ -539,6 +547,7 @@ def evaluate_triples(
     df.attrs["errors"] = errors
     df.attrs["mean"] = {m: (float(df[m].mean()) if len(df) else float("nan")) for m in metrics}
     df.attrs["n_images"] = len(df)
+    df.attrs["n_expected"] = len(rows) + sum(e.get("kind") != "note" for e in errors)
     if out_csv is not None:
         text = df.to_csv(index=False, float_format="%.10g")  # a non-UTF-8 file stem keeps its bytes:
         mio.atomic_write_bytes(out_csv, text.encode("utf-8", "surrogateescape"))  # never a crash here
@@ -554,9 +563,9 @@ def _evaluate_one(stem: str, pred_path, gt_path, tri_path, metrics: Sequence[str
     """One triple's metrics row, or None with the problem appended to ``errors``."""
     current = pred_path
     try:
-        pred = mio.read_alpha(current)
+        pred = mio.read_alpha(current, strict=True)   # a photo is not a prediction (as in submissions)
         current = gt_path
-        gt = mio.read_alpha(current)
+        gt = mio.read_alpha(current, strict=True)
         if tri_path is not None:
             current = tri_path
             trimap = mio.read_trimap(current)
@@ -570,13 +579,13 @@ def _evaluate_one(stem: str, pred_path, gt_path, tri_path, metrics: Sequence[str
             warnings.simplefilter("ignore", EmptyUnknownWarning)
             values = compute_metrics(pred, gt, trimap, metrics)
         if not (trimap == 0.5).any() and set(metrics) & set(METRICS):
-            errors.append({"image": stem, "file": str(current),
+            errors.append({"image": stem, "file": str(current), "kind": "note",
                            "reason": "the trimap has no unknown (128) pixel: its trimap metrics are counted as 0"})
     except mio.ImageReadError as e:
-        errors.append({"image": stem, "file": e.path, "reason": e.reason})
+        errors.append({"image": stem, "file": e.path, "kind": "unreadable", "reason": e.reason})
         return None
     except (ValueError, TypeError, OSError, MemoryError) as e:
-        errors.append({"image": stem, "file": str(current), "reason": str(e)})
+        errors.append({"image": stem, "file": str(current), "kind": "invalid", "reason": str(e)})
         return None
     return {"image": stem, **values}
 
@@ -612,6 +621,9 @@ def format_table(df: pd.DataFrame, digits: int = 4, max_problems: int = 50) -> s
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
              "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()]
     errors: list[Mapping] = df.attrs.get("errors", []) if hasattr(df, "attrs") else []
+    expected = df.attrs.get("n_expected") if hasattr(df, "attrs") else None
+    if expected is not None and expected != len(df):
+        lines.append(f"{len(df)} of {expected} evaluated")
     if errors:
         lines.append(f"{len(errors)} problem(s):")
         lines += [f"  {e['image']}: {e['file']}: {e['reason']}" for e in errors[:max_problems]]

@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real data beside the repo lives, and CPU-only, quiet test runs."""
+"""Shared fixtures: where the real data beside the repo lives, the embedded demo data, and CPU-only, quiet
+test runs. (The tiny trainer models are in tinymodels.py.)"""
 from __future__ import annotations
 
 import os
@@ -28,3 +29,13 @@ def ecom_example() -> Path:
     if not p.exists():
         pytest.skip("../shared/data/ecom_competition is absent")
     return p
+
+
+@pytest.fixture(scope="session")
+def demo_data_root(tmp_path_factory) -> Path:
+    """A data root holding the embedded demo data (``<root>/demo``), written once per session."""
+    synthetic = pytest.importorskip("mattingkit.data.synthetic")
+    root = tmp_path_factory.getbasetemp() / "demo_data"
+    if not (root / "demo" / "demo.json").exists():
+        synthetic.make_demo_data(root / "demo", seed=0)
+    return root

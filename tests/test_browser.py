@@ -165,11 +165,3 @@ def test_trimap_inspector_in_jupyterlab(tmp_path, demo_data_root):
     assert share[1] > share[0], f"a larger kernel should grow the unknown region: {share}"
 
 
-@pytest.fixture(scope="session")
-def demo_data_root(tmp_path_factory) -> Path:
-    """A data root holding the embedded demo data (``<root>/demo``), written once per session."""
-    synthetic = pytest.importorskip("mattingkit.data.synthetic")
-    root = tmp_path_factory.getbasetemp() / "demo_data"
-    if not (root / "demo" / "demo.json").exists():
-        synthetic.make_demo_data(root / "demo", seed=0)
-    return root

@@ -119,9 +119,37 @@ def test_evaluate_with_every_prediction_the_wrong_size_exits_1_and_says_why_once
     assert "Warning" not in res.stderr
     assert res.stderr.strip() == "mattingkit evaluate: nothing was evaluated (2 problem(s) above)"
     write_png(tmp_path / "pred" / "0000.png", np.zeros((16, 16), np.float32))   # one now evaluates
+    one = _run("mattingkit", "evaluate", "pred", "gt", cwd=tmp_path)
+    assert one.returncode == 1 and one.stdout.startswith("images") and "1 problem(s)" in one.stdout
+    assert "1 of 2 evaluated" in one.stdout and "Warning" not in one.stderr   # a wrong size still fails
+    write_png(tmp_path / "pred" / "0001.png", np.zeros((16, 16), np.float32))
     ok = _run("mattingkit", "evaluate", "pred", "gt", cwd=tmp_path)
-    assert ok.returncode == 0 and ok.stdout.startswith("images") and "1 problem(s)" in ok.stdout
-    assert "Warning" not in ok.stderr
+    assert ok.returncode == 0 and "problem" not in ok.stdout and "evaluated" not in ok.stdout
+
+
+def test_evaluate_refuses_photos_as_predictions_and_missing_predictions_unless_allowed(tmp_path):
+    """issue 24: photos passed as predictions printed SAD 24.29 and exit 0 (submit refused the same files);
+    a missing prediction passed silently."""
+    import numpy as np
+
+    from mattingkit.io import write_png
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        alpha = np.zeros((16, 16), np.float32)
+        alpha[4:12, 4:12] = 1
+        write_png(tmp_path / "alpha" / f"{i}.png", alpha)
+        write_png(tmp_path / "image" / f"{i}.png", rng.uniform(0, 1, (16, 16, 3)).astype(np.float32))
+        if i < 4:
+            write_png(tmp_path / "pred" / f"{i}.png", alpha)
+    photos = _run("mattingkit", "evaluate", "image", "alpha", cwd=tmp_path)
+    assert photos.returncode == 1 and "is a colour image" in photos.stdout and "SAD" not in photos.stdout.upper()
+    missing = _run("mattingkit", "evaluate", "pred", "alpha", cwd=tmp_path)
+    assert missing.returncode == 1, missing
+    assert "4 of 5 evaluated" in missing.stdout and "no prediction with this stem" in missing.stdout
+    assert "--allow-missing" in missing.stderr and missing.stderr.count("\n") == 1
+    allowed = _run("mattingkit", "evaluate", "pred", "alpha", "--allow-missing", cwd=tmp_path)
+    assert allowed.returncode == 0 and "4 of 5 evaluated" in allowed.stdout
 
 
 # ------------------------------------------------------------------------------------------------

@@ -50,8 +50,10 @@ def test_unknown_key_names_key_and_lists_valid_ones():
     with pytest.raises(ConfigError) as e:
         load_config("demo", ["train.lr_gg=1"])
     msg = str(e.value)
-    assert "train.lr_gg" in msg and "lr_g" in msg and "steps" in msg
+    assert "train.lr_gg" in msg and "did you mean train.lr_g?" in msg
     with pytest.raises(ConfigError, match="valid keys: run, data"):
+        from_dict({"xyz": {}})                       # nothing close: the valid keys
+    with pytest.raises(ConfigError, match="unknown key 'trainer' in config; did you mean train?"):
         from_dict({"trainer": {}})
 
 
@@ -257,3 +259,64 @@ def test_grid_checks_values_against_the_other_settings_and_metric_patterns():
         validate_grid({"train.amp": ["off"]}, metric="sad", config="demo")
     with pytest.raises(ConfigError, match="non-empty list"):
         validate_grid({"train.amp": []}, config="demo")
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24: every config problem in one pass (keys, types, choices, ranges; data paths for the CLI)
+# ---------------------------------------------------------------------------------------------
+SIX_MISTAKES = """base: demo
+data:
+  batchsize: 8          # 1 unknown key (did you mean data.batch_size?)
+  batch_size: -1        # 2 range
+  val_fraction: 2       # 3 range
+train:
+  steps: 0              # 4 range
+  lr_g: -5              # 5 range
+  schedule: cosin       # 6 choice
+"""
+
+
+def test_six_mistakes_are_one_error_listing_all_six(tmp_path):
+    path = tmp_path / "six.yaml"
+    path.write_text(SIX_MISTAKES, encoding="utf-8")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, check=every_choice)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 6, lines
+    text = str(e.value)
+    for part in ("unknown key 'data.batchsize' in data; did you mean data.batch_size?",
+                 "data.batch_size=-1: must be >= 1", "data.val_fraction=2.0: must be in [0, 1]",
+                 "train.steps=0: must be >= 1", "train.lr_g=-5.0: must be >= 0",
+                 "train.schedule='cosin': choose constant, cosine, cyclic, plateau"):
+        assert part in text
+
+
+@pytest.mark.parametrize("override", ["data.batch_size=-1", "train.steps=0", "train.lr_g=-5",
+                                      "data.val_fraction=2", "train.val_every=0", "augment.two_fg_prob=1.5"])
+def test_out_of_range_numbers_are_refused(override):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "=.*must be"):
+        load_config("demo", [override])
+
+
+def test_types_and_choices_are_reported_together():
+    with pytest.raises(ConfigError) as e:
+        load_config("demo", ["train.steps=many", "model.name=alphagann", "data.batch_size=0"], check=every_choice)
+    lines = str(e.value).splitlines()
+    assert len(lines) == 3 and "train.steps: expected an integer" in lines[0]
+
+
+def test_cli_config_lists_the_config_problems_and_the_missing_data_in_one_line(tmp_path, capsys):
+    from mattingkit.cli import main
+
+    path = tmp_path / "six.yaml"
+    path.write_text(SIX_MISTAKES + "  init_from: /nonexistent/best.pt\n", encoding="utf-8")
+    missing = tmp_path / "nowhere"
+    assert main(["config", "--config", str(path), "--set", "data.layout=folder",
+                 "--set", f"data.root={missing}"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mattingkit config: 8 problems: ") and err.count("\n") == 1
+    assert f"{missing}: dataset folder not found" in err and "train.init_from='/nonexistent/best.pt'" in err
+    # only missing data: an input error (exit 4), the same words
+    assert main(["config", "--set", "data.layout=folder", "--set", f"data.root={missing}"]) == 4
+    assert "dataset folder not found" in capsys.readouterr().err

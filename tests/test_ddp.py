@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from tinymodels import TinyD, TinyG
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS, PER_RANK_BATCH = 6, 2
@@ -50,25 +50,6 @@ class TinySet(torch.utils.data.Dataset):
         t = torch.from_numpy
         return {"image": t(image), "alpha": t(alpha[None].astype(np.float32)), "trimap": t(tri), "fg": t(fg),
                 "bg": t(bg), "unknown": t(np.ones_like(tri)), "id": str(i)}
-
-
-class TinyG(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
-
-    def forward(self, image, trimap):
-        return {"alpha": torch.sigmoid(self.net(torch.cat([image, trimap], 1)))}
-
-
-class TinyD(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4, 8, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-                                 nn.Conv2d(8, 1, 3, padding=1))
-
-    def forward(self, x):
-        return self.net(x)
 
 
 def make_cfg(batch_size: int, name: str = "ddp"):

@@ -325,3 +325,19 @@ def test_format_table_plain():
     lines = M.format_table(df).splitlines()
     assert lines[0].split() == ["images", "sad", "conn"]
     assert lines[1].split() == ["2", "1.5000", "4.0000"]
+
+
+def test_evaluate_folder_reads_predictions_and_truths_strictly_and_counts_expected(tmp_path):
+    """A colour photo where a prediction belongs is a problem (as in the submission), not its red channel."""
+    a = np.zeros((8, 8), np.float32)
+    a[:, 4:] = 1
+    photo = np.random.default_rng(0).uniform(0, 1, (8, 8, 3)).astype(np.float32)
+    for stem in ("a", "b", "c"):
+        write_png(tmp_path / "gt" / f"{stem}.png", a)
+    write_png(tmp_path / "pred" / "a.png", np.repeat(a[..., None], 3, axis=2))   # gray stored as RGB: fine
+    write_png(tmp_path / "pred" / "b.png", photo)
+    with pytest.warns(UserWarning):
+        df = M.evaluate_folder(tmp_path / "pred", tmp_path / "gt", metrics=("sad",))
+    kinds = {e["image"]: e["kind"] for e in df.attrs["errors"]}
+    assert df["image"].tolist() == ["a"] and kinds == {"b": "unreadable", "c": "missing"}
+    assert df.attrs["n_expected"] == 3 and "1 of 3 evaluated" in M.format_table(df)

@@ -31,16 +31,6 @@ def _code(nb) -> list:
     return [c for c in nb.cells if c.cell_type == "code"]
 
 
-@pytest.fixture(scope="session")
-def demo_data_root(tmp_path_factory) -> Path:
-    """A data root holding the embedded demo data (``<root>/demo``), written once per session."""
-    synthetic = pytest.importorskip("mattingkit.data.synthetic")
-    root = tmp_path_factory.getbasetemp() / "demo_data"
-    if not (root / "demo" / "demo.json").exists():
-        synthetic.make_demo_data(root / "demo", seed=0)
-    return root
-
-
 # ------------------------------------------------------------------------------------------------
 # static checks
 # ------------------------------------------------------------------------------------------------

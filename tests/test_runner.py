@@ -23,16 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
 
 
-@pytest.fixture(scope="session")
-def demo_data_root(tmp_path_factory) -> Path:
-    """A data root holding the embedded demo data (``<root>/demo``), written once per session."""
-    synthetic = pytest.importorskip("mattingkit.data.synthetic")
-    root = tmp_path_factory.getbasetemp() / "demo_data"
-    if not (root / "demo" / "demo.json").exists():
-        synthetic.make_demo_data(root / "demo", seed=0)
-    return root
-
-
 # ------------------------------------------------------------------------------------------------
 # pure parts
 # ------------------------------------------------------------------------------------------------

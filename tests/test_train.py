@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_runner import demo_data_root  # noqa: F401 - the session's demo data
+from tinymodels import TinyD, TinyG
 from torch import nn
 
 from mattingkit import checkpoint as ckpt
@@ -64,25 +64,6 @@ class TinySet(torch.utils.data.Dataset):
         t = torch.from_numpy
         return {"image": t(np.ascontiguousarray(image)), "alpha": t(alpha[None]), "trimap": t(trimap),
                 "fg": t(fg), "bg": t(bg), "unknown": t((trimap == 0.5).astype(np.float32)), "id": f"{i:04d}"}
-
-
-class TinyG(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
-
-    def forward(self, image, trimap):
-        return {"alpha": torch.sigmoid(self.net(torch.cat([image, trimap], 1)))}
-
-
-class TinyD(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4, 8, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
-                                 nn.Conv2d(8, 1, 3, padding=1))
-
-    def forward(self, x):
-        return self.net(x)
 
 
 class Oracle(nn.Module):
