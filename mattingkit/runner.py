@@ -509,7 +509,7 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
                                    smoke=bool(spec.get("smoke", False)), notebooks=spec.get("notebooks"),
                                    quiet=quiet, parameters=params)
                 if res.interrupted:   # Ctrl-C stops the sweep; a re-run skips the finished points
-                    raise Interrupted(f"{run_name}: {res.interrupted} (finished points are skipped)")
+                    raise Interrupted(f"{res.interrupted} (sweep point {run_name}; finished points are skipped)")
                 status = "ok" if res.ok else (f"failed: {res.failed_notebook} In [{res.failed_cell}]: "
                                               f"{res.error}")
             except Exception as e:  # a broken point never stops the sweep

@@ -141,7 +141,8 @@ def test_sweep_ctrl_c_is_one_line_and_a_rerun_continues(roots):
     rd = roots["runs"] / "sw" / "00_lr_g=0.001"
     rc, out, err = _mattingkit(["sweep", str(grid)], roots, until=_trained(rd))
     step = _last_step(rd)
-    assert _one_line(rc, out, err, "sweep") == f"00_lr_g=0.001: {LINE.format(step)} (finished points are skipped)"
+    assert _one_line(rc, out, err, "sweep") == \
+        f"{LINE.format(step)} (sweep point 00_lr_g=0.001; finished points are skipped)"
     rc, out, err = _mattingkit(["sweep", str(grid)], roots)
     assert rc == 0, (out + err)[-3000:]
     assert json.loads((rd / "train_summary.json").read_text())["step"] == STEPS
