@@ -132,6 +132,8 @@ def test_kernel_errors_are_one_line(world, tmp_path):
             "--runs-root", runs]
     one_line_error(mk(world, *push, "--name", "nocred", token=None), 3, "No Kaggle credentials")
     one_line_error(mk(world, *push, "--name", "x", "--kernel", "someone/else-kernel"), 3, "belongs to")
+    nowheel = mk(world, *push, "--name", "nw", "--no-internet", "--wheel-dataset", f"{USER}/no-such-wheel")
+    one_line_error(nowheel, 3, f"{USER}/no-such-wheel", "mattingkit kaggle wheel")
     fk.others.add("mattingkit-taken")
     one_line_error(mk(world, *push, "--name", "taken"), 3, "another account", "HTTP 403")
     fk.mode = "quota"
