@@ -20,7 +20,7 @@ from .. import device as devmod
 from ..config import Config
 from ..errors import MattingKitError
 from ..io import atomic_write_text
-from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
+from ..run import HISTORY_FILE, HistoryLog, default_run_dir, read_history, save_run_config
 from ..runlock import RunLock
 from .distributed import Dist
 from .schedule import LRSchedule
@@ -106,13 +106,16 @@ class Trainer:
         start, an earlier run's records."""
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(self.cfg)
         self.ckpt_dir, self.mirror_dir = checkpoint_dirs(self.cfg, self.run_dir)
-        self.history_path = self.run_dir / HISTORY_FILE
+        # Drive: history and lock beside the local checkpoints, copied to the run folder (rationed, tolerant)
+        self.mirror = ckpt.RunMirror.for_config(self.cfg, self.run_dir, self.ckpt_dir, self.mirror_dir, (HISTORY_FILE,))
+        self.history_path = self.mirror.local(HISTORY_FILE)
+        self.history = HistoryLog(self.history_path)
         self.written: list[str] = []  # files this process wrote (the multi-process test checks it)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             # One process per run folder (a second trainer here refuses, naming the holder; force takes over)
             self._supersede_idle_trainer()
-            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
+            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force, local_dir=self.mirror.local_dir).acquire()
             _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
             if self.lock.note:
                 print(f"run lock: {self.lock.note}", flush=True)
@@ -124,9 +127,8 @@ class Trainer:
                 if fresh or not self.cfg.train.resume:
                     self._clear_previous_run()
                 elif self.mirror_dir is not None:  # resuming: the newest valid copy of either place wins
-                    for name, what in ckpt.sync_from_mirror(self.ckpt_dir, self.mirror_dir).items():
-                        if what.startswith(("copied", "mirrored", "local copy kept")):
-                            print(f"checkpoint {name}: {what}", flush=True)
+                    for name, what in self.mirror.restore().items():
+                        print(f"checkpoint {name}: {what}", flush=True)
             except BaseException:
                 self._release_lock()
                 raise
@@ -265,8 +267,8 @@ class Trainer:
                 for p in (folder / name, ckpt.sidecar_path(folder / name)):
                     if p.exists():
                         p.unlink()
-        if self.history_path.exists():
-            self.history_path.unlink()
+        for p in {self.history_path, self.run_dir / HISTORY_FILE}:
+            p.unlink(missing_ok=True)
         tb = self.run_dir / "tb"
         if tb.is_dir():
             for p in tb.glob("events.out.tfevents.*"):
@@ -275,9 +277,7 @@ class Trainer:
     def _log_record(self, record: Mapping[str, Any]) -> None:
         if not self.dist.is_main:
             return
-        with open(self.history_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
-            f.flush()
+        self.history.append(record)   # a failing file system: retried, then kept for the next record
         self._wrote(self.history_path)
 
     def _wrote(self, path: Path) -> None:
@@ -368,18 +368,17 @@ class Trainer:
         """Write ``last.pt`` and/or ``best.pt`` (main process only; a no-op elsewhere)."""
         if not self.dist.is_main:
             return []
-        if self.lock is not None:
-            self.lock.heartbeat()  # raises when another process took the run folder over (--force)
         state = self.state_dict()
         out = []
         for name in which:
-            # Local disk first; with a mirror (the run folder on a mounted Drive) copied there after.
-            path = ckpt.save_checkpoint(state, self.ckpt_dir / name, mirror_dir=self.mirror_dir)
+            path = ckpt.save_checkpoint(state, self.ckpt_dir / name)   # local disk first
             for p in (path, ckpt.sidecar_path(path)):
                 self._wrote(p)
-                if self.mirror_dir is not None:
-                    self._wrote(self.mirror_dir / p.name)
             out.append(path)
+        if self.lock is not None:
+            self.lock.heartbeat()  # after the local save; raises when another process took the run folder over
+        for p in self.mirror.saved(which):   # the Drive copies that are due (run.mirror_every_min)
+            self._wrote(p)
         return out
 
     # ---------------------------------------------------------------------------------------
@@ -419,6 +418,9 @@ class Trainer:
         if self.cfg.run.deterministic:
             torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
         torch.backends.cudnn.benchmark = self._benchmark_before
+        if self.dist.is_main:
+            for p in self.mirror.flush(self.lock):   # what the Drive copy still lacks (not after a take-over)
+                self._wrote(p)
         self._release_lock()
 
     def _release_lock(self) -> None:
@@ -634,7 +636,7 @@ class Trainer:
         end = t.steps if until is None else min(t.steps, int(until))
         if self.dist.is_main and self.lock is None:  # closed earlier (a second fit()) or superseded
             self._supersede_idle_trainer()
-            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
+            self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force, local_dir=self.mirror.local_dir).acquire()
             _HOLDERS[str(self.run_dir.resolve())] = weakref.ref(self)
         self._fitting = True
         if cfg.run.deterministic:  # (again: close() restores the process-wide setting)
