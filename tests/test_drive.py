@@ -203,6 +203,15 @@ def test_copies_are_rationed_and_the_estimate_bounds_the_default_recipe(tmp_path
     assert every["run_bytes"] > 100e9
 
 
+def test_notebook_03_prints_the_drive_bytes_beside_the_free_space(tmp_path, capsys):
+    from mattingkit import pipeline, run
+
+    ctx = run.prepare_run("default", [], run_name="r", runs_root=tmp_path)
+    need = pipeline.drive_space(ctx)
+    out = capsys.readouterr().out
+    assert need["message"] in out and "A 12 h session writes at most 4.1" in out and "Free there now" in out
+
+
 def test_no_copy_before_the_interval_then_best_first_and_everything_at_the_end(tmp_path):
     run, local = tmp_path / "run", tmp_path / "local"
     clock = _Clock()
