@@ -1,7 +1,9 @@
-"""GPU check: one script, under 5 minutes on a GPU, one JSON object of what the kit does on this machine.
+"""GPU check: one script, within ``--budget-s`` (default 300 s: 5 minutes on a Colab T4), one JSON object of
+what the kit does on this machine.
 
 Sections (each runs on its own: a failure or an out-of-memory is recorded under that section and the
-rest still run):
+rest still run; each one's time is printed and kept as ``section_s``; a section whose expected time
+(:data:`EXPECTED_S`) no longer fits the budget is skipped, saying so):
 
 - ``doctor``      :func:`mattingkit.doctor.doctor` (platform, GPU, arch list, AMP choice, roots...);
 - ``demo``        the demo recipe on the device: steps/s after warm-up, validation SAD before and after;
@@ -9,12 +11,17 @@ rest still run):
 - ``default``     the default recipe (ResNet-50 OS8 BN + PatchGAN, random init, 320 px crops) at batch 1 and
   16, AMP auto vs off: steps/s after warm-up and peak GPU memory;
 - ``infer1024``   a 1024x1024 image: :func:`mattingkit.infer.predict` vs the raw forward, fp32 and AMP;
-- ``tiled4096``   a 4096x4096 image, tiled vs untiled: time, peak GPU memory, max |diff| on the unknown
-  region, with TF32 on and off (:func:`mattingkit.device.exact_numerics`).
+- ``tiled4096``   a 4096x4096 image tiled (time, peak GPU memory); tiled vs untiled at the largest side an
+  untiled prediction fits in the free GPU memory (memory per megapixel measured on the device at 512 px;
+  untiled 4096² needs ~25 GB, more than a 15 GB T4): time, peak memory, max |diff| on the unknown region
+  in float32 -- and with TF32 on, only where TF32 exists (capability 8.0 and up).
+
+The training sections use the loader workers a run would use (``data.num_workers: auto`` through the
+device plan, :func:`mattingkit.device.resolve_num_workers`) and report them.
 
 ``--quick`` runs every section on the CPU with tiny sizes in seconds (tests/test_gpu_check.py runs it).
 
-Run:  python benchmarks/gpu_check.py [--quick] [--out benchmarks/results/gpu_check.json]
+Run:  python benchmarks/gpu_check.py [--quick] [--budget-s 300] [--out benchmarks/results/gpu_check.json]
 """
 from __future__ import annotations
 
@@ -54,6 +61,15 @@ SIZES = {
     "tiled_side": (4096, 160), "tiled_tile": (1792, 128), "tiled_budget": (2048 * 2048, 128 * 128),
     "tiled_overlap": ("auto", 32),
 }
+#: Expected seconds per section (a Colab T4: estimates that sum to 270 s; --quick: measured on a busy 2-CPU
+#: machine): a section is skipped when the time spent so far plus this exceeds --budget-s.
+EXPECTED_S = {"doctor": (10, 2), "demo": (60, 70), "fp16_resume": (30, 90), "default": (60, 90),
+              "infer1024": (20, 40), "tiled4096": (90, 80)}
+SECTIONS = list(EXPECTED_S)
+#: Memory of an untiled float32 prediction of the default model per megapixel, measured on the CPU
+#: (the device measures its own at 512 px); the untiled side is chosen to use at most this share of free memory.
+UNTILED_GB_PER_MPX = 1.5
+UNTILED_FREE_SHARE = 0.7
 #: --quick: a smaller demo dataset and tiny crops, no foreground estimation (seconds on a busy CPU)
 QUICK_DATA = dict(n_aim=8, n_backgrounds=4, n_comp_train=2, n_comp_test=1)
 QUICK_OVERRIDES = ["data.image_size=32", "data.crop_sizes=[32, 48]", "data.batch_size=2", "data.val_max_side=64",
@@ -77,7 +93,17 @@ def _peak_gb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2 ** 30, 2)
 
 
-def _section(out: dict, name: str, fn: Callable[[], Any]) -> None:
+def _section(out: dict, name: str, fn: Callable[[], Any], budget: tuple[float, float, float] | None = None) -> None:
+    """Run one section into ``out[name]``; ``budget`` = (start time, --budget-s, expected seconds): skip the
+    section (saying so) when it would end past the budget."""
+    if budget is not None:
+        start, limit, expected = budget
+        left = limit - (time.perf_counter() - start)
+        if expected > left:
+            out[name] = {"skipped": f"expected to take ~{expected:g} s and {max(0.0, left):.0f} s of "
+                                    f"--budget-s={limit:g} are left", "section_s": 0.0}
+            print(f"[gpu_check] {name}: skipped ({out[name]['skipped']})", file=sys.stderr, flush=True)
+            return
     t0 = time.perf_counter()
     try:
         out[name] = fn()
@@ -94,8 +120,9 @@ def _section(out: dict, name: str, fn: Callable[[], Any]) -> None:
 # Training sections (Trainer: __init__, train_step, after_step, validate, fit, close)
 # --------------------------------------------------------------------------------------------
 def _demo_overrides(data_root: Path, device: str, run_dir: Path, quick: bool) -> list[str]:
+    # data.num_workers stays `auto`: the workers a run would use (device.plan -> resolve_num_workers)
     return [f"run.data_root={data_root}", f"run.device={device}", f"run.runs_root={run_dir.parent}",
-            f"run.name={run_dir.name}", "data.num_workers=0", "train.tensorboard=false",
+            f"run.name={run_dir.name}", "train.tensorboard=false",
             *(QUICK_OVERRIDES if quick else [])]
 
 
@@ -130,7 +157,7 @@ def demo_section(data_root: Path, device: str, work: Path, quick: bool) -> dict:
         return {"steps": summary["step"], "elapsed_s": summary["elapsed_s"], "fit_steps_per_s": summary["steps_per_s"],
                 "steps_per_s_after_warmup": speed, "val_sad_first": sads[0] if sads else None,
                 "val_sad_last": (summary.get("final") or {}).get("sad"), "amp": str(trainer.amp_dtype),
-                "device": str(trainer.device)}
+                "device": str(trainer.device), "num_workers": trainer.num_workers}
     finally:
         trainer.close()
 
@@ -156,7 +183,7 @@ def fp16_resume_section(data_root: Path, device: str, work: Path, quick: bool) -
         b.close()
     return {"first_step": s1["step"], "scale_saved": scale1, "resumed_from": s2["resumed_from"], "resumed_at": start,
             "scale_resumed": scale_resumed, "final_step": s2["step"], "nonfinite": s2["nonfinite_total"],
-            "grad_scaler": scale1 is not None}
+            "grad_scaler": scale1 is not None, "num_workers": b.num_workers}
 
 
 def default_section(data_root: Path, device: str, work: Path, quick: bool) -> dict:
@@ -178,7 +205,7 @@ def default_section(data_root: Path, device: str, work: Path, quick: bool) -> di
                 _reset_peak(dev)
                 row["steps_per_s_after_warmup"] = _timed_steps(trainer, SIZES["default_warmup"][i],
                                                                SIZES["default_timed"][i])
-                row.update(peak_gb=_peak_gb(dev), amp_dtype=str(trainer.amp_dtype),
+                row.update(peak_gb=_peak_gb(dev), amp_dtype=str(trainer.amp_dtype), num_workers=trainer.num_workers,
                            channels_last=getattr(trainer, "channels_last", trainer.cfg.train.channels_last))
             except Exception as e:  # noqa: BLE001 - an OOM at batch 16 on a small GPU is a result
                 row.update(error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300],
@@ -250,37 +277,90 @@ def infer_section(device: torch.device, quick: bool) -> dict:
     return {"side": side, "model": "alphagan default recipe, random init", "runs": rows}
 
 
+def _untiled_gb_per_mpx(model: torch.nn.Module, device: torch.device, quick: bool) -> tuple[float, str]:
+    """GB of GPU memory an untiled float32 prediction takes per megapixel: measured on a GPU (512 px),
+    else the figure measured on the CPU."""
+    if device.type != "cuda":
+        return UNTILED_GB_PER_MPX, "measured on the CPU (issue 21)"
+    side = 512
+    img, tri = _image(side, seed=2)
+    dv.free_cuda_memory()
+    _reset_peak(device)
+    base = torch.cuda.memory_allocated(device)
+    with dv.exact_numerics(), dv.cudnn_benchmark(False):
+        predict(model, img, tri, device=device, amp="off", pixel_budget=side * side + 1)
+    _sync(device)
+    used = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 30
+    return used / (side * side / 1e6), f"measured here at {side}x{side}"
+
+
+def untiled_side(free_gb: float | None, gb_per_mpx: float, cap: int, grid: int = 32) -> int:
+    """The largest side (a multiple of ``grid``, at most ``cap``) whose untiled prediction uses at most
+    :data:`UNTILED_FREE_SHARE` of ``free_gb`` (``None``: no limit known -> ``cap``).
+
+    Example (a 15 GB T4 with 14.5 GB free, 1.5 GB per megapixel): ``untiled_side(14.5, 1.5, 4096)`` -> 2592
+    """
+    if free_gb is None:
+        return cap
+    mpx = UNTILED_FREE_SHARE * free_gb / gb_per_mpx
+    return max(grid, min(cap, int((mpx * 1e6) ** 0.5) // grid * grid))
+
+
+def _predict_row(row: dict, key: str, model, img, tri, device, **kw) -> np.ndarray | None:
+    _reset_peak(device)
+    try:
+        _sync(device)
+        t0 = time.perf_counter()
+        out = predict(model, img, tri, device=device, amp="off", **kw)
+        _sync(device)
+        row[f"{key}_s"] = round(time.perf_counter() - t0, 3)
+        row[f"{key}_peak_gb"] = _peak_gb(device)
+        return out
+    except Exception as e:  # noqa: BLE001 - an OOM is a result
+        row[f"{key}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        row[f"{key}_oom"] = dv.is_oom(e)
+        dv.free_cuda_memory()
+        return None
+
+
 def tiled_section(device: torch.device, quick: bool) -> dict:
     i = int(quick)
     side, tile, budget = SIZES["tiled_side"][i], SIZES["tiled_tile"][i], SIZES["tiled_budget"][i]
     overlap = SIZES["tiled_overlap"][i]
     model = _default_model(device, quick)
-    img, tri = _image(side, seed=1)
+    tiled_kw = {"pixel_budget": budget, "tile_size": tile, "tile_overlap": overlap}
+    per_mpx, how = _untiled_gb_per_mpx(model, device, quick)
+    free = torch.cuda.mem_get_info(device)[0] / 2 ** 30 if device.type == "cuda" else None
+    fit = untiled_side(free, per_mpx, side)
+    cap = dv.capability(device) if device.type == "cuda" else None
+    tf32_exists = cap is not None and cap >= (8, 0)
+    res: dict[str, Any] = {
+        "side": side, "tile_size": tile, "tile_overlap": overlap, "model": "alphagan default recipe, random init",
+        "untiled_gb_per_mpx": round(per_mpx, 3), "untiled_gb_per_mpx_from": how,
+        "free_gb": None if free is None else round(free, 2), "untiled_side": fit,
+        "tf32": "compared" if tf32_exists else (f"no TF32 on this device ({'capability %d.%d' % cap if cap else device.type}"
+                                                "): float32 only"),
+    }
+    if fit < side:   # the full size tiled only: untiled it does not fit
+        full: dict[str, Any] = {"untiled": f"not run: needs ~{per_mpx * side * side / 1e6:.1f} GB, {free:.1f} GB free"}
+        img, tri = _image(side, seed=1)
+        with dv.exact_numerics(), dv.cudnn_benchmark(False):
+            _predict_row(full, "tiled", model, img, tri, device, **tiled_kw)
+        res["full"] = full
+        dv.free_cuda_memory()
+    img, tri = _image(fit, seed=1)
     unknown = tri == 0.5
     rows = []
-    for tf32 in (True, False):
-        row: dict[str, Any] = {"tf32": tf32}
+    for tf32 in [False] + ([True] if tf32_exists else []):   # TF32 only where it exists (Ampere and later)
+        row: dict[str, Any] = {"side": fit, "tf32": tf32}
         saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
         try:
             with dv.exact_numerics(enabled=not tf32), dv.cudnn_benchmark(False):
                 if tf32:
                     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-                outs = {}
-                for mode, kw in (("untiled", {"pixel_budget": side * side + 1}),
-                                 ("tiled", {"pixel_budget": budget, "tile_size": tile, "tile_overlap": overlap})):
-                    _reset_peak(device)
-                    try:
-                        _sync(device)
-                        t0 = time.perf_counter()
-                        outs[mode] = predict(model, img, tri, device=device, amp="off", **kw)
-                        _sync(device)
-                        row[f"{mode}_s"] = round(time.perf_counter() - t0, 3)
-                        row[f"{mode}_peak_gb"] = _peak_gb(device)
-                    except Exception as e:  # noqa: BLE001 - untiled 4096^2 may not fit a 15 GB T4
-                        row[f"{mode}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                        row[f"{mode}_oom"] = dv.is_oom(e)
-                        dv.free_cuda_memory()
-                if len(outs) == 2:
+                outs = {"untiled": _predict_row(row, "untiled", model, img, tri, device, pixel_budget=fit * fit + 1),
+                        "tiled": _predict_row(row, "tiled", model, img, tri, device, **tiled_kw)}
+                if all(o is not None for o in outs.values()):
                     diff = np.abs(outs["tiled"] - outs["untiled"])[unknown]
                     row["max_abs_diff_unknown"] = float(diff.max())
                     row["mean_abs_diff_unknown"] = float(diff.mean())
@@ -288,7 +368,8 @@ def tiled_section(device: torch.device, quick: bool) -> dict:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
         rows.append(row)
         dv.free_cuda_memory()
-    return {"side": side, "tile_size": tile, "tile_overlap": overlap, "model": "alphagan default recipe, random init", "runs": rows}
+    res["runs"] = rows
+    return res
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,8 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU, seconds (the test runs this)")
     p.add_argument("--device", default=None, help="default: cuda, or cpu with --quick")
-    p.add_argument("--sections", nargs="*", default=["doctor", "demo", "fp16_resume", "default", "infer1024",
-                                                      "tiled4096"])
+    p.add_argument("--sections", nargs="*", default=SECTIONS, choices=SECTIONS)
+    p.add_argument("--budget-s", type=float, default=300.0,
+                   help="skip (saying so) a section that would end after this many seconds (default 300)")
     p.add_argument("--data-root", default=None, help="where to write/find the demo data (default: a temp folder)")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
@@ -307,33 +389,36 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     warnings.simplefilter("ignore")
     result: dict[str, Any] = {"benchmark": "gpu_check", "quick": args.quick, "device": str(device),
-                              "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "budget_s": args.budget_s, "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+                              "num_workers": dv.resolve_num_workers("auto"),
                               "command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None
                                                                                       else sys.argv[1:])}
     torch.manual_seed(0)
+    sections: dict[str, Callable[[], Any]] = {}
     # stdout carries the JSON alone: what the trainer prints (progress, "resuming from") goes to stderr
     with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         work = Path(tmp)
         data_root = Path(args.data_root) if args.data_root else work / "data"
-        needs_data = {"demo", "fp16_resume", "default"} & set(args.sections)
-        if needs_data:
+        if {"demo", "fp16_resume", "default"} & set(args.sections):
             from mattingkit.data.synthetic import make_demo_data
 
             make_demo_data(data_root / "demo", seed=0, **(QUICK_DATA if args.quick else {}))
-        if "doctor" in args.sections:
-            cfg = load_config("default", [f"run.device={device_spec}"])
-            _section(result, "doctor", lambda: doctor(cfg, probe=not args.quick))
-        if "demo" in args.sections:
-            _section(result, "demo", lambda: demo_section(data_root, device_spec, work, args.quick))
-        if "fp16_resume" in args.sections:
-            _section(result, "fp16_resume", lambda: fp16_resume_section(data_root, device_spec, work, args.quick))
-        if "default" in args.sections:
-            _section(result, "default", lambda: default_section(data_root, device_spec, work, args.quick))
-        if "infer1024" in args.sections:
-            _section(result, "infer1024", lambda: infer_section(device, args.quick))
-        if "tiled4096" in args.sections:
-            _section(result, "tiled4096", lambda: tiled_section(device, args.quick))
+        cfg = load_config("default", [f"run.device={device_spec}"])
+        sections = {"doctor": lambda: doctor(cfg, probe=not args.quick),
+                    "demo": lambda: demo_section(data_root, device_spec, work, args.quick),
+                    "fp16_resume": lambda: fp16_resume_section(data_root, device_spec, work, args.quick),
+                    "default": lambda: default_section(data_root, device_spec, work, args.quick),
+                    "infer1024": lambda: infer_section(device, args.quick),
+                    "tiled4096": lambda: tiled_section(device, args.quick)}
+        for name in SECTIONS:
+            if name in args.sections:
+                _section(result, name, sections[name], (t_start, args.budget_s, EXPECTED_S[name][int(args.quick)]))
+    result["section_s"] = {k: result[k].get("section_s") for k in SECTIONS if isinstance(result.get(k), dict)}
+    result["skipped"] = [k for k in SECTIONS if isinstance(result.get(k), dict) and "skipped" in result[k]]
     result["total_s"] = round(time.perf_counter() - t_start, 1)
+    print("[gpu_check] times: " + ", ".join(f"{k} {'skipped' if k in result['skipped'] else f'{v:.1f} s'}"
+                                            for k, v in result["section_s"].items())
+          + f"; total {result['total_s']:.1f} s of --budget-s={args.budget_s:g}", file=sys.stderr, flush=True)
     text = json.dumps(result, indent=1, default=str)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -262,8 +262,12 @@ def _gb(n: int | float | None) -> str:
 
 def _write_error(path: Path, err: OSError, what: str, prev: dict | None) -> CheckpointWriteError:
     """The message for a failed checkpoint write: what happened, that the previous file is intact, what to do."""
-    kept = (f"the previous {path.name} (step {prev.get('step')}) is intact" if prev and path.exists()
-            else f"no earlier {path.name} was there" if not path.exists() else f"the previous {path.name} is intact")
+    try:
+        there = path.exists()
+    except OSError:   # the folder itself cannot be read now (a Drive hiccup)
+        there = True
+    kept = (f"the previous {path.name} (step {prev.get('step')}) is intact" if prev and there
+            else f"no earlier {path.name} was there" if not there else f"the previous {path.name} is intact")
     if err.errno in drive.NO_SPACE:
         need = (prev or {}).get("size")
         msg = (f"{what} {path}: no space left on the device ({_gb(drive.free_bytes(path.parent))} free, the checkpoint "
@@ -459,6 +463,7 @@ class RunMirror:
         self.pending: set[str] = set()
         self.copies = 0               # checkpoint copies made (each one replaced file in Drive's trash)
         self.trouble = drive.Trouble()
+        self.stopped = False          # the run lock was taken over: the run folder is another process's now
         self._last = clock()          # the session starts the clock: the first copy is due after every_min
 
     @classmethod
@@ -467,6 +472,11 @@ class RunMirror:
         """The mirror of a run with ``cfg.run.mirror_every_min``."""
         return cls(run_dir, ckpt_dir, mirror_dir, getattr(cfg.run, "mirror_every_min", 120.0), files)
 
+    @property
+    def local_dir(self) -> Path | None:
+        """The local checkpoint folder when mirroring (the run lock lives there), else None."""
+        return self.ckpt_dir if self.mirror_dir is not None else None
+
     def local(self, name: str) -> Path:
         """Where the run's file ``name`` is written: beside the local checkpoints when mirroring, else in
         the run folder."""
@@ -474,10 +484,12 @@ class RunMirror:
 
     def restore(self) -> dict[str, str]:
         """Before resuming: the newest valid checkpoints of both places (:func:`sync_from_mirror`), and the
-        run folder's ``files`` copied to local disk where it lacks them (a fresh VM)."""
+        run folder's ``files`` copied to local disk where it lacks them (a fresh VM). Returns what was done
+        (nothing for what was up to date or absent in both places)."""
         if self.mirror_dir is None:
             return {}
-        out = sync_from_mirror(self.ckpt_dir, self.mirror_dir)
+        out = {k: v for k, v in sync_from_mirror(self.ckpt_dir, self.mirror_dir).items()
+               if v != "up to date" and "local: absent; mirror: absent" not in v}
         for name in self.files:
             src, dst = self.run_dir / name, self.local(name)
             try:
@@ -490,7 +502,7 @@ class RunMirror:
 
     def saved(self, names: Iterable[str]) -> list[Path]:
         """After the local save of the checkpoints ``names``: copy what is due. Returns the files written."""
-        if self.mirror_dir is None:
+        if self.mirror_dir is None or self.stopped:
             return []
         self.pending.update(names)
         if self.every_s > 0 and self.clock() - self._last < self.every_s:
@@ -504,7 +516,8 @@ class RunMirror:
     def flush(self, lock: Any = None) -> list[Path]:
         """The end of a session: copy every checkpoint not yet copied, and the files -- unless ``lock`` was
         taken over by another process (``lock.lost``): then its run folder is not ours to write."""
-        if self.mirror_dir is None or getattr(lock, "lost", False):
+        self.stopped = self.stopped or getattr(lock, "lost", False)
+        if self.mirror_dir is None or self.stopped:
             return []
         return self._copy(list(self.pending), final=True)
 

@@ -190,11 +190,11 @@ def trimap_inspector(ctx: RunContext, limit: int = 50, **kwargs):
 # 03: training
 # --------------------------------------------------------------------------------------------
 def drive_space(ctx: RunContext) -> dict[str, Any]:
-    """Notebook 03, before training: how much space the run's checkpoints need (on Google Drive when
-    the run folder is there; :func:`mattingkit.checkpoint.drive_space_needed`). Prints its message."""
+    """Notebook 03, before training: how much the run writes to Google Drive, the trash included, beside
+    the free space there (:func:`mattingkit.checkpoint.drive_space_needed`). Prints its message."""
     from .checkpoint import drive_space_needed
 
-    need = drive_space_needed(ctx.cfg)
+    need = drive_space_needed(ctx.cfg, ctx.run_dir)
     print(need["message"])
     return need
 

@@ -17,8 +17,8 @@ predictions. Everything that decides *where* something is lives here:
 - :func:`ensure_data` (demo data generated on first use, configured Kaggle sources) and
   :func:`ensure_manifest` / :func:`load_manifest` (``data.manifest``, else ``manifest.csv`` scanned into
   the run folder when missing);
-- :func:`read_metrics` / :func:`update_metrics` (``metrics.json``) and :func:`read_history`
-  (``metrics.jsonl``).
+- :func:`read_metrics` / :func:`update_metrics` (``metrics.json``), :func:`read_history` and
+  :class:`HistoryLog` (``metrics.jsonl``: appends that survive a Google Drive hiccup).
 
 Example:
     >>> import tempfile
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import env
+from . import drive, env
 from .config import Config, apply_overrides, load_config, to_yaml
 from .io import atomic_write_text
 
@@ -644,6 +644,51 @@ def read_history(path: PathLike) -> list[dict]:
     return out
 
 
+class HistoryLog:
+    """Appends records to a ``metrics.jsonl``, one JSON line each, tolerant of a flaky file system.
+
+    A failing append (a Google Drive hiccup) is retried (:func:`mattingkit.drive.retry`); when it still
+    fails the record waits in memory, one :class:`~mattingkit.drive.DriveWarning` is given, and the waiting
+    records are written, in order, with the next append that works. A line torn by a failed append is
+    closed first, so it stays one unreadable line that :func:`read_history` skips.
+
+    Example:
+        >>> import tempfile
+        >>> log = HistoryLog(Path(tempfile.mkdtemp()) / "metrics.jsonl")
+        >>> log.append({"step": 1}), log.append({"step": 2, "loss": float("nan")})
+        (True, True)
+        >>> [r["step"] for r in read_history(log.path)]
+        [1, 2]
+    """
+
+    def __init__(self, path: PathLike) -> None:
+        self.path = Path(path)
+        self.pending: list[str] = []
+        self.trouble = drive.Trouble()
+        self._maybe_torn = False
+
+    def append(self, record: Mapping[str, Any]) -> bool:
+        """Append ``record``; False when it (and the records before it that failed) waits in memory."""
+        self.pending.append(json.dumps(record, allow_nan=True) + "\n")
+        try:
+            drive.retry(self._write, "".join(self.pending))
+        except OSError as e:
+            self.trouble.failed("history", e, f"appending to {self.path}",
+                                f"{len(self.pending)} record(s) wait in memory and are written with the next one")
+            return False
+        self.pending.clear()
+        self.trouble.ok("history", f"appending to {self.path}")
+        return True
+
+    def _write(self, text: str) -> None:
+        prefix = "\n" if self._maybe_torn else ""
+        self._maybe_torn = True
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(prefix + text)
+            f.flush()
+        self._maybe_torn = False
+
+
 # --------------------------------------------------------------------------------------------
 # Files of a run: the submission's destination, a summary of metrics.json
 # --------------------------------------------------------------------------------------------
@@ -797,7 +842,7 @@ __all__ = [
     "CONFIG_FILE", "CONFIG_HISTORY_FILE", "RECORD_INPUTS_FILE", "RESUME_SAFE", "RUN_OUTPUTS", "SECTION_FILES",
     "clear_run_outputs", "config_changes", "flatten", "prune_stale_records", "resume_rule", "run_outputs",
     "saved_config", "section_inputs", "DEMO_DIR", "build_run_manifest", "count_backgrounds", "scan_test_images",
-    "HISTORY_FILE", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
+    "HISTORY_FILE", "HistoryLog", "METRICS_FILE", "RunContext", "SMOKE_OVERRIDES", "data_path",
     "data_root", "default_run_dir", "ensure_data", "ensure_manifest", "is_demo_config",
     "jsonable", "load_manifest", "manifest_path", "prepare_run", "read_history",
     "read_metrics", "resolve_config", "resolve_run", "runs_root", "safe_name", "save_run_config",

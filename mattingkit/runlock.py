@@ -282,8 +282,8 @@ class RunLock:
         return RunStateError(f"the lock of {self.mirror_dir or self.run_dir} was taken over by {who}; stopping so "
                              "that two processes do not write one run folder")
 
-    def _write(self, folder: Path) -> None:
-        drive.write_file(folder / LOCK_NAME, self._payload(time.time()))
+    def _write(self, folder: Path, payload: bytes) -> None:
+        drive.write_file(folder / LOCK_NAME, payload)
 
     def heartbeat(self) -> None:
         """Refresh the heartbeat here and in the mirror folder (the trainer calls this after each local
@@ -297,22 +297,23 @@ class RunLock:
             return
         if not info or info.get("token") != self.token:
             raise self._taken_over(info)
+        payload = self._payload(time.time())
         try:
-            drive.retry(self._write, self.run_dir)
+            drive.retry(self._write, self.run_dir, payload)
             self.trouble.ok("lock", f"the run lock {self.path}")
         except OSError as e:
             self.trouble.failed("lock", e, f"refreshing the run lock {self.path}")
         if self.mirror_dir is not None:
-            self._beat_mirror()
+            self._beat_mirror(payload)
 
-    def _beat_mirror(self) -> None:
+    def _beat_mirror(self, payload: bytes) -> None:
         folder = self.mirror_dir
         try:
             info = drive.retry(_read, folder)
             if info and "pid" in info and info.get("token") != self.token:
                 raise self._taken_over(info)
             folder.mkdir(parents=True, exist_ok=True)
-            drive.retry(self._write, folder)   # also when missing or torn: this process holds the lock
+            drive.retry(self._write, folder, payload)   # also when missing or torn: this process holds the lock
         except OSError as e:
             self.trouble.failed("mirror", e, f"refreshing the run lock's copy {folder / LOCK_NAME}")
             return

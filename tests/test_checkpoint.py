@@ -259,6 +259,14 @@ def _meta(path: Path) -> dict:
     return json.loads(ckpt.sidecar_path(path).read_text())
 
 
+@pytest.fixture(autouse=True)
+def _no_retry_waits(monkeypatch):
+    """A refused rename on the stand-in Drive is retried (mattingkit.drive.retry) without the real waits."""
+    from mattingkit import drive
+
+    monkeypatch.setattr(drive, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+
+
 @pytest.fixture
 def local_and_drive(tmp_path):
     local, drive = tmp_path / "local" / "checkpoints", tmp_path / "drive" / "MyDrive" / "run" / "checkpoints"
@@ -483,3 +491,5 @@ def test_drive_space_needed_for_the_default_recipe():
     assert 0.45e9 < need["checkpoint_bytes"] < 0.6e9            # ~0.5 GB: G + D + Adam moments
     assert need["steady_bytes"] == 2 * need["checkpoint_bytes"] and need["peak_bytes"] == 3 * need["checkpoint_bytes"]
     assert "trash" in need["message"] and "GB" in need["message"]
+    # a 12 h Colab session with the default rationing: 6 copies (one per 120 min) + best and last at the end
+    assert need["hours"] == 12 and need["copies"] == 8 and need["run_bytes"] <= 5e9

@@ -669,8 +669,9 @@ def test_checkpoints_written_locally_and_mirrored_to_drive(tmp_path, monkeypatch
     summary = tr.fit(until=4)
     names = ["best.pt", "best.pt.json", "last.pt", "last.pt.json"]
     loc = tmp_path / "local" / "run"
-    assert sorted(p.name for p in loc.iterdir()) == names
+    assert sorted(p.name for p in loc.iterdir()) == names + ["metrics.jsonl"]  # the history beside them ...
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == names  # exactly best/last in both
+    assert (run / "metrics.jsonl").read_bytes() == (loc / "metrics.jsonl").read_bytes()  # ... and mirrored
     assert summary["checkpoints"]["last.pt"] == str(run / "checkpoints" / "last.pt")
     # a fresh VM: the local disk is empty; resuming brings the Drive copies back (newest valid wins)
     for p in loc.iterdir():

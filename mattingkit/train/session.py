@@ -4,8 +4,10 @@ a checkpoint holds.
 One :class:`Session` per :class:`~mattingkit.train.Trainer`. The main process creates the folders, takes the
 run lock (one process per run folder: a second trainer is refused, naming the holder; ``force`` takes
 over), clears an earlier run's records for a fresh start or brings the newest valid Drive copies back for
-a resume, appends the loss history (``metrics.jsonl``) and writes the checkpoints (heartbeat first) and
-the summary. :func:`training_state` / :func:`restore_training_state` are everything a checkpoint holds and
+a resume, appends the loss history (``metrics.jsonl``) and writes the checkpoints (heartbeat after the
+local save) and the summary. With a Drive run folder (``run.checkpoint_local_dir``) the checkpoints, the
+history and the lock live on local disk and :class:`~mattingkit.checkpoint.RunMirror` copies them to the
+run folder, rationed (``run.mirror_every_min``) and tolerant of Drive hiccups. :func:`training_state` / :func:`restore_training_state` are everything a checkpoint holds and
 how a resume puts it back, so that a resumed run continues exactly.
 
 Example:
@@ -31,7 +33,7 @@ from .. import __version__
 from .. import checkpoint as ckpt
 from ..config import Config
 from ..io import atomic_write_text
-from ..run import HISTORY_FILE, default_run_dir, read_history, save_run_config
+from ..run import HISTORY_FILE, HistoryLog, default_run_dir, read_history, save_run_config
 from ..runlock import RunLock
 from .distributed import Dist
 from .setup import load_optimizer_state
@@ -55,7 +57,10 @@ class Session:
         self.cfg, self.dist, self.force = cfg, dist, bool(force)
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(cfg)
         self.ckpt_dir, self.mirror_dir = ckpt.checkpoint_dirs(cfg, self.run_dir)
-        self.history_path = self.run_dir / HISTORY_FILE
+        # Drive: history and lock beside the local checkpoints, copied to the run folder (rationed, tolerant)
+        self.mirror = ckpt.RunMirror.for_config(cfg, self.run_dir, self.ckpt_dir, self.mirror_dir, (HISTORY_FILE,))
+        self.history_path = self.mirror.local(HISTORY_FILE)
+        self.history = HistoryLog(self.history_path)
         self.written: list[str] = []
         self.lock: RunLock | None = None
         self.fitting = False  # a fitting session keeps its lock when a second one opens in this process
@@ -73,10 +78,9 @@ class Session:
                         ckpt.cleanup_temp_files(folder)
                 if fresh or not self.cfg.train.resume:
                     self.clear_previous_run()
-                elif self.mirror_dir is not None:
-                    for name, what in ckpt.sync_from_mirror(self.ckpt_dir, self.mirror_dir).items():
-                        if what.startswith(("copied", "mirrored", "local copy kept")):
-                            print(f"checkpoint {name}: {what}", flush=True)
+                elif self.mirror_dir is not None:  # resuming: the newest valid copy of either place wins
+                    for name, what in self.mirror.restore().items():
+                        print(f"checkpoint {name}: {what}", flush=True)
             except BaseException:
                 self.release()
                 raise
@@ -93,7 +97,8 @@ class Session:
         old = ref() if ref is not None else None
         if old is not None and old is not self and not old.fitting:
             old.release()
-        self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force).acquire()
+        self.lock = RunLock.for_config(self.run_dir, self.cfg, force=self.force,
+                                       local_dir=self.mirror.local_dir).acquire()
         _HOLDERS[key] = weakref.ref(self)
         if self.lock.note:
             print(f"run lock: {self.lock.note}", flush=True)
@@ -102,6 +107,13 @@ class Session:
         """Take the lock again when it was released (a second fit(), or superseded)."""
         if self.dist.is_main and self.lock is None:
             self.acquire()
+
+    def flush(self) -> None:
+        """The end of a session (main process): what the Drive copy still lacks is copied (not after a
+        take-over: the run folder is then another process's)."""
+        if self.dist.is_main:
+            for p in self.mirror.flush(self.lock):
+                self.wrote(p)
 
     def release(self) -> None:
         if self.lock is not None:
@@ -131,8 +143,8 @@ class Session:
                 for p in (folder / name, ckpt.sidecar_path(folder / name)):
                     if p.exists():
                         p.unlink()
-        if self.history_path.exists():
-            self.history_path.unlink()
+        for p in {self.history_path, self.run_dir / HISTORY_FILE}:
+            p.unlink(missing_ok=True)
         tb = self.run_dir / "tb"
         if tb.is_dir():
             for p in tb.glob("events.out.tfevents.*"):
@@ -142,9 +154,7 @@ class Session:
         """One JSON line in ``metrics.jsonl`` (main process only)."""
         if not self.dist.is_main:
             return
-        with open(self.history_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, allow_nan=True) + "\n")
-            f.flush()
+        self.history.append(record)   # a failing file system: retried, then kept for the next record
         self.wrote(self.history_path)
 
     def truncate_history(self, step: int) -> None:
@@ -181,18 +191,19 @@ class Session:
         return state
 
     def save(self, state: Mapping[str, Any], which: Iterable[str]) -> list[Path]:
-        """Write ``state`` as each of ``which`` (``last.pt`` / ``best.pt``): local disk first, mirrored after;
-        the lock's heartbeat first (it raises when another process took the run folder over)."""
-        if self.lock is not None:
-            self.lock.heartbeat()
+        """Write ``state`` as each of ``which`` (``last.pt`` / ``best.pt``) on local disk; then the lock's
+        heartbeat (it raises when another process took the run folder over) and the Drive copies that are
+        due (:meth:`~mattingkit.checkpoint.RunMirror.saved`)."""
         out = []
         for name in which:
-            path = ckpt.save_checkpoint(state, self.ckpt_dir / name, mirror_dir=self.mirror_dir)
+            path = ckpt.save_checkpoint(state, self.ckpt_dir / name)   # local disk first
             for p in (path, ckpt.sidecar_path(path)):
                 self.wrote(p)
-                if self.mirror_dir is not None:
-                    self.wrote(self.mirror_dir / p.name)
             out.append(path)
+        if self.lock is not None:
+            self.lock.heartbeat()
+        for p in self.mirror.saved(which):
+            self.wrote(p)
         return out
 
 

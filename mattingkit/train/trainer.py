@@ -190,6 +190,7 @@ class Trainer:
         if self.cfg.run.deterministic:
             torch.use_deterministic_algorithms(self._det_before[0], warn_only=self._det_before[1])
         torch.backends.cudnn.benchmark = self._benchmark_before
+        self.session.flush()
         self.session.release()
 
     # ---------------------------------------------------------------------------------------
