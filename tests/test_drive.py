@@ -124,7 +124,7 @@ def test_training_goes_on_through_a_dead_drive_and_catches_up(tmp_path, monkeypa
         warnings.simplefilter("always")
         summary = tr.fit()
     assert summary["step"] == 8 and summary["stopped"] == "done" and flaky.failures > 0
-    assert tr.lock is None and not read_lock(run) and not read_lock(local / "run")  # released in both places
+    assert tr.session.lock is None and not read_lock(run) and not read_lock(local / "run")  # released in both places
     msgs = _drive_warnings(rec)
     assert msgs and len(msgs) == len(set(m.split(" failed")[0] for m in msgs))     # once per kind, not per step
     steps = [r["step"] for r in read_history(local / "run" / "metrics.jsonl") if r["phase"] == "train"]
