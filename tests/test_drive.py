@@ -233,7 +233,7 @@ def test_no_copy_before_the_interval_then_best_first_and_everything_at_the_end(t
 # resuming from Drive: the copy is checked against the mirror's sidecar
 # --------------------------------------------------------------------------------------------
 def test_a_corrupt_copy_from_drive_is_refused_and_the_next_valid_checkpoint_used(tmp_path, monkeypatch):
-    from mattingkit.train.setup import pick_resume_state
+    from mattingkit.checkpoint import pick_resume_state
 
     local, mirror = tmp_path / "local", tmp_path / "drive" / "checkpoints"
     ckpt.save_checkpoint({"step": 9, "w": torch.arange(1000.0)}, mirror / ckpt.LAST)
