@@ -752,7 +752,7 @@ def drive_space_needed(cfg: Any, run_dir: PathLike | None = None, hours: float |
     mirrored = getattr(r, "checkpoint_local_dir", "auto") not in (None, "", "null", "none")
     if mirrored and every > 0:
         copies = min(int(hours * 60 // every), saves) + 2
-        how = (f"one copy every run.mirror_every_min={every:g} min (best.pt when it improved, else last.pt) "
+        how = (f"one every run.mirror_every_min={every:g} min -- best.pt when it improved, else last.pt -- "
                "and both at the end")
     else:
         copies = saves + validations + 1
