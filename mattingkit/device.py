@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -150,7 +151,8 @@ def require_gpu(device: torch.device, required: bool, recipe: str = "this recipe
 def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``train.amp`` / ``infer.amp`` on ``device`` (``None`` = full float32).
 
-    ``auto``: CPU -> off; CUDA capability >= 8.0 -> bf16; below -> fp16 (use a GradScaler to train).
+    ``auto``: CPU -> off; CUDA capability >= 8.0 -> bf16; below -> fp16 (use a GradScaler to train). An
+    explicit ``bf16`` below 8.0 is honoured with a warning saying why it is a poor choice there.
 
     Example:
         >>> resolve_amp("auto", torch.device("cpu")) is None
@@ -167,6 +169,9 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     if amp == "off":
         return None
     if amp == "bf16":
+        note = _emulated_bf16(device)
+        if note:
+            warnings.warn(f"amp=bf16 {note}", stacklevel=2)
         return torch.bfloat16
     if amp == "fp16":
         return torch.float16
@@ -176,13 +181,30 @@ def resolve_amp(amp: str | bool | None, device: torch.device) -> torch.dtype | N
     return torch.bfloat16 if cap >= BF16_MIN_CAPABILITY else torch.float16
 
 
+def _emulated_bf16(device: torch.device) -> str | None:
+    """Why bf16 is a poor choice on ``device`` (a GPU below capability 8.0), or None."""
+    cap = capability(device)
+    if cap is None or cap >= BF16_MIN_CAPABILITY:
+        return None
+    return (f"on compute capability {cap[0]}.{cap[1]} < 8.0: bf16 is emulated there, without tensor cores "
+            "(slow); amp=auto picks fp16 + GradScaler")
+
+
 def amp_reason(amp: str, device: torch.device) -> str:
-    """One line saying why :func:`resolve_amp` chose what it chose (for doctor and the logs)."""
-    dtype = resolve_amp(amp, device)
+    """One line saying why :func:`resolve_amp` chose what it chose (for doctor and the logs).
+
+    Example:
+        >>> amp_reason("auto", torch.device("cpu"))
+        'off (float32): AMP is a GPU default; on cpu float32 is faster'
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (the reason says it)
+        dtype = resolve_amp(amp, device)
     amp = {False: "off", None: "off", True: "auto"}.get(amp, amp) if not isinstance(amp, str) else amp
     name = {None: "off (float32)", torch.bfloat16: "bf16", torch.float16: "fp16 + GradScaler"}[dtype]
     if amp != "auto":
-        return f"{name}: set explicitly (amp={amp})"
+        note = _emulated_bf16(device) if dtype == torch.bfloat16 else None
+        return f"{name}: set explicitly (amp={amp})" + (f"; {note}" if note else "")
     cap = capability(device)
     if cap is None:
         return f"{name}: AMP is a GPU default; on {device.type} float32 is faster"
@@ -422,31 +444,53 @@ def cudnn_benchmark(flag: bool) -> Iterator[None]:
 # Out of memory
 # --------------------------------------------------------------------------------------------
 def is_oom(exc: BaseException) -> bool:
-    """True for a CUDA (or MPS / CPU allocator) out-of-memory error: ``torch.cuda.OutOfMemoryError`` or a
-    ``RuntimeError`` whose message says "out of memory".
+    """True for a CUDA (or MPS / CPU allocator) out-of-memory error: ``torch.cuda.OutOfMemoryError``, or a
+    ``RuntimeError`` whose message says "out of memory" or is a CUDA library's failed allocation (cuDNN's
+    and cuBLAS's ``..._STATUS_ALLOC_FAILED``, cuFFT's ``CUFFT_ALLOC_FAILED``: their workspaces come from the
+    same memory).
 
     Example:
         >>> is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")), is_oom(ValueError("x"))
         (True, False)
+        >>> is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"))
+        True
     """
     oom_type = getattr(torch.cuda, "OutOfMemoryError", None)
     if oom_type is not None and isinstance(exc, oom_type):
         return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    msg = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in msg.lower() or "ALLOC_FAILED" in msg)
 
 
 class OutOfMemory(DeviceError):
-    """Training ran out of GPU memory; the message names the settings and what to change."""
+    """Training (or its validation) ran out of GPU memory; the message names the settings and what to change."""
 
 
 def oom_message(*, batch_size: int, crop_size: int, amp: str, model: str, device: torch.device | str = "cuda",
-                channels_last: bool | None = None, accum_steps: int = 1, detail: str = "") -> str:
+                channels_last: bool | None = None, accum_steps: int = 1, detail: str = "",
+                validation: tuple[int, int, str] | None = None) -> str:
     """The training out-of-memory message: what was running and what to change, most effective first.
+    ``validation``: ``(data.val_max_side, infer.tile_size, infer.amp)`` when it happened while validating
+    (full-resolution images through inference's path).
 
     Example:
         >>> print(oom_message(batch_size=16, crop_size=512, amp="off", model="alphagan/resnet50"))  # doctest: +ELLIPSIS
         Out of GPU memory on cuda training alphagan/resnet50 at data.batch_size=16, crop 512x512, train.amp=off. ...
+        >>> print(oom_message(batch_size=16, crop_size=512, amp="off", model="alphagan/resnet50",
+        ...                   validation=(1024, 1792, "off")))  # doctest: +ELLIPSIS
+        Out of GPU memory on cuda validating alphagan/resnet50 at data.val_max_side=1024, infer.tile_size=1792, ...
     """
+    det = f" ({detail})" if detail else ""
+    kept = " The last checkpoint is intact (checkpoints are written whole or not at all). To fit: "
+    restart = "restart the runtime so nothing else holds GPU memory (another notebook, an earlier model)"
+    if validation is not None:
+        side, tile, infer_amp = validation
+        tips = [f"cap the validation images (data.val_max_side={max(256, side // 2)})",
+                f"predict them in smaller tiles (infer.tile_size={max(256, tile // 2 // 32 * 32)})"]
+        if infer_amp in ("off", "none", None, False):
+            tips.append("validate in mixed precision (infer.amp=auto)")
+        return (f"Out of GPU memory on {device} validating {model} at data.val_max_side={side}, "
+                f"infer.tile_size={tile}, infer.amp={infer_amp}{det}." + kept + "; ".join(tips + [restart]) + ".")
     tips = []
     if batch_size > 1:
         tips.append(f"halve the batch (data.batch_size={max(1, batch_size // 2)}, and "
@@ -456,17 +500,18 @@ def oom_message(*, batch_size: int, crop_size: int, amp: str, model: str, device
     if crop_size > 320:
         tips.append(f"train on smaller crops (data.image_size={max(320, (crop_size // 2) // 32 * 32)})")
     tips.append("pick a smaller model (model.backbone=resnet34 or resnet18, or model.output_stride=16)")
-    tips.append("restart the runtime so nothing else holds GPU memory (another notebook, an earlier model)")
+    tips.append(restart)
     cl = "" if channels_last is None else f", channels_last={'on' if channels_last else 'off'}"
-    det = f" ({detail})" if detail else ""
     return (f"Out of GPU memory on {device} training {model} at data.batch_size={batch_size}, crop "
-            f"{crop_size}x{crop_size}, train.amp={amp}{cl}{det}. The last checkpoint is intact "
-            "(checkpoints are written whole or not at all). To fit: " + "; ".join(tips) + ".")
+            f"{crop_size}x{crop_size}, train.amp={amp}{cl}{det}." + kept + "; ".join(tips) + ".")
 
 
 def training_oom_error(exc: BaseException, cfg: Any, amp_dtype: torch.dtype | None = None,
-                       device: torch.device | str = "cuda", channels_last: bool | None = None) -> OutOfMemory:
-    """Turn an out-of-memory exception in training into :class:`OutOfMemory` (raise it ``from None``).
+                       device: torch.device | str = "cuda", channels_last: bool | None = None,
+                       validating: bool = False) -> OutOfMemory:
+    """Turn an out-of-memory exception in training (``validating``: in its validation) into
+    :class:`OutOfMemory` (raise it outside the ``except`` block, so that nothing keeps the failed step's
+    tensors alive).
 
     Example:
         >>> from mattingkit.config import load_config
@@ -480,7 +525,9 @@ def training_oom_error(exc: BaseException, cfg: Any, amp_dtype: torch.dtype | No
     first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
     return OutOfMemory(oom_message(batch_size=cfg.data.batch_size, crop_size=cfg.data.image_size, amp=amp,
                                    model=f"{cfg.model.name}/{cfg.model.backbone}", device=device,
-                                   channels_last=channels_last, accum_steps=cfg.train.accum_steps, detail=first))
+                                   channels_last=channels_last, accum_steps=cfg.train.accum_steps, detail=first,
+                                   validation=(cfg.data.val_max_side, cfg.infer.tile_size, str(cfg.infer.amp))
+                                   if validating else None))
 
 
 def free_cuda_memory() -> None:

@@ -141,11 +141,26 @@ def test_num_workers_bad(bad):
         dv.resolve_num_workers(bad)
 
 
+def test_explicit_bf16_below_ampere_is_said_at_start(monkeypatch):
+    """train.amp=bf16 on a T4 (7.5) is honoured, with a warning saying why it is a poor choice there (the
+    Trainer's first step is this plan); doctor's reason line says the same. On an A100 nothing is said."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"amp=bf16 on compute capability 7\.5 < 8\.0: bf16 is emulated"):
+        p = _plan("T4", monkeypatch, overrides=["train.amp=bf16"])
+    assert p.amp_dtype == torch.bfloat16 and "emulated" in p.amp_reason and "fp16 + GradScaler" in p.amp_reason
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = _plan("A100", monkeypatch, overrides=["train.amp=bf16"])
+    assert p.amp_reason == "bf16: set explicitly (amp=bf16)"
+
+
 def test_explicit_settings_win(monkeypatch):
     p = _plan("T4", monkeypatch, overrides=["train.amp=off", "train.channels_last=false"])
     assert p.amp_dtype is None and not p.grad_scaler and not p.channels_last
     assert "explicitly" in p.amp_reason
-    p = _plan("T4", monkeypatch, overrides=["train.amp=bf16"])
+    with pytest.warns(UserWarning, match="emulated"):
+        p = _plan("T4", monkeypatch, overrides=["train.amp=bf16"])
     assert p.amp_dtype == torch.bfloat16 and not p.grad_scaler
     p = _plan(None, monkeypatch, "demo", ["train.channels_last=true"])
     assert p.channels_last

@@ -301,12 +301,13 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
     assert "total" not in recs[1] and recs[1]["nonfinite_total"] == 1  # step 2 skipped
     assert all(math.isfinite(r["total"]) for r in recs if "total" in r)
     assert all(torch.isfinite(p).all() for p in tr.G.parameters())
-    bad = tiny_trainer(tmp_path, "stop", cfg=cfg, train_ds=TinySet(all_nan=True))
-    before = [p.detach().clone() for p in bad.G.parameters()]
+    model = TinyG()
+    bad = tiny_trainer(tmp_path, "stop", cfg=cfg, train_ds=TinySet(all_nan=True), model=model)
+    before = [p.detach().clone() for p in model.parameters()]
     with pytest.raises(NonFiniteLossError, match="3 non-finite losses in a row"):
         bad.fit()
-    assert bad.step == 3
-    assert all(torch.equal(a, b) for a, b in zip(before, bad.G.parameters()))  # no update happened
+    assert bad.step == 3 and bad.G is None  # (a failed fit frees the trainer)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no update happened
 
 
 class InfGrad(torch.autograd.Function):
@@ -626,23 +627,34 @@ def test_no_host_sync_between_log_steps(tmp_path, monkeypatch):
     tr.close()
 
 
-def test_training_oom_gives_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+class OOMAt(TinyG):
+    """TinyG that runs out of device memory: at its ``at``-th training forward, or on any input larger than
+    ``max_pixels`` (validation's full-resolution images), with ``error``'s kind of exception."""
+
+    def __init__(self, at=None, max_pixels=None, error=torch.cuda.OutOfMemoryError):
+        super().__init__()
+        self.calls, self.at, self.max_pixels, self.error = 0, at, max_pixels, error
+
+    def forward(self, image, trimap):
+        self.calls += self.training
+        if (self.training and self.calls == self.at) or (self.max_pixels and image[0, 0].numel() > self.max_pixels):
+            if self.error is torch.cuda.OutOfMemoryError:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED")
+        return super().forward(image, trimap)
+
+
+def test_training_oom_gives_a_clear_message_keeps_the_checkpoint_and_frees_the_trainer(tmp_path):
+    import gc
+    import weakref
+
     from mattingkit.device import OutOfMemory
 
-    class OOMAt(TinyG):
-        def __init__(self, at):
-            super().__init__()
-            self.calls, self.at = 0, at
-
-        def forward(self, image, trimap):
-            if self.training:
-                self.calls += 1
-                if self.calls == self.at:
-                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return super().forward(image, trimap)
-
     cfg = tiny_cfg(**{"train.steps": 8, "train.ckpt_every": 2, "train.val_every": 100})
-    tr = tiny_trainer(tmp_path, cfg=cfg, model=OOMAt(4))
+    model = OOMAt(at=4)
+    alive = weakref.ref(model)
+    tr = tiny_trainer(tmp_path, cfg=cfg, model=model)
+    del model
     with pytest.raises(OutOfMemory) as err:
         tr.fit()
     msg = str(err.value)
@@ -651,6 +663,33 @@ def test_training_oom_gives_a_clear_message_and_keeps_the_checkpoint(tmp_path):
     assert ckpt.load_checkpoint(ck / "last.pt")["step"] == 2  # the last good one, nothing half-written
     assert sorted(p.name for p in ck.iterdir()) == ["last.pt", "last.pt.json"]
     assert not (tmp_path / "run" / "run.lock").exists()  # released
+    gc.collect()
+    assert alive() is None  # the model (and what its step held) is gone, though the notebook keeps `tr` and `err`
+    from mattingkit.errors import RunStateError
+
+    with pytest.raises(RunStateError, match="freed after an error"):
+        tr.fit()
+    retry = tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.steps": 8, "train.ckpt_every": 2, "train.val_every": 100,
+                                                    "data.batch_size": 2}))  # the retry: a smaller batch
+    assert retry.step == 2 and retry.fit()["step"] == 8
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
+def test_validation_oom_gives_a_clear_message(tmp_path, error):
+    """Validation predicts full-resolution images: running out of memory there (CUDA's error, or cuDNN's
+    failed workspace allocation) is the kit's OutOfMemory naming validation's settings."""
+    from mattingkit.device import OutOfMemory
+
+    cfg = tiny_cfg(**{"train.steps": 4, "train.ckpt_every": 2, "train.val_every": 4, "train.use_gan": False})
+    val = TinySet(n=2, size=(64, 64), fixed_epoch=0)
+    tr = tiny_trainer(tmp_path, cfg=cfg, model=OOMAt(max_pixels=48 * 48, error=error), val_ds=val)
+    with pytest.raises(OutOfMemory) as err:
+        tr.fit()
+    msg = str(err.value)
+    assert "validating" in msg and "data.val_max_side=" in msg and "infer.tile_size=" in msg
+    assert ("CUDNN_STATUS_ALLOC_FAILED" in msg) == (error is RuntimeError)
+    assert ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    assert not (tmp_path / "run" / "run.lock").exists() and tr.G is None
 
 
 def test_checkpoints_written_locally_and_mirrored_to_drive(tmp_path, monkeypatch):

@@ -73,6 +73,18 @@ class Dist:
             return bool(flag)
         return bool(self.sum(torch.tensor([float(flag) if self.is_main else 0.0], dtype=torch.float64)).item())
 
+    def main_says(self, flag: bool, may_wait: bool) -> bool:
+        """The main process's ``flag`` on every process (:meth:`broadcast_flag`); with several processes that
+        is an all-reduce the host waits for, so only where ``may_wait`` (a log step), else False.
+
+        Example:
+            >>> Dist("cpu").main_says(True, may_wait=False)   # one process: nothing to wait for
+            True
+        """
+        if self.accelerator is not None and not may_wait:
+            return False
+        return self.broadcast_flag(flag)
+
     def barrier(self) -> None:
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()

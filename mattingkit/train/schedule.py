@@ -44,6 +44,13 @@ class LRSchedule:
         self.best: float | None = None
         self.bad = 0
 
+    @classmethod
+    def from_config(cls, optimizer: torch.optim.Optimizer | None, base_lr: float, t) -> "LRSchedule":
+        """The schedule ``train`` settings (``t``, a TrainConfig) describe, for one optimiser."""
+        return cls(optimizer, base_lr, total_steps=t.steps, schedule=t.schedule, warmup_steps=t.warmup_steps,
+                   min_lr_ratio=t.min_lr_ratio, cycle_steps=t.cycle_steps, plateau_patience=t.plateau_patience,
+                   plateau_factor=t.plateau_factor, mode=t.best_mode)
+
     def lr_at(self, it: int) -> float:
         lr = self.base_lr
         if self.warmup and it < self.warmup:

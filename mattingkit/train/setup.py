@@ -31,6 +31,35 @@ def check_config(cfg: Config) -> None:
         raise ConfigError(f"run.name={name!r} must be a plain folder name (no ':', '/' or '\\')")
 
 
+def build_models(cfg: Config, model: nn.Module | None, discriminator: nn.Module | None, sync_bn: bool = False,
+                 channels_last: bool = False) -> tuple[nn.Module, nn.Module | None]:
+    """G and D (D only when ``train.use_gan``): the given modules, else the config's, built after seeding
+    with ``run.seed`` (same seed, same weights); SyncBatchNorm (``sync_bn``: several processes and
+    ``model.sync_bn``) and channels_last memory as asked.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> g, d = build_models(load_config("demo", ["train.use_gan=false"]), nn.Conv2d(4, 1, 3), None)
+        >>> type(g).__name__, d
+        ('Conv2d', None)
+    """
+    torch.manual_seed(cfg.run.seed)
+    from ..models import build_discriminator, build_model
+
+    model = build_model(cfg.model) if model is None else model
+    if not cfg.train.use_gan:
+        discriminator = None
+    elif discriminator is None:
+        discriminator = build_discriminator(cfg.model)
+    convert = [nn.SyncBatchNorm.convert_sync_batchnorm] if sync_bn else []
+    if channels_last:
+        convert.append(lambda m: m.to(memory_format=torch.channels_last))
+    for fn in convert:
+        model = fn(model)
+        discriminator = fn(discriminator) if discriminator is not None else None
+    return model, discriminator
+
+
 def make_optimizer(params, cfg, lr: float) -> torch.optim.Optimizer:
     """Adam or AdamW (``train.optimizer``) over the parameters that require gradients."""
     params = [p for p in params if p.requires_grad]
@@ -166,5 +195,5 @@ def load_resumed_weights(model: nn.Module, discriminator: nn.Module | None, stat
             f"written?). Start over with fresh=True / --fresh, or use another run name. {e}") from None
 
 
-__all__ = ["VAL_METRICS", "build_data", "check_config", "fill_foreground_cache", "float_state", "fused_supported",
+__all__ = ["VAL_METRICS", "build_data", "build_models", "check_config", "fill_foreground_cache", "float_state", "fused_supported",
            "load_matching", "load_optimizer_state", "load_resumed_weights", "make_optimizer", "resolve_init_from"]

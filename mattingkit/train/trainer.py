@@ -1,13 +1,8 @@
-"""The trainer: G (matting network) + optional D (PatchGAN), one step, validation and the loop.
-
-The run folder, its lock, resuming and the checkpoint state live in :mod:`~mattingkit.train.session`; the
-records (history, TensorBoard, summary) in :mod:`~mattingkit.train.log`; the data stream in
-:mod:`~mattingkit.train.stream`; non-finite steps in :mod:`~mattingkit.train.nonfinite`. The recipe,
-schedules, resuming and multi-process training are described in docs/training.md.
-"""
+"""The trainer: G (matting network) + optional D (PatchGAN), one step, validation and the loop. The run
+folder, lock and checkpoint state are :mod:`~mattingkit.train.session`'s, the records :mod:`~mattingkit.train.log`'s;
+the recipe, resuming and multi-process training are described in docs/training.md."""
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from typing import Any, Callable, Iterable
@@ -18,13 +13,21 @@ from torch import nn
 from .. import checkpoint as ckpt
 from .. import device as devmod
 from ..config import Config
-from ..errors import Interrupted
+from ..errors import Interrupted, RunStateError
 from .distributed import Dist
 from .log import TrainLog, run_summary
 from .nonfinite import BadSteps, grads_finite, step_unless_nonfinite
 from .schedule import LRSchedule
 from .session import Session, restore_training_state, training_state
-from .setup import build_data, check_config, load_matching, load_resumed_weights, make_optimizer, resolve_init_from
+from .setup import (
+    build_data,
+    build_models,
+    check_config,
+    load_matching,
+    load_resumed_weights,
+    make_optimizer,
+    resolve_init_from,
+)
 from .stream import make_loader, to_device
 from .validation import validate
 
@@ -64,6 +67,7 @@ class Trainer:
             self.log = TrainLog(cfg, self.session, self.device)
         except BaseException:
             self.session.release()
+            self.free()
             raise
 
     # ---------------------------------------------------------------------------------------
@@ -103,23 +107,9 @@ class Trainer:
         self.train_ds, self.val_ds = train_dataset, val_dataset
 
     def _init_models(self, model, discriminator, loss_fn) -> tuple[nn.Module, nn.Module | None]:
-        """G and D (seeded init: same seed -> same weights), SyncBatchNorm / channels_last as configured,
-        and the loss function."""
-        cfg = self.cfg
-        torch.manual_seed(cfg.run.seed)
-        from ..models import build_discriminator, build_model
-
-        model = build_model(cfg.model) if model is None else model
-        self.use_gan = bool(cfg.train.use_gan)
-        if discriminator is None and self.use_gan:
-            discriminator = build_discriminator(cfg.model)
-        discriminator = discriminator if self.use_gan else None
-        convert = [nn.SyncBatchNorm.convert_sync_batchnorm] if self.dist.world > 1 and cfg.model.sync_bn else []
-        if self.channels_last:
-            convert.append(lambda m: m.to(memory_format=torch.channels_last))
-        for fn in convert:
-            model = fn(model)
-            discriminator = fn(discriminator) if discriminator is not None else None
+        """G and D (:func:`mattingkit.train.setup.build_models`) and the loss function."""
+        model, discriminator = build_models(self.cfg, model, discriminator, channels_last=self.channels_last,
+                                            sync_bn=self.dist.world > 1 and self.cfg.model.sync_bn)
         if loss_fn is None:
             from ..losses import matting_loss as loss_fn
         self.loss_fn = loss_fn
@@ -136,7 +126,6 @@ class Trainer:
         self.resumed_from: str | None = None
         self._loader_iter = None
         self._committing = False  # True while the weights are being updated (an interrupt keeps last.pt)
-        self._oom = False
         self._val_grid: list = []
 
     def _init_starting_weights(self, model: nn.Module, discriminator: nn.Module | None, fresh: bool) -> dict | None:
@@ -159,16 +148,13 @@ class Trainer:
         self.D = self.dist.wrap(discriminator) if discriminator is not None else None
         self.opt_g = make_optimizer(ckpt.unwrap(self.G).parameters(), t, t.lr_g)
         self.opt_d = make_optimizer(ckpt.unwrap(self.D).parameters(), t, t.lr_d) if self.D is not None else None
-        sched = dict(total_steps=t.steps, schedule=t.schedule, warmup_steps=t.warmup_steps,
-                     min_lr_ratio=t.min_lr_ratio, cycle_steps=t.cycle_steps, plateau_patience=t.plateau_patience,
-                     plateau_factor=t.plateau_factor, mode=t.best_mode)
-        self.sched_g = LRSchedule(self.opt_g, t.lr_g, **sched)
-        self.sched_d = LRSchedule(self.opt_d, t.lr_d, **sched)
+        self.sched_g = LRSchedule.from_config(self.opt_g, t.lr_g, t)
+        self.sched_d = LRSchedule.from_config(self.opt_d, t.lr_d, t)
         self.scaler_g = torch.amp.GradScaler(self.device.type, enabled=self.plan.grad_scaler)
         self.scaler_d = torch.amp.GradScaler(self.device.type, enabled=self.plan.grad_scaler)
 
     # ---------------------------------------------------------------------------------------
-    # state, data, the end
+    # state, data, the end (and after a failure)
     def state_dict(self) -> dict:
         """Everything a checkpoint holds (:func:`mattingkit.train.session.training_state`)."""
         return training_state(self)
@@ -193,12 +179,19 @@ class Trainer:
         self.session.flush()
         self.session.release()
 
+    def free(self) -> None:
+        """Drop what holds device memory (models, optimisers, schedules, scalers, the last batch) and empty
+        the device cache. A failed fit does it: the notebook keeps this object alive through the traceback,
+        and a retry (a smaller batch, say) must find the device empty. A freed Trainer cannot fit again."""
+        for name in ("G", "D", "opt_g", "opt_d", "sched_g", "sched_d", "scaler_g", "scaler_d", "last_batch", "last_pred"):
+            setattr(self, name, None)
+        self._val_grid, self._loader_iter = [], None
+        devmod.free_cuda_memory()
+
     # ---------------------------------------------------------------------------------------
     # one iteration
     def _autocast(self):
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def train_step(self) -> dict[str, Any] | None:
         """One iteration (``accum_steps`` micro-batches). Returns the loss terms as detached device tensors
@@ -322,13 +315,16 @@ class Trainer:
         """
         t = self.cfg.train
         end = t.steps if until is None else min(t.steps, int(until))
+        if self.G is None:
+            raise RunStateError("this Trainer was freed after an error (its models and optimisers are gone): "
+                                "create a new one, e.g. train(cfg) again, to continue from the last checkpoint")
         self.session.ensure_lock()  # (closed earlier by a first fit(), or superseded)
         self.session.fitting = True
         if self.cfg.run.deterministic:  # (again: close() restores the process-wide setting)
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.session.save_config()
         deadline = None if t.time_limit_min is None else self.log.t0 + 60.0 * t.time_limit_min
-        stopped, t_start, step_start = "done", time.monotonic(), self.step
+        stopped, t_start, step_start, failed = "done", time.monotonic(), self.step, True
         try:
             if self.step == 0 and t.val_at_start:
                 self._validate_and_keep_best()
@@ -337,13 +333,15 @@ class Trainer:
                 terms = self._oom_checked(self.train_step)
                 self.log.tick()
                 self.after_step(terms, end)
-                if deadline is not None and self._time_is_up(deadline):
+                if deadline is not None and self.dist.main_says(time.monotonic() > deadline,
+                                                                 self.step % t.log_every == 0):
                     if self.step % t.ckpt_every != 0 and self.step != end:
                         self.save((ckpt.LAST,))
                     stopped = "time_limit"
                     break
+            failed = False
         except KeyboardInterrupt:
-            if self._committing or self._oom:
+            if self._committing:
                 kept = "interrupted while updating weights: the previous last.pt is kept"
             else:
                 self.save((ckpt.LAST,))
@@ -352,6 +350,8 @@ class Trainer:
         finally:
             self.session.fitting = False
             self.close()
+            if failed:  # any exception: what holds device memory goes (the lock went in close())
+                self.free()
         stopped = "until" if stopped == "done" and self.step < t.steps else stopped
         summary = run_summary(self, stopped, time.monotonic() - t_start, self.step - step_start)
         self.session.write_summary(summary)
@@ -375,28 +375,21 @@ class Trainer:
         if step % t.ckpt_every == 0 or step == end:
             self.save((ckpt.LAST,))
 
-    def _time_is_up(self, deadline: float) -> bool:
-        """``train.time_limit_min`` reached, by the main process's clock; with several processes that
-        decision is an all-reduce the host waits for, so it is taken at log steps only."""
-        if self.dist.world > 1 and self.step % self.cfg.train.log_every:
-            return False
-        return self.dist.broadcast_flag(time.monotonic() > deadline)
-
     def _validate_and_keep_best(self) -> None:
-        res = self.validate()
+        res = self._oom_checked(self.validate, validating=True)
         if res is not None and self.after_validation(res):
             self.save((ckpt.BEST,))
 
-    def _oom_checked(self, fn: Callable[[], Any]) -> Any:
-        """``fn()``; a device out-of-memory error becomes the kit's message naming what to change."""
+    def _oom_checked(self, fn: Callable[[], Any], validating: bool = False) -> Any:
+        """``fn()``; a device out-of-memory error becomes the kit's message naming what to change, raised
+        outside the handler (so the failed step's tensors are not kept alive by the original error)."""
         try:
             return fn()
         except Exception as e:
             if not devmod.is_oom(e):
                 raise
-            self._oom = True  # no checkpoint of a half-done step: the last one stays as it was
-            devmod.free_cuda_memory()
-            raise devmod.training_oom_error(e, self.cfg, self.amp_dtype, self.device, self.channels_last) from None
+            err = devmod.training_oom_error(e, self.cfg, self.amp_dtype, self.device, self.channels_last, validating)
+        raise err
 
 
 __all__ = ["Trainer"]
