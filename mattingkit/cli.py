@@ -240,6 +240,7 @@ def cmd_predict(args) -> int:
 def cmd_submit(args) -> int:
     from .submission import build_submission, validate_submission
 
+    _one_size_source(args)
     if args.kaggle and not args.message:
         raise UsageError("--kaggle needs -m/--message MESSAGE (the submission's description on Kaggle)")
     if args.message and not args.kaggle:
@@ -278,9 +279,17 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def _one_size_source(args) -> None:
+    """``--size`` and ``--test-dir`` both say the PNGs' size: one of them, never both silently."""
+    if args.size is not None and args.test_dir is not None:
+        raise UsageError("--size and --test-dir both set the PNG size (--test-dir: each test image's own "
+                         "size); give one of them")
+
+
 def cmd_validate(args) -> int:
     from .submission import validate_submission
 
+    _one_size_source(args)
     report = validate_submission(args.csv, test_dir=args.test_dir, sample_csv=args.sample, size=args.size)
     print(report.summary())
     return 0 if report.ok else 1
@@ -597,7 +606,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", type=Path, default=None, help="an existing submission CSV to upload (with --kaggle)")
     p.add_argument("--sample", type=Path, default=None, help="sample_submission.csv (row order)")
     p.add_argument("--test-dir", type=Path, default=None, help="test images (names and sizes)")
-    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--size", type=int, default=None,
+                   help="PNG side without --test-dir (default: each prediction's own size); a matte of another "
+                        "aspect ratio is refused, never stretched")
     p.add_argument("--kaggle", metavar="COMPETITION", default=None, help="upload to this competition (its slug)")
     p.add_argument("-m", "--message", default=None, help="the submission's description on Kaggle")
     p.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
@@ -609,8 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a submission CSV; reports every problem at once")
     p.add_argument("csv", type=Path)
     p.add_argument("--sample", type=Path, default=None)
-    p.add_argument("--test-dir", type=Path, default=None)
-    p.add_argument("--size", type=int, default=1024)
+    p.add_argument("--test-dir", type=Path, default=None, help="test images (names and sizes)")
+    p.add_argument("--size", type=int, default=None,
+                   help="PNG side to check without --test-dir (default: sizes not checked; as `submit --size`)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("decode", help="decode a submission CSV back into PNGs")

@@ -209,7 +209,7 @@ class InferConfig:
 
 @dataclass
 class SubmissionConfig:
-    size: int = 1024                  # output PNG side (the competition's test images are 1024x1024)
+    size: int | None = 1024           # PNG side without test_dir (the competition's 1024x1024); null: each matte's own size; another aspect ratio is refused, never stretched
     sample_csv: str | None = None     # organisers' sample submission (row order); else sorted stems
     test_dir: str | None = None       # test images folder (relative to data_root unless absolute)
     name: str = "submission"          # submissions/NAME.csv

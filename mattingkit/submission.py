@@ -6,7 +6,8 @@ The organisers' format (``example_submission.csv``), which :func:`build_submissi
 - ``filename``: the test image's stem as a string (zero padding kept: ``0001``);
 - ``image_utf``: standard base64 (``=`` padded, no ``data:`` prefix) of the PNG bytes;
 - the PNG: 8-bit grayscale (mode ``L``) at the test image's size (1024x1024), written by Pillow's
-  default PNG writer (:func:`mattingkit.io.png_bytes`), which reproduces the organisers' bytes.
+  default PNG writer (:func:`mattingkit.io.png_bytes`), which reproduces the organisers' bytes. A matte
+  is resized to that size only when its aspect ratio is the same: it is never stretched.
 
 Read a submission back with ``pandas.read_csv(path, dtype=str)`` — without ``dtype=str`` pandas
 turns ``0001`` into the integer 1.
@@ -177,15 +178,28 @@ def submission_csv(rows) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
+def same_aspect(have: tuple[int, int], want: tuple[int, int]) -> bool:
+    """Whether a ``have`` (W, H) image scales to ``want`` (W, H) without changing its aspect ratio (within
+    a pixel of rounding).
+
+    Example:
+        >>> same_aspect((512, 512), (1024, 1024)), same_aspect((800, 497), (1024, 1024))
+        (True, False)
+    """
+    (pw, ph), (w, h) = have, want
+    return abs(pw * h - ph * w) <= max(w, h, pw, ph)
+
+
 def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *,
                      sample_csv: str | os.PathLike | None = None, test_dir: str | os.PathLike | None = None,
-                     size: int = 1024, headless: bool | None = None, verbose: bool = True) -> SubmissionReport:
+                     size: int | None = None, headless: bool | None = None, verbose: bool = True) -> SubmissionReport:
     """Write the submission CSV from predicted alphas ``alpha_dir/<stem>.png``.
 
     Rows follow the sample submission (``sample_csv``), else the sorted stems of ``test_dir``, else the
-    sorted stems in ``alpha_dir``. Each PNG is 8-bit gray at the test image's size (from ``test_dir``,
-    else ``size x size``); a prediction of another size is resized (area when shrinking, bilinear when
-    enlarging) and listed in the report. A missing prediction is an error listing every missing stem;
+    sorted stems in ``alpha_dir``. Each PNG is 8-bit gray at the test image's size (from ``test_dir``; else
+    ``size x size``; else the prediction's own size); a prediction of another size with the same aspect
+    ratio is resized (area when shrinking, bilinear when enlarging) and listed in the report; one of
+    another aspect ratio is a problem (a matte is never stretched). A missing prediction is an error listing every missing stem;
     unreadable predictions (and file names that are not valid UTF-8) are all collected and reported
     together in one :class:`SubmissionError`. Rows are streamed to a temp file that is renamed into
     place (never a partial CSV; nothing is written when any row fails).
@@ -235,13 +249,19 @@ def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *
                                     "filename in the CSV; rename the file")
                     continue
                 try:
+                    alpha = read_alpha(preds[name], strict=True)  # a colour photo is not an alpha
                     if name in tests:
-                        w, h = image_size(tests[name])
+                        (w, h), source = image_size(tests[name]), f"its test image {tests[name]}"
                     elif test_dir is not None:
                         raise SubmissionError(f"{name}: no test image with this stem in {test_dir}")
                     else:
-                        w, h = size, size
-                    alpha = read_alpha(preds[name], strict=True)  # a colour photo is not an alpha
+                        (w, h), source = ((size, size), f"size {size}") if size else (alpha.shape[::-1], "")
+                    if not same_aspect(alpha.shape[::-1], (w, h)):
+                        fix = ("is this the prediction of that image?" if name in tests else
+                               "give the test images (--test-dir) for their sizes, or no size to keep the matte's")
+                        raise SubmissionError(
+                            f"{preds[name]}: {alpha.shape[1]}x{alpha.shape[0]} cannot become {w}x{h} ({source}) "
+                            f"without changing its aspect ratio, and a matte is never stretched; {fix}")
                 except (ImageReadError, SubmissionError) as e:
                     problems.append(str(e))
                     continue
@@ -394,7 +414,7 @@ def _check_bytes(path: Path, report: SubmissionCheck) -> None:
 
 
 def _expected(report: SubmissionCheck, test_dir: str | os.PathLike | None, sample_csv: str | os.PathLike | None,
-              size: int):
+              size: int | None):
     """Expected names (with their source) and a ``want_size(name)`` lookup of each test image's size."""
     try:
         expected, source = expected_names(sample_csv, test_dir)
@@ -414,7 +434,7 @@ def _expected(report: SubmissionCheck, test_dir: str | os.PathLike | None, sampl
                 return image_size(tests[name])
             except ImageReadError:
                 return None
-        return (size, size)
+        return (size, size) if size else None
 
     return expected, source, want_size
 
@@ -497,12 +517,12 @@ def _check_rows(path: Path, report: SubmissionCheck, want_size) -> list[str] | N
     return names
 
 
-def _check_unchecked_names(names: list[str], report: SubmissionCheck, size: int) -> None:
+def _check_unchecked_names(names: list[str], report: SubmissionCheck, size: int | None) -> None:
     """No expected names: say so, and flag numeric stems of mixed lengths (lost zero padding)."""
     report.unchecked.append(
         "filenames not checked against the test set (no --sample or --test-dir given): missing, extra or "
-        "renamed rows (e.g. stems that lost their leading zeros) would pass; sizes were checked against "
-        f"{size}x{size}")
+        "renamed rows (e.g. stems that lost their leading zeros) would pass; "
+        + (f"sizes were checked against {size}x{size}" if size else "sizes were not checked (no --size)"))
     digits = sorted({len(n) for n in names if n.isdigit()})
     if len(digits) > 1:
         short = next(n for n in names if n.isdigit() and len(n) == digits[0])
@@ -537,7 +557,7 @@ def _check_expected_names(names: list[str], expected: list[str], source: str, du
 
 
 def _check_names(names: list[str], expected: list[str] | None, source: str, report: SubmissionCheck,
-                 size: int) -> None:
+                 size: int | None) -> None:
     """Duplicates, then the names against the test set (or a note that they were not checked)."""
     counts = Counter(names)
     dupes = sorted(n for n, c in counts.items() if c > 1)
@@ -550,14 +570,15 @@ def _check_names(names: list[str], expected: list[str] | None, source: str, repo
 
 
 def validate_submission(csv_path: str | os.PathLike, *, test_dir: str | os.PathLike | None = None,
-                        sample_csv: str | os.PathLike | None = None, size: int = 1024) -> SubmissionCheck:
+                        sample_csv: str | os.PathLike | None = None, size: int | None = None) -> SubmissionCheck:
     """Check a submission CSV against the organisers' format and report ALL problems at once.
 
     Checks: UTF-8 without BOM, LF line endings, the exact header ``filename,image_utf`` (and spots an
     extra index column), row count and names against ``test_dir`` or ``sample_csv`` (missing, extra,
     duplicate, stems that lost leading zeros), and that every row decodes (strict base64, no ``data:``
     prefix) to a PNG, 8-bit grayscale (mode L), of the test image's size (``size x size`` when no
-    ``test_dir``). Returns a :class:`SubmissionCheck` (``.ok``, ``.problems``, ``.summary()``).
+    ``test_dir``; no size check without either: the builder writes the predictions' own sizes then, so
+    the two agree). Returns a :class:`SubmissionCheck` (``.ok``, ``.problems``, ``.summary()``).
 
     Example:
         >>> import tempfile

@@ -107,11 +107,13 @@ def test_build_without_sample_sorts_stems_and_resizes_to_test_size(preds, tmp_pa
     test_dir = tmp_path / "test"
     for name in ["0001", "0002", "0010"]:
         write_png(test_dir / f"{name}.png", np.zeros((24, 40, 3), np.float32))  # 40x24 test images
-    write_png(preds / "0002.png", _alpha(5, 48, 80))                            # 2x too large
+    for i, name in enumerate(["0001", "0010"]):
+        write_png(preds / f"{name}.png", _alpha(i, 24, 40))
+    write_png(preds / "0002.png", _alpha(5, 48, 80))                            # 2x too large, same aspect
     out = tmp_path / "s.csv"
     rep = build_submission(preds, out, test_dir=test_dir, verbose=False)
     assert pd.read_csv(out, dtype=str)["filename"].tolist() == ["0001", "0002", "0010"]
-    assert len(rep.resized) == 3 and "0002: 80x48 -> 40x24" in rep.resized   # 32x32 -> 40x24 too
+    assert rep.resized == ["0002: 80x48 -> 40x24"]
     assert validate_submission(out, test_dir=test_dir).ok
     decoded = decode_submission(out, tmp_path / "dec")
     big = read_alpha(preds / "0002.png")                                        # the 8-bit prediction
@@ -339,3 +341,41 @@ def test_cli_submit_refuses_photos_and_validate_reports_unchecked_names(tmp_path
     assert r.returncode == 0, r.stderr
     r = _cli("validate", tmp_path / "ok.csv", "--size", SIZE)
     assert r.returncode == 0 and "filenames not checked" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# issue 24: a submission never changes a matte's aspect ratio; --size/--test-dir conflict; submit and
+# validate agree on sizes
+# ---------------------------------------------------------------------------------------------
+def test_a_matte_of_another_aspect_ratio_is_refused_never_stretched(tmp_path):
+    d = tmp_path / "preds"
+    write_png(d / "a.png", _alpha(0, 497 // 8, 800 // 8))   # 100x62
+    write_png(d / "b.png", _alpha(1, 16, 16))
+    with pytest.raises(SubmissionError, match=r"a\.png: 100x62 cannot become 32x32 \(size 32\).*aspect ratio"):
+        build_submission(d, tmp_path / "s.csv", size=SIZE, verbose=False)
+    assert not (tmp_path / "s.csv").exists()
+    test_dir = tmp_path / "test"
+    write_png(test_dir / "a.png", np.zeros((62, 100, 3), np.float32))
+    write_png(test_dir / "b.png", np.zeros((20, 40, 3), np.float32))
+    with pytest.raises(SubmissionError, match=r"b\.png: 16x16 cannot become 40x20 \(its test image"):
+        build_submission(d, tmp_path / "s.csv", test_dir=test_dir, verbose=False)
+    rep = build_submission(d, tmp_path / "own.csv", verbose=False)        # no size: each matte's own
+    assert not rep.resized and validate_submission(tmp_path / "own.csv").ok
+    sizes = [Image.open(p).size for p in decode_submission(tmp_path / "own.csv", tmp_path / "dec")]
+    assert sizes == [(100, 62), (16, 16)]
+
+
+def test_cli_submit_and_validate_agree_on_sizes_and_refuse_conflicting_options(preds, tmp_path):
+    test_dir = tmp_path / "test"
+    for name in ("0001", "0002", "0010"):
+        write_png(test_dir / f"{name}.png", np.zeros((SIZE, SIZE, 3), np.float32))
+    for cmd in (("submit", preds, tmp_path / "x.csv"), ("validate", tmp_path / "x.csv")):
+        r = _cli(*cmd, "--size", 16, "--test-dir", test_dir)
+        assert r.returncode == 2 and "--size and --test-dir" in r.stderr, r.stderr
+    assert not (tmp_path / "x.csv").exists()
+    r = _cli("submit", preds, tmp_path / "half.csv", "--size", 16)        # 32x32 -> 16x16: same aspect
+    assert r.returncode == 0 and "resized 3 prediction(s)" in r.stdout, r.stderr
+    assert _cli("validate", tmp_path / "half.csv").returncode == 0       # no 1024 assumed
+    assert _cli("validate", tmp_path / "half.csv", "--size", 16).returncode == 0
+    wrong = _cli("validate", tmp_path / "half.csv", "--size", SIZE)
+    assert wrong.returncode == 1 and "PNG size 16x16, want 32x32" in wrong.stdout
