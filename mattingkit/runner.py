@@ -240,7 +240,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     if fresh:
         extra.setdefault("fresh", True)
     check_run_inputs(cfg, quiet=quiet)
-    _check_lock(cfg, run_dir, force, quiet)
+    check_lock(cfg, run_dir, force, quiet)
     ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke, fresh=fresh)
     _save_doctor(ctx.cfg, ctx.run_dir, quiet)
     out_dir = ctx.run_dir / NOTEBOOK_DIR_NAME
@@ -378,7 +378,7 @@ def _under(value: Any, folder: str) -> bool:
     return bool(value) and not Path(str(value)).is_absolute() and Path(str(value)).parts[:1] == (folder,)
 
 
-def _check_lock(cfg: Config, run_dir: Path, force: bool, quiet: bool) -> None:
+def check_lock(cfg: Config, run_dir: Path, force: bool, quiet: bool) -> None:
     """Refuse a run folder another live process holds (``force``: take its lock over)."""
     from .runlock import RunLock, read_lock
 
