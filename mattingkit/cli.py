@@ -162,10 +162,12 @@ def cmd_sweep(args) -> int:
 
 def cmd_train(args) -> int:
     from .run import default_run_dir, prune_stale_records, save_run_config
+    from .runner import check_lock
     from .train import train_and_report
 
     cfg = _load(args, paths=True)
     run_dir = args.run_dir or default_run_dir(cfg)
+    check_lock(cfg, run_dir, force=args.force, quiet=False)   # --fresh never clears a folder another process trains in
     run_dir.mkdir(parents=True, exist_ok=True)
     save_run_config(cfg, run_dir, fresh=args.fresh)   # the folder's config: a change to training is refused
     try:

@@ -104,7 +104,9 @@ class PipelineResult:
         if self.interrupted:
             return f"run {self.run_dir.name}: {self.interrupted}"
         if self.ok:
-            return f"run {self.run_dir.name}: {len(self.executed)} notebooks ok in {self.seconds:.0f}s -> {self.run_dir}"
+            line = f"run {self.run_dir.name}: {len(self.executed)} notebooks ok in {self.seconds:.0f}s -> {self.run_dir}"
+            figures = run_figures(self.run_dir)
+            return line + (f"\n  {figures}" if figures else "")
         where = f"cell In [{self.failed_cell}]" if self.failed_cell is not None else "kernel start-up"
         lines = [f"run {self.run_dir.name}: FAILED in {self.failed_notebook}, {where}: {self.error}"]
         if self.failed_source:
@@ -116,6 +118,39 @@ class PipelineResult:
             lines += ["    " + ln for ln in tb[-12:]]
         lines.append(f"  executed notebook (with the error): {self.output_notebook}")
         return "\n".join(lines)
+
+
+def run_figures(run_dir: str | os.PathLike) -> str:
+    """The run's headline figures in one line (what the README quotes for the demo): validation
+    ``best_metric`` at the first validation and at the best step (``metrics.jsonl``), and notebook 04's
+    SAD on the same images (``metrics.json``). Empty when the run has none of them.
+
+    Example:
+        >>> import tempfile
+        >>> from mattingkit.run import update_metrics
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = (d / "metrics.jsonl").write_text('{"step": 0, "phase": "val", "sad": 9.1, "best": 9.1}\\n'
+        ...                                      '{"step": 50, "phase": "val", "sad": 4.25, "best": 4.25}\\n')
+        >>> _ = update_metrics(d, "04_inference", {"sad": 4.25, "images": 6, "split": "val"})
+        >>> run_figures(d)
+        'validation sad 9.1 (step 0) -> 4.25 (best, step 50); notebook 04: SAD 4.25 on 6 val images'
+    """
+    from .run import HISTORY_FILE, read_history
+
+    run_dir = Path(run_dir)
+    parts = []
+    hist = run_dir / HISTORY_FILE
+    vals = [r for r in read_history(hist) if r.get("phase") == "val"] if hist.exists() else []
+    if vals:
+        metric = next((k for k in ("sad", "mse", "grad", "conn", "competition_mse") if k in vals[0]), None)
+        if metric is not None:
+            best = min(vals, key=lambda r: r.get(metric, float("inf")))
+            parts.append(f"validation {metric} {vals[0][metric]:.4g} (step {vals[0]['step']}) -> "
+                         f"{best[metric]:.4g} (best, step {best['step']})")
+    nb04 = read_metrics(run_dir).get(NOTEBOOKS[3], {})
+    if isinstance(nb04, dict) and nb04.get("sad") is not None:
+        parts.append(f"notebook 04: SAD {nb04['sad']:.4g} on {nb04.get('images')} {nb04.get('split', 'val')} images")
+    return "; ".join(parts)
 
 
 def select_notebooks(notebooks: Iterable[str] | None) -> list[str]:
@@ -206,7 +241,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
     if fresh:
         extra.setdefault("fresh", True)
     check_run_inputs(cfg, quiet=quiet)
-    _check_lock(cfg, run_dir, force, quiet)
+    check_lock(cfg, run_dir, force, quiet)
     ctx = prepare_run(config, overrides, run_name=name, runs_root=runs_root, smoke=smoke, fresh=fresh)
     _save_doctor(ctx.cfg, ctx.run_dir, quiet)
     out_dir = ctx.run_dir / NOTEBOOK_DIR_NAME
@@ -273,7 +308,7 @@ def _forward_interrupt():
     """While notebooks run, Ctrl-C goes to the kernel (papermill starts it in a session of its own, so the
     terminal's SIGINT reaches only this process): the kernel's code stops as it would in Jupyter (the
     trainer saves ``last.pt``) and papermill returns the cell's error. Yields the list of interrupts
-    received; a second Ctrl-C stops this process at once. Without psutil, or off the main thread, Ctrl-C
+    received; a second Ctrl-C, or one while no kernel runs, stops this process at once. Without psutil, or off the main thread, Ctrl-C
     behaves as usual."""
     import signal
     import threading
@@ -291,10 +326,14 @@ def _forward_interrupt():
         if received:
             raise KeyboardInterrupt
         received.append(time.monotonic())
+        kernels = 0
         for child in psutil.Process().children():
             with contextlib.suppress(OSError, psutil.Error):
                 if os.getpgid(child.pid) == child.pid:   # a kernel: the leader of its own session
                     os.killpg(child.pid, signal.SIGINT)
+                    kernels += 1
+        if not kernels:   # no kernel running (starting up, between notebooks): stop here
+            raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, forward)
     try:
@@ -340,7 +379,7 @@ def _under(value: Any, folder: str) -> bool:
     return bool(value) and not Path(str(value)).is_absolute() and Path(str(value)).parts[:1] == (folder,)
 
 
-def _check_lock(cfg: Config, run_dir: Path, force: bool, quiet: bool) -> None:
+def check_lock(cfg: Config, run_dir: Path, force: bool, quiet: bool) -> None:
     """Refuse a run folder another live process holds (``force``: take its lock over)."""
     from .runlock import RunLock, read_lock
 
