@@ -1,4 +1,5 @@
-"""A fake Kaggle API on 127.0.0.1 for the kernels and wheel-dataset calls the installed ``kaggle`` client makes.
+"""The fake Kaggle API on 127.0.0.1: the download, submission, kernel and dataset calls the installed ``kaggle``
+client makes (tests/test_download.py, tests/test_kaggle_kernels.py, tests/reliability/test_rel_secrets.py).
 
 The kaggle 2.x client (kagglesdk) posts JSON to ``http://localhost/api/v1/<service>/<Method>`` when
 ``KAGGLE_API_ENVIRONMENT=LOCALHOST``; ``requests`` routes those plain-http URLs through ``HTTP_PROXY``,
@@ -23,8 +24,11 @@ empty fields are left out of the JSON; tests/test_kaggle_kernels.py asserts thes
 - ``POST /api/v1/datasets.DatasetApiService/CreateDataset`` ``{ownerSlug, slug, title, licenseName, isPrivate,
   files: [{token}]}`` or ``.../CreateDatasetVersion`` ``{ownerSlug, datasetSlug, body: {versionNotes, files:
   [{token}]}}`` -> ``{ref, url, status, error}``
-- submissions as in tests/test_download.py: ``StartSubmissionUpload``, ``PUT``, ``CreateSubmission``,
-  ``ListSubmissions`` (``competitions.CompetitionApiService``)
+- downloads: ``competitions.CompetitionApiService/DownloadDataFiles {competitionName}`` and
+  ``datasets.DatasetApiService/DownloadDataset {ownerSlug, datasetSlug}`` -> 302 to ``/files/<name>.zip`` (GET)
+- submissions (``competitions.CompetitionApiService``): ``StartSubmissionUpload {fileName, contentLength, ...}``
+  -> ``{token, createUrl}``, ``PUT createUrl``, ``CreateSubmission {competitionName, blobFileTokens,
+  submissionDescription}`` -> ``{message, ref}``, ``ListSubmissions {competitionName, ...}`` -> ``{submissions}``
 
 Use::
 
