@@ -1,4 +1,5 @@
-"""A fake Kaggle API on 127.0.0.1 for the kernels and wheel-dataset calls the installed ``kaggle`` client makes.
+"""The fake Kaggle API on 127.0.0.1: the download, submission, kernel and dataset calls the installed ``kaggle``
+client makes (tests/test_download.py, tests/test_kaggle_kernels.py, tests/reliability/test_rel_secrets.py).
 
 The kaggle 2.x client (kagglesdk) posts JSON to ``http://localhost/api/v1/<service>/<Method>`` when
 ``KAGGLE_API_ENVIRONMENT=LOCALHOST``; ``requests`` routes those plain-http URLs through ``HTTP_PROXY``,
@@ -23,8 +24,11 @@ empty fields are left out of the JSON; tests/test_kaggle_kernels.py asserts thes
 - ``POST /api/v1/datasets.DatasetApiService/CreateDataset`` ``{ownerSlug, slug, title, licenseName, isPrivate,
   files: [{token}]}`` or ``.../CreateDatasetVersion`` ``{ownerSlug, datasetSlug, body: {versionNotes, files:
   [{token}]}}`` -> ``{ref, url, status, error}``
-- submissions as in tests/test_download.py: ``StartSubmissionUpload``, ``PUT``, ``CreateSubmission``,
-  ``ListSubmissions`` (``competitions.CompetitionApiService``)
+- downloads: ``competitions.CompetitionApiService/DownloadDataFiles {competitionName}`` and
+  ``datasets.DatasetApiService/DownloadDataset {ownerSlug, datasetSlug}`` -> 302 to ``/files/<name>.zip`` (GET)
+- submissions (``competitions.CompetitionApiService``): ``StartSubmissionUpload {fileName, contentLength, ...}``
+  -> ``{token, createUrl}``, ``PUT createUrl``, ``CreateSubmission {competitionName, blobFileTokens,
+  submissionDescription}`` -> ``{message, ref}``, ``ListSubmissions {competitionName, ...}`` -> ``{submissions}``
 
 Use::
 
@@ -68,7 +72,11 @@ class FakeKaggle:
         self.datasets: dict[str, list[dict[str, bytes]]] = {}
         self.blobs: dict[str, dict] = {}
         self.submissions: list[dict] = []
-        self.mode = ""            # "quota" | "owner_403" | "" : how SaveKernel answers
+        #: how the fake answers: "" (normally); kernels: "quota", "owner_403"; downloads: "token_401",
+        #: "key_401", "rules_403" (also submissions); submissions: "reject_400", "pending2", "pending_forever",
+        #: "score_error"
+        self.mode = ""
+        self.files: dict[str, bytes] = {}   # name -> bytes: what /files/NAME serves (download redirects)
         self.others: set[str] = set()   # kernel slugs that exist under another owner
         self._lock = threading.Lock()
         self.server: ThreadingHTTPServer | None = None
@@ -87,12 +95,14 @@ class FakeKaggle:
             def log_message(self, *args):
                 pass
 
-            def _send(self, code: int, body: bytes | dict = b"", ctype: str = "application/json"):
+            def _send(self, code: int, body: bytes | dict = b"", ctype: str = "application/json", headers=None):
                 if isinstance(body, dict):
                     body = json.dumps(body).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -105,9 +115,9 @@ class FakeKaggle:
                 with fake._lock:
                     fake.requests.append({"method": "POST", "path": urlsplit(self.path).path, "body": body,
                                           "auth": self.headers.get("Authorization", "").split(" ")[0]})
-                code, reply = fake._api(urlsplit(self.path).path.rsplit("/", 1)[-1], body,
-                                        self.headers.get("Authorization", ""))
-                self._send(code, reply)
+                code, reply, *headers = fake._api(urlsplit(self.path).path.rsplit("/", 1)[-1], body,
+                                                  self.headers.get("Authorization", ""))
+                self._send(code, reply, headers=headers[0] if headers else None)
 
             def do_PUT(self):
                 data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -124,6 +134,8 @@ class FakeKaggle:
                 path = unquote(urlsplit(self.path).path)
                 with fake._lock:
                     fake.requests.append({"method": "GET", "path": path})
+                if path.startswith("/files/") and path[len("/files/"):] in fake.files:
+                    return self._send(200, fake.files[path[len("/files/"):]], "application/zip")
                 if path.startswith("/kernel-output/"):
                     ref, _, name = path[len("/kernel-output/"):].partition("/-/")
                     plan = fake.plans.get(ref)
@@ -172,9 +184,9 @@ class FakeKaggle:
             return user == USER and key in self.keys
         return False
 
-    def _api(self, method: str, body: dict, auth: str) -> tuple[int, dict]:
+    def _api(self, method: str, body: dict, auth: str) -> tuple:
         if method == "IntrospectToken":
-            if body.get("token") in self.tokens:
+            if body.get("token") in self.tokens and self.mode != "token_401":
                 return 200, {"active": True, "username": USER}
             return 401, {"code": 401, "message": "Unauthenticated"}
         if not self._authorised(auth):
@@ -227,7 +239,7 @@ class FakeKaggle:
         return 200, {"status": "ready"}
 
     def _StartBlobUpload(self, body: dict) -> tuple[int, dict]:
-        token = f"blob{len(self.blobs) + 1}"
+        token = f"blob-{len(self.blobs) + 1}"
         self.blobs[token] = {"name": body.get("name"), "length": body.get("contentLength"), "data": None}
         return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
 
@@ -256,23 +268,73 @@ class FakeKaggle:
         self.datasets[ref].append(files)
         return 200, {"ref": ref, "url": f"https://www.kaggle.com/datasets/{ref}", "status": "ok"}
 
-    # -- submissions (as tests/test_cli.py's fake: upload, create, list with a public score) -------
-    def _StartSubmissionUpload(self, body: dict) -> tuple[int, dict]:
-        token = f"blob{len(self.blobs) + 1}"
-        self.blobs[token] = {"name": body.get("fileName"), "length": body.get("contentLength"), "data": None}
-        return 200, {"token": token, "createUrl": f"http://localhost/upload/{token}"}
+    # -- downloads: DownloadDataFiles / DownloadDataset redirect to /files/<name>.zip ----------------
+    def _download(self, name: str) -> tuple:
+        if self.mode == "key_401":
+            return 401, {"code": 401, "message": "Unauthenticated"}
+        if self.mode == "rules_403":
+            return 403, {"code": 403, "message": "You must accept this competition's rules before you'll be able "
+                                                 "to download files."}
+        return 302, {}, {"Location": f"http://localhost/files/{name}"}
 
-    def _CreateSubmission(self, body: dict) -> tuple[int, dict]:
+    def _DownloadDataFiles(self, body: dict) -> tuple:
+        return self._download(f"{body.get('competitionName')}.zip")
+
+    def _DownloadDataset(self, body: dict) -> tuple:
+        return self._download(f"{body.get('datasetSlug')}.zip")
+
+    # -- submissions: StartSubmissionUpload -> {token, createUrl}; PUT; CreateSubmission
+    # {competitionName, blobFileTokens, submissionDescription} -> {message, ref}; ListSubmissions
+    # {competitionName, ...} -> {submissions: [newest first]}, an older unrelated one always listed too
+    reject_message = "Submission must have 2 columns: filename, image_utf (got 3)"
+
+    def _submission_refused(self) -> tuple | None:
+        if self.mode == "rules_403":
+            return 403, {"code": 403, "message": "You must accept this competition's rules before you can submit."}
+        return None
+
+    def _StartSubmissionUpload(self, body: dict) -> tuple:
+        token = f"blob-{len(self.blobs) + 1}"
+        self.blobs[token] = {"name": body.get("fileName"), "length": body.get("contentLength"), "data": None}
+        return self._submission_refused() or (200, {"token": token, "createUrl": f"http://localhost/upload/{token}"})
+
+    def _CreateSubmission(self, body: dict) -> tuple:
+        refused = self._submission_refused()
+        if refused:
+            return refused
+        if self.mode == "reject_400":
+            return 400, {"code": 400, "message": self.reject_message}
         blob = self.blobs.get(body.get("blobFileTokens"))
         if blob is None or blob["data"] is None:
             return 400, {"code": 400, "message": "unknown blob token"}
-        self.submissions.append({"file_name": blob["name"], "data": blob["data"],
-                                 "description": body.get("submissionDescription", "")})
-        return 200, {"message": "Successfully submitted", "ref": 700 + len(self.submissions)}
+        self.submissions.append({"file_name": blob["name"], "data": blob["data"], "length": blob["length"],
+                                 "description": body.get("submissionDescription", ""), "polls": 0,
+                                 "ref": 776 + len(self.submissions) + 1})
+        return 200, {"message": "Successfully submitted to Ecom Test", "ref": self.submissions[-1]["ref"]}
 
-    def _ListSubmissions(self, body: dict) -> tuple[int, dict]:
-        subs = [{"ref": 700 + i + 1, "fileName": s["file_name"], "description": s["description"],
-                 "status": "COMPLETE", "publicScore": "0.04321", "submittedBy": USER}
-                for i, s in enumerate(self.submissions)]
-        return 200, {"submissions": subs[::-1]}
+    def _ListSubmissions(self, body: dict) -> tuple:
+        refused = self._submission_refused()
+        if refused:
+            return refused
+        listed = []
+        for s in self.submissions[::-1]:
+            s["polls"] += 1
+            status, score, err = "COMPLETE", "0.04321", ""
+            if self.mode == "pending2" and s["polls"] <= 2 or self.mode == "pending_forever":
+                status, score = "PENDING", ""
+            elif self.mode == "score_error":
+                status, score, err = "ERROR", "", "Submission has 3 rows, expected 4 (0004 is missing)"
+            listed.append({"ref": s["ref"], "fileName": s["file_name"], "description": s["description"],
+                           "status": status, "publicScore": score, "privateScore": "", "errorDescription": err,
+                           "submittedBy": USER, "totalBytes": s["length"] or 0})
+        old = {"ref": 5, "fileName": listed[0]["fileName"] if listed else "x.csv", "description": "older",
+               "status": "COMPLETE", "publicScore": "0.9", "privateScore": "", "submittedBy": USER, "totalBytes": 1}
+        return 200, {"submissions": listed + [old]}
 
+    def reset(self, mode: str = "") -> None:
+        """A new scenario: no requests, blobs or submissions recorded; the given mode."""
+        with self._lock:
+            self.mode = mode
+            self.requests.clear()
+            self.blobs.clear()
+            self.submissions.clear()

@@ -1,7 +1,7 @@
 """Downloads (mattingkit.kaggle and mattingkit.data.download): credential discovery, error mapping, secrecy, and the real client against a fake server.
 
 No network is used: the end-to-end test drives the installed ``kaggle`` client (unpatched) against
-``tests/kaggle_fake_server.py`` on 127.0.0.1 in a fresh interpreter; the offline tests make real
+the fake Kaggle of ``tests/kaggle_fake_server.py`` on 127.0.0.1 in a fresh interpreter; the offline tests make real
 connections to a closed loopback port.
 """
 from __future__ import annotations
@@ -581,12 +581,12 @@ def run_fake_kaggle(work: str) -> None:
     an HTTP proxy (HTTP_PROXY), which is how ``requests`` routes plain-http URLs; no kaggle code is
     patched or mocked. Prints one ``RESULTS {json}`` line with every scenario's outcome.
     """
-    import base64
     import contextlib
     import io
     import shutil
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from kaggle_fake_server import USER, FakeKaggle
 
     WORK = Path(work)
     HOME = Path(os.environ["HOME"])
@@ -596,7 +596,6 @@ def run_fake_kaggle(work: str) -> None:
 
     # Fake credentials, one per supported form (none of them is real).
     SECRETS = json.loads(os.environ["FAKE_SECRETS"])
-    USER = "tester"
 
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, force=True)
 
@@ -608,114 +607,11 @@ def run_fake_kaggle(work: str) -> None:
             z.writestr("sample_submission.csv", "filename,image_utf\n0001,\n")
         return buf.getvalue()
 
-    ZIP = make_zip()
-    STATE: dict = {"mode": "", "requests": []}
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):  # keep the output clean
-            pass
-
-        def _send(self, code: int, body: bytes = b"", ctype: str = "application/json", headers=None):
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _auth_ok(self) -> bool:
-            auth = self.headers.get("Authorization", "")
-            if auth.startswith("Bearer "):
-                return auth[7:] in (SECRETS["token_env"], SECRETS["token_file"])
-            if auth.startswith("Basic "):
-                user, _, key = base64.b64decode(auth[6:]).decode().partition(":")
-                return user == USER and key in (SECRETS["key_env"], SECRETS["key_json"])
-            return False
-
-        def do_POST(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(n)
-            STATE["requests"].append(self.path)
-            mode = STATE["mode"]
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                body = {}
-            if "/competitions.CompetitionApiService/" in self.path and self.path.rsplit("/", 1)[-1] in (
-                    "StartSubmissionUpload", "CreateSubmission", "ListSubmissions"):
-                return self._submission_api(self.path.rsplit("/", 1)[-1], body, mode)
-            if self.path.endswith("/IntrospectToken"):
-                if mode == "token_401":
-                    return self._send(401, b'{"code": 401, "message": "Unauthenticated"}')
-                return self._send(200, json.dumps({"active": True, "username": USER}).encode())
-            if self.path.endswith(("/DownloadDataFiles", "/DownloadDataset")):
-                if not self._auth_ok() or mode == "key_401":
-                    return self._send(401, b'{"code": 401, "message": "Unauthenticated"}')
-                if mode == "rules_403":
-                    msg = {"code": 403, "message": "You must accept this competition's rules before you'll "
-                                                   "be able to download files."}
-                    return self._send(403, json.dumps(msg).encode())
-                name = "ecom-test.zip" if "DataFiles" in self.path else "aim-demo.zip"
-                return self._send(302, b"", "text/plain", {"Location": f"http://localhost/files/{name}"})
-            return self._send(404, b'{"code": 404, "message": "not found"}')
-
-        # --- submissions, as the kaggle 2.x client calls them (kagglesdk CompetitionApiService):
-        # StartSubmissionUpload -> {token, createUrl}; PUT the file to createUrl; CreateSubmission
-        # {competitionName, blobFileTokens, submissionDescription} -> {message, ref}; ListSubmissions
-        # {competitionName, ...} -> {submissions: [{ref, fileName, description, status, publicScore, ...}]}
-        def _submission_api(self, method: str, body: dict, mode: str):
-            if not self._auth_ok():
-                return self._send(401, b'{"code": 401, "message": "Unauthenticated"}')
-            if mode == "rules_403":
-                msg = {"code": 403, "message": "You must accept this competition's rules before you can submit."}
-                return self._send(403, json.dumps(msg).encode())
-            sub = STATE.setdefault("submission", {})
-            if method == "StartSubmissionUpload":
-                sub.update(file_name=body.get("fileName"), length=body.get("contentLength"))
-                return self._send(200, json.dumps({"token": "blob-token-1",
-                                                   "createUrl": "http://localhost/upload/blob-1"}).encode())
-            if method == "CreateSubmission":
-                if mode == "reject_400":
-                    msg = {"code": 400, "message": "Submission must have 2 columns: filename, image_utf (got 3)"}
-                    return self._send(400, json.dumps(msg).encode())
-                if body.get("blobFileTokens") != "blob-token-1" or not sub.get("uploaded"):
-                    return self._send(400, b'{"code": 400, "message": "unknown blob token"}')
-                sub.update(description=body.get("submissionDescription", ""), polls=0)
-                return self._send(200, json.dumps({"message": "Successfully submitted to Ecom Test",
-                                                   "ref": 777}).encode())
-            # ListSubmissions: newest first; an older, unrelated submission is always listed too
-            sub["polls"] = sub.get("polls", 0) + 1
-            status, score, err = "COMPLETE", "0.04321", ""
-            if mode == "pending2" and sub["polls"] <= 2 or mode == "pending_forever":
-                status, score = "PENDING", ""
-            elif mode == "score_error":
-                status, score, err = "ERROR", "", "Submission has 3 rows, expected 4 (0004 is missing)"
-            mine = {"ref": 777, "fileName": sub.get("file_name"), "description": sub.get("description", ""),
-                    "status": status, "publicScore": score, "privateScore": "", "errorDescription": err,
-                    "submittedBy": USER, "totalBytes": sub.get("length") or 0}
-            old = {"ref": 5, "fileName": sub.get("file_name"), "description": "older", "status": "COMPLETE",
-                   "publicScore": "0.9", "privateScore": "", "submittedBy": USER, "totalBytes": 1}
-            return self._send(200, json.dumps({"submissions": [mine, old]}).encode())
-
-        def do_PUT(self):
-            n = int(self.headers.get("Content-Length") or 0)
-            data = self.rfile.read(n)
-            STATE["requests"].append(self.path)
-            if "/upload/blob-1" in self.path:
-                STATE.setdefault("submission", {})["uploaded"] = data
-                return self._send(200, b"{}")
-            return self._send(404, b"")
-
-        def do_GET(self):
-            STATE["requests"].append(self.path)
-            if "/files/" in self.path:
-                return self._send(200, ZIP, "application/zip")
-            return self._send(404, b"")
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    PROXY = f"http://127.0.0.1:{server.server_port}"
+    fake = FakeKaggle(tokens=(SECRETS["token_env"], SECRETS["token_file"]),
+                      keys=(SECRETS["key_env"], SECRETS["key_json"]))
+    fake.files = {"ecom-test.zip": make_zip(), "aim-demo.zip": make_zip()}
+    fake.__enter__()
+    PROXY = fake.proxy
 
     def set_creds(form: str | None) -> None:
         for k in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY"):
@@ -756,9 +652,7 @@ def run_fake_kaggle(work: str) -> None:
     for name, form, mode, proxy, call in SCENARIOS:
         set_creds(form)
         os.environ["HTTP_PROXY"] = os.environ["http_proxy"] = proxy
-        STATE["mode"] = mode
-        STATE["requests"] = []
-        STATE["submission"] = {}
+        fake.reset(mode)
         out = {"source": kg.find_credentials().source}
         printed = io.StringIO()
         try:
@@ -770,8 +664,8 @@ def run_fake_kaggle(work: str) -> None:
                     res = kg.submit_to_kaggle(csv_path, "ecom-test", "resnet18 demo", timeout_s=timeout,
                                               interval_s=0.05)
                 out.update(ok=True, status=res.status, score=res.public_score, ref=res.ref, text=str(res),
-                           uploaded=(STATE["submission"].get("uploaded") or b"").decode(),
-                           description=STATE["submission"].get("description"))
+                           uploaded=(fake.submissions[-1]["data"] if fake.submissions else b"").decode(),
+                           description=fake.submissions[-1]["description"] if fake.submissions else None)
             else:
                 path = kg.download_dataset("owner/aim-demo", WORK / "data" / "aim", quiet=False)
             if call != "submit":
@@ -781,12 +675,12 @@ def run_fake_kaggle(work: str) -> None:
             out.update(ok=False, kind=e.kind, message=str(e), exit_code=e.exit_code,
                        type=type(e).__name__)
         out["printed"] = printed.getvalue()
-        out["requests"] = list(STATE["requests"])
+        out["requests"] = [r["path"] for r in fake.requests]
         results[name] = out
         print(f"scenario {name}: {json.dumps(out)}", file=sys.stderr)
 
     print("RESULTS " + json.dumps(results))
-    server.shutdown()
+    fake.__exit__(None, None, None)
 
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--fake-kaggle":

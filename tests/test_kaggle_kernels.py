@@ -311,6 +311,17 @@ def test_internet_on_driver_installs_the_kit_from_the_repository(world, tmp_path
     assert (run_dir / "DONE").exists() and (run_dir / "notebooks" / "01_data_download.ipynb").exists()
 
 
+def test_pull_refuses_an_output_name_that_leaves_the_run_folder(world, tmp_path):
+    fk, runs = world["fk"], tmp_path / "runs"
+    fk.kernel_plan(f"{USER}/mattingkit-evil", ["COMPLETE"],
+                   outputs={"runs/evil/metrics.json": b"{}", "runs/evil/../../escape.txt": b"outside"})
+    assert mk(world, "kaggle", "push", "--config", "demo", "--name", "evil", "--repo", "u",
+              "--runs-root", runs).returncode == 0
+    one_line_error(mk(world, "kaggle", "pull", "evil", "--runs-root", runs), 3, "unsafe file name")
+    assert not (runs / "evil").exists() and not (tmp_path / "escape.txt").exists()
+    assert [p.name for p in runs.iterdir()] == [kaggle.PUSH_RECORDS]     # no staging folder left behind
+
+
 # ------------------------------------------------------------------------------------------------
 # sweep --on kaggle: three kernels, one failing, results table, re-run skips what was pulled
 # ------------------------------------------------------------------------------------------------
