@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_runner import demo_data_root  # noqa: F401 - the session's demo data
 
 REPO = Path(__file__).resolve().parents[1]
 
