@@ -768,13 +768,18 @@ def test_baselines_through_predict_folder_and_predict_split(tmp_path):
     np.testing.assert_array_equal(read_alpha(tmp_path / "split" / "0001.png"), read_alpha(out / "0001.png"))
 
 
-def test_smaller_tile_holds_the_context():
-    from mattingkit.tiling import min_tile, smaller_tile
+def test_oom_ladder_keeps_half_of_each_tile_and_bounds_the_work():
+    from mattingkit.tiling import MAX_TILED_WORK, min_tile, oom_ladder, tiled_work
 
-    assert smaller_tile(1792, 128) == 896
-    assert smaller_tile(896, 384) == 800 == min_tile(384)   # holds 2 x context + 32
-    assert smaller_tile(800, 384) is None
-    assert smaller_tile(96, 0) is None
+    for hp, wp, tile, ctx in [(2176, 2176, 1792, 128), (4160, 4160, 1792, 64), (640, 864, 864, 32), (384, 480, 480, 0)]:
+        ladder = oom_ladder(hp, wp, tile, ctx)
+        assert ladder == sorted(ladder, reverse=True) and all(t < tile for t in ladder)
+        for t in ladder:
+            assert t - 2 * ctx >= t / 2 and t >= min_tile(ctx)                # at least half of each tile usable
+            assert tiled_work(hp, wp, t, ctx) <= MAX_TILED_WORK
+    # the case of issue 21: 2112^2 (padded 2176) with AlphaGAN's 544 px context: 1184 px tiles keep a
+    # 96 px core (~75x the work); the ladder offers no such tile, so the retry goes straight to downscaling
+    assert tiled_work(2176, 2176, 1184, 544) > 20 and oom_ladder(2176, 2176, 1792, 544) == []
 
 
 class OomAbove(nn.Module):
@@ -802,9 +807,51 @@ def test_out_of_memory_on_one_image_retries_it_tiled_with_a_note(tmp_path):
     ref.conv.load_state_dict(net.conv.state_dict())
     np.testing.assert_allclose(read_alpha(out / "big.png"), predict(ref, read_image(src / "big.png")),
                                atol=0.5 / 255 + 1e-6)
-    # an image that cannot fit at any tile: a per-image failure with the reason
+    # an image that cannot fit at any tile nor downscaled: a per-image failure with the reason
     rep = predict_folder(OomAbove(limit=10), src, tmp_path / "out2", tile_overlap=0, headless=True, verbose=False)
-    assert [Path(p).name for p, _ in rep.failed] == ["big.png", "small.png"] and "cannot shrink" in rep.failed[0][1]
+    assert [Path(p).name for p, _ in rep.failed] == ["big.png", "small.png"] and "downscaled below" in rep.failed[0][1]
+
+
+class CountingOom(OomAbove):
+    """:class:`OomAbove` that counts the pixels of every forward it completes."""
+
+    def __init__(self, limit):
+        super().__init__(limit)
+        self.pixels = 0
+
+    def forward(self, image, trimap):
+        out = super().forward(image, trimap)
+        self.pixels += image.shape[-2] * image.shape[-1]
+        return out
+
+
+@pytest.mark.parametrize("limit, context, how", [(300 * 300, 32, "tiled at tile_size=288"),
+                                                 (150 * 150, 96, "DOWNSCALED to")])
+def test_out_of_memory_ladder_finishes_within_4x_the_work_then_downscales(tmp_path, limit, context, how):
+    import json
+
+    from mattingkit.infer import padding
+
+    src, out = tmp_path / "images", tmp_path / "out"
+    yy, xx = np.mgrid[0:600, 0:800] / 100.0
+    smooth = np.stack([np.sin(yy) * 0.4 + 0.5, np.cos(xx) * 0.4 + 0.5, np.sin(xx + yy) * 0.4 + 0.5], -1)
+    write_png(src / "big.png", smooth.astype(np.float32))
+    tri = np.full((600, 800), 0.5, np.float32)
+    tri[:50] = 0
+    write_png(tmp_path / "tri" / "big.png", tri)
+    net = CountingOom(limit)
+    rep = predict_folder(net, src, out, tmp_path / "tri", tile_overlap=context, headless=True, verbose=False)
+    assert rep.ok and rep.written == ["big"] and len(rep.notes) == 1 and how in rep.notes[0]
+    t, b, left, r = padding(600, 800)
+    assert net.pixels <= 4 * (600 + t + b) * (800 + left + r)               # never more than 4x the untiled work
+    assert json.loads((out / "_source.json").read_text())["notes"] == rep.notes   # recorded with the folder
+    alpha = read_alpha(out / "big.png")
+    assert alpha.shape == (600, 800) and alpha[:50].max() == 0              # full size, known region clamped
+    ref = OomAbove(10 ** 9)
+    ref.conv.load_state_dict(net.conv.state_dict())
+    full = predict(ref, read_image(src / "big.png"), tri)
+    err = np.abs(alpha - full)[80:]                                      # away from the trimap edge
+    assert err.max() <= (0.5 / 255 + 1e-6 if "tiled" in how else 0.02)  # a smooth photo: downscaling loses little
 
 
 def test_batched_folder_equals_one_by_one_in_order_with_a_bad_file(tmp_path):
