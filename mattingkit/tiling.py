@@ -421,7 +421,7 @@ def _tiles(spans_y: list[Span], spans_x: list[Span]) -> Iterator[tuple[Span, Spa
 
 def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model: nn.Module,
                   image: torch.Tensor, trimap: torch.Tensor, *, tile: int, context: int,
-                  device: torch.device | str = "cpu", max_stats_passes: int | None = None,
+                  device: torch.device | str | None = None, max_stats_passes: int | None = None,
                   info: TilingInfo | None = None) -> torch.Tensor:
     """Tiled ``run(image_tile, trimap_tile) -> (1,1,h,w) alpha`` over a padded ``(1,3,H,W)`` image.
 
@@ -439,6 +439,7 @@ def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mod
         (96, 96)
     """
     info = info if info is not None else TilingInfo()
+    device = image.device if device is None else device
     _, _, hp, wp = image.shape
     spans_y, spans_x = tile_spans(hp, tile, context), tile_spans(wp, tile, context)
     blend = blend_width(context)

@@ -894,3 +894,80 @@ def test_ctrl_c_in_the_pipeline_leaves_no_partial_png_and_resumes(tmp_path):
         read_alpha(p)      # whole, readable files
     rep = predict_folder(Interrupt(), src, out, headless=True, verbose=False)
     assert rep.skipped == ["0000", "0001", "0002"] and rep.written == ["0003", "0004", "0005"]
+
+
+# --------------------------------------------------------------------------------------------
+# One device plan for every prediction path (issue 21)
+# --------------------------------------------------------------------------------------------
+def _demo_checkpoint(tmp_path, overrides=()):
+    from mattingkit import checkpoint
+    from mattingkit.config import load_config
+    from mattingkit.models import build_model
+
+    cfg = load_config("demo", list(overrides))
+    torch.manual_seed(0)
+    state = {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "step": 5,
+             "generator": build_model(cfg.model).eval().state_dict(), "config": cfg.to_dict()}
+    return checkpoint.save_checkpoint(state, tmp_path / "best.pt")
+
+
+def test_gpu_recipe_checkpoint_without_a_gpu_stops_as_training_does_unless_cpu(tmp_path, monkeypatch):
+    from gpusim import simulate
+
+    from mattingkit import cli
+    from mattingkit.device import require_gpu
+    from mattingkit.errors import DeviceError
+    from mattingkit.infer import load_model, predict_split
+
+    simulate(monkeypatch, None)                                              # a runtime that lost its GPU
+    best = _demo_checkpoint(tmp_path, ["run.require_gpu=true", "run.name=big"])
+    with pytest.raises(DeviceError) as e:
+        load_model(best)                                                     # default: auto
+    with pytest.raises(DeviceError) as e_train:
+        require_gpu(torch.device("cpu"), True, recipe="big")
+    assert str(e.value) == str(e_train.value)                                # the same message as training
+    model, _ = load_model(best, device="cpu")                                # deliberate: allowed
+    assert next(model.parameters()).device.type == "cpu"
+    src = tmp_path / "img"
+    write_png(src / "a.png", _rng_image(40, 40, seed=1))
+    assert cli.main(["predict", str(best), str(src), str(tmp_path / "o1")]) == 5          # DeviceError: exit 5
+    assert cli.main(["predict", str(best), str(src), str(tmp_path / "o2"), "--device", "cpu", "--two-pass"]) == 0
+    from mattingkit.config import load_config
+
+    with pytest.raises(DeviceError):                                         # the run's own device rule too
+        predict_split(best, src, tmp_path / "o3", load_config("demo", ["run.require_gpu=true"]), verbose=False)
+
+
+def test_predict_device_defaults_to_auto_and_picks_a_simulated_gpu(monkeypatch, capsys):
+    from gpusim import simulate
+
+    from mattingkit import cli
+    from mattingkit.config import load_config
+    from mattingkit.infer.core import inference_plan
+
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    assert "--device DEVICE" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["predict", "a", "b", "c"]).device == "auto"
+    simulate(monkeypatch, "T4")
+    plan = inference_plan(None, "auto", cfg=load_config("default"))         # a GPU recipe on a GPU runtime
+    assert plan.device.type == "cuda" and plan.amp_dtype == torch.float16     # T4: fp16 autocast, one plan
+    assert inference_plan("cpu", "auto", cfg=load_config("default")).device.type == "cpu"
+
+
+def test_autocast_is_applied_through_the_plan(monkeypatch):
+    from mattingkit.device import DevicePlan
+
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, image, trimap):
+            seen.append(torch.is_autocast_cpu_enabled())
+            return {"alpha": image.mean(1, keepdim=True)}
+
+    calls = []
+    real = DevicePlan.autocast
+    monkeypatch.setattr(DevicePlan, "autocast", lambda self: calls.append(self.amp_dtype) or real(self))
+    predict(Probe(), _rng_image(40, 40), amp="bf16")
+    predict(Probe(), _rng_image(40, 40))
+    assert calls == [torch.bfloat16, None] and seen == [True, False]

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..config import InferConfig
-from ..device import DevicePlan, free_cuda_memory, is_oom, resolve_device
+from ..device import DevicePlan, free_cuda_memory, is_oom
 from ..errors import InputNotFoundError
 from ..io import (
     IMAGE_EXTENSIONS,
@@ -345,9 +345,11 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     if isinstance(model, BaselinePredictor):
         settings = {**BaselinePredictor.PREDICT_KWARGS, **settings}
     s = infer_settings(infer_cfg, **settings)          # the settings and the device plan: once, here
-    if device is None:
-        device = getattr(getattr(infer_cfg, "run", None), "device", "cpu")
-    plan = inference_plan(device, s.amp, model)
+    run_cfg = infer_cfg if hasattr(infer_cfg, "run") else getattr(model, "mattingkit_cfg", None)
+    if isinstance(model, BaselinePredictor) and device is None:
+        plan = DevicePlan.host()                        # a classical solve runs on the host
+    else:
+        plan = inference_plan(device, s.amp, model, cfg=run_cfg)
     if trimap_cfg is None:
         trimap_cfg = getattr(infer_cfg, "trimap", None)
     return _predict_folder(model, _items(images), Path(out_dir), trimap_dir, s, plan, trimap_cfg,
@@ -527,11 +529,14 @@ def _trimap_folder(trimap_dir: str | os.PathLike | None, s: InferConfig) -> Path
     return Path(trimap_dir)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+def load_model(path: str | os.PathLike, device: str | torch.device | None = "auto") -> tuple[nn.Module, Any]:
     """Load a generator for inference from ``best.pt`` / ``last.pt`` or the inference-only export.
 
     Returns ``(model, cfg)`` — the model on ``device`` in eval mode and the run's config (its
-    ``cfg.infer`` holds the run's inference settings). Delegates to
+    ``cfg.infer`` holds the run's inference settings). ``device``: ``auto`` (the GPU when one is
+    visible), ``cpu``, ``cuda[:N]``, or ``None`` (the checkpoint's ``run.device``); decided as training
+    decides (:func:`mattingkit.infer.core.inference_plan`): a GPU recipe's checkpoint (``run.require_gpu``)
+    on a machine without a GPU stops with training's message unless ``device="cpu"``. Delegates to
     :func:`mattingkit.checkpoint.load_generator` (``torch.load(weights_only=True)``).
 
     Example:
@@ -541,10 +546,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
     if not Path(path).exists():
         raise InputNotFoundError(f"{path}: checkpoint not found")
-    dev = resolve_device(device)
-    model, cfg = load_generator(path, dev)
-    model.eval()
-    return model, cfg
+    model, cfg = load_generator(path)                  # on the host first: its config decides the device
+    plan = inference_plan(device, cfg.infer.amp, cfg=cfg)
+    return model.to(plan.device).eval(), cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -569,8 +573,8 @@ def predictor_for(method_or_checkpoint: str | os.PathLike, cfg: Any = None,
                   device: str | torch.device | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """``(model, producer)`` for :func:`predict_folder` from a baseline method name
     (:data:`mattingkit.baselines.METHODS`: a :class:`~mattingkit.baselines.BaselinePredictor`, which
-    predict_folder runs with its ``PREDICT_KWARGS``) or a checkpoint path (the model on ``device``, default
-    ``cfg.run.device`` or ``"cpu"``). The checkpoint's run config (``None`` for a method) is
+    predict_folder runs with its ``PREDICT_KWARGS``, on the host) or a checkpoint path (the model on
+    ``device``, default ``cfg.run.device``, else ``auto``; :func:`load_model`). The checkpoint's run config (``None`` for a method) is
     ``model.mattingkit_cfg`` (its ``infer`` and ``trimap`` sections are the checkpoint's settings).
 
     Example:
@@ -581,7 +585,7 @@ def predictor_for(method_or_checkpoint: str | os.PathLike, cfg: Any = None,
     from ..baselines import METHODS, BaselinePredictor
 
     if device is None:
-        device = getattr(getattr(cfg, "run", None), "device", "cpu")
+        device = getattr(getattr(cfg, "run", None), "device", "auto")
     name = str(method_or_checkpoint)
     if name in METHODS and not Path(name).is_file():
         model = BaselinePredictor(name)
@@ -627,7 +631,7 @@ def predict_split(checkpoint: str | os.PathLike | None, images: Any, out_dir: st
         settings = infer_settings(cfg, two_pass=False if with_trimap else (use_trimap or bool(cfg.infer.two_pass)))
     if is_rows:
         images = images[["id", "image"] + (["trimap"] if with_trimap else [])]
-    plan = inference_plan(cfg.run.device, settings.amp, model)
+    plan = DevicePlan.host() if method is not None else inference_plan(cfg.run.device, settings.amp, model, cfg=cfg)
     report = _predict_folder(model, _items(images), Path(out_dir), None, settings, plan, cfg.trimap, producer=producer,
                              skip_existing=True, rgba_dir=None, headless=headless, verbose=verbose, force=force,
                              replace_other=True, t0=time.monotonic())
