@@ -3,6 +3,7 @@ net, a toy GroupNorm net and the real AlphaGAN with BatchNorm and GroupNorm), tr
 folder prediction (resumable, failures reported), model loading."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -658,12 +659,13 @@ def test_device_padding_is_numpy_reflect(h, w, margin):
 # --------------------------------------------------------------------------------------------
 # The producer rule (issue 16), OOM retry (issue 12), baselines and the pipelined folder (issue 13)
 # --------------------------------------------------------------------------------------------
-def _checkpoints(tmp_path, seeds=(0, 1)):
+def _checkpoints(tmp_path, seeds=(0, 1), overrides=("model.use_trimap=false",)):
+    """Demo checkpoints of two seeds (trimap-free by default: these folders have no trimaps)."""
     from mattingkit import checkpoint
     from mattingkit.config import load_config
     from mattingkit.models import build_model
 
-    cfg = load_config("demo")
+    cfg = load_config("demo", list(overrides))
     paths = []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -971,3 +973,18 @@ def test_autocast_is_applied_through_the_plan(monkeypatch):
     predict(Probe(), _rng_image(40, 40), amp="bf16")
     predict(Probe(), _rng_image(40, 40))
     assert calls == [torch.bfloat16, None] and seen == [True, False]
+
+
+def test_a_trimap_model_without_trimaps_is_refused_saying_how(tmp_path, capsys):
+    from mattingkit import cli
+
+    _, (a,) = _checkpoints(tmp_path, seeds=(0,), overrides=())             # the demo recipe: trained with trimaps
+    src = tmp_path / "images"
+    _make_folder(src, h=64, w=64)
+    assert cli.main(["predict", str(a), str(src), str(tmp_path / "o")]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in ("--trimaps DIR", "--two-pass", "model.use_trimap: false"))
+    assert not list((tmp_path / "o").glob("*.png"))
+    assert cli.main(["predict", str(a), str(src), str(tmp_path / "o"), "--two-pass"]) == 0   # the documented way
+    rec = json.loads((tmp_path / "o" / "_source.json").read_text())
+    assert rec["settings"]["two_pass"] is True and rec["settings"]["trimaps"] is False

@@ -174,6 +174,12 @@ def _save(job: _Job) -> None:
         write_png(job.rgba_path, np.concatenate([fg, job.alpha[:, :, None]], axis=2))
 
 
+#: Why :func:`predict_folder` refuses a model trained with trimaps given no trimaps and one pass.
+TRIMAP_MODEL_WITHOUT_TRIMAPS = (
+    "this model was trained with trimaps (model.use_trimap: true) and no trimaps were given: its single pass "
+    "would see an all-unknown trimap and predict noise. Give the trimaps (--trimaps DIR; Python: trimap_dir=), "
+    "or predict trimap-free in two passes (--two-pass; two_pass=True: a coarse pass, a trimap from it, a "
+    "refining pass), or train a trimap-free model (model.use_trimap: false, as base: ecom does)")
 #: A downscaled retry after running out of memory stops below this long side (px).
 MIN_DOWNSCALED_SIDE = 64
 
@@ -314,7 +320,9 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
       producer's PNGs are replaced; ``skip_existing=False`` does the same); the rule is
       :func:`mattingkit.infer.cache.claim_prediction_dir`.
     - Trimaps: ``trimap_dir/<stem>.<ext>`` when ``trimap_dir`` is given, else the DataFrame's ``trimap``
-      column, else none (trimap-free). A missing trimap in ``trimap_dir`` is a per-image failure.
+      column, else none (trimap-free). A missing trimap in ``trimap_dir`` is a per-image failure. A
+      model trained with trimaps (``use_trimap``) given none is refused unless ``two_pass``
+      (:data:`TRIMAP_MODEL_WITHOUT_TRIMAPS` says the ways out).
     - Resumable: with ``skip_existing`` an image whose output exists (and, with ``write_rgba``, whose
       cut-out exists) is skipped. Writes are atomic, so an interrupted run never leaves a partial PNG.
     - Pipelined: reader threads decode ahead (uint8), the model runs (``batch_size`` consecutive
@@ -368,6 +376,8 @@ def _predict_folder(model: nn.Module, items: list, out_dir: Path, trimap_dir: st
     rgba_root = Path(rgba_dir) if rgba_dir is not None else out_dir / "rgba"
     tri_root = _trimap_folder(trimap_dir, s)
     with_trimap = tri_root is not None or any(t is not None for _, _, t in items)
+    if not with_trimap and not s.two_pass and bool(getattr(getattr(model, "module", model), "use_trimap", False)):
+        raise InferenceInputError(TRIMAP_MODEL_WITHOUT_TRIMAPS)
     record = producer_record(producer if producer is not None else module_producer(model), s, with_trimap)
     claim_prediction_dir(out_dir, record, force=force, replace_other=replace_other, rgba_dir=rgba_root)
     report = PredictReport(out_dir=out_dir, producer=record)
@@ -567,6 +577,21 @@ class SplitPrediction:
     settings: InferConfig
     with_trimap: bool
     method: str | None = None
+
+    def describe(self) -> str:
+        """Which model and mode made the predictions, in words (figure titles, the console).
+
+        Example:
+            >>> from mattingkit.config import InferConfig
+            >>> SplitPrediction(Path("p"), None, Path("best.pt"), InferConfig(two_pass=True), False).describe()
+            'checkpoint best.pt, trimap-free in two passes (coarse pass -> trimap from it -> refining pass)'
+        """
+        who = f"baseline {self.method}" if self.method else f"checkpoint {self.checkpoint.name}"
+        if self.with_trimap:
+            return f"{who}, with the items' trimaps"
+        if self.settings.two_pass:
+            return f"{who}, trimap-free in two passes (coarse pass -> trimap from it -> refining pass)"
+        return f"{who}, a trimap-free model in one pass"
 
 
 def predictor_for(method_or_checkpoint: str | os.PathLike, cfg: Any = None,
