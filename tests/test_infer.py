@@ -964,7 +964,7 @@ def test_autocast_is_applied_through_the_plan(monkeypatch):
 
     class Probe(nn.Module):
         def forward(self, image, trimap):
-            seen.append(torch.is_autocast_cpu_enabled())
+            seen.append(torch.is_autocast_enabled("cpu"))
             return {"alpha": image.mean(1, keepdim=True)}
 
     calls = []
