@@ -225,13 +225,13 @@ def cmd_predict(args) -> int:
         raise UsageError(f"give CHECKPOINT IMAGES OUT (or --method METHOD IMAGES OUT), got {len(paths)} path(s)")
     else:
         source, images, out = map(Path, paths)
-    model, producer = infer.predictor_for(source, device=args.device if not args.method else "cpu")
+    model, producer = infer.predictor_for(source, device=None if args.method else args.device)
     cfg = model.mattingkit_cfg
     flags = {k: v for k, v in (("tta_flip", args.tta), ("two_pass", args.two_pass), ("write_rgba", args.rgba))
              if v is not None}  # given flags override the checkpoint's infer settings; absent ones keep them
     settings = infer.infer_settings(cfg.infer if cfg is not None else None, **flags)
     report = infer.predict_folder(model, images, out, trimap_dir=args.trimaps, infer_cfg=settings,
-                                  device=args.device if not args.method else "cpu",
+                                  device=None if args.method else args.device,
                                   trimap_cfg=cfg.trimap if cfg is not None else None,
                                   producer=producer, force=args.force)
     for note in dict.fromkeys(report.notes):   # e.g. "downscaled to ... for the solve"; an OOM retry
@@ -577,7 +577,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a classical method instead of a checkpoint (needs --trimaps; large unknown regions "
                         "are solved downscaled, and a note says so)")
     p.add_argument("--trimaps", type=Path, default=None, help="trimap folder (matching stems)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: the GPU when one is visible), cpu, cuda or cuda:N. A GPU recipe's checkpoint "
+                        "(run.require_gpu) on a machine without a GPU stops, as training does, unless --device cpu")
     p.add_argument("--force", action="store_true",
                    help="predict every image again (default: resume, skipping images already in OUT)")
     # None = not given: the checkpoint's infer.* settings stand; --x / --no-x override them

@@ -330,6 +330,16 @@ class DevicePlan:
         return cls(device=dev, amp_dtype=dtype, grad_scaler=False, channels_last=False, num_workers=0,
                    amp_reason=amp_reason(amp, dev))
 
+    @classmethod
+    def host(cls) -> DevicePlan:
+        """The plan of host-side work (the classical solvers of :mod:`mattingkit.baselines`): the CPU, float32.
+
+        Example:
+            >>> DevicePlan.host().device.type
+            'cpu'
+        """
+        return cls.for_inference("cpu", amp="off")
+
 
 def plan(cfg: Any, *, amp: str | bool | None = None, check: bool = True, require: bool | None = None) -> DevicePlan:
     """Resolve ``run.device``, ``train.amp`` (or ``amp``), ``train.channels_last`` and ``data.num_workers``

@@ -60,7 +60,7 @@ def _predict_baseline(rows, out_dir: Path, method: str, max_pixels: int | None):
     from .infer import predict_folder
 
     model = BaselinePredictor(method, max_pixels=max_pixels)
-    report = predict_folder(model, rows[["id", "image", "trimap"]], out_dir, device="cpu", verbose=False,
+    report = predict_folder(model, rows[["id", "image", "trimap"]], out_dir, verbose=False,
                             replace_other=True)
     return Path(out_dir), report, model.notes
 

@@ -351,12 +351,14 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     final = publish(run_csv, submission_destination(ctx, submission_dir)) if copy else None
     if final:
         print(f"submission: {final}")
-    fig = submission_figure(run_csv, test_dir, ctx.path("decoded"), n_show)
+    print(f"predicted by {res.describe()}")
+    fig = submission_figure(run_csv, test_dir, ctx.path("decoded"), n_show, made_by=res.describe())
     if fig is not None:
         save_figure(fig, ctx.path("submission_preview.png"))
     values = {"test_dir": str(test_dir), "rows": built.rows, "file_size": built.file_size, "order": built.order,
               "resized": len(built.resized), "valid": bool(check.ok), "problems": list(check.problems),
               "warnings": list(check.warnings), "two_pass": res.settings.two_pass, "max_side": max_side,
+              "made_by": res.describe(),
               "checkpoint": str(res.checkpoint), "run_csv": str(run_csv), "csv": str(final) if final else None,
               "predict_seconds": round(res.report.seconds, 2), "seconds": _seconds(t0)}
     update_metrics(ctx.run_dir, NB_SUBMIT, values)

@@ -35,6 +35,8 @@ GRID = 32
 WINDOW_FLOOR = 1e-4
 #: Half-width of the cross-fade band between neighbouring cores: ``min(context // 4, MAX_BLEND)``.
 MAX_BLEND = 32
+#: An out-of-memory retry never costs more than this many times the untiled work (:func:`oom_ladder`).
+MAX_TILED_WORK = 4.0
 #: Context (px) a tile sees around its core when the model declares no :class:`InferGeometry`.
 DEFAULT_CONTEXT = 128
 
@@ -95,18 +97,40 @@ def min_tile(context: int, grid: int = GRID) -> int:
     return 2 * int(context) + grid
 
 
-def smaller_tile(tile_size: int, context: int = 0, grid: int = GRID) -> int | None:
-    """The tile size to retry an image with after an out-of-memory error in inference: half the tile (on
-    the ``grid``), never below :func:`min_tile` nor ``4 * grid``; ``None`` when it cannot shrink.
+def tiled_work(height: int, width: int, tile: int, context: int, grid: int = GRID) -> float:
+    """Pixels the model sees tiling a padded ``height x width`` image at ``tile`` with ``context``, per
+    pass, over the untiled pixels (1.0 = no overhead; each tile's context is seen twice or more).
 
     Example:
-        >>> smaller_tile(1792, 64), smaller_tile(256, 96), smaller_tile(224, 96), smaller_tile(4096, 0)
-        (896, 224, None, 2048)
+        >>> tiled_work(640, 640, 640, 64), round(tiled_work(640, 640, 384, 64), 2)
+        (1.0, 1.44)
     """
-    floor = max(min_tile(context, grid), 4 * grid)
-    new = (int(tile_size) // 2) // grid * grid
-    new = max(new, floor)
-    return new if new < tile_size else None
+    rows = sum(s.stop - s.start for s in tile_spans(height, tile, context, grid))
+    cols = sum(s.stop - s.start for s in tile_spans(width, tile, context, grid))
+    return rows * cols / (height * width)
+
+
+def oom_ladder(height: int, width: int, tile: int, context: int, grid: int = GRID,
+               max_work: float = MAX_TILED_WORK) -> list[int]:
+    """The tile sizes to retry a padded ``height x width`` image with after running out of memory at
+    ``tile`` (largest first, each about half the memory of the one before): only tiles that keep at
+    least half of each side as core (``tile >= 4 * context``) and cost at most ``max_work`` times the
+    untiled work (:func:`tiled_work`). Empty: no tiling helps; predict downscaled instead.
+
+    Example:
+        >>> oom_ladder(2048, 2048, 1792, 64)
+        [1248, 864, 608, 416, 288]
+        >>> oom_ladder(2176, 2176, 1792, 544)        # AlphaGAN's 544 px context: tiles would be mostly context
+        []
+    """
+    floor = max(min_tile(context, grid), 4 * int(context), 4 * grid)
+    out: list[int] = []
+    t = min(int(tile), max(height, width))
+    while True:
+        t = int(t / 2 ** 0.5) // grid * grid
+        if t < floor or tiled_work(height, width, t, context, grid) > max_work:
+            return out
+        out.append(t)
 
 
 def blend_width(context: int) -> int:
@@ -397,7 +421,7 @@ def _tiles(spans_y: list[Span], spans_x: list[Span]) -> Iterator[tuple[Span, Spa
 
 def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model: nn.Module,
                   image: torch.Tensor, trimap: torch.Tensor, *, tile: int, context: int,
-                  device: torch.device | str = "cpu", max_stats_passes: int | None = None,
+                  device: torch.device | str | None = None, max_stats_passes: int | None = None,
                   info: TilingInfo | None = None) -> torch.Tensor:
     """Tiled ``run(image_tile, trimap_tile) -> (1,1,h,w) alpha`` over a padded ``(1,3,H,W)`` image.
 
@@ -415,6 +439,7 @@ def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mod
         (96, 96)
     """
     info = info if info is not None else TilingInfo()
+    device = image.device if device is None else device
     _, _, hp, wp = image.shape
     spans_y, spans_x = tile_spans(hp, tile, context), tile_spans(wp, tile, context)
     blend = blend_width(context)
@@ -473,6 +498,7 @@ def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mod
 
 __all__ = [
     "DEFAULT_CONTEXT", "GRID", "MAX_BLEND", "WINDOW_FLOOR", "GlobalContext", "InferGeometry", "Span", "TilingError",
-    "TilingInfo", "blend_width", "core_window", "geometry_of", "global_modules", "min_tile", "smaller_tile",
+    "TilingInfo", "blend_width", "core_window", "geometry_of", "global_modules", "MAX_TILED_WORK", "min_tile", "oom_ladder",
+    "tiled_work",
     "tile_spans", "tiled_predict",
 ]

@@ -3,6 +3,7 @@ net, a toy GroupNorm net and the real AlphaGAN with BatchNorm and GroupNorm), tr
 folder prediction (resumable, failures reported), model loading."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -658,12 +659,13 @@ def test_device_padding_is_numpy_reflect(h, w, margin):
 # --------------------------------------------------------------------------------------------
 # The producer rule (issue 16), OOM retry (issue 12), baselines and the pipelined folder (issue 13)
 # --------------------------------------------------------------------------------------------
-def _checkpoints(tmp_path, seeds=(0, 1)):
+def _checkpoints(tmp_path, seeds=(0, 1), overrides=("model.use_trimap=false",)):
+    """Demo checkpoints of two seeds (trimap-free by default: these folders have no trimaps)."""
     from mattingkit import checkpoint
     from mattingkit.config import load_config
     from mattingkit.models import build_model
 
-    cfg = load_config("demo")
+    cfg = load_config("demo", list(overrides))
     paths = []
     for seed in seeds:
         torch.manual_seed(seed)
@@ -768,13 +770,18 @@ def test_baselines_through_predict_folder_and_predict_split(tmp_path):
     np.testing.assert_array_equal(read_alpha(tmp_path / "split" / "0001.png"), read_alpha(out / "0001.png"))
 
 
-def test_smaller_tile_holds_the_context():
-    from mattingkit.tiling import min_tile, smaller_tile
+def test_oom_ladder_keeps_half_of_each_tile_and_bounds_the_work():
+    from mattingkit.tiling import MAX_TILED_WORK, min_tile, oom_ladder, tiled_work
 
-    assert smaller_tile(1792, 128) == 896
-    assert smaller_tile(896, 384) == 800 == min_tile(384)   # holds 2 x context + 32
-    assert smaller_tile(800, 384) is None
-    assert smaller_tile(96, 0) is None
+    for hp, wp, tile, ctx in [(2176, 2176, 1792, 128), (4160, 4160, 1792, 64), (640, 864, 864, 32), (384, 480, 480, 0)]:
+        ladder = oom_ladder(hp, wp, tile, ctx)
+        assert ladder == sorted(ladder, reverse=True) and all(t < tile for t in ladder)
+        for t in ladder:
+            assert t - 2 * ctx >= t / 2 and t >= min_tile(ctx)                # at least half of each tile usable
+            assert tiled_work(hp, wp, t, ctx) <= MAX_TILED_WORK
+    # the case of issue 21: 2112^2 (padded 2176) with AlphaGAN's 544 px context: 1184 px tiles keep a
+    # 96 px core (~75x the work); the ladder offers no such tile, so the retry goes straight to downscaling
+    assert tiled_work(2176, 2176, 1184, 544) > 20 and oom_ladder(2176, 2176, 1792, 544) == []
 
 
 class OomAbove(nn.Module):
@@ -802,9 +809,51 @@ def test_out_of_memory_on_one_image_retries_it_tiled_with_a_note(tmp_path):
     ref.conv.load_state_dict(net.conv.state_dict())
     np.testing.assert_allclose(read_alpha(out / "big.png"), predict(ref, read_image(src / "big.png")),
                                atol=0.5 / 255 + 1e-6)
-    # an image that cannot fit at any tile: a per-image failure with the reason
+    # an image that cannot fit at any tile nor downscaled: a per-image failure with the reason
     rep = predict_folder(OomAbove(limit=10), src, tmp_path / "out2", tile_overlap=0, headless=True, verbose=False)
-    assert [Path(p).name for p, _ in rep.failed] == ["big.png", "small.png"] and "cannot shrink" in rep.failed[0][1]
+    assert [Path(p).name for p, _ in rep.failed] == ["big.png", "small.png"] and "downscaled below" in rep.failed[0][1]
+
+
+class CountingOom(OomAbove):
+    """:class:`OomAbove` that counts the pixels of every forward it completes."""
+
+    def __init__(self, limit):
+        super().__init__(limit)
+        self.pixels = 0
+
+    def forward(self, image, trimap):
+        out = super().forward(image, trimap)
+        self.pixels += image.shape[-2] * image.shape[-1]
+        return out
+
+
+@pytest.mark.parametrize("limit, context, how", [(300 * 300, 32, "tiled at tile_size=288"),
+                                                 (150 * 150, 96, "DOWNSCALED to")])
+def test_out_of_memory_ladder_finishes_within_4x_the_work_then_downscales(tmp_path, limit, context, how):
+    import json
+
+    from mattingkit.infer import padding
+
+    src, out = tmp_path / "images", tmp_path / "out"
+    yy, xx = np.mgrid[0:600, 0:800] / 100.0
+    smooth = np.stack([np.sin(yy) * 0.4 + 0.5, np.cos(xx) * 0.4 + 0.5, np.sin(xx + yy) * 0.4 + 0.5], -1)
+    write_png(src / "big.png", smooth.astype(np.float32))
+    tri = np.full((600, 800), 0.5, np.float32)
+    tri[:50] = 0
+    write_png(tmp_path / "tri" / "big.png", tri)
+    net = CountingOom(limit)
+    rep = predict_folder(net, src, out, tmp_path / "tri", tile_overlap=context, headless=True, verbose=False)
+    assert rep.ok and rep.written == ["big"] and len(rep.notes) == 1 and how in rep.notes[0]
+    t, b, left, r = padding(600, 800)
+    assert net.pixels <= 4 * (600 + t + b) * (800 + left + r)               # never more than 4x the untiled work
+    assert json.loads((out / "_source.json").read_text())["notes"] == rep.notes   # recorded with the folder
+    alpha = read_alpha(out / "big.png")
+    assert alpha.shape == (600, 800) and alpha[:50].max() == 0              # full size, known region clamped
+    ref = OomAbove(10 ** 9)
+    ref.conv.load_state_dict(net.conv.state_dict())
+    full = predict(ref, read_image(src / "big.png"), tri)
+    err = np.abs(alpha - full)[80:]                                      # away from the trimap edge
+    assert err.max() <= (0.5 / 255 + 1e-6 if "tiled" in how else 0.02)  # a smooth photo: downscaling loses little
 
 
 def test_batched_folder_equals_one_by_one_in_order_with_a_bad_file(tmp_path):
@@ -847,3 +896,95 @@ def test_ctrl_c_in_the_pipeline_leaves_no_partial_png_and_resumes(tmp_path):
         read_alpha(p)      # whole, readable files
     rep = predict_folder(Interrupt(), src, out, headless=True, verbose=False)
     assert rep.skipped == ["0000", "0001", "0002"] and rep.written == ["0003", "0004", "0005"]
+
+
+# --------------------------------------------------------------------------------------------
+# One device plan for every prediction path (issue 21)
+# --------------------------------------------------------------------------------------------
+def _demo_checkpoint(tmp_path, overrides=()):
+    from mattingkit import checkpoint
+    from mattingkit.config import load_config
+    from mattingkit.models import build_model
+
+    cfg = load_config("demo", list(overrides))
+    torch.manual_seed(0)
+    state = {"format": checkpoint.FORMAT, "format_version": checkpoint.FORMAT_VERSION, "step": 5,
+             "generator": build_model(cfg.model).eval().state_dict(), "config": cfg.to_dict()}
+    return checkpoint.save_checkpoint(state, tmp_path / "best.pt")
+
+
+def test_gpu_recipe_checkpoint_without_a_gpu_stops_as_training_does_unless_cpu(tmp_path, monkeypatch):
+    from gpusim import simulate
+
+    from mattingkit import cli
+    from mattingkit.device import require_gpu
+    from mattingkit.errors import DeviceError
+    from mattingkit.infer import load_model, predict_split
+
+    simulate(monkeypatch, None)                                              # a runtime that lost its GPU
+    best = _demo_checkpoint(tmp_path, ["run.require_gpu=true", "run.name=big"])
+    with pytest.raises(DeviceError) as e:
+        load_model(best)                                                     # default: auto
+    with pytest.raises(DeviceError) as e_train:
+        require_gpu(torch.device("cpu"), True, recipe="big")
+    assert str(e.value) == str(e_train.value)                                # the same message as training
+    model, _ = load_model(best, device="cpu")                                # deliberate: allowed
+    assert next(model.parameters()).device.type == "cpu"
+    src = tmp_path / "img"
+    write_png(src / "a.png", _rng_image(40, 40, seed=1))
+    assert cli.main(["predict", str(best), str(src), str(tmp_path / "o1")]) == 5          # DeviceError: exit 5
+    assert cli.main(["predict", str(best), str(src), str(tmp_path / "o2"), "--device", "cpu", "--two-pass"]) == 0
+    from mattingkit.config import load_config
+
+    with pytest.raises(DeviceError):                                         # the run's own device rule too
+        predict_split(best, src, tmp_path / "o3", load_config("demo", ["run.require_gpu=true"]), verbose=False)
+
+
+def test_predict_device_defaults_to_auto_and_picks_a_simulated_gpu(monkeypatch, capsys):
+    from gpusim import simulate
+
+    from mattingkit import cli
+    from mattingkit.config import load_config
+    from mattingkit.infer.core import inference_plan
+
+    with pytest.raises(SystemExit):
+        cli.main(["predict", "--help"])
+    assert "--device DEVICE" in capsys.readouterr().out
+    assert cli.build_parser().parse_args(["predict", "a", "b", "c"]).device == "auto"
+    simulate(monkeypatch, "T4")
+    plan = inference_plan(None, "auto", cfg=load_config("default"))         # a GPU recipe on a GPU runtime
+    assert plan.device.type == "cuda" and plan.amp_dtype == torch.float16     # T4: fp16 autocast, one plan
+    assert inference_plan("cpu", "auto", cfg=load_config("default")).device.type == "cpu"
+
+
+def test_autocast_is_applied_through_the_plan(monkeypatch):
+    from mattingkit.device import DevicePlan
+
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, image, trimap):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return {"alpha": image.mean(1, keepdim=True)}
+
+    calls = []
+    real = DevicePlan.autocast
+    monkeypatch.setattr(DevicePlan, "autocast", lambda self: calls.append(self.amp_dtype) or real(self))
+    predict(Probe(), _rng_image(40, 40), amp="bf16")
+    predict(Probe(), _rng_image(40, 40))
+    assert calls == [torch.bfloat16, None] and seen == [True, False]
+
+
+def test_a_trimap_model_without_trimaps_is_refused_saying_how(tmp_path, capsys):
+    from mattingkit import cli
+
+    _, (a,) = _checkpoints(tmp_path, seeds=(0,), overrides=())             # the demo recipe: trained with trimaps
+    src = tmp_path / "images"
+    _make_folder(src, h=64, w=64)
+    assert cli.main(["predict", str(a), str(src), str(tmp_path / "o")]) == 4
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in ("--trimaps DIR", "--two-pass", "model.use_trimap: false"))
+    assert not list((tmp_path / "o").glob("*.png"))
+    assert cli.main(["predict", str(a), str(src), str(tmp_path / "o"), "--two-pass"]) == 0   # the documented way
+    rec = json.loads((tmp_path / "o" / "_source.json").read_text())
+    assert rec["settings"]["two_pass"] is True and rec["settings"]["trimaps"] is False

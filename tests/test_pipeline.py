@@ -162,6 +162,14 @@ def test_real_set_absent_is_skipped(trained, capsys):
     assert "no real evaluation set" in capsys.readouterr().out
 
 
+def test_submission_preview_says_which_model_and_mode_made_it(trained, figures, capsys):
+    vals = pipeline.make_submission(trained, n_show=1, copy=False)
+    title = figures["submission_preview.png"]._suptitle.get_text()
+    # the demo model was trained with trimaps and the test images have none: the documented two passes
+    assert vals["two_pass"] and "checkpoint best.pt" in title and "two passes" in title
+    assert vals["made_by"] in title and f"predicted by {vals['made_by']}" in capsys.readouterr().out
+
+
 def test_kaggle_submit_cell(trained, monkeypatch, capsys):
     from mattingkit import kaggle
 

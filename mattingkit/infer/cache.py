@@ -160,6 +160,8 @@ def claim_prediction_dir(out_dir: str | os.PathLike, record: dict[str, Any], *, 
         old = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         old = None
+    if isinstance(old, dict):
+        old = {k: v for k, v in old.items() if k != "notes"}   # how PNGs were made, not who made them
     rgba = Path(rgba_dir) if rgba_dir is not None else out / "rgba"
     pngs = list(out.glob("*.png")) + list(rgba.glob("*.png"))
     if old == record and not force:
@@ -183,6 +185,25 @@ def claim_prediction_dir(out_dir: str | os.PathLike, record: dict[str, Any], *, 
         p.unlink()
     atomic_write_text(marker, json.dumps(record, indent=1))
     return "fresh"
+
+
+def add_notes(out_dir: str | os.PathLike, notes: list[str]) -> None:
+    """Append ``notes`` (e.g. an image predicted downscaled after running out of GPU memory) to the
+    ``notes`` of the folder's :data:`PRODUCER_FILE`: they say how some PNGs were made, not who made
+    them, so :func:`claim_prediction_dir` ignores them; a fresh start drops them with the PNGs.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp(); _ = claim_prediction_dir(d, {"method": "knn"})
+        >>> add_notes(d, ["a: downscaled"]); claim_prediction_dir(d, {"method": "knn"})
+        'resume'
+        >>> json.loads((Path(d) / PRODUCER_FILE).read_text())["notes"]
+        ['a: downscaled']
+    """
+    marker = Path(out_dir) / PRODUCER_FILE
+    rec = json.loads(marker.read_text(encoding="utf-8"))
+    rec["notes"] = list(dict.fromkeys([*rec.get("notes", []), *notes]))
+    atomic_write_text(marker, json.dumps(rec, indent=1))
 
 
 def split_dir(predictions: str | os.PathLike, split: str, max_side: int | None = None) -> Path:
@@ -225,6 +246,6 @@ def publish(src: str | os.PathLike, final: str | os.PathLike) -> Path:
 
 
 __all__ = [
-    "PRODUCER_FILE", "baseline_producer", "claim_prediction_dir", "model_producer", "module_producer", "producer_record",
+    "PRODUCER_FILE", "add_notes", "baseline_producer", "claim_prediction_dir", "model_producer", "module_producer", "producer_record",
     "publish", "source_tag", "split_dir",
 ]

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import device as devmod
 from ..config import InferConfig
 from ..device import DevicePlan, cudnn_benchmark, exact_numerics
 from ..errors import InputDataError
@@ -385,10 +386,30 @@ def run_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s
     return {"alpha": alpha, "coarse": coarse, "trimap": tri2}
 
 
-def inference_plan(device: str | torch.device | None, amp: str | bool | None, *models: nn.Module | None) -> DevicePlan:
-    """The :class:`~mattingkit.device.DevicePlan` of a prediction on ``device`` with ``amp``; the
-    ``models`` (None skipped) must already be there."""
-    plan = DevicePlan.for_inference(device, amp)
+def inference_plan(device: str | torch.device | DevicePlan | None, amp: str | bool | None, *models: nn.Module | None,
+                   cfg: Any = None) -> DevicePlan:
+    """The :class:`~mattingkit.device.DevicePlan` of a prediction with ``amp``, decided the way training
+    decides it (:func:`mattingkit.device.plan`) when the run's ``Config`` is known: a GPU recipe
+    (``run.require_gpu``) on a machine without a GPU stops with training's message unless ``device`` is
+    ``cpu``. ``device``: ``auto``, ``cpu``, ``cuda[:N]`` or a plan; ``None``: ``cfg.run.device``, else
+    where the first model is (``auto`` for a model without parameters). The ``models`` (None skipped)
+    must already be on the plan's device.
+
+    Example:
+        >>> inference_plan(None, "auto", torch.nn.Conv2d(1, 1, 1)).device.type   # where the model is
+        'cpu'
+    """
+    if isinstance(device, DevicePlan):
+        plan = device
+    elif cfg is not None and hasattr(cfg, "run"):
+        if device is not None:
+            cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, device=str(device)))
+        plan = devmod.plan(cfg, amp=amp)
+    else:
+        if device is None:
+            first = next((m for m in models if m is not None), None)
+            device = (_model_device(first) if first is not None else None) or "auto"
+        plan = DevicePlan.for_inference(device, amp)
     for m in models:
         md = None if m is None else _model_device(m)
         if md is not None and md.type != plan.device.type:
@@ -398,7 +419,7 @@ def inference_plan(device: str | torch.device | None, amp: str | bool | None, *m
 
 
 def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *,
-                   infer_cfg: Any = None, device: str | torch.device = "cpu", trimap_cfg: Any = None,
+                   infer_cfg: Any = None, device: str | torch.device | None = None, trimap_cfg: Any = None,
                    coarse_model: nn.Module | None = None, tiling_info: TilingInfo | None = None,
                    **settings: Any) -> dict[str, np.ndarray]:
     """Like :func:`predict`, returning every stage: ``{"alpha"}`` plus, when ``two_pass``,
@@ -418,13 +439,13 @@ def predict_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | Non
     s = infer_settings(infer_cfg, **settings)
     if trimap_cfg is None:
         trimap_cfg = getattr(infer_cfg, "trimap", None)
-    plan = inference_plan(device, s.amp, model, coarse_model)
+    plan = inference_plan(device, s.amp, model, coarse_model, cfg=infer_cfg)
     return run_passes(model, image, trimap, s, plan, trimap_cfg=trimap_cfg, coarse_model=coarse_model,
                       tiling_info=tiling_info)
 
 
 def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = None, *, infer_cfg: Any = None,
-            device: str | torch.device = "cpu", trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
+            device: str | torch.device | None = None, trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
             tiling_info: TilingInfo | None = None, **settings: Any) -> np.ndarray:
     """Alpha matte (float32 ``HxW`` in [0, 1]) for one image.
 
@@ -436,8 +457,9 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
     section is the default ``trimap_cfg``); ``None`` = the defaults. Keyword ``settings`` (InferConfig
     field names: ``tta_flip``, ``amp``, ``pixel_budget``, ``tile_size``, ``tile_overlap``,
     ``tile_stats_passes``, ``pad_margin``, ``two_pass``) replace single fields. ``trimap_cfg`` (a
-    ``TrimapConfig``) sets the pass-2 trimap thresholds and band for ``two_pass``. The model must
-    already be on ``device``; it is run in eval mode and its mode is restored after. ``tiling_info``
+    ``TrimapConfig``) sets the pass-2 trimap thresholds and band for ``two_pass``. ``device``: default
+    where the model is; with a whole ``Config`` its ``run.device`` and GPU rule (:func:`inference_plan`).
+    The model must already be on ``device``; it is run in eval mode and its mode is restored after. ``tiling_info``
     (a :class:`mattingkit.tiling.TilingInfo`) is filled in with what tiling did. See docs/inference.md.
 
     Example:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ..config import InferConfig
-from ..device import DevicePlan, free_cuda_memory, is_oom, resolve_device
+from ..device import DevicePlan, free_cuda_memory, is_oom
 from ..errors import InputNotFoundError
 from ..io import (
     IMAGE_EXTENSIONS,
@@ -44,10 +44,11 @@ from ..io import (
     read_trimap,
     write_png,
 )
-from ..tiling import geometry_of, smaller_tile
-from .cache import baseline_producer, claim_prediction_dir, model_producer, module_producer, producer_record
+from ..tiling import geometry_of, oom_ladder
+from .cache import add_notes, baseline_producer, claim_prediction_dir, model_producer, module_producer, producer_record
 from .core import (
     InferenceInputError,
+    check_trimap,
     infer_settings,
     inference_plan,
     padding,
@@ -173,39 +174,99 @@ def _save(job: _Job) -> None:
         write_png(job.rgba_path, np.concatenate([fg, job.alpha[:, :, None]], axis=2))
 
 
+#: Why :func:`predict_folder` refuses a model trained with trimaps given no trimaps and one pass.
+TRIMAP_MODEL_WITHOUT_TRIMAPS = (
+    "this model was trained with trimaps (model.use_trimap: true) and no trimaps were given: its single pass "
+    "would see an all-unknown trimap and predict noise. Give the trimaps (--trimaps DIR; Python: trimap_dir=), "
+    "or predict trimap-free in two passes (--two-pass; two_pass=True: a coarse pass, a trimap from it, a "
+    "refining pass), or train a trimap-free model (model.use_trimap: false, as base: ecom does)")
+#: A downscaled retry after running out of memory stops below this long side (px).
+MIN_DOWNSCALED_SIDE = 64
+
+
+def _attempt(fn, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or None after an out-of-memory error (its memory released)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        if not is_oom(e):
+            raise
+    free_cuda_memory()   # out of the except block: the error's traceback (and its activations) is gone
+    return None
+
+
+def _downscaled(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig, plan: DevicePlan,
+                trimap_cfg: Any, size: tuple[int, int]) -> np.ndarray:
+    """The alpha of ``image`` predicted untiled at ``size`` (h, w; image bilinear with antialiasing, trimap
+    nearest), upsampled back bilinearly; the known-region clamp uses the full-size trimap."""
+    f = torch.nn.functional
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+    x = x / 255 if image.dtype == np.uint8 else x
+    small = f.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0)
+    tri = None
+    if trimap is not None:
+        t = torch.from_numpy(np.asarray(trimap, np.float32) / (255 if trimap.dtype == np.uint8 else 1))[None, None]
+        tri = (f.interpolate(t, size=size, mode="nearest-exact")[0, 0] * 2).round() / 2
+    s_small = dataclasses.replace(s, pixel_budget=max(int(s.pixel_budget), size[0] * size[1]))
+    alpha = run_passes(model, small.clamp(0, 1).numpy(), None if tri is None else tri.numpy(), s_small, plan,
+                       trimap_cfg=trimap_cfg)["alpha"]
+    up = f.interpolate(torch.from_numpy(alpha)[None, None], size=image.shape[:2], mode="bilinear",
+                       align_corners=False)[0, 0].clamp(0, 1).numpy()
+    if trimap is not None:
+        known = check_trimap(trimap, image.shape[:2]).astype(np.float32) / (255 if trimap.dtype == np.uint8 else 1)
+        known = np.round(known * 2) / 2
+        up = np.where(known == 0.5, up, known).astype(np.float32)
+    return up
+
+
 def _predict_with_oom_retry(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig,
                             plan: DevicePlan, trimap_cfg: Any, notes: list[str], name: str) -> np.ndarray:
-    """:func:`~mattingkit.infer.core.run_passes`; after an out-of-memory error, again with tiling at ever
-    smaller tiles (:func:`mattingkit.tiling.smaller_tile`), noted in ``notes``."""
+    """:func:`~mattingkit.infer.core.run_passes`; after an out-of-memory error, again tiled down the
+    :func:`mattingkit.tiling.oom_ladder` (at least half of each tile usable, at most
+    :data:`~mattingkit.tiling.MAX_TILED_WORK` times the untiled work), then downscaled (half the pixels
+    each try) and upsampled back. What it took is noted in ``notes``."""
     try:
         return run_passes(model, image, trimap, s, plan, trimap_cfg=trimap_cfg)["alpha"]
     except Exception as e:  # noqa: BLE001
         if not is_oom(e):
             raise
         first = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-    # out of the except block: the error's traceback (and the activations it holds) is gone
     free_cuda_memory()
-    context = resolve_context(model, s.tile_overlap)
-    grid = geometry_of(model).pad_multiple
+    context, grid = resolve_context(model, s.tile_overlap), geometry_of(model).pad_multiple
     h, w = image.shape[:2]
-    top, bottom, left, right = padding(h, w, int(s.pad_margin), grid)
-    tile = min(int(s.tile_size), max(h + top + bottom, w + left + right))
+    pads = padding(h, w, int(s.pad_margin), grid)
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    tile = min(int(s.tile_size), max(hp, wp)) if h * w > s.pixel_budget else max(hp, wp)
+    for t in oom_ladder(hp, wp, tile, context, grid):
+        tiled = dataclasses.replace(s, pixel_budget=1, tile_size=t)
+        out = _attempt(run_passes, model, image, trimap, tiled, plan, trimap_cfg=trimap_cfg)
+        if out is not None:
+            notes.append(f"{name}: out of memory ({first}); predicted tiled at tile_size={t}")
+            return out["alpha"]
+        tile = t
+    area = min(tile * tile, hp * wp)
     while True:
-        tile = smaller_tile(tile, context, grid)
-        if tile is None:
-            raise RuntimeError(f"out of memory ({first}), and the tile cannot shrink below what holds the "
-                               f"model's context of {context} px: lower infer.tile_overlap or predict on the CPU")
-        try:
-            alpha = run_passes(model, image, trimap, dataclasses.replace(s, pixel_budget=1, tile_size=tile), plan,
-                               trimap_cfg=trimap_cfg)["alpha"]
-        except Exception as e:  # noqa: BLE001
-            if not is_oom(e):
-                raise
-            alpha = None
+        area //= 2
+        size = _fit_area(h, w, area, pads, grid)
+        if max(size) < MIN_DOWNSCALED_SIDE:
+            raise RuntimeError(f"out of memory ({first}), tiled down to tile_size={tile} and downscaled below "
+                               f"{MIN_DOWNSCALED_SIDE} px: free GPU memory, or predict on the CPU (--device cpu)")
+        alpha = _attempt(_downscaled, model, image, trimap, s, plan, trimap_cfg, size)
         if alpha is not None:
-            notes.append(f"{name}: out of memory ({first}); predicted tiled at tile_size={tile}")
+            notes.append(f"{name}: out of memory ({first}); predicted DOWNSCALED to {size[1]}x{size[0]} "
+                         f"(from {w}x{h}) and upsampled: a lower-resolution matte")
             return alpha
-        free_cuda_memory()
+
+
+def _fit_area(h: int, w: int, area: int, pads: tuple[int, int, int, int], grid: int) -> tuple[int, int]:
+    """The largest ``(h', w')`` of the image's aspect whose padded size holds at most ``area`` pixels."""
+    scale = (area / ((h + pads[0] + pads[1]) * (w + pads[2] + pads[3]))) ** 0.5
+    while True:
+        nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
+        p = padding(nh, nw, pads[0], grid)
+        if (nh + p[0] + p[1]) * (nw + p[2] + p[3]) <= area or (nh, nw) == (1, 1):
+            return nh, nw
+        scale *= 0.9
 
 
 def _predict_jobs(model: nn.Module, jobs: list[_Job], s: InferConfig, plan: DevicePlan, trimap_cfg: Any,
@@ -259,14 +320,18 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
       producer's PNGs are replaced; ``skip_existing=False`` does the same); the rule is
       :func:`mattingkit.infer.cache.claim_prediction_dir`.
     - Trimaps: ``trimap_dir/<stem>.<ext>`` when ``trimap_dir`` is given, else the DataFrame's ``trimap``
-      column, else none (trimap-free). A missing trimap in ``trimap_dir`` is a per-image failure.
+      column, else none (trimap-free). A missing trimap in ``trimap_dir`` is a per-image failure. A
+      model trained with trimaps (``use_trimap``) given none is refused unless ``two_pass``
+      (:data:`TRIMAP_MODEL_WITHOUT_TRIMAPS` says the ways out).
     - Resumable: with ``skip_existing`` an image whose output exists (and, with ``write_rgba``, whose
       cut-out exists) is skipped. Writes are atomic, so an interrupted run never leaves a partial PNG.
     - Pipelined: reader threads decode ahead (uint8), the model runs (``batch_size`` consecutive
       same-size images in one forward), writer threads encode and write; bounded queues keep memory flat.
     - Unreadable inputs, and any error raised while predicting or writing one image (e.g. inside the
       model), are recorded per file (name + error) and reported at the end; the loop continues. Out of
-      GPU memory on one image → that image again, tiled at smaller tiles (a note in the report).
+      GPU memory on one image → that image again down :func:`mattingkit.tiling.oom_ladder` (tiles at
+      least half core, at most 4x the untiled work), then downscaled and upsampled back; a note in the
+      report and in ``_source.json``.
       ``KeyboardInterrupt`` stops the run (finished predictions already handed to the writers are written).
     - ``write_rgba``: also ``rgba_dir/<stem>.png`` (default ``out_dir/rgba``), RGBA with foreground
       colours from :func:`mattingkit.data.foreground.estimate_foreground`.
@@ -288,9 +353,11 @@ def predict_folder(model: nn.Module, images: Any, out_dir: str | os.PathLike,
     if isinstance(model, BaselinePredictor):
         settings = {**BaselinePredictor.PREDICT_KWARGS, **settings}
     s = infer_settings(infer_cfg, **settings)          # the settings and the device plan: once, here
-    if device is None:
-        device = getattr(getattr(infer_cfg, "run", None), "device", "cpu")
-    plan = inference_plan(device, s.amp, model)
+    run_cfg = infer_cfg if hasattr(infer_cfg, "run") else getattr(model, "mattingkit_cfg", None)
+    if isinstance(model, BaselinePredictor) and device is None:
+        plan = DevicePlan.host()                        # a classical solve runs on the host
+    else:
+        plan = inference_plan(device, s.amp, model, cfg=run_cfg)
     if trimap_cfg is None:
         trimap_cfg = getattr(infer_cfg, "trimap", None)
     return _predict_folder(model, _items(images), Path(out_dir), trimap_dir, s, plan, trimap_cfg,
@@ -309,6 +376,8 @@ def _predict_folder(model: nn.Module, items: list, out_dir: Path, trimap_dir: st
     rgba_root = Path(rgba_dir) if rgba_dir is not None else out_dir / "rgba"
     tri_root = _trimap_folder(trimap_dir, s)
     with_trimap = tri_root is not None or any(t is not None for _, _, t in items)
+    if not with_trimap and not s.two_pass and bool(getattr(getattr(model, "module", model), "use_trimap", False)):
+        raise InferenceInputError(TRIMAP_MODEL_WITHOUT_TRIMAPS)
     record = producer_record(producer if producer is not None else module_producer(model), s, with_trimap)
     claim_prediction_dir(out_dir, record, force=force, replace_other=replace_other, rgba_dir=rgba_root)
     report = PredictReport(out_dir=out_dir, producer=record)
@@ -318,6 +387,8 @@ def _predict_folder(model: nn.Module, items: list, out_dir: Path, trimap_dir: st
     finally:
         if isinstance(model, BaselinePredictor):
             report.notes.extend(model.notes[notes_before:])
+        if report.notes:
+            add_notes(out_dir, report.notes)
         report.seconds = time.monotonic() - t0
     if verbose:
         print(report.summary())
@@ -468,11 +539,14 @@ def _trimap_folder(trimap_dir: str | os.PathLike | None, s: InferConfig) -> Path
     return Path(trimap_dir)
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, Any]:
+def load_model(path: str | os.PathLike, device: str | torch.device | None = "auto") -> tuple[nn.Module, Any]:
     """Load a generator for inference from ``best.pt`` / ``last.pt`` or the inference-only export.
 
     Returns ``(model, cfg)`` — the model on ``device`` in eval mode and the run's config (its
-    ``cfg.infer`` holds the run's inference settings). Delegates to
+    ``cfg.infer`` holds the run's inference settings). ``device``: ``auto`` (the GPU when one is
+    visible), ``cpu``, ``cuda[:N]``, or ``None`` (the checkpoint's ``run.device``); decided as training
+    decides (:func:`mattingkit.infer.core.inference_plan`): a GPU recipe's checkpoint (``run.require_gpu``)
+    on a machine without a GPU stops with training's message unless ``device="cpu"``. Delegates to
     :func:`mattingkit.checkpoint.load_generator` (``torch.load(weights_only=True)``).
 
     Example:
@@ -482,10 +556,9 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
 
     if not Path(path).exists():
         raise InputNotFoundError(f"{path}: checkpoint not found")
-    dev = resolve_device(device)
-    model, cfg = load_generator(path, dev)
-    model.eval()
-    return model, cfg
+    model, cfg = load_generator(path)                  # on the host first: its config decides the device
+    plan = inference_plan(device, cfg.infer.amp, cfg=cfg)
+    return model.to(plan.device).eval(), cfg
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,13 +578,28 @@ class SplitPrediction:
     with_trimap: bool
     method: str | None = None
 
+    def describe(self) -> str:
+        """Which model and mode made the predictions, in words (figure titles, the console).
+
+        Example:
+            >>> from mattingkit.config import InferConfig
+            >>> SplitPrediction(Path("p"), None, Path("best.pt"), InferConfig(two_pass=True), False).describe()
+            'checkpoint best.pt, trimap-free in two passes (coarse pass -> trimap from it -> refining pass)'
+        """
+        who = f"baseline {self.method}" if self.method else f"checkpoint {self.checkpoint.name}"
+        if self.with_trimap:
+            return f"{who}, with the items' trimaps"
+        if self.settings.two_pass:
+            return f"{who}, trimap-free in two passes (coarse pass -> trimap from it -> refining pass)"
+        return f"{who}, a trimap-free model in one pass"
+
 
 def predictor_for(method_or_checkpoint: str | os.PathLike, cfg: Any = None,
                   device: str | torch.device | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """``(model, producer)`` for :func:`predict_folder` from a baseline method name
     (:data:`mattingkit.baselines.METHODS`: a :class:`~mattingkit.baselines.BaselinePredictor`, which
-    predict_folder runs with its ``PREDICT_KWARGS``) or a checkpoint path (the model on ``device``, default
-    ``cfg.run.device`` or ``"cpu"``). The checkpoint's run config (``None`` for a method) is
+    predict_folder runs with its ``PREDICT_KWARGS``, on the host) or a checkpoint path (the model on
+    ``device``, default ``cfg.run.device``, else ``auto``; :func:`load_model`). The checkpoint's run config (``None`` for a method) is
     ``model.mattingkit_cfg`` (its ``infer`` and ``trimap`` sections are the checkpoint's settings).
 
     Example:
@@ -522,7 +610,7 @@ def predictor_for(method_or_checkpoint: str | os.PathLike, cfg: Any = None,
     from ..baselines import METHODS, BaselinePredictor
 
     if device is None:
-        device = getattr(getattr(cfg, "run", None), "device", "cpu")
+        device = getattr(getattr(cfg, "run", None), "device", "auto")
     name = str(method_or_checkpoint)
     if name in METHODS and not Path(name).is_file():
         model = BaselinePredictor(name)
@@ -568,7 +656,7 @@ def predict_split(checkpoint: str | os.PathLike | None, images: Any, out_dir: st
         settings = infer_settings(cfg, two_pass=False if with_trimap else (use_trimap or bool(cfg.infer.two_pass)))
     if is_rows:
         images = images[["id", "image"] + (["trimap"] if with_trimap else [])]
-    plan = inference_plan(cfg.run.device, settings.amp, model)
+    plan = DevicePlan.host() if method is not None else inference_plan(cfg.run.device, settings.amp, model, cfg=cfg)
     report = _predict_folder(model, _items(images), Path(out_dir), None, settings, plan, cfg.trimap, producer=producer,
                              skip_existing=True, rgba_dir=None, headless=headless, verbose=verbose, force=force,
                              replace_other=True, t0=time.monotonic())
