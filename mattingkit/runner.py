@@ -31,6 +31,7 @@ from . import env
 from .config import Config, validate_grid
 from .errors import InputNotFoundError, UsageError
 from .io import atomic_write_text
+from .progress import LineRelay
 from .run import CONFIG_FILE, generated_source, prepare_run, read_metrics, resolve_config, resolve_run, safe_name
 from .run import runs_root as resolve_runs_root
 
@@ -231,6 +232,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
             try:
                 pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name or _kernel_name(),
                                     cwd=str(src_dir), progress_bar=False, log_output=False, report_mode=False,
+                                    stdout_file=None if quiet else LineRelay(f"[{ctx.name}] "),  # (the console)
                                     request_save_on_cell_execute=True, execution_timeout=cell_timeout,
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP chatter
             except Exception as e:  # papermill's PapermillExecutionError or a kernel/start-up failure
