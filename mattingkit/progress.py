@@ -121,3 +121,29 @@ def progress(iterable: Iterable[T] | None = None, total: int | None = None, desc
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, **kwargs)
+
+
+class LineRelay:
+    """A write-only text stream that prints each complete line with ``prefix`` (``file``: sys.stdout at the
+    time of writing). ``mattingkit run`` gives it to papermill as ``stdout_file``: what a headless notebook
+    prints (training progress included) reaches the console as it comes.
+
+    Example:
+        >>> relay = LineRelay("[demo] ")
+        >>> _ = relay.write("train demo: step 2/4"); _ = relay.write(" ...\\nhalf")
+        [demo] train demo: step 2/4 ...
+    """
+
+    def __init__(self, prefix: str = "", file=None):
+        self.prefix, self.file, self._part = prefix, file, ""
+
+    def write(self, text: str) -> int:
+        *lines, self._part = (self._part + text).split("\n")
+        for line in lines:
+            line = line.rsplit("\r", 1)[-1]  # (a carriage-return progress update: its last state)
+            if line.strip():
+                print(self.prefix + line, file=self.file or sys.stdout, flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        pass

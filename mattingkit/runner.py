@@ -32,6 +32,7 @@ from .choices import validate_grid
 from .config import Config
 from .errors import InputNotFoundError, Interrupted, UsageError
 from .io import atomic_write_text
+from .progress import LineRelay
 from .run import (
     CONFIG_FILE,
     flatten,
@@ -275,6 +276,7 @@ def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterabl
             try:
                 pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=kernel_name or _kernel_name(),
                                     cwd=str(src_dir), progress_bar=False, log_output=False, report_mode=False,
+                                    stdout_file=None if quiet else LineRelay(f"[{ctx.name}] "),  # (the console)
                                     request_save_on_cell_execute=True, execution_timeout=cell_timeout,
                                     extra_arguments=["--IPKernelApp.log_level=ERROR"])  # no TCP chatter
             except Exception as e:  # papermill's PapermillExecutionError or a kernel/start-up failure

@@ -221,7 +221,7 @@ def test_smoke_output_notebooks_are_readable(smoke_run):
             assert "\r" not in text                                # no carriage-return progress bars
     train_nb = nbformat.read(res.run_dir / "notebooks" / "03_train_gan.ipynb", as_version=4)
     train_text = "".join(o.get("text", "") for c in _code(train_nb) for o in c.outputs)
-    assert "train smoke: 12/12 100%" in train_text                # headless plain-text progress
+    assert "train smoke: step 12/12 (100%)" in train_text         # headless: a line per log record
     trimap_nb = nbformat.read(res.run_dir / "notebooks" / "02_trimap_synthesis.ipynb", as_version=4)
     last = _code(trimap_nb)[-1]
     assert "trimap_inspector" in last.source

@@ -310,6 +310,18 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # no update happened
 
 
+def test_nonfinite_run_ended_before_a_checkpoint_still_stops_at_the_log_step(tmp_path):
+    """Steps 1-2 non-finite, step 3 fine, a checkpoint at step 3 reads the counters: the log step (4) still
+    sees the 2 in a row."""
+    cfg = tiny_cfg(**{"train.steps": 8, "train.max_nonfinite": 2, "train.use_gan": False, "train.log_every": 4,
+                      "train.ckpt_every": 3, "train.val_every": 100})
+    order = epoch_permutation(12, 0, 0)
+    nan = {(0, int(order[0])), (0, int(order[4]))}  # a sample of the first and of the second batch
+    tr = tiny_trainer(tmp_path, cfg=cfg, train_ds=TinySet(nan_items=nan))
+    with pytest.raises(NonFiniteLossError, match="2 non-finite losses in a row \\(step 4, 2 in total\\)"):
+        tr.fit()
+
+
 class InfGrad(torch.autograd.Function):
     """Identity forward; an infinite gradient backward (an overflow in a backward pass, the loss finite)."""
 

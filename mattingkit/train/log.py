@@ -1,6 +1,10 @@
 """What a training run records: the loss window (kept on the device between records), the JSON-lines
-history (``metrics.jsonl``), TensorBoard scalars and image grids, the progress bar's postfix, and the
-summary the run ends with (``train_summary.json``).
+history (``metrics.jsonl``), TensorBoard scalars and image grids, the progress shown while it runs, and
+the summary the run ends with (``train_summary.json``).
+
+Progress: in a live notebook or a terminal, a tqdm bar (loss in its postfix) with a line per validation;
+headless (``mattingkit run``'s papermill kernels, a pipe, CI), a line per record -- step/total, elapsed,
+ETA, loss (:func:`progress_line`) -- and one per validation, which ``mattingkit run`` relays to the console.
 
 Loss sums since the last record stay device tensors, so a step waits for nothing; they become numbers
 only when a record is written (every ``train.log_every`` steps), as a mean over the steps that were not
@@ -47,6 +51,8 @@ class TrainLog:
         self._window_lr: dict[str, float] = {}
         self.t0 = time.monotonic()
         self.bar = None
+        self.lines = False  # headless: a printed line per record instead of a bar
+        self._span = (0, 0, self.t0)  # this session's (first step, last step, start time)
 
     @property
     def writer(self):
@@ -59,11 +65,23 @@ class TrainLog:
         return self._writer
 
     def start_progress(self, step: int, end: int, headless: bool | None = None) -> None:
-        """The progress bar from ``step`` to ``end`` (main process)."""
+        """Progress from ``step`` to ``end`` (main process): a bar, or headless a line per record."""
+        from .. import env
         from ..progress import progress
 
-        if self.dist.is_main:
-            self.bar = progress(total=max(0, end - step), desc=f"train {self.cfg.run.name}", headless=headless)
+        self._span = (step, end, time.monotonic())
+        if not self.dist.is_main:
+            return
+        self.lines = env.is_headless() if headless is None else bool(headless)
+        if not self.lines:
+            self.bar = progress(total=max(0, end - step), desc=f"train {self.cfg.run.name}", headless=False)
+
+    def say(self, line: str) -> None:
+        """A line on the console (main process), above the bar when there is one."""
+        if self.bar is not None:
+            self.bar.write(line)
+        elif self.dist.is_main:
+            print(line, flush=True)
 
     def tick(self) -> None:
         if self.bar is not None:
@@ -123,6 +141,10 @@ class TrainLog:
                     w.add_scalar(f"train/{k}", v, step)
         if self.bar is not None and n and hasattr(self.bar, "set_postfix"):
             self.bar.set_postfix(loss=rec.get("total", float("nan")), lr=rec.get("lr_g", 0.0), refresh=False)
+        if self.lines:
+            first, end, start = self._span
+            self.say(progress_line(self.cfg.run.name, step, end, step - first, time.monotonic() - start,
+                                   rec.get("total") if n else None))
         return rec
 
     def write_val(self, step: int, result: Mapping[str, float], best: Mapping[str, Any], grid: list | None) -> None:
@@ -130,10 +152,10 @@ class TrainLog:
         (``grid``: (image, trimap, gt, pred)); ``best``: the trainer's best record after it."""
         self.session.append_history({"step": step, "phase": "val", **result, "best": best["value"],
                                      "time": self.elapsed()})
-        if self.bar is not None:
+        if self.bar is not None or self.lines:
             metric = best["metric"]
-            self.bar.write(f"step {step}: val {metric}={result[metric]:.4g} "
-                           f"(best {best['value']:.4g} @ {best['step']})")
+            self.say(f"train {self.cfg.run.name}: step {step}: val {metric}={result[metric]:.4g} "
+                     f"(best {best['value']:.4g} at step {best['step']})")
         w = self.writer
         if w is not None:
             for k, v in result.items():
@@ -162,6 +184,26 @@ class TrainLog:
             self._writer = None
 
 
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def progress_line(name: str, step: int, end: int, done: int, elapsed: float, loss: float | None) -> str:
+    """One headless progress line: ``done`` steps of this session took ``elapsed`` seconds, so the steps
+    left to ``end`` take about that rate (the ETA); ``loss`` is the record's mean total loss (None: every
+    step of the record was skipped as non-finite).
+
+    Example:
+        >>> progress_line("demo", 50, 200, 50, 45.0, 0.1234)
+        'train demo: step 50/200 (25%), 0:00:45 elapsed, ETA 0:02:15, loss 0.1234'
+    """
+    eta = _clock(elapsed / done * (end - step)) if done > 0 else "?"
+    pct = f" ({100 * step // end}%)" if end else ""
+    lost = "skipped (non-finite)" if loss is None else f"{loss:.4g}"
+    return f"train {name}: step {step}/{end}{pct}, {_clock(elapsed)} elapsed, ETA {eta}, loss {lost}"
+
+
 def run_summary(tr: "Trainer", stopped: str, elapsed: float, steps_done: int) -> dict:
     """The run's summary (``train_summary.json``, :func:`mattingkit.train.train`'s return value)."""
     tr.bad_steps.sync()
@@ -184,4 +226,4 @@ def run_summary(tr: "Trainer", stopped: str, elapsed: float, steps_done: int) ->
     }
 
 
-__all__ = ["TrainLog", "run_summary"]
+__all__ = ["TrainLog", "progress_line", "run_summary"]

@@ -7,8 +7,11 @@ Example:
     >>> bad = BadSteps(torch.device("cpu"), limit=2)
     >>> for ok in (True, False, False, True):
     ...     bad.update(torch.tensor(ok))
-    >>> bad.sync(), bad.total, bad.in_a_row     # peak run since the last read, total, current run
-    (2, 2, 0)
+    >>> bad.sync(); bad.total, bad.in_a_row     # (a checkpoint's read)
+    (2, 0)
+    >>> bad.check(step=4)                       # (a log step's: 2 in a row since the last check)
+    Traceback (most recent call last):
+    mattingkit.train.nonfinite.NonFiniteLossError: 2 non-finite losses in a row (step 4, 2 in total): ...
 """
 from __future__ import annotations
 
@@ -44,19 +47,17 @@ class BadSteps:
         self._run_max = torch.maximum(self._run_max, self._run)
         self._total = self._total + bad
 
-    def sync(self) -> int:
-        """Read the device counters (a host sync: at log / checkpoint time only); returns the longest run
-        of non-finite steps in a row since the last read."""
-        peak = int(self._run_max)
+    def sync(self) -> None:
+        """Read the device counters into ``total`` / ``in_a_row`` (a host sync: at log / checkpoint time only)."""
         self.total += int(self._total)
         self.in_a_row = int(self._run)
         self._total.zero_()
-        self._run_max.copy_(self._run)
-        return peak
 
     def check(self, step: int) -> None:
-        """``limit`` non-finite steps in a row stop the run (:class:`NonFiniteLossError`)."""
-        peak = self.sync()
+        """``limit`` non-finite steps in a row since the last check stop the run (:class:`NonFiniteLossError`)."""
+        self.sync()
+        peak = int(self._run_max)
+        self._run_max.copy_(self._run)
         if peak >= self.limit:
             raise NonFiniteLossError(
                 f"{peak} non-finite losses in a row (step {step}, {self.total} in total): stopping. Lower "

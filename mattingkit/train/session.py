@@ -268,7 +268,7 @@ def restore_training_state(tr: "Trainer", state: Mapping[str, Any]) -> None:
             src = f"{src} ({state['_fallback_from']} was unreadable)"
         elif state.get("_resume_note"):
             src = f"{src} ({state['_resume_note']})"
-        print(f"resuming from {src} at step {tr.step}", flush=True)
+        print(f"resuming from step {tr.step}: {src}", flush=True)
 
 
 __all__ = ["SUMMARY_FILE", "Session", "restore_training_state", "training_state"]

@@ -311,7 +311,8 @@ class Trainer:
         """Train to ``train.steps`` (or stop after step ``until``: a session budget) and return a summary.
 
         The run can be interrupted at any point (Ctrl-C saves ``last.pt``) and continued by calling
-        :func:`train` / ``Trainer(...).fit()`` again on the same folder.
+        :func:`train` / ``Trainer(...).fit()`` again on the same folder. Any exception out of it frees this
+        Trainer (:meth:`free`): continue with a new one.
         """
         t = self.cfg.train
         end = t.steps if until is None else min(t.steps, int(until))

@@ -136,7 +136,7 @@ def test_sigkill_at_10_random_points_then_resume_equals_the_uninterrupted_run(tm
                 _wait_until(lambda: any(ln.startswith("resuming from") for ln in run.lines), run,  # noqa: B023
                             "the resume line")
                 line = next(ln for ln in run.lines if ln.startswith("resuming from"))
-                assert line == f"resuming from {run_dir / 'checkpoints' / 'last.pt'} at step {resume_from}", line
+                assert line == f"resuming from step {resume_from}: {run_dir / 'checkpoints' / 'last.pt'}", line
                 assert not _ckpt_tmp_files(run_dir), "temp files of the killed write were not cleaned up"
             lo = max(resume_from + 1, CKPT_EVERY + 1)               # first kill: after the first checkpoint
             target = int(min(lo + rng.integers(0, 2 * CKPT_EVERY), STEPS - 8))   # never near the natural end
@@ -162,7 +162,7 @@ def test_sigkill_at_10_random_points_then_resume_equals_the_uninterrupted_run(tm
         final = Run(run_dir, data)
         started.append(final)
         assert final.wait(TIMEOUT) == 0, final.output[-3000:]
-        assert f"at step {resume_from}" in final.output
+        assert f"resuming from step {resume_from}:" in final.output
         assert reference.wait(TIMEOUT) == 0, reference.output[-3000:]
         cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
         print("\n".join(str(e) for e in log))
