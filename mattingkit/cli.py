@@ -18,7 +18,7 @@ from .errors import MattingKitError, UsageError
 EXIT_CODES = {
     0: "success",
     1: "the work ran and found problems (a failed notebook, an invalid or rejected submission, failed images, "
-       "nothing evaluated)",
+       "an evaluation problem, a doctor PROBLEM)",
     2: "usage or configuration error",
     3: "download or network error",
     4: "input data error (a missing or unreadable file or folder the command was given)",
@@ -27,11 +27,11 @@ EXIT_CODES = {
 }
 
 
-def _add_config_args(p: argparse.ArgumentParser, default: str = "demo") -> None:
-    from .config import available_configs  # light: the shipped list is the configs folder
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    from .config import DEFAULT_CONFIG, available_configs  # light: the shipped list is the configs folder
 
-    p.add_argument("--config", default=default, help=f"shipped config name ({', '.join(available_configs())}) "
-                   f"or a YAML path starting with `base: NAME` (default: {default})")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"shipped config name ({', '.join(available_configs())}) "
+                   f"or a YAML path starting with `base: NAME` (default: {DEFAULT_CONFIG})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable, e.g. --set train.lr_g=2e-4")
 
@@ -293,7 +293,7 @@ def cmd_doctor(args) -> int:
 
     rep = doctor(_load(args), probe=not args.no_probe)
     print(to_json(rep) if args.json else format_report(rep))
-    return 0
+    return 0 if rep["ok"] else 1   # a PROBLEM is not a pass
 
 
 def cmd_download(args) -> int:
@@ -344,6 +344,26 @@ def cmd_manifest(args) -> int:
     print(report.summary())
     print(f"manifest: {args.out} ({len(df)} items)")
     return 0
+
+
+class _Choices:
+    """An owner's choice table, read when argparse first needs it (an invalid value, ``COMMAND --help``), so
+    that building the parser and ``mattingkit --help`` import no torch."""
+
+    def __init__(self, load):
+        self._load = load
+
+    def __contains__(self, value) -> bool:
+        return value in self._load()
+
+    def __iter__(self):
+        return iter(self._load())
+
+
+def _baseline_methods() -> list[str]:
+    from .baselines import METHODS  # imports torch: only when --method is used or shown
+
+    return list(METHODS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,21 +435,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a ground truth without prediction (or trimap) is listed but does not fail (exit 0)")
     p.set_defaults(func=cmd_evaluate)
 
-    from .baselines import METHODS
-
     p = sub.add_parser(
         "predict", help="predict alpha PNGs for a folder of images (a checkpoint, or a classical --method)",
         usage="mattingkit predict [options] CHECKPOINT IMAGES OUT\n"
-              "       mattingkit predict --method {%s} IMAGES OUT --trimaps TRIMAPS [options]" % ",".join(METHODS),
+              "       mattingkit predict --method METHOD IMAGES OUT --trimaps TRIMAPS [options]",
         description="Writes OUT/<stem>.png for every image. Resumable: a re-run skips images already "
                     "predicted; --force predicts every image again.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  mattingkit predict runs/demo/checkpoints/best.pt data/photos preds --trimaps data/trimaps\n"
                "  mattingkit predict --method closed_form data/photos preds_cf --trimaps data/trimaps")
     p.add_argument("paths", nargs="+", metavar="PATH", help="CHECKPOINT IMAGES OUT, or IMAGES OUT with --method")
-    p.add_argument("--method", choices=list(METHODS), default=None,
-                   help="a classical method instead of a checkpoint (needs --trimaps; large unknown regions "
-                        "are solved downscaled, and a note says so)")
+    p.add_argument("--method", choices=_Choices(_baseline_methods), default=None, metavar="METHOD",
+                   help="a classical method instead of a checkpoint: %(choices)s (needs --trimaps; large unknown "
+                        "regions are solved downscaled, and a note says so)")
     p.add_argument("--trimaps", type=Path, default=None, help="trimap folder (matching stems)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--force", action="store_true",
@@ -497,7 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", choices=["kaggle", "alphamatting"], default=None,
                    help="what to download (default: kaggle)")
-    _add_config_args(p, default="ecom")
+    _add_config_args(p)
     p.add_argument("--competition", default=None, help="competition slug (default: the config's)")
     p.add_argument("--dataset", action="append", default=None, help="owner/name[:folder], repeatable")
     p.add_argument("--data-root", type=Path, default=None, help="default: the platform's data root")
@@ -516,7 +534,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check the machine before a long run. The same dict comes from "
                                    "mattingkit.doctor.doctor(cfg); `mattingkit run` saves it as doctor.json "
                                    "in the run folder.")
-    _add_config_args(p, default="default")
+    _add_config_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--no-probe", action="store_true", help="do not try to reach the ImageNet weights URL")
     p.set_defaults(func=cmd_doctor)

@@ -684,7 +684,10 @@ def _items(images: Any) -> list[tuple[str, Path, Path | None]]:
         folder = Path(images)
         if not folder.is_dir():
             raise InputNotFoundError(f"{folder}: image folder not found")
-        return [(p.stem, p, None) for p in list_images(folder, recursive=False)]
+        found = list_images(folder, recursive=False)
+        if not found:   # "0 written" would read as success
+            raise InputDataError(f"{folder}: no images in this folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        return [(p.stem, p, None) for p in found]
     return [(Path(p).stem, Path(p), None) for p in images]
 
 

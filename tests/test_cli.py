@@ -361,3 +361,53 @@ def test_every_readme_command_line_parses():
             continue
         args = parser.parse_args(argv)
         assert args.func is not None, line
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 24: exit codes and one default; start-up without torch
+# ------------------------------------------------------------------------------------------------
+def test_doctor_exits_1_when_it_reports_a_problem(capsys):
+    assert cli.main(["doctor", "--no-probe", "--set", "run.device=cpu"]) == 0
+    assert "PROBLEM" not in capsys.readouterr().out
+    assert cli.main(["doctor", "--no-probe", "--set", "run.device=cuda"]) == 1   # no GPU here
+    assert "PROBLEM" in capsys.readouterr().out
+
+
+def test_every_command_defaults_to_the_one_default_config():
+    from mattingkit.config import DEFAULT_CONFIG
+
+    parser = cli.build_parser()
+    commands = [["config"], ["run"], ["train"], ["doctor"], ["download"], ["manifest", "--out", "m.csv"]]
+    assert {parser.parse_args(argv).config for argv in commands} == {DEFAULT_CONFIG}
+    assert load_config().run.name == load_config(DEFAULT_CONFIG).run.name
+
+
+def test_predict_on_an_empty_folder_is_an_input_error_naming_it(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "tri").mkdir()
+    code = cli.main(["predict", "--method", "trimap", str(tmp_path / "empty"), str(tmp_path / "out"),
+                     "--trimaps", str(tmp_path / "tri")])
+    err = capsys.readouterr().err
+    assert code == 4 and f"{tmp_path / 'empty'}: no images in this folder" in err and err.count("\n") == 1
+
+
+_NO_TORCH = """
+import sys
+import mattingkit.cli as cli
+cli.build_parser()
+{extra}
+heavy = sorted(m for m in ("torch", "torchvision", "cv2") if m in sys.modules)
+print(",".join(heavy) or "none")
+"""
+
+
+@pytest.mark.parametrize("extra", ["", "cli.main(['validate', sys.argv[1]])"])
+def test_parser_help_and_validate_import_no_torch(tmp_path, extra):
+    """`mattingkit --help` took 3-21 s (torch imported at start); the timing lives in
+    benchmarks/cli_startup.py, this checks the cause: building the parser (and validate) imports no torch."""
+    csv = tmp_path / "s.csv"
+    csv.write_text("filename,image_utf\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", _NO_TORCH.format(extra=extra), str(csv)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "none", r.stdout + r.stderr
