@@ -8,7 +8,9 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -161,8 +163,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import warnings
-
     from .metrics import evaluate_folder, format_table
 
     with warnings.catch_warnings():  # the problems are printed below, once: no UserWarning besides
@@ -314,7 +314,10 @@ def cmd_download(args) -> int:
         upd["run.data_root"] = str(args.data_root)
     cfg = apply_overrides(cfg, upd) if upd else cfg
     if not cfg.data.kaggle_competition and not cfg.data.kaggle_datasets:
-        raise UsageError("nothing to download: give --competition SLUG and/or --dataset owner/name[:folder]")
+        raise UsageError(
+            f"the config {args.config!r} names no Kaggle competition or dataset: set data.kaggle_competition to "
+            "the competition's slug, the last part of its URL (kaggle.com/competitions/SLUG), in the config or "
+            "with --competition SLUG; datasets: data.kaggle_datasets or --dataset OWNER/NAME[:FOLDER]")
     for slug, folder in ensure_config_data(cfg).items():  # DownloadError: redacted, says what to do (exit 3)
         print(f"{slug}: {folder}")
     return 0
@@ -553,15 +556,28 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():   # a warning is one line too, not "file.py:576: UserWarning" + source
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"mattingkit {args.command}: warning: {_one_line(message)}", file=sys.stderr)
+            return int(args.func(args) or 0)
     except MattingKitError as e:
         print(f"mattingkit {args.command}: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
 
 
+#: ``force=True (CLI: --force)`` in a message (the errors module's convention) -> ``--force`` on the CLI.
+_KEYWORD_AND_FLAG = re.compile(r"\b\w+=\S+ \(CLI: (--[\w-]+(?: \w+)?)\)")
+
+
 def _one_line(error: BaseException) -> str:
-    """The error's message on one line (multi-line messages joined with ' | ')."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    """The error's message on one line (multi-line messages joined with ' | '), options named by their flag.
+
+    Example:
+        >>> _one_line(ValueError("in use: pass force=True (CLI: --force) to start afresh."))
+        'in use: pass --force to start afresh.'
+    """
+    text = _KEYWORD_AND_FLAG.sub(r"\1", str(error))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):   # a heading ("3 problems:") runs into its list
         return f"{lines[0]} {' | '.join(lines[1:])}"
     return " | ".join(lines) or type(error).__name__

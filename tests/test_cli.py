@@ -411,3 +411,36 @@ def test_parser_help_and_validate_import_no_torch(tmp_path, extra):
     r = subprocess.run([sys.executable, "-c", _NO_TORCH.format(extra=extra), str(csv)], env=env,
                        capture_output=True, text=True, timeout=120)
     assert r.stdout.strip().splitlines()[-1] == "none", r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 24: words on the command line
+# ------------------------------------------------------------------------------------------------
+def test_download_without_a_competition_says_which_key_to_set(capsys):
+    assert cli.main(["download", "--config", "ecom"]) == 2
+    err = capsys.readouterr().err
+    assert "data.kaggle_competition" in err and "kaggle.com/competitions/SLUG" in err and "--competition" in err
+    assert "nothing to download" not in err and err.count("\n") == 1
+
+
+def test_messages_name_the_cli_flag_and_warnings_are_one_line(monkeypatch, capsys):
+    import warnings
+
+    from mattingkit.errors import RunStateError
+
+    def refuse(args):
+        raise RunStateError("out holds 3 predictions by another model; pass force=True (CLI: --force) to start afresh.")
+
+    monkeypatch.setattr(cli, "cmd_config", refuse)
+    assert cli.main(["config"]) == RunStateError.exit_code
+    err = capsys.readouterr().err
+    assert "pass --force to start afresh" in err and "force=True" not in err
+
+    def warn(args):
+        warnings.warn("runs/x/best.pt: no best.pt.sha256 sidecar; loading without integrity check", stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_config", warn)
+    assert cli.main(["config"]) == 0
+    err = capsys.readouterr().err
+    assert err == "mattingkit config: warning: runs/x/best.pt: no best.pt.sha256 sidecar; loading without integrity check\n"

@@ -331,13 +331,17 @@ def offline_message(slug: str, what: str = "competition", detail: str = "") -> s
             f"{DEMO_HINT}")
 
 
-def no_credentials_message(info: CredentialInfo, environ: Mapping[str, str] | None = None) -> str:
+def no_credentials_message(info: CredentialInfo, environ: Mapping[str, str] | None = None,
+                           purpose: str = "download") -> str:
+    """What to do without Kaggle credentials; ``purpose="submit"`` offers no demo data in their place."""
     msg = ("No Kaggle credentials found" + (f" ({info.note})" if info.note else "") +
            f". Create an API token at {TOKEN_URL} and either set the environment variable "
            "KAGGLE_API_TOKEN, or save it to ~/.kaggle/access_token (legacy: kaggle.json with "
            "username/key, or KAGGLE_USERNAME + KAGGLE_KEY). ")
     if env.detect_platform(environ) == "colab":
         msg += COLAB_HINT + " "
+    if purpose == "submit":
+        return msg + "The CSV is unchanged: submit it again once the credentials are set."
     return msg + DEMO_HINT
 
 
@@ -688,11 +692,12 @@ def normalize_trimap_set(name: str) -> str:
     raise UsageError(f"data.trimap_set must be one of {', '.join(TRIMAP_SETS)}, got {name!r}")
 
 
-def _web_offline_message(url: str, detail: str = "") -> str:
+def _web_offline_message(url: str, detail: str = "", folder: Path | None = None) -> str:
     said = f" ({detail.strip()[:200]})" if detail and detail.strip() else ""
+    where = str(folder) if folder is not None else "the downloads folder"
     return (f"Cannot reach {url} to download the alphamatting.com training set: no network connection{said}. "
-            f"Download the three zips ({', '.join(ALPHAMATTING_ZIPS.values())}) by hand into the downloads "
-            f"folder and run this again, or set {ALPHAMATTING_URL_ENV} to a reachable mirror. {DEMO_HINT}")
+            f"Download the three zips ({', '.join(ALPHAMATTING_ZIPS.values())}) by hand into {where} "
+            f"and run this again, or set {ALPHAMATTING_URL_ENV} to a reachable mirror. {DEMO_HINT}")
 
 
 def fetch_url(url: str, target: PathLike, *, timeout: float = 60.0, what: str = "file") -> Path:
@@ -743,7 +748,8 @@ def fetch_url(url: str, target: PathLike, *, timeout: float = 60.0, what: str = 
         reason = getattr(e, "reason", e)
         if isinstance(e, ValueError) and not isinstance(e, OSError):
             raise DownloadError("other", f"Cannot download {what}: bad URL {url!r} ({e}).") from None
-        raise DownloadError("offline", _web_offline_message(url, type(reason).__name__ + f": {reason}")) from None
+        raise DownloadError("offline", _web_offline_message(url, type(reason).__name__ + f": {reason}",
+                                                            target.parent)) from None
     os.replace(tmp, target)
     shutil.rmtree(partial, ignore_errors=True)
     return target
@@ -1031,7 +1037,7 @@ def submit_to_kaggle(csv_path: PathLike, competition: str, message: str, *, poll
     info = find_credentials()
     secrets = secret_values()
     if not info.found:
-        raise SubmitError("no_credentials", no_credentials_message(info))
+        raise SubmitError("no_credentials", no_credentials_message(info, purpose="submit"))
     say = (lambda text: None) if quiet else (lambda text: print(redact(text, secrets), flush=True))
     t0 = _time.monotonic()
     try:
