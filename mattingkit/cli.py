@@ -339,6 +339,14 @@ def _download_alphamatting(args) -> int:
     return 0
 
 
+def cmd_set_repo(args) -> int:
+    from .env import set_repository
+
+    changed = set_repository(args.slug, args.root)
+    print("\n".join(f"{p}: now github.com/{args.slug}" for p in changed) or f"already github.com/{args.slug}")
+    return 0
+
+
 def cmd_manifest(args) -> int:
     from .data.layouts import build_manifest
 
@@ -541,6 +549,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--no-probe", action="store_true", help="do not try to reach the ImageNet weights URL")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("set-repo", help="point the README's Colab badges and install line and the notebooks' "
+                                        "set-up cells at your copy of the repository")
+    p.add_argument("slug", metavar="OWNER/NAME", help="your GitHub repository, as in github.com/OWNER/NAME")
+    p.add_argument("--root", type=Path, default=None, help="the checkout (default: the one this kit runs from)")
+    p.set_defaults(func=cmd_set_repo)
 
     p = sub.add_parser("manifest", help="scan a dataset layout, validate every file, write a manifest CSV")
     _add_config_args(p)
