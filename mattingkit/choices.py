@@ -19,7 +19,7 @@ import os
 from typing import Any, Iterable, Mapping
 
 from . import config as _config
-from .config import Config, ConfigError
+from .config import DEFAULT_CONFIG, Config, ConfigError
 from .data.augment import PAD_MODES
 from .data.datasets import CACHE_MODES, FOREGROUND_MODES
 from .data.device_augment import AUGMENT_ON
@@ -111,7 +111,7 @@ def check_config(cfg: Config) -> Config:
     return _config.check_config(cfg, config_problems)
 
 
-def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = DEFAULT_CONFIG,
                   overrides: Iterable[str] | Mapping[str, Any] | None = None) -> list[str]:
     """Every problem of a sweep grid at once (:func:`mattingkit.config.grid_problems`), every key's choices
     checked.
@@ -123,7 +123,7 @@ def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "de
     return _config.grid_problems(grid, metric=metric, config=config, overrides=overrides, check=config_problems)
 
 
-def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = DEFAULT_CONFIG,
                   overrides: Iterable[str] | Mapping[str, Any] | None = None) -> None:
     """Raise :class:`~mattingkit.config.ConfigError` listing every problem of a sweep grid (see
     :func:`grid_problems`); call it before the sweep's first point.

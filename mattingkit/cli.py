@@ -8,7 +8,9 @@ and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
@@ -18,7 +20,7 @@ from .errors import MattingKitError, UsageError
 EXIT_CODES = {
     0: "success",
     1: "the work ran and found problems (a failed notebook, an invalid or rejected submission, failed images, "
-       "nothing evaluated)",
+       "an evaluation problem, a doctor PROBLEM)",
     2: "usage or configuration error",
     3: "download or network error",
     4: "input data error (a missing or unreadable file or folder the command was given)",
@@ -28,11 +30,11 @@ EXIT_CODES = {
 }
 
 
-def _add_config_args(p: argparse.ArgumentParser, default: str = "demo") -> None:
-    from .config import available_configs  # light: the shipped list is the configs folder
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    from .config import DEFAULT_CONFIG, available_configs  # light: the shipped list is the configs folder
 
-    p.add_argument("--config", default=default, help=f"shipped config name ({', '.join(available_configs())}) "
-                   f"or a YAML path starting with `base: NAME` (default: {default})")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help=f"shipped config name ({', '.join(available_configs())}) "
+                   f"or a YAML path starting with `base: NAME` (default: {DEFAULT_CONFIG})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="dotted override, repeatable, e.g. --set train.lr_g=2e-4")
 
@@ -178,8 +180,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import warnings
-
     from .metrics import evaluate_folder, format_table
 
     with warnings.catch_warnings():  # the problems are printed below, once: no UserWarning besides
@@ -310,7 +310,7 @@ def cmd_doctor(args) -> int:
 
     rep = doctor(_load(args), probe=not args.no_probe)
     print(to_json(rep) if args.json else format_report(rep))
-    return 0
+    return 0 if rep["ok"] else 1   # a PROBLEM is not a pass
 
 
 def cmd_download(args) -> int:
@@ -331,7 +331,10 @@ def cmd_download(args) -> int:
         upd["run.data_root"] = str(args.data_root)
     cfg = apply_overrides(cfg, upd) if upd else cfg
     if not cfg.data.kaggle_competition and not cfg.data.kaggle_datasets:
-        raise UsageError("nothing to download: give --competition SLUG and/or --dataset owner/name[:folder]")
+        raise UsageError(
+            f"the config {args.config!r} names no Kaggle competition or dataset: set data.kaggle_competition to "
+            "the competition's slug, the last part of its URL (kaggle.com/competitions/SLUG), in the config or "
+            "with --competition SLUG; datasets: data.kaggle_datasets or --dataset OWNER/NAME[:FOLDER]")
     for slug, folder in ensure_config_data(cfg).items():  # DownloadError: redacted, says what to do (exit 3)
         print(f"{slug}: {folder}")
     return 0
@@ -353,6 +356,14 @@ def _download_alphamatting(args) -> int:
     return 0
 
 
+def cmd_set_repo(args) -> int:
+    from .env import set_repository
+
+    changed = set_repository(args.slug, args.root)
+    print("\n".join(f"{p}: now github.com/{args.slug}" for p in changed) or f"already github.com/{args.slug}")
+    return 0
+
+
 def cmd_manifest(args) -> int:
     from .data.layouts import build_manifest
 
@@ -361,6 +372,26 @@ def cmd_manifest(args) -> int:
     print(report.summary())
     print(f"manifest: {args.out} ({len(df)} items)")
     return 0
+
+
+class _Choices:
+    """An owner's choice table, read when argparse first needs it (an invalid value, ``COMMAND --help``), so
+    that building the parser and ``mattingkit --help`` import no torch."""
+
+    def __init__(self, load):
+        self._load = load
+
+    def __contains__(self, value) -> bool:
+        return value in self._load()
+
+    def __iter__(self):
+        return iter(self._load())
+
+
+def _baseline_methods() -> list[str]:
+    from .baselines import METHODS  # imports torch: only when --method is used or shown
+
+    return list(METHODS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,21 +592,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a ground truth without prediction (or trimap) is listed but does not fail (exit 0)")
     p.set_defaults(func=cmd_evaluate)
 
-    from .baselines import METHODS
-
     p = sub.add_parser(
         "predict", help="predict alpha PNGs for a folder of images (a checkpoint, or a classical --method)",
         usage="mattingkit predict [options] CHECKPOINT IMAGES OUT\n"
-              "       mattingkit predict --method {%s} IMAGES OUT --trimaps TRIMAPS [options]" % ",".join(METHODS),
+              "       mattingkit predict --method METHOD IMAGES OUT --trimaps TRIMAPS [options]",
         description="Writes OUT/<stem>.png for every image. Resumable: a re-run skips images already "
                     "predicted; --force predicts every image again.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  mattingkit predict runs/demo/checkpoints/best.pt data/photos preds --trimaps data/trimaps\n"
                "  mattingkit predict --method closed_form data/photos preds_cf --trimaps data/trimaps")
     p.add_argument("paths", nargs="+", metavar="PATH", help="CHECKPOINT IMAGES OUT, or IMAGES OUT with --method")
-    p.add_argument("--method", choices=list(METHODS), default=None,
-                   help="a classical method instead of a checkpoint (needs --trimaps; large unknown regions "
-                        "are solved downscaled, and a note says so)")
+    p.add_argument("--method", choices=_Choices(_baseline_methods), default=None, metavar="METHOD",
+                   help="a classical method instead of a checkpoint: %(choices)s (needs --trimaps; large unknown "
+                        "regions are solved downscaled, and a note says so)")
     p.add_argument("--trimaps", type=Path, default=None, help="trimap folder (matching stems)")
     p.add_argument("--device", default="auto",
                    help="auto (default: the GPU when one is visible), cpu, cuda or cuda:N. A GPU recipe's checkpoint "
@@ -645,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("what", nargs="?", choices=["kaggle", "alphamatting"], default=None,
                    help="what to download (default: kaggle)")
-    _add_config_args(p, default="ecom")
+    _add_config_args(p)
     p.add_argument("--competition", default=None, help="competition slug (default: the config's)")
     p.add_argument("--dataset", action="append", default=None, help="owner/name[:folder], repeatable")
     p.add_argument("--data-root", type=Path, default=None, help="default: the platform's data root")
@@ -664,10 +693,16 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check the machine before a long run. The same dict comes from "
                                    "mattingkit.doctor.doctor(cfg); `mattingkit run` saves it as doctor.json "
                                    "in the run folder.")
-    _add_config_args(p, default="default")
+    _add_config_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--no-probe", action="store_true", help="do not try to reach the ImageNet weights URL")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("set-repo", help="point the README's Colab badges and install line and the notebooks' "
+                                        "set-up cells at your copy of the repository")
+    p.add_argument("slug", metavar="OWNER/NAME", help="your GitHub repository, as in github.com/OWNER/NAME")
+    p.add_argument("--root", type=Path, default=None, help="the checkout (default: the one this kit runs from)")
+    p.set_defaults(func=cmd_set_repo)
 
     p = sub.add_parser("manifest", help="scan a dataset layout, validate every file, write a manifest CSV")
     _add_config_args(p)
@@ -684,7 +719,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():   # a warning is one line too, not "file.py:576: UserWarning" + source
+            warnings.showwarning = lambda message, *_, **__: print(
+                f"mattingkit {args.command}: warning: {_one_line(message)}", file=sys.stderr)
+            return int(args.func(args) or 0)
     except MattingKitError as e:
         print(f"mattingkit {args.command}: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
@@ -715,9 +753,19 @@ def interrupted_message(error: BaseException) -> str:
     return "interrupted: what was written is kept; run the same command to continue"
 
 
+#: ``force=True (CLI: --force)`` in a message (the errors module's convention) -> ``--force`` on the CLI.
+_KEYWORD_AND_FLAG = re.compile(r"\b\w+=\S+ \(CLI: (--[\w-]+(?: \w+)?)\)")
+
+
 def _one_line(error: BaseException) -> str:
-    """The error's message on one line (multi-line messages joined with ' | ')."""
-    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    """The error's message on one line (multi-line messages joined with ' | '), options named by their flag.
+
+    Example:
+        >>> _one_line(ValueError("in use: pass force=True (CLI: --force) to start afresh."))
+        'in use: pass --force to start afresh.'
+    """
+    text = _KEYWORD_AND_FLAG.sub(r"\1", str(error))
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):   # a heading ("3 problems:") runs into its list
         return f"{lines[0]} {' | '.join(lines[1:])}"
     return " | ".join(lines) or type(error).__name__

@@ -42,6 +42,9 @@ import yaml
 from .errors import UsageError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+#: The config every entry point uses when none is named (CLI commands, :func:`load_config`, doctor): the
+#: demo recipe runs anywhere (CPU, offline) in minutes.
+DEFAULT_CONFIG = "demo"
 
 
 class ConfigError(UsageError):
@@ -607,7 +610,7 @@ def _read_yaml(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_with_problems(
-    name_or_path: str | os.PathLike = "default",
+    name_or_path: str | os.PathLike = DEFAULT_CONFIG,
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
     check: Callable[[Config], list[str]] | None = None,
 ) -> tuple[Config, list[str]]:
@@ -625,7 +628,7 @@ def load_with_problems(
 
 
 def load_config(
-    name_or_path: str | os.PathLike = "default",
+    name_or_path: str | os.PathLike = DEFAULT_CONFIG,
     overrides: Iterable[str] | Mapping[str, Any] | None = None,
     check: Callable[[Config], list[str]] | None = None,
 ) -> Config:
@@ -704,7 +707,7 @@ def _key_problem(key: Any) -> str | None:
     return None
 
 
-def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = DEFAULT_CONFIG,
                   overrides: Iterable[str] | Mapping[str, Any] | None = None,
                   check: Callable[["Config"], list[str]] = config_problems) -> list[str]:
     """Every problem of a sweep grid at once: keys, each value (type, and what ``check`` refuses, against
@@ -748,7 +751,7 @@ def grid_problems(grid: Any, metric: Any = None, config: str | os.PathLike = "de
     return list(dict.fromkeys(problems))
 
 
-def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = "demo",
+def validate_grid(grid: Any, metric: Any = None, config: str | os.PathLike = DEFAULT_CONFIG,
                   overrides: Iterable[str] | Mapping[str, Any] | None = None,
                   check: Callable[["Config"], list[str]] = config_problems) -> None:
     """Raise :class:`ConfigError` listing every problem of a sweep grid (see :func:`grid_problems`).

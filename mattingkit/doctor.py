@@ -123,7 +123,7 @@ def _weights(cfg: Any, environ: Mapping[str, str] | None, probe: bool, timeout: 
 
 def doctor(cfg: Any = None, *, environ: Mapping[str, str] | None = None, home: str | os.PathLike | None = None,
            probe: bool = True, timeout: float = PROBE_TIMEOUT) -> dict[str, Any]:
-    """Report what a run of ``cfg`` (default: the ``default`` recipe) gets on this machine. Never raises
+    """Report what a run of ``cfg`` (default: :data:`~mattingkit.config.DEFAULT_CONFIG`) gets on this machine. Never raises
     for what it finds: problems are listed under ``problems``. ``probe=False`` skips the network probe.
 
     Example:
@@ -133,10 +133,10 @@ def doctor(cfg: Any = None, *, environ: Mapping[str, str] | None = None, home: s
         ('cpu', 'off', False, True)
     """
     from .checkpoint import drive_space_needed
-    from .config import load_config
+    from .config import DEFAULT_CONFIG, load_config
 
     if cfg is None:
-        cfg = load_config("default")
+        cfg = load_config(DEFAULT_CONFIG)
     problems: list[str] = []
     notes: list[str] = []
     plat = env.detect_platform(environ)

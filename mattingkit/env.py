@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Mapping
@@ -142,6 +143,48 @@ def runs_root_for(cfg=None, explicit: str | os.PathLike | None = None,
         return Path(explicit)
     given = getattr(getattr(cfg, "run", None), "runs_root", None)
     return Path(given) if given else runs_root(environ)
+
+
+#: The files that name the repository the hosted notebooks install from (README badges and install line,
+#: the notebooks' set-up cells); :func:`set_repository` rewrites them together.
+REPOSITORY_FILES = ("README.md", "notebooks/0*.ipynb")
+_INSTALL_LINE = re.compile(r'git\+https://github\.com/([\w.-]+/[\w.-]+?)(?:\.git)?"')
+
+
+def set_repository(slug: str, root: str | os.PathLike | None = None) -> list[Path]:
+    """Point the README's Colab badges and install line and the five notebooks' ``REPO_URL`` at the GitHub
+    repository ``slug`` (``OWNER/NAME``, your copy) in the checkout ``root``; returns the files changed.
+    The one command behind ``mattingkit set-repo`` (notebooks stay without outputs: only text changes).
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = (d / "README.md").write_text('pip install "mattingkit @ git+https://github.com/OWNER/mattingkit"')
+        >>> [p.name for p in set_repository("me/mk", d)], (d / "README.md").read_text()
+        (['README.md'], 'pip install "mattingkit @ git+https://github.com/me/mk"')
+    """
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", slug):
+        from .errors import UsageError
+
+        raise UsageError(f"give the repository as OWNER/NAME (as in github.com/OWNER/NAME), got {slug!r}")
+    root = Path(root) if root is not None else repo_root()
+    readme = (root / "README.md") if root is not None else None
+    if readme is None or not readme.is_file():
+        from .errors import InputNotFoundError
+
+        raise InputNotFoundError(f"{root}: not a mattingkit checkout (no README.md): run this in your clone")
+    found = _INSTALL_LINE.search(readme.read_text(encoding="utf-8"))
+    old = found.group(1) if found else "OWNER/mattingkit"
+    changed = []
+    for pattern in REPOSITORY_FILES:
+        for path in sorted(root.glob(pattern)):
+            text = path.read_text(encoding="utf-8")
+            new = re.sub(rf"(github\.com/|colab\.research\.google\.com/github/){re.escape(old)}\b",
+                         lambda m: m.group(1) + slug, text)
+            if new != text:
+                path.write_text(new, encoding="utf-8")
+                changed.append(path)
+    return changed
 
 
 def input_roots(environ: Mapping[str, str] | None = None, platform: str | None = None) -> list[Path]:

@@ -4,9 +4,11 @@ Every error the kit raises on purpose (a wrong config value, a bad input file, a
 check, no GPU where a recipe needs one) derives from :class:`MattingKitError`. Its message is written for the
 user: one line (or a few) that names the file or key and says what to do. ``mattingkit`` prints it without a
 traceback and exits with the class's ``exit_code``; anything else is a bug and keeps its traceback.
+A message that names an option writes it as the Python keyword followed by its flag,
+``force=True (CLI: --force)``; on the command line the CLI prints the flag alone (``--force``).
 
 Exit codes (documented in ``mattingkit --help``): 0 ok, 1 the work ran and found problems (failed notebook,
-invalid submission, nothing evaluated), 2 usage or config error, 3 download / network, 4 input data,
+invalid submission, an evaluation problem, a doctor PROBLEM), 2 usage or config error, 3 download / network, 4 input data,
 5 device (no GPU, unsupported GPU, out of memory), 6 checkpoint or run folder (corrupt, locked, disk full).
 
 Example:

@@ -329,13 +329,17 @@ def offline_message(slug: str, what: str = "competition", detail: str = "") -> s
             f"{DEMO_HINT}")
 
 
-def no_credentials_message(info: CredentialInfo, environ: Mapping[str, str] | None = None) -> str:
+def no_credentials_message(info: CredentialInfo, environ: Mapping[str, str] | None = None,
+                           purpose: str = "download") -> str:
+    """What to do without Kaggle credentials; ``purpose="submit"`` offers no demo data in their place."""
     msg = ("No Kaggle credentials found" + (f" ({info.note})" if info.note else "") +
            f". Create an API token at {TOKEN_URL} and either set the environment variable "
            "KAGGLE_API_TOKEN, or save it to ~/.kaggle/access_token (legacy: kaggle.json with "
            "username/key, or KAGGLE_USERNAME + KAGGLE_KEY). ")
     if env.detect_platform(environ) == "colab":
         msg += COLAB_HINT + " "
+    if purpose == "submit":
+        return msg + "The CSV is unchanged: submit it again once the credentials are set."
     return msg + DEMO_HINT
 
 
@@ -746,7 +750,7 @@ def submit_to_kaggle(csv_path: PathLike, competition: str, message: str, *, poll
     info = find_credentials()
     secrets = secret_values()
     if not info.found:
-        raise SubmitError("no_credentials", no_credentials_message(info))
+        raise SubmitError("no_credentials", no_credentials_message(info, purpose="submit"))
     say = (lambda text: None) if quiet else (lambda text: print(redact(text, secrets), flush=True))
     t0 = _time.monotonic()
     try:

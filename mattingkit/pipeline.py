@@ -195,7 +195,10 @@ def drive_space(ctx: RunContext) -> dict[str, Any]:
     from .checkpoint import drive_space_needed
 
     need = drive_space_needed(ctx.cfg, ctx.run_dir)
-    print(need["message"])
+    if env.detect_platform() == "colab" and env.drive_mounted():   # Drive's quota and trash: only there
+        print(need["message"])
+    else:
+        print(f"Checkpoints need about {need['peak_bytes'] / 1e9:.2f} GB in {ctx.run_dir} while one is replaced.")
     return need
 
 

@@ -364,3 +364,86 @@ def test_every_readme_command_line_parses():
             continue
         args = parser.parse_args(argv)
         assert args.func is not None, line
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 24: exit codes and one default; start-up without torch
+# ------------------------------------------------------------------------------------------------
+def test_doctor_exits_1_when_it_reports_a_problem(capsys):
+    assert cli.main(["doctor", "--no-probe", "--set", "run.device=cpu"]) == 0
+    assert "PROBLEM" not in capsys.readouterr().out
+    assert cli.main(["doctor", "--no-probe", "--set", "run.device=cuda"]) == 1   # no GPU here
+    assert "PROBLEM" in capsys.readouterr().out
+
+
+def test_every_command_defaults_to_the_one_default_config():
+    from mattingkit.config import DEFAULT_CONFIG
+
+    parser = cli.build_parser()
+    commands = [["config"], ["run"], ["train"], ["doctor"], ["download"], ["manifest", "--out", "m.csv"]]
+    assert {parser.parse_args(argv).config for argv in commands} == {DEFAULT_CONFIG}
+    assert load_config().run.name == load_config(DEFAULT_CONFIG).run.name
+
+
+def test_predict_on_an_empty_folder_is_an_input_error_naming_it(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "tri").mkdir()
+    code = cli.main(["predict", "--method", "trimap", str(tmp_path / "empty"), str(tmp_path / "out"),
+                     "--trimaps", str(tmp_path / "tri")])
+    err = capsys.readouterr().err
+    assert code == 4 and f"{tmp_path / 'empty'}: no images in this folder" in err and err.count("\n") == 1
+
+
+_NO_TORCH = """
+import sys
+import mattingkit.cli as cli
+cli.build_parser()
+{extra}
+heavy = sorted(m for m in ("torch", "torchvision", "cv2") if m in sys.modules)
+print(",".join(heavy) or "none")
+"""
+
+
+@pytest.mark.parametrize("extra", ["", "cli.main(['validate', sys.argv[1]])"])
+def test_parser_help_and_validate_import_no_torch(tmp_path, extra):
+    """`mattingkit --help` took 3-21 s (torch imported at start); the timing lives in
+    benchmarks/cli_startup.py, this checks the cause: building the parser (and validate) imports no torch."""
+    csv = tmp_path / "s.csv"
+    csv.write_text("filename,image_utf\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", _NO_TORCH.format(extra=extra), str(csv)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip().splitlines()[-1] == "none", r.stdout + r.stderr
+
+
+# ------------------------------------------------------------------------------------------------
+# issue 24: words on the command line
+# ------------------------------------------------------------------------------------------------
+def test_download_without_a_competition_says_which_key_to_set(capsys):
+    assert cli.main(["download", "--config", "ecom"]) == 2
+    err = capsys.readouterr().err
+    assert "data.kaggle_competition" in err and "kaggle.com/competitions/SLUG" in err and "--competition" in err
+    assert "nothing to download" not in err and err.count("\n") == 1
+
+
+def test_messages_name_the_cli_flag_and_warnings_are_one_line(monkeypatch, capsys):
+    import warnings
+
+    from mattingkit.errors import RunStateError
+
+    def refuse(args):
+        raise RunStateError("out holds 3 predictions by another model; pass force=True (CLI: --force) to start afresh.")
+
+    monkeypatch.setattr(cli, "cmd_config", refuse)
+    assert cli.main(["config"]) == RunStateError.exit_code
+    err = capsys.readouterr().err
+    assert "pass --force to start afresh" in err and "force=True" not in err
+
+    def warn(args):
+        warnings.warn("runs/x/best.pt: no best.pt.sha256 sidecar; loading without integrity check", stacklevel=2)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_config", warn)
+    assert cli.main(["config"]) == 0
+    err = capsys.readouterr().err
+    assert err == "mattingkit config: warning: runs/x/best.pt: no best.pt.sha256 sidecar; loading without integrity check\n"

@@ -348,6 +348,7 @@ def test_submit_needs_an_existing_csv_and_credentials(tmp_path: Path, monkeypatc
     with pytest.raises(kg.SubmitError) as ei:
         kg.submit_to_kaggle(csv, "comp", "m")
     assert ei.value.kind == "no_credentials" and ei.value.exit_code == 3
+    assert "demo" not in str(ei.value) and "CSV is unchanged" in str(ei.value)   # demo data cannot be submitted
 
 
 # ------------------------------------------------------------------------------------------
@@ -553,6 +554,7 @@ def test_alphamatting_offline_is_clear_and_immediate(tmp_path: Path, monkeypatch
     assert dl.ALPHAMATTING_URL_ENV in str(err) and "mattingkit demo-data" in str(err)
     assert not (tmp_path / "data" / "am").exists()
     downloads = tmp_path / "data" / "downloads"
+    assert f"by hand into {downloads} " in str(err)                     # the folder, by its path
     assert not downloads.exists() or list(downloads.iterdir()) == []  # no partial file left
 
 

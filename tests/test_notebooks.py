@@ -133,7 +133,7 @@ def test_setup_cell_detects_platforms_as_env_does(environ):
         assert res.returncode != 0 and "Error" in res.stderr and "CALLS" not in res.stdout
     else:
         assert res.returncode == 0, res.stderr
-        assert f"platform: {expected}" in res.stdout and '["pip", "mattingkit[lab] @ git+' in res.stdout
+        assert f"platform: {expected}" in res.stdout and '["pip", "mattingkit @ git+' in res.stdout
 
 
 def test_setup_cell_on_colab_mounts_drive_and_copies_secrets_silently():
@@ -240,3 +240,51 @@ def test_no_credential_in_any_output(smoke_run):
                 for s in secrets:
                     assert s not in data, f"a credential leaked into {p}"
     assert checked > 20
+
+
+def test_notebook_03_prints_the_drive_trash_warning_only_on_colab_with_drive(monkeypatch, tmp_path, capsys):
+    import types
+
+    from mattingkit import env, pipeline
+    from mattingkit.config import load_config
+
+    ctx = types.SimpleNamespace(cfg=load_config("demo"), run_dir=tmp_path / "runs" / "demo")
+    pipeline.drive_space(ctx)
+    local = capsys.readouterr().out
+    assert "trash" not in local and "Drive" not in local and str(ctx.run_dir) in local
+    monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "colab")
+    monkeypatch.setattr(env, "drive_mounted", lambda: True)
+    pipeline.drive_space(ctx)
+    assert "Drive's trash" in capsys.readouterr().out
+
+
+def test_setup_and_parameters_cells_name_the_repository_once_and_every_shipped_config():
+    from mattingkit.config import available_configs
+
+    for name in NAMES:
+        setup, params = _code(_nb(name))[:2]
+        assert "[lab]" not in setup.source                # Colab and Kaggle have their own Jupyter
+        assert "mattingkit set-repo" in setup.source        # one command sets REPO_URL everywhere
+        comment = params.source.splitlines()[0]
+        for cfg in available_configs():
+            assert (cfg if not cfg.startswith("dim_") else "dim_*") in comment, (name, cfg)
+
+
+def test_set_repo_rewrites_readme_and_notebooks_together(tmp_path):
+    import shutil
+
+    from mattingkit import env
+
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
+    shutil.copytree(NOTEBOOKS, tmp_path / "notebooks", ignore=shutil.ignore_patterns("sweeps"))
+    changed = env.set_repository("me/mykit", tmp_path)
+    assert {p.name for p in changed} == {"README.md"} | {f"{n}.ipynb" for n in NAMES}
+    readme = (tmp_path / "README.md").read_text()
+    assert "github.com/OWNER/mattingkit" not in readme and readme.count("github/me/mykit/blob/main/notebooks") == 5
+    assert 'git+https://github.com/me/mykit"' in readme
+    for name in NAMES:
+        nb = nbformat.read(tmp_path / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert 'REPO_URL = "https://github.com/me/mykit"' in _code(nb)[0].source
+        assert all(c.outputs == [] for c in _code(nb))
+    env.set_repository("you/other", tmp_path)                 # and again, from the new one
+    assert (tmp_path / "README.md").read_text().count("github/you/other/blob/main/notebooks") == 5

@@ -63,3 +63,14 @@ def test_readme_commands_and_ci_agree():
     assert re.search(r"^make test$", ci, re.M)
     makefile = (REPO / "Makefile").read_text()
     assert "constraints/ci.txt" in makefile and "$(VENV)" in makefile
+
+
+def test_readme_counts_its_own_data_commands_and_docs_have_no_empty_example():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- own-data-commands -->", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [ln for ln in block.splitlines() if ln.startswith("mattingkit ")]
+    words = {"four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+    said = re.search(r"a YAML file, and (\w+) commands", readme).group(1)
+    assert words[said] == len(commands), (said, commands)
+    for doc in (REPO / "docs").glob("*.md"):
+        assert not re.search(r"^Example:\s*\n\s*(#|$)", doc.read_text(), re.M), f"{doc}: an empty Example:"

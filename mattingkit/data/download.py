@@ -113,11 +113,12 @@ def normalize_trimap_set(name: str) -> str:
     raise UsageError(f"data.trimap_set must be one of {', '.join(TRIMAP_SETS)}, got {name!r}")
 
 
-def _web_offline_message(url: str, detail: str = "") -> str:
+def _web_offline_message(url: str, detail: str = "", folder: Path | None = None) -> str:
     said = f" ({detail.strip()[:200]})" if detail and detail.strip() else ""
+    where = str(folder) if folder is not None else "the downloads folder"
     return (f"Cannot reach {url} to download the alphamatting.com training set: no network connection{said}. "
-            f"Download the three zips ({', '.join(ALPHAMATTING_ZIPS.values())}) by hand into the downloads "
-            f"folder and run this again, or set {ALPHAMATTING_URL_ENV} to a reachable mirror. {DEMO_HINT}")
+            f"Download the three zips ({', '.join(ALPHAMATTING_ZIPS.values())}) by hand into {where} "
+            f"and run this again, or set {ALPHAMATTING_URL_ENV} to a reachable mirror. {DEMO_HINT}")
 
 
 def fetch_url(url: str, target: PathLike, *, timeout: float = 60.0, what: str = "file") -> Path:
@@ -168,7 +169,8 @@ def fetch_url(url: str, target: PathLike, *, timeout: float = 60.0, what: str = 
         reason = getattr(e, "reason", e)
         if isinstance(e, ValueError) and not isinstance(e, OSError):
             raise DownloadError("other", f"Cannot download {what}: bad URL {url!r} ({e}).") from None
-        raise DownloadError("offline", _web_offline_message(url, type(reason).__name__ + f": {reason}")) from None
+        raise DownloadError("offline", _web_offline_message(url, type(reason).__name__ + f": {reason}",
+                                                            target.parent)) from None
     os.replace(tmp, target)
     shutil.rmtree(partial, ignore_errors=True)
     return target

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..config import InferConfig
 from ..device import DevicePlan, free_cuda_memory, is_oom
-from ..errors import InputNotFoundError
+from ..errors import InputDataError, InputNotFoundError
 from ..io import (
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -114,7 +114,10 @@ def _items(images: Any) -> list[tuple[str, Path, Path | None]]:
         folder = Path(images)
         if not folder.is_dir():
             raise InputNotFoundError(f"{folder}: image folder not found")
-        return [(p.stem, p, None) for p in list_images(folder, recursive=False)]
+        found = list_images(folder, recursive=False)
+        if not found:   # "0 written" would read as success
+            raise InputDataError(f"{folder}: no images in this folder (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        return [(p.stem, p, None) for p in found]
     return [(Path(p).stem, Path(p), None) for p in images]
 
 
