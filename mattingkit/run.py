@@ -164,7 +164,7 @@ RECORD_INPUTS_FILE = "metrics_inputs.json"
 #: the folder's config, so any of them present (but the executed notebooks and the DONE marker of
 #: ``mattingkit run``) binds the folder to ``config.yaml``.
 RUN_OUTPUTS = ("checkpoints", "tb", "predictions", "inputs", "decoded", "fg_cache", METRICS_FILE,
-               RECORD_INPUTS_FILE, HISTORY_FILE, "train_summary.json", MANIFEST_FILE, "manifest_test.csv",
+               RECORD_INPUTS_FILE, HISTORY_FILE, "train_summary.json", "manifest*.csv",
                "data_report.md", "*.png", "metrics_*.csv", "submission.csv", "submission_validation.txt",
                "notebooks", "DONE")
 _NOT_BINDING = ("notebooks", "DONE")
