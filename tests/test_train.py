@@ -851,9 +851,8 @@ class HostSyncs(torch.utils._python_dispatch.TorchDispatchMode):
         return func(*args, **kwargs)
 
 
-@pytest.mark.parametrize("augment_on", ["cpu", pytest.param("device", marks=pytest.mark.xfail(
-    strict=True, reason="device_augment syncs: data room"))])
-def test_training_steps_make_no_host_sync(tmp_path, augment_on, demo_data_root):  # noqa: F811 - the fixture
+@pytest.mark.parametrize("augment_on", ["cpu", "device"])
+def test_training_steps_make_no_host_sync(tmp_path, augment_on, demo_data_root):
     """The demo recipe's real model, losses, GAN and data (workers decode; ``augment_on`` decides where the
     float augmentation runs): steps that neither log, validate nor checkpoint never wait for the device."""
     cfg = load_config("demo", {
