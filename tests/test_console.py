@@ -27,7 +27,7 @@ def _train(run_dir: Path, data_root: Path, steps: int) -> str:
     return res.stdout
 
 
-def test_train_streams_progress_and_says_where_it_resumes(tmp_path, demo_data_root):  # noqa: F811 - the fixture
+def test_train_streams_progress_and_says_where_it_resumes(tmp_path, demo_data_root):
     out = _train(tmp_path / "demo", demo_data_root, steps=4)
     lines = [m.groups() for m in map(LINE.match, out.splitlines()) if m]
     assert lines == [("demo", "2", "4"), ("demo", "4", "4")], out
@@ -38,7 +38,7 @@ def test_train_streams_progress_and_says_where_it_resumes(tmp_path, demo_data_ro
     assert [m.groups()[1:] for m in map(LINE.match, out.splitlines()) if m] == [("6", "6")], out
 
 
-def test_mattingkit_run_relays_the_training_lines(tmp_path, demo_data_root, capsys):  # noqa: F811 - the fixture
+def test_mattingkit_run_relays_the_training_lines(tmp_path, demo_data_root, capsys):
     from mattingkit.runner import run_pipeline
 
     res = run_pipeline("demo", [f"run.data_root={demo_data_root}", "train.steps=4", *TINY], name="relay",

@@ -58,7 +58,7 @@ def _kernel(tmp_path: Path, data_root: Path, mode: str) -> dict:
     return json.loads(reports[-1][len("REPORT "):])
 
 
-def test_demo_notebook_03_forks_clean_ranks(tmp_path, demo_data_root):  # noqa: F811 - the fixture
+def test_demo_notebook_03_forks_clean_ranks(tmp_path, demo_data_root):
     control = _kernel(tmp_path, demo_data_root, "query-first")
     assert control["bad_fork"] is True  # the check sees a CUDA query in the parent
     report = _kernel(tmp_path, demo_data_root, "as-notebook")
@@ -84,7 +84,7 @@ def _demo_sized(config: str, data_root: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("config", ["default", "aim500", "ecom"])
-def test_gpu_recipes_query_no_cuda_before_the_launch(config, tmp_path, monkeypatch, demo_data_root):  # noqa: F811
+def test_gpu_recipes_query_no_cuda_before_the_launch(config, tmp_path, monkeypatch, demo_data_root):
     import accelerate
     from gpusim import simulate
 
