@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_runner import demo_data_root  # noqa: F401 - the session's demo data
-
 REPO = Path(__file__).resolve().parents[1]
 
 TINY = ["data.batch_size=2", "train.log_every=2", "train.val_every=4", "train.ckpt_every=4", "train.val_at_start=false",
