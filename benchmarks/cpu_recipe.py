@@ -163,7 +163,7 @@ def score(preds: list[np.ndarray], items: list[dict]) -> dict:
     return {"mean": mean, "per_image": per}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - a benchmark's script: measure side by side, print, write JSON
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--eval", type=Path, default=DEFAULT_EVAL, help="real photos (alphamatting layout)")
     p.add_argument("--checkpoint", help="evaluate this cpu-recipe checkpoint instead of training")

@@ -385,7 +385,7 @@ def _rotations(names: list[str], r: int) -> list[str]:
     return names[k:] + names[:k]
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> dict:  # noqa: PLR0915 - a benchmark's script: measure side by side, print, write JSON
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer items and repeats (about a minute)")
     p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 5; --quick 3)")

@@ -144,7 +144,7 @@ def context_profile(model_name: str, photo: str, cut: int = 64) -> dict:
                                if (dist >= d).any()}}
 
 
-def run_case(name: str, size: int) -> dict:
+def run_case(name: str, size: int) -> dict:  # noqa: PLR0915 - one benchmark case measured side by side
     """Run one case in this process; returns its measurements."""
     import numpy as np
     import torch

@@ -514,7 +514,7 @@ def _add_kaggle_parsers(sub) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one argparse tree: every command's options side by side
     """The parser of every subcommand (declarative: one block per command, longer than 80 lines for
     that reason only)."""
     ap = argparse.ArgumentParser(

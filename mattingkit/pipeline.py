@@ -66,8 +66,7 @@ def _seconds(t0: float) -> float:
     return round(time.monotonic() - t0, 2)
 
 
-def _manifest(ctx: RunContext):
-    """The run's manifest (written by notebook 01; scanned now when missing)."""
+def _manifest(ctx: RunContext):  # the run's manifest (written by notebook 01; scanned now when missing)
     return run.load_manifest(ctx.cfg, ctx.run_dir)
 
 
@@ -190,15 +189,14 @@ def trimap_inspector(ctx: RunContext, limit: int = 50, **kwargs):
 # 03: training
 # --------------------------------------------------------------------------------------------
 def drive_space(ctx: RunContext) -> dict[str, Any]:
-    """Notebook 03, before training: how much the run writes to Google Drive, the trash included, beside
-    the free space there (:func:`mattingkit.checkpoint.drive_space_needed`). Prints its message."""
+    """Notebook 03, before training: what the run writes to Google Drive, trash included, beside its free
+    space (:func:`mattingkit.checkpoint.drive_space_needed`; on Colab with Drive), else the local peak."""
     from .checkpoint import drive_space_needed
 
     need = drive_space_needed(ctx.cfg, ctx.run_dir)
-    if env.detect_platform() == "colab" and env.drive_mounted():   # Drive's quota and trash: only there
-        print(need["message"])
-    else:
-        print(f"Checkpoints need about {need['peak_bytes'] / 1e9:.2f} GB in {ctx.run_dir} while one is replaced.")
+    on_drive = env.detect_platform() == "colab" and env.drive_mounted()   # Drive's quota and trash: only there
+    print(need["message"] if on_drive else
+          f"Checkpoints need about {need['peak_bytes'] / 1e9:.2f} GB in {ctx.run_dir} while one is replaced.")
     return need
 
 

@@ -633,7 +633,7 @@ def _fmt(v: Any) -> str:
 _KERNEL_STOPPED = ("error", "cancel_acknowledged", "cancel_requested")
 
 
-def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None = None, *,
+def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None = None, *,  # noqa: PLR0915 - the push / follow / pull loop of one sweep, read as one piece
                         max_parallel: int = 2, poll_s: float = 30.0, quiet: bool = False, sleep=time.sleep,
                         **kernel: Any) -> SweepResult:
     """:func:`run_sweep` with every point run as its own Kaggle kernel (:mod:`mattingkit.kaggle`): pushed up

@@ -190,7 +190,7 @@ def same_aspect(have: tuple[int, int], want: tuple[int, int]) -> bool:
     return abs(pw * h - ph * w) <= max(w, h, pw, ph)
 
 
-def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *,
+def build_submission(alpha_dir: str | os.PathLike, out_csv: str | os.PathLike, *,  # noqa: PLR0915 - the CSV's checks and rows in one pass over the folder
                      sample_csv: str | os.PathLike | None = None, test_dir: str | os.PathLike | None = None,
                      size: int | None = None, headless: bool | None = None, verbose: bool = True) -> SubmissionReport:
     """Write the submission CSV from predicted alphas ``alpha_dir/<stem>.png``.

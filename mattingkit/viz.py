@@ -441,7 +441,7 @@ METRIC_LABELS = {"sad": "SAD (/1000)", "mse": "MSE", "grad": "Grad (/1000)", "co
 _METRIC_TITLES = {"sad": "SAD", "mse": "MSE", "grad": "Grad", "conn": "Conn", "competition_mse": "competition MSE"}
 
 
-def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequence[str] | None = None):
+def plot_history(history_or_jsonl, out_png: PathLike | None = None, keys: Sequence[str] | None = None):  # noqa: PLR0915 - one figure: a panel per metric, built in place
     """Plot training curves from a run's ``metrics.jsonl`` (path) or its records (list of dicts).
 
     Panels: training losses (log scale when all are positive), learning rates, the discriminator's mean

@@ -236,7 +236,7 @@ def _alphamatting_complete(dest: Path) -> dict | None:
     return marker
 
 
-def download_alphamatting(dest: PathLike | None = None, *, trimap_set: str = "Trimap1",
+def download_alphamatting(dest: PathLike | None = None, *, trimap_set: str = "Trimap1",  # noqa: PLR0915 - the download's steps in order (fetch, verify, extract, pair), each a few lines
                           base_url: str | None = None, archive_dir: PathLike | None = None,
                           keep_archives: bool = False, force: bool = False, timeout: float = 60.0,
                           environ: Mapping[str, str] | None = None, quiet: bool = True) -> Path:

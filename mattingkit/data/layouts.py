@@ -176,7 +176,7 @@ def _require_dir(root: PathLike, layout: str) -> Path:
     if not root.is_dir():
         raise InputNotFoundError(
             f"{root}: dataset folder not found (layout {layout!r}). Download it with notebook 01 / "
-            "mattingkit.data.download, or make the demo data with `mattingkit demo-data`.")
+            "`mattingkit download` (mattingkit.kaggle), or make the demo data with `mattingkit demo-data`.")
     return root
 
 

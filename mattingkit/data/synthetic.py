@@ -122,7 +122,7 @@ def make_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(out, 0, 1).astype(np.float32)
 
 
-def make_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+def make_foreground(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:  # noqa: PLR0915 - one random draw order: a split would change the demo data's bytes
     """A synthetic matting foreground: ``(fg, alpha)``, float32 ``h x w x 3`` and ``h x w`` in [0, 1].
 
     The object is a smooth random outline drawn 4x supersampled (anti-aliased edges), partly
