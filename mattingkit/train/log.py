@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import torch
 
@@ -35,9 +35,6 @@ from .. import __version__
 from .. import checkpoint as ckpt
 from ..config import Config
 from .session import Session
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
 
 
 class TrainLog:
@@ -204,7 +201,7 @@ def progress_line(name: str, step: int, end: int, done: int, elapsed: float, los
     return f"train {name}: step {step}/{end}{pct}, {_clock(elapsed)} elapsed, ETA {eta}, loss {lost}"
 
 
-def run_summary(tr: "Trainer", stopped: str, elapsed: float, steps_done: int) -> dict:
+def run_summary(tr: Any, stopped: str, elapsed: float, steps_done: int) -> dict:
     """The run's summary (``train_summary.json``, :func:`mattingkit.train.train`'s return value)."""
     tr.bad_steps.sync()
     home: Path = tr.session.ckpt_home

@@ -27,7 +27,7 @@ import os
 import warnings
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from .. import __version__
 from .. import checkpoint as ckpt
@@ -37,9 +37,6 @@ from ..run import HISTORY_FILE, HistoryLog, default_run_dir, read_history, save_
 from ..runlock import RunLock
 from .distributed import Dist
 from .setup import load_optimizer_state
-
-if TYPE_CHECKING:
-    from .trainer import Trainer
 
 #: The trainer's own summary in the run folder (``metrics.json`` belongs to the notebooks' sections).
 SUMMARY_FILE = "train_summary.json"
@@ -210,7 +207,7 @@ class Session:
 # --------------------------------------------------------------------------------------------
 # What a checkpoint holds, and how a resume puts it back
 # --------------------------------------------------------------------------------------------
-def training_state(tr: "Trainer") -> dict:
+def training_state(tr: Any) -> dict:  # tr: the Trainer (not imported: it imports this module)
     """Everything needed to continue exactly: weights, optimisers, schedules, scalers, RNG, counters."""
     g, d = ckpt.unwrap(tr.G), ckpt.unwrap(tr.D) if tr.D is not None else None
     return {
@@ -237,7 +234,7 @@ def training_state(tr: "Trainer") -> dict:
     }
 
 
-def restore_training_state(tr: "Trainer", state: Mapping[str, Any]) -> None:
+def restore_training_state(tr: Any, state: Mapping[str, Any]) -> None:
     """Put a resumed checkpoint's counters, records, optimisers, schedules, scalers and RNG back (its
     weights were loaded before the models were wrapped); history written after it is dropped."""
     tr.step = int(state["step"])
