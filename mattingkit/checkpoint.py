@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from . import __version__, drive
+from .device import HOST
 from .errors import RunStateError
 from .io import mkstemp_usual_mode
 
@@ -851,7 +852,7 @@ def _torch_load(path: Path, map_location) -> Any:
         raise CheckpointError(path, f"cannot be read by torch.load (truncated or corrupt?): {e}") from None
 
 
-def load_checkpoint(path: PathLike, fallback: PathLike | None = None, map_location: Any = "cpu",
+def load_checkpoint(path: PathLike, fallback: PathLike | None = None, map_location: Any = HOST,
                     verify: bool = True) -> dict:
     """Load a checkpoint written by :func:`save_checkpoint` (verified, ``weights_only=True``).
 
@@ -977,7 +978,7 @@ def export_inference(ckpt_path: PathLike, out_path: PathLike, half: bool = True)
     return save_checkpoint(out, out_path)
 
 
-def load_generator(path: PathLike, device: str | torch.device = "cpu"):
+def load_generator(path: PathLike, device: str | torch.device = HOST):
     """Load a generator ready for inference from ``best.pt`` / ``last.pt`` or an export.
 
     Returns ``(model, cfg)``: the model in eval mode, float32, on ``device``; ``cfg`` the run's

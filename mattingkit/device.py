@@ -34,6 +34,9 @@ BF16_MIN_CAPABILITY = (8, 0)           # tensor-core bf16 (Ampere and newer)
 CHANNELS_LAST_MIN_CAPABILITY = (7, 0)  # tensor cores (Volta and newer)
 MAX_AUTO_WORKERS = 8
 DEFAULT_DIST_TIMEOUT_S = 1800.0        # train.dist_timeout_s default
+#: The host: where files are decoded, classical solves run and checkpoints are loaded before moving
+#: (the one CPU device literal of the kit).
+HOST = torch.device("cpu")
 #: the device specs :func:`resolve_device` accepts (the config check uses the same pattern)
 DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 

@@ -149,7 +149,7 @@ def doctor(cfg: Any = None, *, environ: Mapping[str, str] | None = None, home: s
         device = dv.resolve_device(cfg.run.device)
     except MattingKitError as e:
         problems.append(str(e))
-        device = torch.device("cpu")
+        device = dv.HOST
     facts = dv.device_facts(device)
     rep["device"] = facts
     rep["gpu_count"] = torch.cuda.device_count() if torch.cuda.is_available() else 0

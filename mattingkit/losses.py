@@ -53,6 +53,7 @@ import torch
 import torch.nn.functional as F
 
 from .compose import composite
+from .device import HOST
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import LossConfig
@@ -78,7 +79,7 @@ def _fp32_region(x: torch.Tensor):
     try:
         enabled = torch.is_autocast_enabled(device)
     except TypeError:  # torch < 2.4: no device argument
-        enabled = torch.is_autocast_cpu_enabled() if device == "cpu" else torch.is_autocast_enabled()
+        enabled = torch.is_autocast_cpu_enabled() if device == HOST.type else torch.is_autocast_enabled()
     if enabled:
         return torch.autocast(device_type=device, enabled=False)
     return contextlib.nullcontext()

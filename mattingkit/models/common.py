@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import HOST
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -263,7 +265,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location=HOST, weights_only=True)
     except Exception as e:  # noqa: BLE001 - the message names the file
         raise ValueError(f"{path}: could not load a state dict ({type(e).__name__}: {e})") from None
     return _unwrap_state_dict(obj, path)
@@ -353,7 +355,7 @@ def torchvision_state_dict(arch: str, weights_path: str | os.PathLike | None = N
     old = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
     try:
-        sd = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True,
+        sd = torch.hub.load_state_dict_from_url(url, map_location=HOST, progress=True,
                                                 check_hash=True, weights_only=True)
     except Exception as e:  # noqa: BLE001 - network/disk/hash errors all mean "no weights"
         _warn(f"downloading {url} failed ({type(e).__name__}: {e}); {arch} starts from random "

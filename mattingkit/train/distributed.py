@@ -8,6 +8,8 @@ import os
 import torch
 from torch import nn
 
+from ..device import HOST
+
 
 class Dist:
     """The few distributed operations the trainer needs; plain single-process versions unless
@@ -18,7 +20,7 @@ class Dist:
         self.accelerator = None
         self.timeout = None
         world = int(os.environ.get("WORLD_SIZE", "1"))
-        want_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+        want_cpu = device == HOST.type or (device == "auto" and not torch.cuda.is_available())
         if world > 1:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
@@ -36,7 +38,7 @@ class Dist:
             self.device = torch.device(self.accelerator.device.type) if want_cpu else self.accelerator.device
             self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         else:
-            self.device = torch.device("cpu" if want_cpu else ("cuda" if device == "auto" else device))
+            self.device = HOST if want_cpu else torch.device("cuda" if device == "auto" else device)
             self.rank, self.world = 0, 1
 
     @property

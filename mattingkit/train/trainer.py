@@ -190,8 +190,8 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------
     # one iteration
-    def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+    def _autocast(self):  # the plan's AMP (DevicePlan.autocast: the one place autocast is applied)
+        return self.plan.autocast()
 
     def train_step(self) -> dict[str, Any] | None:
         """One iteration (``accum_steps`` micro-batches). Returns the loss terms as detached device tensors

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..device import cudnn_benchmark
+from ..device import HOST, cudnn_benchmark
 from .setup import VAL_METRICS
 from .stream import to_device
 
@@ -29,7 +29,7 @@ GRID_ITEMS = 4
 def _numpy_item(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(image HxWx3, trimap HxW, alpha HxW) float32 of one dataset item (compact items made float)."""
     batch = to_device({k: (v.unsqueeze(0) if isinstance(v, torch.Tensor) else [v]) for k, v in item.items()},
-                      torch.device("cpu"))
+                      HOST)
     image = batch["image"][0].float().permute(1, 2, 0).contiguous().numpy()
     return image, batch["trimap"][0, 0].float().numpy(), batch["alpha"][0, 0].float().numpy()
 
