@@ -257,11 +257,11 @@ def infer_section(device: torch.device, quick: bool) -> dict:
     t = torch.from_numpy(tri)[None, None].to(device)
     rows = []
     for amp in ("off", "auto"):
-        dtype = dv.resolve_amp(amp, device)
+        plan = dv.DevicePlan.for_inference(device, amp)   # the kit's one AMP decision and autocast
+        dtype = plan.amp_dtype
 
-        def raw(dtype=dtype):
-            with torch.inference_mode(), (torch.autocast(device.type, dtype=dtype) if dtype is not None
-                                          else contextlib.nullcontext()):
+        def raw(plan=plan):
+            with torch.inference_mode(), plan.autocast():
                 return model(x, t)["alpha"]
 
         with dv.cudnn_benchmark(False):

@@ -41,7 +41,7 @@ RESULTS = REPO / "benchmarks" / "results" / "predict_folder.json"
 sys.path.insert(0, str(REPO))
 
 from mattingkit import infer  # noqa: E402 - after the sys.path line: runs from a checkout
-from mattingkit.device import resolve_device  # noqa: E402
+from mattingkit.device import DevicePlan, resolve_device  # noqa: E402
 from mattingkit.io import read_image_uint8, write_png  # noqa: E402
 
 
@@ -155,7 +155,6 @@ def folder_vs_forward(name: str, device: torch.device, n_images: int, reps: int,
 
 def gpu_predict_vs_forward(device: torch.device, reps: int, size: int = 1024) -> dict:
     from mattingkit.config import load_config
-    from mattingkit.device import resolve_amp
     from mattingkit.models import build_model
 
     cfg = load_config("default")
@@ -164,12 +163,12 @@ def gpu_predict_vs_forward(device: torch.device, reps: int, size: int = 1024) ->
     top, bottom, left, right = infer.padding(size, size, 32)
     res = {}
     for amp in ("off", "auto"):
-        dt = resolve_amp(amp, device)
+        plan = DevicePlan.for_inference(device, amp)   # the kit's one AMP decision and autocast
         x = torch.rand(1, 3, size + top + bottom, size + left + right, device=device)
         t = torch.full((1, 1, x.shape[2], x.shape[3]), 0.5, device=device)
 
-        def fwd(x=x, t=t, dt=dt):
-            with torch.autocast("cuda", dtype=dt or torch.float32, enabled=dt is not None):
+        def fwd(x=x, t=t, plan=plan):
+            with plan.autocast():
                 model(x, t)
 
         def pred(amp=amp):
