@@ -1,0 +1,74 @@
+"""model.guide: the classical solve is an input, computed once per image (prediction) or per crop (training)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mattingkit.models import alphagan
+
+
+def _soft_edge(h: int, w: int, shift: int = 0, seed: int = 0):
+    """An HxWx3 image with a soft vertical edge between two colours and a trimap with a wide unknown band."""
+    x = np.arange(w, dtype=np.float32)
+    alpha = np.clip((x - w / 2 - shift) / 12 + 0.5, 0, 1)[None, :].repeat(h, 0)
+    fg, bg = np.array([0.9, 0.3, 0.1], np.float32), np.array([0.1, 0.4, 0.8], np.float32)
+    img = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    img = np.clip(img + 0.02 * np.random.default_rng(seed).random(img.shape, dtype=np.float32), 0, 1)
+    tri = np.where(alpha == 0, 0.0, np.where(alpha == 1, 1.0, 0.5)).astype(np.float32)
+    tri[:, w // 2 + shift - 20: w // 2 + shift + 20] = 0.5
+    return img, tri
+
+
+@pytest.fixture
+def solves(monkeypatch):
+    """Every guide solve (image shapes), counted at the one place guides are computed."""
+    calls: list[tuple[int, ...]] = []
+    real = alphagan.solve_guide
+
+    def counting(method, image, trimap):
+        calls.append(tuple(np.shape(image)))
+        return real(method, image, trimap)
+
+    monkeypatch.setattr(alphagan, "solve_guide", counting)
+    return calls
+
+
+def _guided_demo():
+    from mattingkit.config import load_config
+    from mattingkit.models import build_model
+
+    torch.manual_seed(0)
+    return build_model(load_config("demo", ["model.pretrained=false", "model.guide=closed_form"]).model).eval()
+
+
+def test_forward_never_solves_and_asks_for_the_guide():
+    model = _guided_demo()
+    img, tri = torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5)
+    with pytest.raises(ValueError, match="forward needs guide=.*mattingkit.infer.*data workers"):
+        model(img, tri)
+    out = model(img, tri, guide=torch.full((1, 1, 64, 64), 0.25))
+    assert torch.equal(out["alpha"], out["guide"]) and (out["alpha"] == 0.25).all()   # zero residual
+
+
+def test_tiled_tta_prediction_solves_once_per_image(solves):
+    """A GroupNorm guided model (34 global ops: many statistics passes over several tiles, twice for the
+    flip) solves each image once, at its padded size; the tiled result equals the untiled one."""
+    from mattingkit.infer import predict
+    from mattingkit.tiling import TilingInfo
+
+    model = _guided_demo()
+    kw = dict(pixel_budget=5_000, tile_size=128, tile_overlap=32, tta_flip=True, pad_margin=0)
+    images = [_soft_edge(64, 200, shift=s, seed=i) for i, s in enumerate((-10, 10))]
+    tiled = []
+    for img, tri in images:
+        info = TilingInfo()
+        tiled.append(predict(model, img, tri, tiling_info=info, **kw))
+        assert info.tiles >= 3 and info.stats_passes == 34
+    assert solves == [(64, 224, 3)] * 2       # once per image, at the padded size; not per tile or pass
+    for (img, tri), a in zip(images, tiled):
+        untiled = predict(model, img, tri, tta_flip=True, pad_margin=0)
+        unknown = tri == 0.5
+        assert np.abs(a - untiled)[unknown].max() <= 1 / 255
+        assert untiled[unknown].std() > 0.1       # a real matte, not a constant
+    assert len(solves) == 4
