@@ -72,3 +72,70 @@ def test_tiled_tta_prediction_solves_once_per_image(solves):
         assert np.abs(a - untiled)[unknown].max() <= 1 / 255
         assert untiled[unknown].std() > 0.1       # a real matte, not a constant
     assert len(solves) == 4
+
+
+def test_training_solves_each_crop_once_in_the_dataset(tmp_path, demo_data_root, solves, monkeypatch):
+    """A guided demo config trains on CPU: every training crop is solved exactly once, in the dataset's
+    item path (the data workers), and the model's forward gets it as an input."""
+    import inspect
+
+    from mattingkit.config import load_config
+    from mattingkit.data.datasets import TrainDataset
+    from mattingkit.train import Trainer
+
+    callers: list[str] = []
+    counting = alphagan.solve_guide
+
+    def where(method, image, trimap):
+        callers.append(inspect.stack()[1].function)
+        return counting(method, image, trimap)
+
+    monkeypatch.setattr(alphagan, "solve_guide", where)
+    items: list[int] = []
+    getitem = TrainDataset.__getitem__
+
+    def counted(self, key):
+        items.append(1)
+        return getitem(self, key)
+
+    monkeypatch.setattr(TrainDataset, "__getitem__", counted)
+    seen: list[tuple] = []
+    forward = alphagan.AlphaGANGenerator.forward
+
+    def spy(self, image, trimap=None, guide=None):
+        seen.append(None if guide is None else (tuple(guide.shape), guide.dtype))
+        return forward(self, image, trimap, guide)
+
+    monkeypatch.setattr(alphagan.AlphaGANGenerator, "forward", spy)
+    cfg = load_config("demo", {
+        "run.device": "cpu", "run.data_root": str(demo_data_root), "model.guide": "closed_form",
+        "data.batch_size": 2, "data.num_workers": 0, "train.amp": "off", "train.use_gan": False,
+        "train.val_at_start": False, "train.tensorboard": False, "train.log_every": 100, "train.image_every": 100,
+        "train.val_every": 100, "train.ckpt_every": 100, "train.steps": 100})
+    tr = Trainer(cfg, run_dir=tmp_path / "run", headless=True)
+    try:
+        assert tr.train_ds.guide == "closed_form" and tr.train_ds.augment_on == "cpu"
+        head = getattr(tr.G, "module", tr.G).head
+        w0 = head.weight.detach().clone()
+        for _ in range(3):
+            tr.after_step(tr.train_step(), cfg.train.steps)
+        assert not torch.equal(head.weight, w0)       # the residual head trains
+    finally:
+        tr.close()
+    assert len(items) >= 3 * 2 and len(solves) == len(items)    # one solve per crop, none elsewhere
+    assert set(callers) == {"_sample"}                          # TrainDataset's item path
+    assert seen[:3] == [((2, 1, 64, 64), torch.float32)] * 3    # forward got the workers' guide
+
+
+def test_device_augmentation_refuses_a_guided_model():
+    from mattingkit.choices import config_problems
+    from mattingkit.config import AugmentConfig, TrimapConfig, load_config
+    from mattingkit.data.device_augment import resolve_augment_on
+
+    cfg = load_config("demo", ["model.guide=closed_form", "data.augment_on=device"])
+    assert any("data.augment_on='device' cannot train model.guide='closed_form'" in p and "data workers" in p
+               for p in config_problems(cfg))
+    assert resolve_augment_on("auto", "cuda", TrimapConfig(), AugmentConfig(), guide="closed_form") == "cpu"
+    assert resolve_augment_on("auto", "cuda", TrimapConfig(), AugmentConfig()) == "device"
+    with pytest.raises(ValueError, match="model.guide='knn'.*CPU data workers"):
+        resolve_augment_on("device", "cuda", TrimapConfig(), AugmentConfig(), guide="knn")
