@@ -50,8 +50,8 @@ Where the paper is ambiguous, this implementation chooses:
   holds ``guide``. ``forward`` never solves: the data workers solve each training crop
   (:mod:`mattingkit.data.datasets`) and :mod:`mattingkit.infer` solves each image once, at full
   resolution (the flip TTA flips it; every tile and statistics pass crops it). The solve is global and
-  grows faster than linearly: measured 256² ~1 s, 512² ~5 s / 1 GB peak RSS, 1024² ~25 s / 2 GB
-  (``python benchmarks/guide_solve.py``; docs/training.md).
+  grows faster than the pixels: measured on a loaded 2-core CPU 256² 1.5 s, 512² 5.8 s (1.1 GB peak
+  RSS), 1024² 17 s (1.9 GB) (``PYTHONPATH=. python benchmarks/guide_solve.py``; docs/training.md).
 - **Discriminator**: pix2pix's NLayerDiscriminator: 4x4 convs, stride 2 for ``disc_layers`` layers
   (width doubling up to 8x ``disc_channels``), then two stride-1 4x4 convs to one logit map;
   LeakyReLU 0.2; norm after every conv but the first and the last (``model.norm``); with
