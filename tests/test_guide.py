@@ -139,3 +139,20 @@ def test_device_augmentation_refuses_a_guided_model():
     assert resolve_augment_on("auto", "cuda", TrimapConfig(), AugmentConfig()) == "device"
     with pytest.raises(ValueError, match="model.guide='knn'.*CPU data workers"):
         resolve_augment_on("device", "cuda", TrimapConfig(), AugmentConfig(), guide="knn")
+
+
+def test_compact_items_carry_the_guide_like_alpha():
+    from mattingkit.data.compact import compact_to_float, to_compact_item
+    from mattingkit.data.datasets import collate, to_item
+
+    img, tri = _soft_edge(32, 48)
+    s = {"image": img, "fg": img, "bg": img, "alpha": tri, "trimap": tri, "id": "a",
+         "guide": alphagan.solve_guide("closed_form", img, tri)}
+    item = to_compact_item(s)
+    assert item["guide"].dtype == torch.uint16 and item["guide"].shape == (1, 32, 48)
+    batch = compact_to_float(collate([item, item]))
+    assert batch["guide"].dtype == torch.float32 and batch["guide"].shape == (2, 1, 32, 48)
+    assert np.abs(batch["guide"][0, 0].numpy() - s["guide"]).max() <= 0.5 / 65535 + 1e-7
+    assert torch.equal(to_item(s)["guide"][0], torch.from_numpy(s["guide"]))
+    del s["guide"]
+    assert "guide" not in to_compact_item(s) and "guide" not in to_item(s)   # unguided: nothing extra
