@@ -156,3 +156,12 @@ def test_compact_items_carry_the_guide_like_alpha():
     assert torch.equal(to_item(s)["guide"][0], torch.from_numpy(s["guide"]))
     del s["guide"]
     assert "guide" not in to_compact_item(s) and "guide" not in to_item(s)   # unguided: nothing extra
+
+
+def test_a_guide_needs_a_trimap():
+    from mattingkit.config import ModelConfig
+    from mattingkit.errors import UsageError
+    from mattingkit.models import build_model
+
+    with pytest.raises(UsageError, match="needs a trimap.*constant 0.5"):
+        build_model(ModelConfig(pretrained=False, backbone="resnet18", guide="closed_form", use_trimap=False))

@@ -142,12 +142,12 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 def guides(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor | None) -> torch.Tensor | None:
     """The guide input of ``model`` for a batch: ``(N,1,H,W)`` float32 on ``image``'s device, one
     :func:`solve_guide` per image on the host (``None`` when the model takes no guide). ``image``
-    (N,3,H,W) in [0, 1]; ``trimap`` (N,1,H,W), ignored (all unknown) when the model does not use one.
+    (N,3,H,W) in [0, 1]; ``trimap`` (N,1,H,W) (``None``: all unknown).
     """
     method = guide_method(model)
     if method is None:
         return None
-    if trimap is None or not getattr(_unwrapped(model), "use_trimap", True):
+    if trimap is None:
         trimap = image.new_full((image.shape[0], 1, *image.shape[2:]), 0.5)
     imgs = image.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
     tris = trimap.detach().float()[:, 0].cpu().numpy()
