@@ -74,7 +74,8 @@ class BareLoop:
         cfg = self.cfg
         b = self.batch()
         self.opt_g.zero_grad(set_to_none=True)
-        out = self.G(b["image"], b["trimap"])
+        guide = b.get("guide")   # a guided model's input (model.guide), solved in the data workers
+        out = self.G(b["image"], b["trimap"]) if guide is None else self.G(b["image"], b["trimap"], guide=guide)
         real, fake = discriminator_inputs(b, out["alpha"])
         terms = matting_loss(out, b, cfg.loss, fake_logits=self.D(fake))
         terms["total"].backward()

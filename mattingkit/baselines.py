@@ -8,8 +8,9 @@ Methods (:data:`METHODS`), each ``(image float64 HxWx3 in [0, 1], trimap float64
 
 :func:`predict_baseline` is the one entry point: it validates the inputs, solves only the bounding box of
 the unknown region (plus a margin of known pixels; exact for closed_form, whose windows reach 2 px), and
-clamps the known regions to the trimap. The sparse solvers grow with the pixels solved (closed_form:
-~0.5 s and ~0.3 GB per megapixel of unknown bounding box), so above ``max_pixels`` the box is **downscaled**
+clamps the known regions to the trimap. The sparse solvers grow faster than the pixels solved (closed_form
+on a 2-core CPU: 512² 5.8 s, 1000² 17 s and ~1.1 GB above the process's own memory; ``python
+benchmarks/guide_solve.py``, docs/training.md), so above ``max_pixels`` the box is **downscaled**
 (area interpolation; a low-res pixel is known only when every pixel under it is), solved, upsampled
 bilinearly, and the known regions are put back exactly. Each time that happens a note says so
 (``BaselineResult.notes`` / the ``notes`` list you pass): print it and keep it in the folder report.

@@ -22,7 +22,7 @@ from . import config as _config
 from .config import DEFAULT_CONFIG, Config, ConfigError
 from .data.augment import PAD_MODES
 from .data.datasets import CACHE_MODES, FOREGROUND_MODES
-from .data.device_augment import AUGMENT_ON
+from .data.device_augment import AUGMENT_ON, guide_reason
 from .data.layouts import LAYOUTS
 from .device import AMP_CHOICES, DEVICE_RE
 from .losses import GAN_KINDS, REGIONS
@@ -96,6 +96,8 @@ def config_problems(cfg: Config) -> list[str]:
     if name in BACKBONES and cfg.model.backbone not in BACKBONES[name]:
         problems.append(f"model.backbone={cfg.model.backbone!r}: choose "
                         f"{', '.join(BACKBONES[name])} (model.name={name})")
+    if cfg.data.augment_on == "device" and guide_reason(cfg.model.guide):
+        problems.append(f"data.augment_on='device' cannot train {guide_reason(cfg.model.guide)}; use auto or cpu")
     return list(dict.fromkeys(problems + _config.config_problems(cfg)))
 
 

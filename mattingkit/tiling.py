@@ -422,8 +422,10 @@ def _tiles(spans_y: list[Span], spans_x: list[Span]) -> Iterator[tuple[Span, Spa
 def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model: nn.Module,
                   image: torch.Tensor, trimap: torch.Tensor, *, tile: int, context: int,
                   device: torch.device | str | None = None, max_stats_passes: int | None = None,
-                  info: TilingInfo | None = None) -> torch.Tensor:
+                  info: TilingInfo | None = None, guide: torch.Tensor | None = None) -> torch.Tensor:
     """Tiled ``run(image_tile, trimap_tile) -> (1,1,h,w) alpha`` over a padded ``(1,3,H,W)`` image.
+    With a ``guide`` (a guided model's ``(1,1,H,W)`` input, computed once for the whole image) the call is
+    ``run(image_tile, trimap_tile, guide_tile)``, the guide cropped with the same spans in every pass.
 
     ``model`` is the module whose global operations get whole-image statistics (``run`` calls it).
     ``H``, ``W``, ``tile`` and ``context`` must be multiples of :data:`GRID`. ``max_stats_passes=0``
@@ -452,7 +454,9 @@ def tiled_predict(run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], mod
         gc.start_tile((sy.core_start - sy.start, sy.core_stop - sy.start,
                        sx.core_start - sx.start, sx.core_stop - sx.start), (sy.stop - sy.start, sx.stop - sx.start))
         try:
-            return run(image[sl].to(device), trimap[sl].to(device))
+            if guide is None:
+                return run(image[sl].to(device), trimap[sl].to(device))
+            return run(image[sl].to(device), trimap[sl].to(device), guide[sl].to(device))
         except _StopForward as stop:
             stop.__traceback__ = None     # its frames hold the tile's activations: drop them now
             return None

@@ -148,6 +148,7 @@ def test_cpu_config_loads_and_builds():
 
     from mattingkit.config import load_config
     from mattingkit.models import build_model
+    from mattingkit.models.alphagan import guides
 
     cfg = load_config("cpu")
     assert cfg.data.crop_sizes == [cfg.data.image_size]  # native-scale crops: the photos are evaluated unresized
@@ -156,6 +157,7 @@ def test_cpu_config_loads_and_builds():
     assert cfg.data.root.startswith("photoreal") and cfg.data.eval_root is None
     assert cfg.model.guide == "closed_form"
     g = build_model(cfg.model)
-    out = g(torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5))
+    img, tri = torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5)
+    out = g(img, tri, guide=guides(g, img, tri))
     assert out["alpha"].shape == (1, 1, 64, 64)
     assert torch.equal(out["alpha"], out["guide"]) and (out["guide"] == 0.5).all()  # untrained: the solver

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 #: Compact transport: the integer scale of each array (``x_int = rint(x * scale)``) and its dtype.
-COMPACT_SCALE = {"image": 255, "fg": 255, "bg": 255, "alpha": 65535, "trimap": 255}
-COMPACT_DTYPE = {"image": np.uint8, "fg": np.uint8, "bg": np.uint8, "alpha": np.uint16, "trimap": np.uint8}
+#: (``guide``, a guided model's classical solve of the crop, only when ``model.guide`` is set: as alpha.)
+COMPACT_SCALE = {"image": 255, "fg": 255, "bg": 255, "alpha": 65535, "trimap": 255, "guide": 65535}
+COMPACT_DTYPE = {"image": np.uint8, "fg": np.uint8, "bg": np.uint8, "alpha": np.uint16, "trimap": np.uint8,
+                 "guide": np.uint16}
 #: The uint8 code of an unknown trimap pixel in a compact item (0.5 -> 128, as trimap PNGs on disk).
 TRIMAP_UNKNOWN_CODE = 128
 
@@ -61,7 +63,7 @@ def _chw_int(x: np.ndarray) -> torch.Tensor:
 
 def to_compact_item(sample: dict[str, Any]) -> dict[str, Any]:
     """A finished numpy sample -> a compact item: ``image`` / ``fg`` / ``bg`` uint8, ``alpha``
-    uint16, ``trimap`` uint8 (0 / 128 / 255), CHW, no ``unknown`` (see the module docstring);
+    uint16, ``trimap`` uint8 (0 / 128 / 255), a guided model's ``guide`` uint16 (as alpha), CHW, no ``unknown`` (see the module docstring);
     :func:`compact_to_float` turns it (or a batch of them) into the float32 form of
     :func:`mattingkit.data.datasets.to_item`.
 
@@ -74,7 +76,9 @@ def to_compact_item(sample: dict[str, Any]) -> dict[str, Any]:
         (0.25, 1.0, 'a')
     """
     out: dict[str, Any] = {}
-    for k in ("image", "alpha", "trimap", "fg", "bg"):
+    for k in ("image", "alpha", "trimap", "fg", "bg", "guide"):
+        if k == "guide" and k not in sample:
+            continue
         x = sample[k]
         if x.dtype != COMPACT_DTYPE[k]:
             x = quantise(x, COMPACT_SCALE[k], COMPACT_DTYPE[k])
@@ -87,7 +91,7 @@ def to_compact_item(sample: dict[str, Any]) -> dict[str, Any]:
 
 def compact_to_float(batch: dict[str, Any]) -> dict[str, Any]:
     """A compact batch or item (:func:`to_compact_item`, collated or not) -> the float32 form:
-    ``image`` / ``fg`` / ``bg`` ``x / 255``, ``alpha`` ``x / 65535`` (uint16; ``x / 255`` if uint8),
+    ``image`` / ``fg`` / ``bg`` ``x / 255``, ``alpha`` and ``guide`` ``x / 65535`` (uint16; ``x / 255`` if uint8),
     ``trimap`` 0 / 128 / 255 -> 0 / 0.5 / 1, ``unknown`` added (``trimap == 0.5``). Float tensors
     pass through untouched, so this is a no-op on float batches (any device; run it after the move
     to the device: the copy is then 4x smaller). Returns a new dict; other entries are shared.
@@ -102,7 +106,7 @@ def compact_to_float(batch: dict[str, Any]) -> dict[str, Any]:
         True
     """
     out = dict(batch)
-    for k in ("image", "fg", "bg", "alpha"):
+    for k in ("image", "fg", "bg", "alpha", "guide"):
         v = out.get(k)
         if isinstance(v, torch.Tensor) and not v.is_floating_point():
             scale = 65535.0 if v.dtype == torch.uint16 else 255.0

@@ -63,6 +63,7 @@ import pandas as pd
 import torch
 
 from ..io import ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8, read_trimap
+from ..models import alphagan
 from ..trimap import random_trimap
 from .augment import (
     Composite,
@@ -74,7 +75,7 @@ from .augment import (
     to_float,
 )
 from .compact import compact_to_float, to_compact_item
-from .device_augment import augment_batch, build_device_plan, is_device_batch, worker_item
+from .device_augment import augment_batch, build_device_plan, guide_reason, is_device_batch, worker_item
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, Config, DataConfig, TrimapConfig
@@ -180,8 +181,9 @@ def to_item(sample: dict[str, Any], compact: bool = False) -> dict[str, Any]:
     if compact:
         return to_compact_item(sample)
     out: dict[str, Any] = {}
-    for k in ("image", "alpha", "trimap", "fg", "bg"):
-        out[k] = _chw(sample[k])
+    for k in ("image", "alpha", "trimap", "fg", "bg", "guide"):
+        if k in sample or k != "guide":
+            out[k] = _chw(sample[k])
     out["unknown"] = (out["trimap"] == 0.5).to(torch.float32)
     out["id"] = str(sample["id"])
     if "orig_size" in sample:
@@ -306,7 +308,7 @@ class TrainDataset(torch.utils.data.Dataset):
     def __init__(self, df: pd.DataFrame | Iterable[dict], backgrounds: Sequence[PathLike] | None,
                  data_cfg: "DataConfig", trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig",
                  seed: int = 0, fg_cache: "ForegroundCache | None" = None, epoch_len: int | None = None,
-                 compact: bool = False, augment_on: str = "cpu"):
+                 compact: bool = False, augment_on: str = "cpu", guide: str = "none"):
         self.rows = _records(df)
         if not self.rows:
             raise ValueError("TrainDataset: the training set is empty (no manifest rows with split 'train'?)")
@@ -334,6 +336,11 @@ class TrainDataset(torch.utils.data.Dataset):
             raise ValueError(f"augment_on must be 'cpu' or 'device' (resolve 'auto' with "
                              f"device_augment.resolve_augment_on), got {augment_on!r}")
         self.augment_on = augment_on
+        reason = guide_reason(guide)
+        if augment_on == "device" and reason:
+            raise ValueError(f"augment_on='device' cannot train {reason}; use 'cpu'")
+        #: ``model.guide``: each finished crop gets a ``guide`` (its classical solve, in the worker)
+        self.guide = guide
         self.device_plan = None
         self.cache_report: dict[str, Any] | None = None
         if augment_on == "device":
@@ -526,7 +533,10 @@ class TrainDataset(torch.utils.data.Dataset):
 
     def _sample(self, key: int | tuple[int, int]) -> dict[str, Any]:
         s, rng = self._sources(key)
-        return self.pipeline(s, rng)
+        s = self.pipeline(s, rng)
+        if self.guide != "none":   # a guided model's input, solved here (in the worker) once per crop
+            s["guide"] = alphagan.solve_guide(self.guide, s["image"], s["trimap"])
+        return s
 
     def device_item(self, key: int | tuple[int, int]) -> dict[str, Any]:
         """Item ``key`` for the device path (:func:`mattingkit.data.device_augment.worker_item`):
@@ -747,9 +757,9 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
         from .device_augment import resolve_augment_on
 
         augment_on = resolve_augment_on(getattr(d, "augment_on", "auto"), resolve_device(cfg.run.device),
-                                        cfg.trimap, cfg.augment)
+                                        cfg.trimap, cfg.augment, guide=cfg.model.guide)
     train_ds = TrainDataset(train_df, backgrounds, d, cfg.trimap, cfg.augment, seed=cfg.run.seed,
-                            fg_cache=fg_cache, compact=compact, augment_on=augment_on)
+                            fg_cache=fg_cache, compact=compact, augment_on=augment_on, guide=cfg.model.guide)
     cache = getattr(d, "cache", "none")
     if cache not in CACHE_MODES:
         raise ValueError(f"data.cache must be 'none' or 'ram', got {cache!r}")

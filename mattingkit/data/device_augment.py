@@ -48,7 +48,8 @@ sources at 64 px output, ``tests/test_device_augment.py`` bounds each case):
 - the result is float32 straight from the device; the CPU path's compact transport rounds image /
   fg / bg to 1/255 and alpha to 1/65535 on the way.
 - not supported (``resolve_augment_on`` keeps ``auto`` on the CPU, ``device`` raises): trimap
-  methods ``band`` / ``mixed`` (distance transforms) and ``augment.densify > 0``.
+  methods ``band`` / ``mixed`` (distance transforms), ``augment.densify > 0`` and a guided model
+  (``model.guide``: its solve needs the finished crop in the worker).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -97,8 +98,22 @@ HOST_KEY = "host"
 # --------------------------------------------------------------------------------------------
 # Which path
 # --------------------------------------------------------------------------------------------
-def unsupported_reason(trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig") -> str | None:
-    """Why the device path cannot render this config (None when it can).
+def guide_reason(guide: str = "none") -> str | None:
+    """Why a guided model (``model.guide``) cannot train on device-augmented crops (None without a guide):
+    its guide is solved on the host from the finished crop, which only exists on the device there.
+
+    Example:
+        >>> guide_reason("none") is None, guide_reason("closed_form").split(":")[0]
+        (True, "model.guide='closed_form'")
+    """
+    if guide in (None, "none"):
+        return None
+    return (f"model.guide={guide!r}: its classical solve runs per crop in the CPU data workers, and with "
+            "data.augment_on=device the crop is composited on the GPU")
+
+
+def unsupported_reason(trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig", guide: str = "none") -> str | None:
+    """Why the device path cannot render this config (None when it can); ``guide``: ``model.guide``.
 
     Example:
         >>> from mattingkit.config import TrimapConfig, AugmentConfig
@@ -112,14 +127,14 @@ def unsupported_reason(trimap_cfg: "TrimapConfig", augment_cfg: "AugmentConfig")
         return f"trimap.method={trimap_cfg.method!r} ({entry.cpu_only if entry else 'not a trimap method'})"
     if augment_cfg.densify > 0:
         return "augment.densify > 0 (stays on the CPU)"
-    return None
+    return guide_reason(guide)
 
 
 def resolve_augment_on(setting: str, device: torch.device | str | None, trimap_cfg: "TrimapConfig",
-                       augment_cfg: "AugmentConfig") -> str:
+                       augment_cfg: "AugmentConfig", guide: str = "none") -> str:
     """``data.augment_on`` -> ``"cpu"`` or ``"device"``: ``auto`` is ``device`` when training on a
-    GPU and the config is supported (:func:`unsupported_reason`), else ``cpu``; ``device`` with an
-    unsupported config raises ``ValueError``.
+    GPU and the config is supported (:func:`unsupported_reason`; a guided model is not), else ``cpu``;
+    ``device`` with an unsupported config raises ``ValueError``.
 
     Example:
         >>> from mattingkit.config import TrimapConfig, AugmentConfig
@@ -127,10 +142,12 @@ def resolve_augment_on(setting: str, device: torch.device | str | None, trimap_c
         'cpu'
         >>> resolve_augment_on("device", "cpu", TrimapConfig(), AugmentConfig())
         'device'
+        >>> resolve_augment_on("auto", "cuda", TrimapConfig(), AugmentConfig(), guide="closed_form")
+        'cpu'
     """
     if setting not in AUGMENT_ON:
         raise ValueError(f"data.augment_on must be one of {', '.join(AUGMENT_ON)}, got {setting!r}")
-    reason = unsupported_reason(trimap_cfg, augment_cfg)
+    reason = unsupported_reason(trimap_cfg, augment_cfg, guide)
     if setting == "device" and reason:
         raise ValueError(f"data.augment_on='device' cannot render {reason}; use 'auto' or 'cpu'")
     if setting == "auto":

@@ -34,6 +34,7 @@ from .. import device as devmod
 from ..config import InferConfig
 from ..device import DevicePlan, cudnn_benchmark, exact_numerics
 from ..errors import InputDataError
+from ..models.alphagan import guides
 from ..tiling import GRID, TilingInfo, geometry_of, min_tile, tiled_predict
 from ..trimap import trimap_from_mask
 
@@ -176,12 +177,13 @@ def _model_device(model: nn.Module) -> torch.device | None:
 
 
 def _forward(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor, plan: DevicePlan,
-             tta_flip: bool) -> torch.Tensor:
-    """Run the model on one padded (1,3,H,W) image under the plan's autocast: float32 (1,1,H,W) alpha in [0, 1]."""
+             tta_flip: bool, guide: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the model on one padded (1,3,H,W) image under the plan's autocast: float32 (1,1,H,W) alpha in [0, 1].
+    ``guide``: a guided model's guide input for this image (flipped with it for the TTA view)."""
 
-    def once(img: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    def once(img: torch.Tensor, tri: torch.Tensor, g: torch.Tensor | None) -> torch.Tensor:
         with plan.autocast():
-            out = model(img, tri)
+            out = model(img, tri) if g is None else model(img, tri, guide=g)
         alpha = out["alpha"] if isinstance(out, dict) else out
         if not isinstance(alpha, torch.Tensor) or alpha.shape != (img.shape[0], 1, *img.shape[2:]):
             got = tuple(alpha.shape) if isinstance(alpha, torch.Tensor) else type(alpha).__name__
@@ -189,9 +191,10 @@ def _forward(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor, plan: 
                                f"{(img.shape[0], 1, *img.shape[2:])}")
         return alpha.float()
 
-    alpha = once(image, trimap)
+    alpha = once(image, trimap, guide)
     if tta_flip:
-        alpha = 0.5 * (alpha + once(image.flip(-1), trimap.flip(-1)).flip(-1))
+        flipped = None if guide is None else guide.flip(-1)
+        alpha = 0.5 * (alpha + once(image.flip(-1), trimap.flip(-1), flipped).flip(-1))
     return alpha.clamp_(0.0, 1.0)
 
 
@@ -319,14 +322,16 @@ def _predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.
     device = plan.device
     geom = geometry_of(model)
     img_t, tri_t, known, (top, _, left, _) = _prepare(images, trimaps, s, device, geom.pad_multiple)
+    guide_t = guides(model, img_t, tri_t)   # a guided model's input: one host solve per padded image, reused
     if h * w <= s.pixel_budget:
-        alpha_p = _forward(model, img_t, tri_t, plan, s.tta_flip)[:, 0]
+        alpha_p = _forward(model, img_t, tri_t, plan, s.tta_flip, guide_t)[:, 0]
     else:
         with exact_numerics(device.type == "cuda"):
-            alpha_p = torch.stack([_tiled(model, img_t[i:i + 1], tri_t[i:i + 1], s, plan, tiling_info)
+            alpha_p = torch.stack([_tiled(model, img_t[i:i + 1], tri_t[i:i + 1], s, plan, tiling_info,
+                                          None if guide_t is None else guide_t[i:i + 1])
                                    for i in range(len(images))])   # blended on the host: clamp there
         known = None if known is None else known.to(alpha_p.device)
-    del img_t, tri_t
+    del img_t, tri_t, guide_t
     alpha = alpha_p[:, top:top + h, left:left + w]
     if alpha.shape[-2:] != (h, w):  # the contract: exactly the input size
         raise RuntimeError(f"internal error: cropped alpha {tuple(alpha.shape[-2:])} != input {(h, w)}")
@@ -336,9 +341,10 @@ def _predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.
 
 
 def _tiled(model: nn.Module, img_t: torch.Tensor, tri_t: torch.Tensor, s: InferConfig, plan: DevicePlan,
-           tiling_info: TilingInfo | None) -> torch.Tensor:
+           tiling_info: TilingInfo | None, guide_t: torch.Tensor | None = None) -> torch.Tensor:
     """The padded image through :func:`mattingkit.tiling.tiled_predict` (each TTA view with its own
-    whole-image statistics): ``(Hp, Wp)`` alpha on the CPU."""
+    whole-image statistics): ``(Hp, Wp)`` alpha on the CPU. A guided model's ``guide_t`` (solved once on
+    the whole image) is flipped with its view and cropped with every tile."""
     hp, wp = tri_t.shape[-2:]
     grid = geometry_of(model).pad_multiple
     tile = max(grid, -(-int(s.tile_size) // grid) * grid)
@@ -351,10 +357,12 @@ def _tiled(model: nn.Module, img_t: torch.Tensor, tri_t: torch.Tensor, s: InferC
     alpha_p = torch.zeros((hp, wp), dtype=torch.float32)
     for flip in variants:
         img_v, tri_v = (img_t.flip(-1), tri_t.flip(-1)) if flip else (img_t, tri_t)
-        a = tiled_predict(lambda i, t: _forward(model, i, t, plan, False), model, img_v, tri_v,
-                          tile=tile, context=context, device=plan.device, max_stats_passes=stats_passes, info=info)
+        guide_v = guide_t.flip(-1) if flip and guide_t is not None else guide_t
+        a = tiled_predict(lambda i, t, g=None: _forward(model, i, t, plan, False, g), model, img_v, tri_v,
+                          tile=tile, context=context, device=plan.device, max_stats_passes=stats_passes, info=info,
+                          guide=guide_v)
         alpha_p += a.flip(-1) if flip else a
-        del img_v, tri_v
+        del img_v, tri_v, guide_v
     alpha_p /= len(variants)
     if tiling_info is not None:
         tiling_info.__dict__.update(info.__dict__)

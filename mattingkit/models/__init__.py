@@ -67,6 +67,9 @@ def build_model(cfg: "ModelConfig") -> nn.Module:
     if cfg.guide != "none" and cfg.name != "alphagan":
         raise UsageError(f"model.guide={cfg.guide!r} is an alphagan option; model.name={cfg.name!r} takes "
                          "model.guide=none")
+    if cfg.guide != "none" and not cfg.use_trimap:
+        raise UsageError(f"model.guide={cfg.guide!r} needs a trimap: with model.use_trimap=false every pixel is "
+                         "unknown and the classical solve is a constant 0.5; use model.guide=none")
     if cfg.weights_path and not cfg.pretrained:
         warnings.warn(f"model.weights_path={cfg.weights_path!r} is ignored because model.pretrained=false",
                       PretrainedWeightsWarning, stacklevel=2)

@@ -42,12 +42,16 @@ Where the paper is ambiguous, this implementation chooses:
 - **Output**: sigmoid computed in float32, so ``alpha`` is float32 even under autocast. Known trimap
   regions are *not* overwritten here (that is the loss's / inference's job).
 - **Guide** (``model.guide``, not in the paper; the ``cpu`` recipe's): with ``closed_form`` (or
-  ``knn``) the forward pass first solves the classical matting of its input
-  (:class:`mattingkit.baselines.BaselinePredictor`, on the CPU, no gradient), feeds that alpha to
-  the encoder as a 5th channel and predicts a **residual**: ``alpha = clamp(guide + head(x), 0, 1)``
-  with the head initialised to zero, so an untrained guided model *is* the classical solver and
-  training learns only where it is wrong. The output dict then also holds ``guide``. The solve costs
-  ~0.3 s per 192 px crop (2-core CPU) and is global: a tiled prediction solves each tile on its own.
+  ``knn``) the model takes the classical matting of its input as an **input**,
+  ``forward(image, trimap, guide)`` (:func:`solve_guide`: :func:`mattingkit.baselines.run_baseline` on
+  the host), feeds it to the encoder as a 5th channel and predicts a **residual**:
+  ``alpha = clamp(guide + head(x), 0, 1)`` with the head initialised to zero, so an untrained guided
+  model *is* the classical solver and training learns only where it is wrong. The output dict then also
+  holds ``guide``. ``forward`` never solves: the data workers solve each training crop
+  (:mod:`mattingkit.data.datasets`) and :mod:`mattingkit.infer` solves each image once, at full
+  resolution (the flip TTA flips it; every tile and statistics pass crops it). The solve is global and
+  grows faster than the pixels: measured on a loaded 2-core CPU 256² 1.5 s, 512² 5.8 s (1.1 GB peak
+  RSS), 1024² 17 s (1.9 GB) (``PYTHONPATH=. python benchmarks/guide_solve.py``; docs/training.md).
 - **Discriminator**: pix2pix's NLayerDiscriminator: 4x4 convs, stride 2 for ``disc_layers`` layers
   (width doubling up to 8x ``disc_channels``), then two stride-1 4x4 convs to one logit map;
   LeakyReLU 0.2; norm after every conv but the first and the last (``model.norm``); with
@@ -61,16 +65,22 @@ Example:
     >>> out = g(torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5))
     >>> tuple(out["alpha"].shape)
     (1, 1, 64, 64)
+    >>> cf = AlphaGANGenerator.from_config(ModelConfig(backbone="resnet18", pretrained=False, guide="closed_form"))
+    >>> img, tri = torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5)
+    >>> out = cf(img, tri, guide=guides(cf, img, tri))   # untrained: the solver's alpha (all unknown: 0.5)
+    >>> float(out["alpha"].mean()), guide_method(cf)
+    (0.5, 'closed_form')
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 import torchvision
 from torch import nn
 
-from ..baselines import SOLVERS, BaselinePredictor
+from ..baselines import SOLVERS, run_baseline
 from ..tiling import InferGeometry
 from .common import (
     ImageNetNormalize,
@@ -95,6 +105,54 @@ RESNETS = ("resnet18", "resnet34", "resnet50")
 GUIDES = ("none", *SOLVERS)
 #: Encoder + decoder margin added to the widest ASPP tap for the generator's tile context.
 TILE_CONTEXT_MARGIN = 256
+
+
+def solve_guide(method: str, image: np.ndarray, trimap: np.ndarray) -> np.ndarray:
+    """The guide of a ``model.guide=method`` model for one image, solved on the host: float32 ``HxW`` alpha
+    of the classical ``method`` (:func:`mattingkit.baselines.run_baseline`; an all-unknown trimap gives
+    0.5). ``image`` float ``HxWx3`` in [0, 1], ``trimap`` ``HxW`` in {0, .5, 1}. The one place a guide is
+    computed: the data workers call it per training crop, :func:`guides` per predicted image.
+
+    Example:
+        >>> tri = np.zeros((32, 32), np.float32); tri[:, 8:24] = 0.5; tri[:, 24:] = 1
+        >>> g = solve_guide("closed_form", np.repeat(tri[..., None], 3, 2), tri)
+        >>> g.shape, g.dtype, float(g[0, 0]), float(g[0, 31])
+        ((32, 32), dtype('float32'), 0.0, 1.0)
+    """
+    return run_baseline(method, image, trimap, strict=False).alpha
+
+
+def guide_method(model: nn.Module) -> str | None:
+    """The classical method a model wants as its guide input (through DataParallel / DDP / compile
+    wrappers), ``None`` for a model without one.
+
+    Example:
+        >>> guide_method(torch.nn.Identity()) is None
+        True
+    """
+    method = getattr(_unwrapped(model), "guide", None)
+    return method if isinstance(method, str) and method != "none" else None
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    inner = getattr(model, "module", model)
+    return getattr(inner, "_orig_mod", inner)
+
+
+def guides(model: nn.Module, image: torch.Tensor, trimap: torch.Tensor | None) -> torch.Tensor | None:
+    """The guide input of ``model`` for a batch: ``(N,1,H,W)`` float32 on ``image``'s device, one
+    :func:`solve_guide` per image on the host (``None`` when the model takes no guide). ``image``
+    (N,3,H,W) in [0, 1]; ``trimap`` (N,1,H,W) (``None``: all unknown).
+    """
+    method = guide_method(model)
+    if method is None:
+        return None
+    if trimap is None:
+        trimap = image.new_full((image.shape[0], 1, *image.shape[2:]), 0.5)
+    imgs = image.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+    tris = trimap.detach().float()[:, 0].cpu().numpy()
+    out = [torch.from_numpy(solve_guide(method, im, tr)) for im, tr in zip(imgs, tris)]
+    return torch.stack(out)[:, None].to(image.device)
 
 
 def _dilate_basic_layer(layer: nn.Sequential, previous: int, dilation: int) -> None:
@@ -199,10 +257,8 @@ class AlphaGANGenerator(nn.Module):
         if guide not in GUIDES:
             raise ValueError(f"model.guide must be one of {', '.join(GUIDES)}, got {guide!r}")
         self.use_trimap = use_trimap
-        #: the classical solver of a guided model (no parameters, nothing in the state dict)
-        self.guide_solver = None
-        if guide != "none":
-            self.guide_solver = BaselinePredictor(guide, strict=False)  # an all-unknown crop: 0.5
+        #: the classical method whose alpha this model takes as its ``guide`` input (:func:`solve_guide`)
+        self.guide = guide
         self.normalize = ImageNetNormalize()
         self.encoder = ResNetEncoder(backbone, output_stride, norm, in_channels=4 + (guide != "none"),
                                      pretrained=pretrained, weights_path=weights_path)
@@ -226,7 +282,7 @@ class AlphaGANGenerator(nn.Module):
         self.head = nn.Conv2d(32, 1, 3, padding=1)
         for m in (self.aspp, self.skip4, self.dec4, self.skip2, self.dec2, self.dec1, self.head):
             init_weights(m)
-        if self.guide_solver is not None:  # start as the classical solver: a zero residual
+        if guide != "none":  # start as the classical solver: a zero residual
             nn.init.zeros_(self.head.weight)
 
     @classmethod
@@ -235,13 +291,21 @@ class AlphaGANGenerator(nn.Module):
                    norm=cfg.norm, use_trimap=cfg.use_trimap, pretrained=cfg.pretrained,
                    weights_path=cfg.weights_path, guide=cfg.guide)
 
-    def forward(self, image: torch.Tensor, trimap: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, image: torch.Tensor, trimap: torch.Tensor | None = None,
+                guide: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         image, trimap = prepare_inputs(image, trimap, model="alphagan", use_trimap=self.use_trimap)
         rgb = self.normalize(image)
         inputs = [rgb, trimap]
-        if self.guide_solver is not None:
-            with torch.no_grad():
-                guide = self.guide_solver(image, trimap)["alpha"]
+        if self.guide != "none":
+            if guide is None:
+                raise ValueError(
+                    f"alphagan with model.guide={self.guide}: forward needs guide= (N,1,H,W), the {self.guide} "
+                    "alpha of its input, computed on the host by mattingkit.models.alphagan.solve_guide: "
+                    "mattingkit.infer does it once per image, the data workers once per training crop")
+            if guide.shape != trimap.shape:
+                raise ValueError(f"alphagan: guide must be (N, 1, H, W) = {tuple(trimap.shape)}, "
+                                 f"got {tuple(guide.shape)}")
+            guide = guide.float()
             inputs.append(guide.to(rgb.dtype))
         feats = self.encoder(torch.cat(inputs, dim=1))
         x = upsample_to(self.aspp(feats["out"]), feats["layer1"])
@@ -251,7 +315,7 @@ class AlphaGANGenerator(nn.Module):
         x = self.dec2(torch.cat([x, self.skip2(stem)], dim=1))
         x = upsample_to(x, image)
         x = self.dec1(torch.cat([x, rgb.to(x.dtype)], dim=1))
-        if self.guide_solver is not None:
+        if self.guide != "none":
             return {"alpha": (guide + self.head(x).float()).clamp(0, 1), "guide": guide}
         return {"alpha": alpha_from_logits(self.head(x))}
 

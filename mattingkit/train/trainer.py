@@ -250,7 +250,9 @@ class Trainer:
         d_raw = ckpt.unwrap(self.D) if self.D is not None else None
         with self.dist.no_sync(self.G, skip=not last_micro):
             with self._autocast():
-                out = self.G(batch["image"], batch["trimap"])
+                guide = batch.get("guide")   # a guided model's input, solved per crop in the data workers
+                out = (self.G(batch["image"], batch["trimap"]) if guide is None
+                       else self.G(batch["image"], batch["trimap"], guide=guide))
                 if gan_on:
                     real, fake = discriminator_inputs(batch, out["alpha"])
                     for p in d_raw.parameters():  # D is a fixed critic in the G step
