@@ -247,7 +247,7 @@ def test_evaluate_folder_on_the_predictions(corpus, predicted, tmp_path):
 def test_submission_builder_reports_every_bad_prediction_at_once(corpus, predicted, tmp_path):
     """Predictions folder = good predictions + odd-but-valid files + broken ones: one SubmissionError
     naming every broken file (and the non-UTF-8 name), no CSV; without the broken ones the CSV is
-    built (odd formats converted, sizes fixed) and validates."""
+    built (odd formats converted, each matte at its own size) and validates."""
     from mattingkit.submission import SubmissionError, build_submission, validate_submission
 
     root, items = corpus
@@ -285,8 +285,8 @@ def test_submission_builder_reports_every_bad_prediction_at_once(corpus, predict
     for stem, src in photos.items():
         (alpha_dir / f"photo_{stem}{src.suffix}").unlink()
     weird.unlink()
-    report = build_submission(alpha_dir, csv, size=32, verbose=False)
+    report = build_submission(alpha_dir, csv, verbose=False)   # no size: each matte keeps its own
     assert report.rows == len(rep.written) - 1 + len(odd)
-    assert len(report.resized) == report.rows             # every one was 24x32 (or 20x30), now 32x32
-    val = validate_submission(csv, size=32)
+    assert report.resized == []                           # never stretched (24x32 stays 24x32)
+    val = validate_submission(csv)
     assert val.ok, val.summary()
