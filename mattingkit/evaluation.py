@@ -128,6 +128,7 @@ def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | No
     section and returns it.
     """
     from .baselines import DEFAULT_MAX_PIXELS
+    from .checkpoint import find_checkpoint
     from .infer import predict_split
     from .infer.cache import source_tag
     from .viz import comparison_figure, save_figure
@@ -139,7 +140,7 @@ def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | No
         return None
     root = run.data_path(ctx.cfg, ctx.cfg.data.eval_root).resolve()
     base = ctx.path("predictions", "real", f"{run.safe_name(root.name)}-{source_tag(root)}")
-    res = predict_split(run.find_checkpoint(ctx.run_dir, checkpoint), rows, base / "model", ctx.cfg, verbose=False)
+    res = predict_split(find_checkpoint(ctx.run_dir, checkpoint), rows, base / "model", ctx.cfg, verbose=False)
     dirs, notes, failed = {"model": res.out_dir}, [], {"model": len(res.report.failed)}
     for m in methods:
         out, rep, n = _predict_baseline(rows, base / m, m, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
