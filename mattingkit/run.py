@@ -154,9 +154,13 @@ RESUME_SAFE: dict[str, str | None] = {
     "train.log_every": "03", "train.image_every": "03", "train.val_every": "03", "train.ckpt_every": "03",
     "train.tensorboard": "03", "train.max_nonfinite": "03", "train.val_at_start": None,
     "train.dist_timeout_s": None,
+    "train.amp": "03", "train.channels_last": "03",   # how training fits the device (an OOM's advice)
     "infer": "04",                   # inference settings: notebook 04 and 05 redo their predictions
     "submission": "05",
 }
+#: Keys that may change together on resume when their product stays: the effective batch (an OOM's advice,
+#: :func:`mattingkit.device.oom_message`: halve the batch, double the accumulation).
+EFFECTIVE_BATCH = ("data.batch_size", "train.accum_steps")
 CONFIG_HISTORY_FILE = "config_history.jsonl"
 #: The inputs each notebook section of ``metrics.json`` was computed from (see :func:`update_metrics`).
 RECORD_INPUTS_FILE = "metrics_inputs.json"
@@ -316,6 +320,9 @@ def save_run_config(cfg: Config, run_dir: PathLike, fresh: bool = False) -> bool
         return False
     elif old is not None:
         refused = {k: v for k, v in changes.items() if not resume_rule(k)[0]}
+        b, a = EFFECTIVE_BATCH
+        if b in refused and old.data.batch_size * old.train.accum_steps == cfg.data.batch_size * cfg.train.accum_steps:
+            refused = {k: v for k, v in refused.items() if k not in EFFECTIVE_BATCH}   # the same effective batch
         if refused and run_outputs(run_dir):
             raise _refusal(run_dir, refused)
         if changes:

@@ -234,7 +234,7 @@ def test_wheel_dataset_and_no_internet_push_install_the_kit_from_it(world, kerne
 
 @pytest.mark.slow
 def test_push_status_pull_end_to_end(world, kernel_run, tmp_path):
-    from mattingkit.run import metrics_summary, read_metrics
+    from mattingkit.run import read_metrics, summary_table
 
     fk, runs = world["fk"], world["runs"]
     src = kernel_run["run_dir"]
@@ -251,7 +251,7 @@ def test_push_status_pull_end_to_end(world, kernel_run, tmp_path):
     pulled = mk(world, "kaggle", "pull", "e2e", "--runs-root", runs)
     assert pulled.returncode == 0, pulled.stderr
     got = runs / "e2e"
-    assert read_metrics(got) == read_metrics(src) and metrics_summary(got) == metrics_summary(src)
+    assert read_metrics(got) == read_metrics(src) and summary_table(got) == summary_table(src)
     assert (got / "submission.csv").read_bytes() == (src / "submission.csv").read_bytes()
     assert not (got / "checkpoints").exists() and (src / "checkpoints").is_dir()
     source = json.loads((got / kaggle.SOURCE_FILE).read_text())

@@ -112,3 +112,16 @@ def test_a_changed_key_before_any_output_is_accepted_and_logged(tmp_path):
     assert _saved(again.run_dir)["train"]["lr_g"] == 2e-4
     history = [json.loads(line) for line in (ctx.run_dir / run.CONFIG_HISTORY_FILE).read_text().splitlines()]
     assert [h["event"] for h in history] == ["created", "changed"]
+
+
+def test_the_effective_batch_may_change_on_resume_not_the_batch_alone(tmp_path):
+    """An out-of-memory retry follows the message's advice (half the batch, twice the accumulation): the
+    effective batch stays, so a trained folder accepts it and logs it; the batch alone is refused."""
+    ctx = run.prepare_run("demo", ["data.batch_size=4"], "fit", tmp_path)
+    (ctx.run_dir / run.HISTORY_FILE).write_text("{}\n")                      # the run has trained
+    with pytest.raises(RunStateError, match=r"data.batch_size: 4 -> 2"):
+        run.prepare_run("demo", ["data.batch_size=2"], "fit", tmp_path)
+    again = run.prepare_run("demo", ["data.batch_size=2", "train.accum_steps=2", "train.amp=off"], "fit", tmp_path)
+    assert _saved(again.run_dir)["data"]["batch_size"] == 2 and _saved(again.run_dir)["train"]["accum_steps"] == 2
+    history = [json.loads(line) for line in (ctx.run_dir / run.CONFIG_HISTORY_FILE).read_text().splitlines()]
+    assert history[-1]["event"] == "changed" and history[-1]["changes"]["data.batch_size"] == [4, 2]

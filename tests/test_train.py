@@ -682,8 +682,8 @@ def test_training_oom_gives_a_clear_message_keeps_the_checkpoint_and_frees_the_t
     with pytest.raises(RunStateError, match="freed after an error"):
         tr.fit()
     retry = tiny_trainer(tmp_path, cfg=tiny_cfg(**{"train.steps": 8, "train.ckpt_every": 2, "train.val_every": 100,
-                                                    "data.batch_size": 2}))  # the retry: a smaller batch
-    assert retry.step == 2 and retry.fit()["step"] == 8
+                                                    "data.batch_size": 2, "train.accum_steps": 2}))
+    assert retry.step == 2 and retry.fit()["step"] == 8   # the retry the message advises: half the batch, x2 accum
 
 
 @pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError, RuntimeError])
