@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from . import env
+from .config import DEFAULT_CONFIG
 from .data.archive import ArchiveError, extract_archive, is_archive, read_marker
 from .data.download import DEMO_HINT, DownloadError, default_dest, drop_if_empty
 
@@ -902,7 +903,7 @@ class KernelRun:
     the kernel's settings (accelerator, internet, data sources, how the kit is installed)."""
 
     run_name: str
-    config: str = "demo"
+    config: str = DEFAULT_CONFIG
     config_text: str | None = None
     overrides: list[str] = field(default_factory=list)
     params: list[str] = field(default_factory=list)

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import drive, env
-from .config import Config, apply_overrides, load_config, to_yaml
+from .config import DEFAULT_CONFIG, Config, apply_overrides, load_config, to_yaml
 from .io import atomic_write_text
 
 PathLike = str | os.PathLike
@@ -347,7 +347,7 @@ def _refusal(run_dir: Path, refused: Mapping[str, tuple[Any, Any]]):
         f"{', '.join(RESUME_SAFE)}")
 
 
-def resolve_run(config: PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
+def resolve_run(config: PathLike | Config = DEFAULT_CONFIG, overrides: Iterable[str] | Mapping[str, Any] | None = None,
                 run_name: str | None = None, runs_root: PathLike | None = None,
                 smoke: bool = False) -> tuple[Config, Path]:
     """``(config, run folder)`` of a run, resolved and checked, **nothing written** (a refused config
@@ -365,7 +365,7 @@ def resolve_run(config: PathLike | Config = "demo", overrides: Iterable[str] | M
     return cfg, _runs_root(cfg, runs_root) / name
 
 
-def prepare_run(config: PathLike | Config = "demo", overrides: Iterable[str] | Mapping[str, Any] | None = None,
+def prepare_run(config: PathLike | Config = DEFAULT_CONFIG, overrides: Iterable[str] | Mapping[str, Any] | None = None,
                 run_name: str | None = None, runs_root: PathLike | None = None, smoke: bool = False,
                 save: bool = True, fresh: bool = False) -> RunContext:
     """Resolve the config and create the run folder ``runs_root/run_name``; save ``config.yaml`` there

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping
 
 from . import env
 from .choices import validate_grid
-from .config import Config
+from .config import DEFAULT_CONFIG, Config
 from .errors import InputNotFoundError, Interrupted, UsageError
 from .io import atomic_write_text
 from .progress import LineRelay
@@ -194,7 +194,7 @@ def _environ(**values: str):
                 os.environ[k] = v
 
 
-def run_pipeline(config: str | os.PathLike | Config = "demo", overrides: Iterable[str] | None = None,
+def run_pipeline(config: str | os.PathLike | Config = DEFAULT_CONFIG, overrides: Iterable[str] | None = None,
                  name: str | None = None, smoke: bool = False, runs_root: str | os.PathLike | None = None,
                  notebooks: Iterable[str] | None = None, kernel_name: str | None = None,
                  notebooks_dir: str | os.PathLike | None = None, quiet: bool = False,
