@@ -111,9 +111,10 @@ def _section(out: dict, name: str, fn: Callable[[], Any], budget: tuple[float, f
         out[name] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500],
                      "oom": dv.is_oom(e), "traceback": traceback.format_exc(limit=4)}
         dv.free_cuda_memory()
+    took = round(time.perf_counter() - t0, 2)   # one reading: the JSON and the printed line agree
     if isinstance(out[name], dict):
-        out[name]["section_s"] = round(time.perf_counter() - t0, 2)
-    print(f"[gpu_check] {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+        out[name]["section_s"] = took
+    print(f"[gpu_check] {name}: {took:.1f} s", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------------------------
