@@ -148,11 +148,7 @@ def _chw(x: np.ndarray) -> torch.Tensor:
 def batch_to_float(batch: dict[str, Any]) -> dict[str, Any]:
     """A compact batch or item (:func:`~mattingkit.data.compact.to_compact_item`, collated or not) -> the
     float32 form (:func:`~mattingkit.data.compact.compact_to_float`); a device-augment batch is rendered
-    by :func:`~mattingkit.data.device_augment.augment_batch` on its device. In the compact case:
-    ``image`` / ``fg`` / ``bg`` ``x / 255``, ``alpha`` ``x / 65535`` (uint16; ``x / 255`` if uint8),
-    ``trimap`` 0 / 128 / 255 -> 0 / 0.5 / 1, ``unknown`` added (``trimap == 0.5``). Float tensors
-    pass through untouched, so this is a no-op on float batches (any device; run it after the move
-    to the device: the copy is then 4x smaller). Returns a new dict; other entries are shared.
+    by :func:`~mattingkit.data.device_augment.augment_batch` on its device. Float batches pass through.
 
     Example:
         >>> b = {"image": torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8),
