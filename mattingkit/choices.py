@@ -1,11 +1,14 @@
 """Every enumerated config key checked against the table of the module that dispatches on it.
 
 config.py builds and type-checks the tree and owns a few choices itself (schedules, optimisers, ...); the
-valid values of ``model.name``, ``data.layout``, ``loss.gan_type``, ``run.device`` and the like are the
-public tables of the modules that use them (``models.MODELS``, ``data.layouts.LAYOUTS``, ...). This module
-sits one floor above those owners and config.py, imports their tables, and checks a whole
-:class:`~mattingkit.config.Config` against them, every problem at once. The entry points (the CLI,
-:func:`mattingkit.run.resolve_config`, sweeps) check here; a new choice is one entry in its owner's table.
+valid values of ``data.layout``, ``trimap.method``, ``augment.pad`` and ``train.best_metric`` are the public
+tables of the modules that use them (``data.layouts.LAYOUTS``, ``trimap.METHODS``, ...); the modules that
+need torch to be imported (``models``, ``losses``, ``device``, ``data.datasets``, ``data.device_augment``)
+take the names of their choices from :mod:`mattingkit.names` and check their tables against them at import.
+This module sits one floor above those owners and config.py, imports their tables (none imports torch:
+``mattingkit config`` starts in well under a second), and checks a whole :class:`~mattingkit.config.Config`
+against them, every problem at once. The entry points (the CLI, :func:`mattingkit.run.resolve_config`,
+sweeps) check here.
 
 Example:
     >>> from mattingkit.config import load_config
@@ -19,46 +22,39 @@ import os
 from typing import Any, Iterable, Mapping
 
 from . import config as _config
+from . import names
 from .config import DEFAULT_CONFIG, Config, ConfigError
 from .data.augment import PAD_MODES
-from .data.datasets import CACHE_MODES, FOREGROUND_MODES
-from .data.device_augment import AUGMENT_ON, guide_reason
 from .data.layouts import LAYOUTS
-from .device import AMP_CHOICES, DEVICE_RE
-from .losses import GAN_KINDS, REGIONS
 from .metrics import ALL_METRICS
-from .models import MODELS
-from .models.alphagan import GUIDES, RESNETS
-from .models.dim import STAGES
+from .names import DEVICE_CHOICES, DEVICE_RE
 from .trimap import TRIMAP_METHODS
-
-DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"   # run.device, checked by mattingkit.device's pattern
 
 #: ``section.key`` -> choices, every enumerated key (those config.py owns included). Keys whose choices
 #: depend on another value (model.backbone, run.device) are checked in :func:`config_problems` beside it.
 ENUMS: dict[str, tuple] = {
     "data.layout": tuple(LAYOUTS),
-    "data.foreground": tuple(FOREGROUND_MODES),
-    "data.augment_on": tuple(AUGMENT_ON),
-    "data.cache": tuple(CACHE_MODES),
+    "data.foreground": names.FOREGROUND_MODES,
+    "data.augment_on": names.AUGMENT_ON,
+    "data.cache": names.CACHE_MODES,
     "trimap.method": tuple(TRIMAP_METHODS),
     "augment.pad": tuple(PAD_MODES),
-    "model.name": tuple(MODELS),
+    "model.name": names.MODELS,
     "model.norm": _config.NORMS,
     "model.output_stride": _config.OUTPUT_STRIDES,
-    "model.dim_stage": tuple(STAGES),
-    "model.guide": tuple(GUIDES),
-    "loss.gan_type": tuple(GAN_KINDS),
-    "loss.region": tuple(REGIONS),
+    "model.dim_stage": names.STAGES,
+    "model.guide": names.GUIDES,
+    "loss.gan_type": names.GAN_KINDS,
+    "loss.region": names.REGIONS,
     "train.optimizer": _config.OPTIMIZERS,
     "train.schedule": _config.SCHEDULES,
-    "train.amp": tuple(AMP_CHOICES),
+    "train.amp": names.AMP_CHOICES,
     "train.best_metric": tuple(ALL_METRICS),
     "train.best_mode": _config.BEST_MODES,
-    "infer.amp": tuple(AMP_CHOICES),
+    "infer.amp": names.AMP_CHOICES,
 }
 #: model.name -> its backbones (a model not listed takes no backbone: model.backbone is ignored).
-BACKBONES: dict[str, tuple] = {"alphagan": tuple(RESNETS), "dim": ("vgg16_bn",)}
+BACKBONES: dict[str, tuple] = names.BACKBONES
 
 
 def enum_choices(key: str, model_name: str | None = None) -> tuple:
@@ -96,8 +92,11 @@ def config_problems(cfg: Config) -> list[str]:
     if name in BACKBONES and cfg.model.backbone not in BACKBONES[name]:
         problems.append(f"model.backbone={cfg.model.backbone!r}: choose "
                         f"{', '.join(BACKBONES[name])} (model.name={name})")
-    if cfg.data.augment_on == "device" and guide_reason(cfg.model.guide):
-        problems.append(f"data.augment_on='device' cannot train {guide_reason(cfg.model.guide)}; use auto or cpu")
+    if cfg.data.augment_on == "device":   # a GPU recipe; only it pays for importing torch here
+        from .data.device_augment import guide_reason
+
+        if guide_reason(cfg.model.guide):
+            problems.append(f"data.augment_on='device' cannot train {guide_reason(cfg.model.guide)}; use auto or cpu")
     return list(dict.fromkeys(problems + _config.config_problems(cfg)))
 
 

@@ -11,7 +11,9 @@ Two array flavours are accepted, never mixed:
 - torch, channels first: ``fg``/``bg`` ``(N, 3, H, W)`` (or broadcastable, e.g. ``(1, 3, 1, 1)``),
   ``alpha`` ``(N, 1, H, W)``; float tensors in [0, 1]. Differentiable in all three inputs.
 
-The formula is applied as is: no clipping, no rounding, no dtype change beyond normal promotion.
+The formula is applied as is: no clipping, no rounding, no dtype change beyond normal promotion. torch is
+imported for tensors only, so this module (and :mod:`mattingkit.data.augment`, whose choices the config
+check reads) imports without it.
 
 Example:
     >>> import numpy as np
@@ -22,19 +24,21 @@ Example:
 """
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
-import torch
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
 
 __all__ = ["composite"]
 
 
 def _check_float(name: str, x: np.ndarray | torch.Tensor) -> None:
-    if isinstance(x, torch.Tensor):
-        if not torch.is_floating_point(x):
+    if not isinstance(x, np.ndarray):
+        if not x.is_floating_point():
             raise TypeError(f"composite: {name} must be a float tensor in [0, 1], got dtype {x.dtype}")
     elif not np.issubdtype(x.dtype, np.floating):
         raise TypeError(
@@ -72,6 +76,8 @@ def _composite_numpy(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray) -> np.nd
 
 
 def _composite_torch(fg: torch.Tensor, bg: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    import torch
+
     if alpha.ndim != 4 or alpha.shape[1] != 1:
         raise ValueError(f"composite: torch alpha must be (N, 1, H, W), got shape {tuple(alpha.shape)}")
     for name, x in (("fg", fg), ("bg", bg)):
@@ -118,13 +124,15 @@ def composite(fg: ArrayT, bg: ArrayT, alpha: ArrayT) -> ArrayT:
         [[0.25, 1.0]]
     """
     kinds = {type(x) for x in (fg, bg, alpha)}
-    if all(isinstance(x, torch.Tensor) for x in (fg, bg, alpha)):
-        for name, x in (("fg", fg), ("bg", bg), ("alpha", alpha)):
-            _check_float(name, x)
-        return _composite_torch(fg, bg, alpha)
     if all(isinstance(x, np.ndarray) for x in (fg, bg, alpha)):
         for name, x in (("fg", fg), ("bg", bg), ("alpha", alpha)):
             _check_float(name, x)
         return _composite_numpy(fg, bg, alpha)
+    import torch
+
+    if all(isinstance(x, torch.Tensor) for x in (fg, bg, alpha)):
+        for name, x in (("fg", fg), ("bg", bg), ("alpha", alpha)):
+            _check_float(name, x)
+        return _composite_torch(fg, bg, alpha)
     names = ", ".join(sorted(k.__module__ + "." + k.__name__ for k in kinds))
     raise TypeError(f"composite: fg, bg and alpha must all be numpy arrays or all torch tensors, got {names}")

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
@@ -28,8 +27,8 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from .errors import DeviceError, UsageError
+from .names import AMP_CHOICES, DEVICE_CHOICES, DEVICE_RE  # the choices, torch-free for the config check
 
-AMP_CHOICES = ("auto", "off", "bf16", "fp16")
 BF16_MIN_CAPABILITY = (8, 0)           # tensor-core bf16 (Ampere and newer)
 CHANNELS_LAST_MIN_CAPABILITY = (7, 0)  # tensor cores (Volta and newer)
 MAX_AUTO_WORKERS = 8
@@ -37,8 +36,6 @@ DEFAULT_DIST_TIMEOUT_S = 1800.0        # train.dist_timeout_s default
 #: The host: where files are decoded, classical solves run and checkpoints are loaded before moving
 #: (the one CPU device literal of the kit).
 HOST = torch.device("cpu")
-#: the device specs :func:`resolve_device` accepts (the config check uses the same pattern)
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
 
 def cpu_count() -> int:
@@ -64,7 +61,7 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
         return spec
     spec = "auto" if spec is None else str(spec)
     if not DEVICE_RE.match(spec):
-        raise UsageError(f"run.device={spec!r}: choose auto, cpu, cuda, cuda:N")
+        raise UsageError(f"run.device={spec!r}: choose {DEVICE_CHOICES}")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():

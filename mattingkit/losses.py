@@ -54,12 +54,10 @@ import torch.nn.functional as F
 
 from .compose import composite
 from .device import HOST
+from .names import GAN_KINDS, REGIONS  # the choices, torch-free for the config check
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import LossConfig
-
-GAN_KINDS = ("bce", "lsgan", "hinge")
-REGIONS = ("unknown", "all")
 
 __all__ = [
     "charbonnier", "unknown_mask", "region_mask", "masked_mean", "replace_known", "alpha_loss",

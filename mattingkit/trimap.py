@@ -19,7 +19,8 @@ consumer dispatches through it: :func:`make_trimap` / :func:`config_trimaps` (no
 inspector widget), :func:`random_trimap` (CPU training augmentation), the device augmentation
 (:mod:`mattingkit.data.device_augment`: the worker draws with the entry, the device renders with its
 twin), and the config's choices (:data:`TRIMAP_METHODS`, :func:`check_config`). Adding a method is
-adding one entry.
+adding one entry. torch is imported inside the torch twins only, so the config check
+(:mod:`mattingkit.choices`) reads this table without importing torch.
 
 "Definite" means exact: a trimap made from an alpha marks foreground only where alpha == 1 and
 background only where alpha == 0 (for 8-bit alphas: 255 and 0 exactly), and every 0 < alpha < 1
@@ -41,10 +42,10 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
     from .config import TrimapConfig
 
 BG, UNKNOWN, FG = 0.0, 0.5, 1.0
@@ -182,7 +183,7 @@ def trimap_erode_dilate(alpha: np.ndarray, rng: np.random.Generator,
 def _host_sizes(sizes: Any) -> np.ndarray:
     """Kernel sizes as a host int64 array: a list / NumPy array as given; a tensor is read (a sync when it
     lives on a GPU: pass host values, as the device augmentation does)."""
-    if isinstance(sizes, torch.Tensor):
+    if hasattr(sizes, "detach"):   # a tensor
         sizes = sizes.detach().cpu().numpy()
     return np.asarray(sizes, np.int64).reshape(-1)
 
@@ -223,6 +224,9 @@ def dilate_batch(mask: torch.Tensor, sizes: Any, iterations: int = 1) -> torch.T
     (a grouped convolution with 31 x 31 kernels is orders of magnitude slower on a CPU). The kernel
     sizes are host values (a list or NumPy array): the runs, the radius and which rows are empty are
     decided on the host, so nothing waits for the device."""
+    import torch
+    import torch.nn.functional as F
+
     n, _, h, w = mask.shape
     dev = mask.device
     sizes = _host_sizes(sizes)
@@ -257,11 +261,14 @@ def trimap_erode_dilate_batch(alpha: torch.Tensor, k_erode: Any, k_dilate: Any, 
     Both in one :func:`dilate_batch` call (erode(m) = not dilate(not m), the outside then empty).
 
     Example:
+        >>> import torch
         >>> a = torch.zeros(1, 1, 7, 7); a[..., 2:5, 2:5] = 1
         >>> t = trimap_erode_dilate_batch(a, [3], [3])
         >>> int((t == 1).sum()), int((t == 0.5).sum())
         (1, 20)
     """
+    import torch
+
     n = alpha.shape[0]
     sizes = np.concatenate((_host_sizes(k_erode), _host_sizes(k_dilate)))
     both = dilate_batch(torch.cat((alpha < 1.0, alpha > 0.0)), sizes, iterations)

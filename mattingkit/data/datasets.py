@@ -64,6 +64,7 @@ import torch
 
 from ..io import ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8, read_trimap
 from ..models import alphagan
+from ..names import CACHE_MODES, FOREGROUND_MODES  # the choices, torch-free for the config check
 from ..trimap import random_trimap
 from .augment import (
     Composite,
@@ -82,8 +83,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .foreground import ForegroundCache
 
 PathLike = str | os.PathLike
-FOREGROUND_MODES = ("estimate", "given", "photo")
-CACHE_MODES = ("none", "ram")
 TENSOR_KEYS = ("image", "alpha", "trimap", "fg", "bg", "unknown")
 
 
@@ -758,7 +757,7 @@ def build_datasets(cfg: "Config", manifest_path: PathLike, fg_cache_dir: PathLik
                             fg_cache=fg_cache, compact=compact, augment_on=augment_on, guide=cfg.model.guide)
     cache = getattr(d, "cache", "none")
     if cache not in CACHE_MODES:
-        raise ValueError(f"data.cache must be 'none' or 'ram', got {cache!r}")
+        raise ValueError(f"data.cache must be one of {', '.join(CACHE_MODES)}, got {cache!r}")
     if cache == "ram":
         train_ds.cache_report = train_ds.fill_cache()
     if d.eval_root:

@@ -72,6 +72,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import compose
+from ..names import AUGMENT_ON  # the choices, torch-free for the config check
 from ..trimap import METHODS, check_config
 from . import augment as A
 from .compact import quantise
@@ -79,7 +80,6 @@ from .compact import quantise
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import AugmentConfig, DataConfig, TrimapConfig
 
-AUGMENT_ON = ("auto", "cpu", "device")
 #: Patch side per output side for the foreground layers (room for a rotated, sheared, 1.25x-shrunk
 #: window of the default augmentation without a CPU pre-shrink) and for the background (axis-aligned).
 PATCH_SCALE = 1.5

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 from torch import nn
 
+from .. import names
 from ..errors import UsageError
 from .alphagan import AlphaGANGenerator, PatchGANDiscriminator
 from .common import PretrainedWeightsWarning, count_parameters
@@ -47,6 +48,7 @@ MODELS: dict[str, Callable[["ModelConfig"], nn.Module]] = {
     "dim": DIMMatting.from_config,
     "u2netp": U2NetP.from_config,
 }
+names.check_keys("model.name", MODELS, names.MODELS)   # the config check reads the names without torch
 
 TRIMAP_FREE = frozenset({"u2netp"})  # models that never look at the trimap
 

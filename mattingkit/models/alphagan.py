@@ -81,6 +81,7 @@ import torchvision
 from torch import nn
 
 from ..baselines import SOLVERS, run_baseline
+from ..names import BACKBONES, GUIDES, check_keys
 from ..tiling import InferGeometry
 from .common import (
     ImageNetNormalize,
@@ -100,9 +101,10 @@ from .common import (
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import ModelConfig
 
-RESNETS = ("resnet18", "resnet34", "resnet50")
-#: ``model.guide`` choices: no guide, or a classical solver of :data:`mattingkit.baselines.SOLVERS`.
-GUIDES = ("none", *SOLVERS)
+#: ``model.backbone`` choices: torchvision's constructors of these names.
+RESNETS = BACKBONES["alphagan"]
+# model.guide (GUIDES): no guide, or a classical solver of mattingkit.baselines.SOLVERS
+check_keys("model.guide", ("none", *SOLVERS), GUIDES)
 #: Encoder + decoder margin added to the widest ASPP tap for the generator's tile context.
 TILE_CONTEXT_MARGIN = 256
 

@@ -43,6 +43,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ..names import BACKBONES, STAGES  # the choices, torch-free for the config check
 from ..tiling import InferGeometry
 from .common import (
     ImageNetNormalize,
@@ -60,7 +61,6 @@ from .common import (
 if TYPE_CHECKING:  # pragma: no cover
     from ..config import ModelConfig
 
-STAGES = ("encoder_decoder", "refinement", "joint")
 VGG16_STAGES = (2, 2, 3, 3, 3)  # convs per stage
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 
@@ -170,9 +170,9 @@ class DIMMatting(nn.Module):
 
     @classmethod
     def from_config(cls, cfg: "ModelConfig") -> "DIMMatting":
-        if cfg.backbone != "vgg16_bn":
+        if cfg.backbone not in BACKBONES["dim"]:
             raise ValueError(f"model.backbone={cfg.backbone!r} is not available for dim; "
-                             "set model.backbone=vgg16_bn")
+                             f"set model.backbone={BACKBONES['dim'][0]}")
         return cls(stage=cfg.dim_stage, norm=cfg.norm, use_trimap=cfg.use_trimap,
                    pretrained=cfg.pretrained, weights_path=cfg.weights_path)
 
