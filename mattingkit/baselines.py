@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .errors import UsageError
+from .names import BASELINES, check_keys
 from .tiling import InferGeometry
 
 #: Solve at most this many pixels (of the unknown region's bounding box) at full resolution; above, downscale.
@@ -70,6 +71,7 @@ METHODS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "knn": _knn,
     "trimap": _trimap,
 }
+check_keys("predict --method", METHODS, BASELINES)   # `mattingkit predict --help` lists them without torch
 #: Methods whose cost grows with the solved area (the others are never downscaled).
 SOLVERS = ("closed_form", "knn")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MattingKitError, UsageError
+from .names import BASELINES  # baselines.METHODS' names: `predict --help` imports no torch
 
 #: Exit codes of ``mattingkit`` (each :class:`~mattingkit.errors.MattingKitError` subclass carries one).
 EXIT_CODES = {
@@ -374,26 +375,6 @@ def cmd_manifest(args) -> int:
     return 0
 
 
-class _Choices:
-    """An owner's choice table, read when argparse first needs it (an invalid value, ``COMMAND --help``), so
-    that building the parser and ``mattingkit --help`` import no torch."""
-
-    def __init__(self, load):
-        self._load = load
-
-    def __contains__(self, value) -> bool:
-        return value in self._load()
-
-    def __iter__(self):
-        return iter(self._load())
-
-
-def _baseline_methods() -> list[str]:
-    from .baselines import METHODS  # imports torch: only when --method is used or shown
-
-    return list(METHODS)
-
-
 # --------------------------------------------------------------------------------------------
 # mattingkit kaggle push / status / pull / wheel, and sweep --on kaggle (mattingkit.kaggle)
 # --------------------------------------------------------------------------------------------
@@ -602,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one argparse t
         epilog="examples:\n  mattingkit predict runs/demo/checkpoints/best.pt data/photos preds --trimaps data/trimaps\n"
                "  mattingkit predict --method closed_form data/photos preds_cf --trimaps data/trimaps")
     p.add_argument("paths", nargs="+", metavar="PATH", help="CHECKPOINT IMAGES OUT, or IMAGES OUT with --method")
-    p.add_argument("--method", choices=_Choices(_baseline_methods), default=None, metavar="METHOD",
+    p.add_argument("--method", choices=BASELINES, default=None, metavar="METHOD",
                    help="a classical method instead of a checkpoint: %(choices)s (needs --trimaps; large unknown "
                         "regions are solved downscaled, and a note says so)")
     p.add_argument("--trimaps", type=Path, default=None, help="trimap folder (matching stems)")

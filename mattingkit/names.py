@@ -5,9 +5,10 @@ under a second, so it cannot import torch (about 1 s alone). The modules that ac
 ``train.amp``, ``loss.gan_type``, ``model.name``, ``data.foreground``, ... need torch to be imported, so
 the names of their choices live here, at the bottom floor, and each of those modules takes its names from
 here: :mod:`mattingkit.device`, :mod:`mattingkit.losses`, :mod:`mattingkit.models` (and its alphagan and
-dim), :mod:`mattingkit.data.datasets`, :mod:`mattingkit.data.device_augment`. A module whose dispatch is a
-table (``models.MODELS``, alphagan's guide solvers) checks at import that the table's keys are these
-names (:func:`check_keys`), so the two cannot drift: a name added on one side only stops the import.
+dim), :mod:`mattingkit.data.datasets`, :mod:`mattingkit.data.device_augment`, :mod:`mattingkit.baselines`
+(``mattingkit predict --help`` lists its methods). A module whose dispatch is a table (``models.MODELS``,
+``baselines.METHODS``, alphagan's guide solvers) checks at import that the table's keys are these names
+(:func:`check_keys`), so the two cannot drift: a name added on one side only stops the import.
 
 Owners that import without torch keep their own tables (``trimap.METHODS``, ``data.layouts.LAYOUTS``,
 ``data.augment.PAD_MODES``, ``metrics.ALL_METRICS``, config.py's own choices).
@@ -45,6 +46,8 @@ FOREGROUND_MODES = ("estimate", "given", "photo")
 CACHE_MODES = ("none", "ram")
 #: ``data.augment_on`` (:func:`mattingkit.data.device_augment.resolve_augment_on`).
 AUGMENT_ON = ("auto", "cpu", "device")
+#: ``mattingkit predict --method``: the keys of :data:`mattingkit.baselines.METHODS`, in its order.
+BASELINES = ("closed_form", "knn", "trimap")
 
 
 def check_keys(key: str, table: Iterable[str], names: tuple) -> None:
@@ -60,5 +63,5 @@ def check_keys(key: str, table: Iterable[str], names: tuple) -> None:
                            f"mattingkit.names ({', '.join(map(str, names))})")
 
 
-__all__ = ["AMP_CHOICES", "AUGMENT_ON", "BACKBONES", "CACHE_MODES", "DEVICE_CHOICES", "DEVICE_RE",
+__all__ = ["AMP_CHOICES", "AUGMENT_ON", "BACKBONES", "BASELINES", "CACHE_MODES", "DEVICE_CHOICES", "DEVICE_RE",
            "FOREGROUND_MODES", "GAN_KINDS", "GUIDES", "MODELS", "REGIONS", "STAGES", "check_keys"]
