@@ -239,8 +239,8 @@ class Config:
 
 # --------------------------------------------------------------------------------------------
 # Enumerated keys that config.py owns. The choices of keys whose values a module dispatches on (model.name,
-# data.layout, loss.gan_type, run.device, ...) are that module's table, checked one floor up, in
-# mattingkit.choices (config.py imports nothing above it).
+# data.layout, loss.gan_type, run.device, ...) are that module's table (or, for a module that imports torch,
+# its names in mattingkit.names), checked one floor up, in mattingkit.choices (config.py imports nothing above it).
 # --------------------------------------------------------------------------------------------
 SCHEDULES = ("constant", "cosine", "cyclic", "plateau")   # train.schedule (the trainer's LRSchedule)
 OPTIMIZERS = ("adam", "adamw")                          # train.optimizer
@@ -311,30 +311,6 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
 }
 
 
-def range_problems(cfg: "Config") -> list[str]:
-    """Every number of ``cfg`` outside its :data:`RANGES` entry, one line each.
-
-    Example:
-        >>> cfg = Config(); cfg.data.val_fraction = 2.0; cfg.train.lr_g = -5.0
-        >>> range_problems(cfg)
-        ['data.val_fraction=2.0: must be in [0, 1]', 'train.lr_g=-5.0: must be >= 0']
-    """
-    problems = []
-    for key, (low, high, closed) in RANGES.items():
-        value = get_value(cfg, key)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            continue   # None (off) / "auto": the type check and choices decide
-        below = low is not None and (value < low if closed else value <= low)
-        above = high is not None and value > high
-        if below or above:
-            if high is None:
-                rule = f"must be {'>=' if closed else '>'} {low}"
-            else:
-                rule = f"must be in {'[' if closed else '('}{low}, {high}]"
-            problems.append(f"{key}={value!r}: {rule}")
-    return problems
-
-
 def get_value(cfg: "Config", key: str) -> Any:
     """The value of a dotted ``section.key`` of ``cfg``.
 
@@ -346,6 +322,37 @@ def get_value(cfg: "Config", key: str) -> Any:
     return getattr(getattr(cfg, section), name)
 
 
+def _not_one_of(value: Any, options: tuple) -> str | None:
+    return None if value in options else f"choose {', '.join(map(str, options))}"
+
+
+def _out_of_range(value: Any, bounds: tuple[float | None, float | None, bool]) -> str | None:
+    low, high, closed = bounds
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None   # None (off) / "auto": the type check and choices decide
+    below = low is not None and (value < low if closed else value <= low)
+    if not below and (high is None or value <= high):
+        return None
+    if high is None:
+        return f"must be {'>=' if closed else '>'} {low}"
+    return f"must be in {'[' if closed else '('}{low}, {high}]"
+
+
+def _not_auto_or_number(value: Any, what: str) -> str | None:
+    return f"choose auto or {what}" if isinstance(value, str) and value != "auto" else None
+
+
+def _table_problems(cfg: "Config", table: Mapping[str, Any], rule: Callable[[Any, Any], str | None]) -> list[str]:
+    """``section.key=value: why`` for each key of ``table`` whose value ``rule(value, table[key])`` refuses."""
+    problems = []
+    for key, entry in table.items():
+        value = get_value(cfg, key)
+        why = rule(value, entry)
+        if why:
+            problems.append(f"{key}={value!r}: {why}")
+    return problems
+
+
 def choice_problems(cfg: "Config", enums: Mapping[str, tuple]) -> list[str]:
     """Every key of ``enums`` (``section.key`` -> choices) whose value in ``cfg`` is not one of its choices.
 
@@ -354,30 +361,22 @@ def choice_problems(cfg: "Config", enums: Mapping[str, tuple]) -> list[str]:
         >>> choice_problems(cfg, ENUMS)
         ["train.schedule='linear': choose constant, cosine, cyclic, plateau"]
     """
-    problems = []
-    for key, options in enums.items():
-        value = get_value(cfg, key)
-        if value not in options:
-            problems.append(f"{key}={value!r}: choose {', '.join(map(str, options))}")
-    return problems
+    return _table_problems(cfg, enums, _not_one_of)
 
 
 def config_problems(cfg: "Config") -> list[str]:
-    """Every value of ``cfg`` that config.py itself can refuse (its own choices, :data:`RANGES`), one line each.
-    :func:`mattingkit.choices.config_problems` adds the choices of the modules that dispatch on a value.
+    """Every value of ``cfg`` that config.py itself can refuse (its own choices, :data:`RANGES`,
+    :data:`AUTO_OR_NUMBER`), one line each. :func:`mattingkit.choices.config_problems` adds the choices of
+    the modules that dispatch on a value.
 
     Example:
         >>> cfg = load_config("demo")
-        >>> cfg.model.norm = "ln"
+        >>> cfg.model.norm = "ln"; cfg.train.lr_g = -5.0
         >>> config_problems(cfg)
-        ["model.norm='ln': choose bn, gn"]
+        ["model.norm='ln': choose bn, gn", 'train.lr_g=-5.0: must be >= 0']
     """
-    problems = choice_problems(cfg, ENUMS) + range_problems(cfg)
-    for key, what in AUTO_OR_NUMBER.items():
-        value = get_value(cfg, key)
-        if isinstance(value, str) and value != "auto":
-            problems.append(f"{key}={value!r}: choose auto or {what}")
-    return problems
+    return (_table_problems(cfg, ENUMS, _not_one_of) + _table_problems(cfg, RANGES, _out_of_range)
+            + _table_problems(cfg, AUTO_OR_NUMBER, _not_auto_or_number))
 
 
 def check_config(cfg: "Config", problems: Callable[["Config"], list[str]] | None = None) -> "Config":
