@@ -92,7 +92,7 @@ def config_problems(cfg: Config) -> list[str]:
     if name in BACKBONES and cfg.model.backbone not in BACKBONES[name]:
         problems.append(f"model.backbone={cfg.model.backbone!r}: choose "
                         f"{', '.join(BACKBONES[name])} (model.name={name})")
-    if cfg.data.augment_on == "device":   # a GPU recipe; only it pays for importing torch here
+    if cfg.data.augment_on == "device" and cfg.model.guide != "none":   # only this pair imports torch here
         from .data.device_augment import guide_reason
 
         if guide_reason(cfg.model.guide):

@@ -33,8 +33,8 @@ import sys
 import mattingkit.cli as cli
 from mattingkit.choices import check_config, enum_choices
 from mattingkit.config import load_config
-for name in ("demo", "cpu"):
-    check_config(load_config(name))
+for name, overrides in (("demo", []), ("cpu", []), ("default", ["data.augment_on=device"])):
+    check_config(load_config(name, overrides))
 enum_choices("model.name")
 code = cli.main(["config"])        # what `mattingkit config` runs: load, every choice, the data paths
 print(code, ",".join(m for m in {HEAVY!r} if m in sys.modules) or "none")
