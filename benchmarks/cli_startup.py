@@ -1,4 +1,5 @@
-"""Start-up time of the ``mattingkit`` command: ``--help``, ``config`` and ``validate``, beside ``import torch``.
+"""Start-up time of the ``mattingkit`` command: ``--help``, ``predict --help``, ``config`` and ``validate``, beside
+``import torch``.
 
 Each command runs in a fresh Python process (``python -m mattingkit ...``), ``--repeats`` times; the median
 wall time is reported, with the median of a bare ``python -c pass`` (the interpreter's own start) and of
@@ -53,6 +54,7 @@ def main(argv=None) -> dict:
             "python -c pass": ["-c", "pass"],
             "import torch": ["-c", "import torch"],
             "mattingkit --help": ["-m", "mattingkit", "--help"],
+            "mattingkit predict --help": ["-m", "mattingkit", "predict", "--help"],
             "mattingkit validate": ["-m", "mattingkit", "validate", str(csv)],
             "mattingkit config": ["-m", "mattingkit", "config"],
         }
