@@ -52,7 +52,8 @@ BASELINES = ("closed_form", "knn", "trimap")
 
 def check_keys(key: str, table: Iterable[str], names: tuple) -> None:
     """Raise ``RuntimeError`` unless ``table`` (a dispatch table or its keys) holds exactly ``names``, in order;
-    owners call it at import, so a choice added on one side only stops the import (``key``: the config key).
+    owners call it at import, so a choice added on one side only stops the import (``key``: the config key
+    or option whose choices these are, for the message).
 
     Example:
         >>> check_keys("model.guide", ("none", "closed_form", "knn"), GUIDES)
