@@ -208,6 +208,7 @@ class InferConfig:
     amp: str | bool = "auto"          # as train.amp
     write_rgba: bool = False          # also write RGBA cut-outs with estimated foreground colours
     batch_size: int = 1               # predict_folder: consecutive same-size images per forward
+    max_side: int | None = None       # the long side the model sees (area-downscaled, alpha resized back); null: full size
 
 
 @dataclass
@@ -268,6 +269,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.batch_size": (1, None, True),
     "data.val_max_side": (1, None, True),
     "data.val_limit": (1, None, True),
+    "infer.max_side": (1, None, True),
     "trimap.iterations": (1, None, True),
     "trimap.band_width": (1, None, True),
     "trimap.band_width_min": (0, None, True),

@@ -484,3 +484,21 @@ def list_images(folder: PathLike, recursive: bool = True) -> list[Path]:
         p for p in it
         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
     )
+
+
+def fit_side(array: np.ndarray, max_side: int | None, nearest: bool = False) -> np.ndarray:
+    """Downscale (area interpolation; ``nearest`` for label maps) so that the long side is at most
+    ``max_side``; never upscales.
+
+    Example:
+        >>> fit_side(np.zeros((100, 50), np.float32), 20).shape
+        (20, 10)
+    """
+    a = np.asarray(array)
+    if not max_side or max(a.shape[:2]) <= max_side:
+        return a
+    import cv2
+
+    scale = max_side / max(a.shape[:2])
+    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
+    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)

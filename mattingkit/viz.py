@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .io import to_uint8
+from .io import fit_side, to_uint8
 
 PathLike = str | os.PathLike
 #: Pixels between the panels of a montage (:func:`hstack`, :func:`vstack`).
@@ -135,24 +135,6 @@ def resize_to(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     import cv2
 
     return cv2.resize(a, (hw[1], hw[0]), interpolation=cv2.INTER_AREA if a.shape[0] > hw[0] else cv2.INTER_LINEAR)
-
-
-def fit_side(array: np.ndarray, max_side: int | None, nearest: bool = False) -> np.ndarray:
-    """Downscale (area interpolation; ``nearest`` for label maps) so that the long side is at most
-    ``max_side``; never upscales.
-
-    Example:
-        >>> fit_side(np.zeros((100, 50), np.float32), 20).shape
-        (20, 10)
-    """
-    a = np.asarray(array)
-    if not max_side or max(a.shape[:2]) <= max_side:
-        return a
-    import cv2
-
-    scale = max_side / max(a.shape[:2])
-    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
-    return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 
 def fit_nearest(array: np.ndarray, max_side: int | None) -> np.ndarray:

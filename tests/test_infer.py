@@ -434,6 +434,50 @@ def test_two_pass_uses_trimap_from_coarse_mask():
 
 
 # --------------------------------------------------------------------------------------------
+# infer.max_side: the long side the model sees
+# --------------------------------------------------------------------------------------------
+class _SizeSpy(nn.Module):
+    """Alpha = mean colour; records the (padded) input sizes it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, image, trimap):
+        self.sizes.append(tuple(image.shape[-2:]))
+        return {"alpha": image.mean(1, keepdim=True)}
+
+
+def test_max_side_predicts_on_a_downscaled_copy_and_returns_the_full_size(tmp_path):
+    from mattingkit.infer.core import upsample_alpha
+    from mattingkit.io import fit_side
+
+    rng = np.random.default_rng(0)
+    img = rng.random((300, 200, 3)).astype(np.float32)
+    tri = np.full((300, 200), 0.5, np.float32)
+    tri[:20] = 0
+    tri[-20:] = 1
+    spy = _SizeSpy()
+    a = predict(spy, img, tri, max_side=96, pad_margin=0)
+    assert a.shape == (300, 200) and a.dtype == np.float32
+    assert max(spy.sizes[0]) <= 96 + 32, spy.sizes          # the model saw ~96 px (plus the pad to 32), not 300
+    small = fit_side(img, 96)
+    expected = upsample_alpha(predict(_SizeSpy(), small, fit_side(tri, 96, nearest=True), pad_margin=0), (300, 200))
+    unknown = tri == 0.5
+    np.testing.assert_allclose(a[unknown], expected[unknown], atol=1e-6)
+    assert (a[:20] == 0).all() and (a[-20:] == 1).all()     # known pixels exact at full size
+    # an image already within max_side is predicted as it is; the uint8 trimap takes the same clamp
+    np.testing.assert_array_equal(predict(spy, small, max_side=96), predict(spy, small))
+    np.testing.assert_array_equal(predict(spy, img, (tri * 255).round().astype(np.uint8), max_side=96, pad_margin=0), a)
+    # the folder path and the producer record carry it
+    write_png(tmp_path / "in" / "0001.png", img)
+    rep = predict_folder(spy, tmp_path / "in", tmp_path / "out", max_side=96, verbose=False)
+    assert read_alpha(tmp_path / "out" / "0001.png").shape == (300, 200), rep
+    rec = json.loads((tmp_path / "out" / "_source.json").read_text())
+    assert rec["settings"]["max_side"] == 96
+
+
+# --------------------------------------------------------------------------------------------
 # Folders
 # --------------------------------------------------------------------------------------------
 def _make_folder(root: Path, names=("0001", "0010", "abc"), h=40, w=56) -> dict[str, np.ndarray]:

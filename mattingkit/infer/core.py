@@ -32,8 +32,9 @@ from torch import nn
 
 from .. import device as devmod
 from ..config import InferConfig
-from ..device import DevicePlan, cudnn_benchmark, exact_numerics
+from ..device import HOST, DevicePlan, cudnn_benchmark, exact_numerics
 from ..errors import InputDataError
+from ..io import fit_side
 from ..models.alphagan import guides
 from ..tiling import GRID, TilingInfo, geometry_of, min_tile, tiled_predict
 from ..trimap import trimap_from_mask
@@ -312,8 +313,41 @@ def predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.n
     ``plan``: pad, normalise, forward (tiled above the pixel budget, one image at a time), crop and clamp
     on the plan's device, the model in eval mode under ``inference_mode``; one float32 ``HxW`` copy per
     image comes back to the host."""
+    h, w = images[0].shape[:2]
+    if s.max_side and max(h, w) > s.max_side:   # the model sees the long side at max_side
+        return _at_max_side(model, images, trimaps, s, plan, tiling_info)
     with torch.inference_mode(), cudnn_benchmark(False), eval_mode(model):   # full-res shapes: no autotune
         return _predict_batch(model, images, trimaps, s, plan, tiling_info)
+
+
+def upsample_alpha(alpha: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """An alpha bilinearly resized to ``hw`` and clipped to [0, 1] (a prediction made at a capped side, back
+    at its image's size).
+
+    Example:
+        >>> upsample_alpha(np.array([[0.0, 1.0]], np.float32), (2, 4)).round(2).tolist()
+        [[0.0, 0.25, 0.75, 1.0], [0.0, 0.25, 0.75, 1.0]]
+    """
+    t = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None]
+    t = torch.nn.functional.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False)
+    return t[0, 0].clamp(0, 1).numpy()
+
+
+def _at_max_side(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig,
+                 plan: DevicePlan, tiling_info: TilingInfo | None) -> list[np.ndarray]:
+    """``infer.max_side``: predict on area-downscaled copies (trimaps nearest), the alphas resized back and
+    the given trimaps' known pixels kept exactly at full size."""
+    small = [fit_side(im, s.max_side) for im in images]
+    tris = [None if t is None else fit_side(t, s.max_side, nearest=True) for t in trimaps]
+    alphas = predict_batch(model, small, tris, dataclasses.replace(s, max_side=None), plan, tiling_info)
+    out = []
+    for a, im, t in zip(alphas, images, trimaps):
+        a = upsample_alpha(a, im.shape[:2])
+        if t is not None:   # the known-region clamp at full size (values checked as every trimap is)
+            known = _trimap_to_device(np.asarray(t), HOST).numpy()
+            a = np.where(known == 0.5, a, known).astype(np.float32)
+        out.append(a)
+    return out
 
 
 def _predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig,
@@ -493,4 +527,5 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
 __all__ = [
     "InferenceInputError", "PAD_MULTIPLE", "check_image", "check_trimap", "eval_mode", "infer_settings",
     "inference_plan", "padding", "predict", "predict_batch", "predict_passes", "resolve_context", "run_passes",
+    "upsample_alpha",
 ]

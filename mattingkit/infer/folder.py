@@ -590,11 +590,12 @@ class SplitPrediction:
             'checkpoint best.pt, trimap-free in two passes (coarse pass -> trimap from it -> refining pass)'
         """
         who = f"baseline {self.method}" if self.method else f"checkpoint {self.checkpoint.name}"
+        side = f" at a long side of {self.settings.max_side} px" if self.settings.max_side else ""
         if self.with_trimap:
-            return f"{who}, with the items' trimaps"
+            return f"{who}, with the items' trimaps{side}"
         if self.settings.two_pass:
-            return f"{who}, trimap-free in two passes (coarse pass -> trimap from it -> refining pass)"
-        return f"{who}, a trimap-free model in one pass"
+            return f"{who}, trimap-free in two passes (coarse pass -> trimap from it -> refining pass){side}"
+        return f"{who}, a trimap-free model in one pass{side}"
 
 
 def predictor_for(method_or_checkpoint: str | os.PathLike, cfg: Any = None,
@@ -671,7 +672,7 @@ def predict_split(checkpoint: str | os.PathLike | None, images: Any, out_dir: st
 def downscaled_copy(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, max_side: int) -> Path:
     """PNG copies of the images of ``src_dir`` with the long side capped at ``max_side`` (same stems),
     for quick low-resolution predictions; images already small enough are copied as PNG too."""
-    from ..viz import fit_side
+    from ..io import fit_side
 
     dst = Path(dst_dir)
     for p in list_images(src_dir, recursive=False):

@@ -34,13 +34,6 @@ def _numpy_item(item: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, batch["trimap"][0, 0].float().numpy(), batch["alpha"][0, 0].float().numpy()
 
 
-def _upsample(pred: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """A prediction bilinearly resized to ``hw`` (clipped to [0, 1])."""
-    t = torch.from_numpy(np.ascontiguousarray(pred, dtype=np.float32))[None, None]
-    t = torch.nn.functional.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False)
-    return t[0, 0].clamp(0, 1).numpy()
-
-
 @torch.no_grad()
 def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device, limit: int, rank: int = 0,
                    world: int = 1) -> tuple[torch.Tensor, list]:
@@ -48,6 +41,7 @@ def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device,
     ``[n, sad, mse, grad, conn, competition_mse]`` (float64), and up to :data:`GRID_ITEMS`
     ``(image, trimap, gt, prediction)`` tensors for a picture."""
     from ..infer import predict
+    from ..infer.core import upsample_alpha
     from ..metrics import EmptyUnknownWarning, competition_mse, compute_metrics
 
     sums = torch.zeros(6, dtype=torch.float64)
@@ -62,7 +56,7 @@ def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device,
         if full:  # capped: measure at full resolution (the definition notebook 04 uses)
             gt = full["alpha_full"].reshape(full["alpha_full"].shape[-2:]).float().numpy()
             trimap = full["trimap_full"].reshape(full["trimap_full"].shape[-2:]).float().numpy()
-            pred = _upsample(pred, gt.shape)
+            pred = upsample_alpha(pred, gt.shape)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmptyUnknownWarning)  # an all-known trimap counts 0, as in 04
             m = compute_metrics(pred, gt, trimap)
