@@ -434,6 +434,30 @@ def generated_source(cfg: Config) -> str | None:
     return root.parts[0]
 
 
+def data_root_problem(cfg: Config) -> str | None:
+    """The one line saying ``data.root`` is missing, or ``None`` when the folder is there or need not be
+    yet: the kit generates it (:func:`generated_source`), notebook 01 downloads it (``data.kaggle_*``) or
+    ``data.manifest`` lists the files. ``mattingkit config/run/train`` and a run started from Python ask
+    this one rule.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> data_root_problem(load_config("demo")) is None
+        True
+        >>> data_root_problem(load_config("demo", ["data.root=/nonexistent/set"])).split(" (")[0]
+        "data.root='/nonexistent/set': /nonexistent/set: dataset folder not found"
+    """
+    if generated_source(cfg) is not None or cfg.data.manifest or cfg.data.kaggle_competition \
+            or cfg.data.kaggle_datasets:
+        return None
+    root = data_path(cfg, cfg.data.root)
+    if root is None or root.is_dir():
+        return None
+    return (f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout {cfg.data.layout!r}); "
+            f"put the data there, point data.root at it (relative paths are under the data root "
+            f"{data_root(cfg)}), or make the demo data with `mattingkit demo-data`")
+
+
 def ensure_data(cfg: Config, download: bool = True) -> dict[str, str]:
     """Make the config's data available: the demo data is generated when the config points at it and
     it is missing (likewise the photo-like data of the ``cpu`` recipe, :data:`GENERATED_DATA`); Kaggle sources (``data.kaggle_competition`` / ``kaggle_datasets``) are used from

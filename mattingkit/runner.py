@@ -358,7 +358,7 @@ def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
     background pool (``data.backgrounds``). The demo data, backgrounds included, is made first when the
     config uses it and it is missing."""
     from .data.layouts import check_backgrounds
-    from .run import DEMO_DIR, data_path, data_root, ensure_data
+    from .run import DEMO_DIR, data_root, data_root_problem, ensure_data
 
     if generated_source(cfg) is not None:
         ensure_data(cfg, download=False)
@@ -366,14 +366,9 @@ def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
         from .data.synthetic import make_demo_data
 
         make_demo_data(data_root(cfg) / DEMO_DIR, seed=0)
-    downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
-    if not cfg.data.manifest and not downloads and generated_source(cfg) is None:
-        root = data_path(cfg, cfg.data.root)
-        if root is not None and not root.is_dir():
-            raise InputNotFoundError(
-                f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout {cfg.data.layout!r}); "
-                f"put the data there, point data.root at it (relative paths are under the data root "
-                f"{data_root(cfg)}), or make the demo data with `mattingkit demo-data`")
+    problem = data_root_problem(cfg)
+    if problem:
+        raise InputNotFoundError(problem)
     check_backgrounds(cfg)
 
 
