@@ -519,21 +519,13 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
           train.lr_g: [1.0e-4, 5.0e-4]
           model.norm: [bn, gn]
     """
-    spec = load_sweep(grid_yaml)
-    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
-    metric = spec.get("metric")
-    config = spec.get("config", "demo")
-    cfg_path = Path(grid_yaml).parent / str(config)
-    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
-        config = str(cfg_path.resolve())  # a config file named relative to the sweep file
-    validate_grid(spec["grid"], metric=metric, config=config, overrides=list(spec.get("overrides") or []))
+    spec, name, config = _read_sweep(grid_yaml)
     base = resolve_config(config, list(spec.get("overrides") or []), bool(spec.get("smoke", False)))
     check_run_inputs(base, quiet=quiet)
     params = sweep_parameters(spec)
     sweep_dir = resolve_runs_root(base, runs_root) / name   # honours the base config's run.runs_root
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    all_ok = True
+    statuses = {}
     for i, point in enumerate(sweep_points(spec["grid"])):
         run_name = point_name(i, point)
         run_dir = sweep_dir / run_name
@@ -552,15 +544,41 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
                 status = f"failed: {type(e).__name__}: {e}"
                 if not quiet:
                     traceback.print_exc()
-            all_ok &= status == "ok"
-        row = {"run": run_name, **point, "status": status}
-        row.update({k: v for k, v in flatten(read_metrics(run_dir)).items() if isinstance(v, (int, float, str))})
+        statuses[run_name] = status
+    return _sweep_result(spec, sweep_dir, statuses, f"sweep {name}", quiet)
+
+
+def _read_sweep(grid_yaml: str | os.PathLike) -> tuple[dict[str, Any], str, str]:
+    """A sweep file read and checked for both sweeps (local and Kaggle): its spec (:func:`load_sweep`, the
+    grid validated against the base config), the sweep folder's name and the base config (a config file
+    named relative to the sweep file resolved against it)."""
+    spec = load_sweep(grid_yaml)
+    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
+    config = spec.get("config", DEFAULT_CONFIG)
+    cfg_path = Path(grid_yaml).parent / str(config)
+    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
+        config = str(cfg_path.resolve())  # a config file named relative to the sweep file
+    validate_grid(spec["grid"], metric=spec.get("metric"), config=config, overrides=list(spec.get("overrides") or []))
+    return spec, name, config
+
+
+def _sweep_result(spec: Mapping[str, Any], sweep_dir: Path, statuses: Mapping[str, str], label: str,
+                  quiet: bool) -> SweepResult:
+    """Both sweeps' table: a row per grid point (its status, ``failed: not run`` when it has none, then the
+    numbers of its ``metrics.json``), ``results.csv/.md/.png`` written, one summary line."""
+    rows = []
+    for i, point in enumerate(sweep_points(spec["grid"])):
+        run_name = point_name(i, point)
+        row = {"run": run_name, **point, "status": statuses.get(run_name, "failed: not run")}
+        row.update({k: v for k, v in flatten(read_metrics(sweep_dir / run_name)).items()
+                    if isinstance(v, (int, float, str))})
         rows.append(row)
-    result = SweepResult(ok=all_ok, sweep_dir=sweep_dir, rows=rows)
-    _write_sweep_tables(result, metric, spec.get("mode", "min"), list(spec["grid"]))
+    result = SweepResult(ok=all(r["status"] == "ok" or r["status"].startswith("skipped") for r in rows),
+                         sweep_dir=sweep_dir, rows=rows)
+    _write_sweep_tables(result, spec.get("metric"), spec.get("mode", "min"), list(spec["grid"]))
     if not quiet:
-        print(f"sweep {name}: {sum(r['status'] != 'ok' and not r['status'].startswith('skipped') for r in rows)} "
-              f"failed of {len(rows)}; results: {result.results_csv}")
+        print(f"{label}: {sum(r['status'].startswith('failed') for r in rows)} failed of {len(rows)}; "
+              f"results: {result.results_csv}", flush=True)
     return result
 
 
@@ -649,16 +667,9 @@ def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLi
 
     if int(max_parallel) < 1:
         raise UsageError(f"--max-parallel must be at least 1, got {max_parallel}")
-    spec = load_sweep(grid_yaml)
-    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
-    metric = spec.get("metric")
-    config = spec.get("config", "demo")
-    cfg_path = Path(grid_yaml).parent / str(config)
-    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
-        config = str(cfg_path.resolve())
+    spec, name, config = _read_sweep(grid_yaml)
     base_overrides = list(spec.get("overrides") or [])
     smoke = bool(spec.get("smoke", False))
-    validate_grid(spec["grid"], metric=metric, config=config, overrides=base_overrides)
     base = resolve_config(config, base_overrides, smoke)
     params = [f"{k}={json.dumps(v)}" for k, v in sweep_parameters(spec).items()]
     sweep_dir = resolve_runs_root(base, runs_root) / name
@@ -724,16 +735,4 @@ def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLi
                 continue
             active.discard(run_name)
             say(f"[{run_name}] {status[run_name]}")
-    rows = []
-    for i, point in enumerate(points):
-        run_name = point_name(i, point)
-        row = {"run": run_name, **point, "status": status.get(run_name, "failed: not run")}
-        row.update({k: v for k, v in flatten(read_metrics(sweep_dir / run_name)).items()
-                    if isinstance(v, (int, float, str))})
-        rows.append(row)
-    result = SweepResult(ok=all(r["status"] == "ok" or r["status"].startswith("skipped") for r in rows),
-                         sweep_dir=sweep_dir, rows=rows)
-    _write_sweep_tables(result, metric, spec.get("mode", "min"), list(spec["grid"]))
-    say(f"sweep {name} on Kaggle: {sum(r['status'].startswith('failed') for r in rows)} failed of {len(rows)}; "
-        f"results: {result.results_csv}")
-    return result
+    return _sweep_result(spec, sweep_dir, status, f"sweep {name} on Kaggle", quiet)
