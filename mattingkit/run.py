@@ -38,7 +38,6 @@ from typing import Any, Iterable, Mapping
 
 from . import drive, env
 from .config import DEFAULT_CONFIG, Config, apply_overrides, load_config, to_yaml
-from .io import atomic_write_text
 
 PathLike = str | os.PathLike
 
@@ -269,8 +268,13 @@ def _append_history(run_dir: Path, event: str, changes: Mapping[str, tuple[Any, 
 
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event,
               "changes": {k: [old, new] for k, (old, new) in changes.items()}, **extra}
-    with open(run_dir / CONFIG_HISTORY_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(jsonable(record)) + "\n")
+    line = json.dumps(jsonable(record)) + "\n"
+
+    def append() -> None:
+        with open(run_dir / CONFIG_HISTORY_FILE, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    drive.retry(append)
 
 
 def save_run_config(cfg: Config, run_dir: PathLike, fresh: bool = False) -> bool:
@@ -331,7 +335,7 @@ def save_run_config(cfg: Config, run_dir: PathLike, fresh: bool = False) -> bool
         _append_history(run_dir, "created", {})
     if same:
         return False
-    atomic_write_text(path, text)
+    drive.write_text(path, text)   # the run folder may be on Drive: transient errors retried
     prune_stale_records(run_dir)
     return True
 
@@ -601,8 +605,8 @@ def prune_stale_records(run_dir: PathLike, quiet: bool = False) -> list[str]:
         data.pop(section, None)
         recorded.pop(section, None)
         _remove(_present(run_dir, SECTION_FILES.get(_section_notebook(section) or "", ())))
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
-    atomic_write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
+    drive.write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
+    drive.write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
     if not quiet:
         print(f"{run_dir.name}: removed the records of {', '.join(stale)} from metrics.json (made from an "
               f"earlier checkpoint or settings); run those notebooks again to redo them", flush=True)
@@ -610,7 +614,7 @@ def prune_stale_records(run_dir: PathLike, quiet: bool = False) -> list[str]:
 
 
 def update_metrics(run_dir: PathLike, section: str, values: Mapping[str, Any]) -> Path:
-    """Merge ``values`` into ``run_dir/metrics.json`` under ``section`` (atomic write).
+    """Merge ``values`` into ``run_dir/metrics.json`` under ``section`` (atomic write, retried on a Drive hiccup).
 
     A notebook section (``NN_name``) records its inputs (:func:`section_inputs`, in
     ``metrics_inputs.json``): values written under other inputs are replaced, not merged, and every
@@ -629,10 +633,10 @@ def update_metrics(run_dir: PathLike, section: str, values: Mapping[str, Any]) -
     if inputs is not None and recorded.get(section) != inputs:
         data.pop(section, None)   # made from other inputs: redone, not merged
     data.setdefault(section, {}).update(jsonable(values))
-    out = atomic_write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
+    out = drive.write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
     if inputs is not None:
         recorded[section] = inputs
-        atomic_write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
+        drive.write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
     prune_stale_records(run_dir)
     return out
 

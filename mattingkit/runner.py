@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import env
+from . import drive, env
 from .choices import validate_grid
 from .config import DEFAULT_CONFIG, Config
 from .errors import InputNotFoundError, Interrupted, UsageError
-from .io import atomic_write_text
 from .progress import LineRelay
 from .run import (
     CONFIG_FILE,
@@ -297,9 +296,9 @@ def run_pipeline(config: str | os.PathLike | Config = DEFAULT_CONFIG, overrides:
                 break
     result.seconds = time.monotonic() - t0
     if result.ok:
-        atomic_write_text(ctx.run_dir / DONE_MARKER, json.dumps({"notebooks": result.executed,
-                                                                 "seconds": round(result.seconds, 1),
-                                                                 "timings": result.timings}))
+        drive.write_text(ctx.run_dir / DONE_MARKER, json.dumps({"notebooks": result.executed,
+                                                               "seconds": round(result.seconds, 1),
+                                                               "timings": result.timings}))
         if not quiet:
             print(result.summary(), flush=True)
     return result
@@ -393,7 +392,7 @@ def _save_doctor(cfg: Config, run_dir: Path, quiet: bool) -> Path | None:
     try:
         from .doctor import doctor, to_json
 
-        return atomic_write_text(run_dir / DOCTOR_FILE, to_json(doctor(cfg, timeout=2.0)))
+        return drive.write_text(run_dir / DOCTOR_FILE, to_json(doctor(cfg, timeout=2.0)))
     except Exception as e:  # noqa: BLE001 - a report, not a precondition
         if not quiet:
             print(f"[{run_dir.name}] doctor report not saved: {type(e).__name__}: {e}", flush=True)
@@ -599,7 +598,7 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
 
     df = pd.DataFrame(result.rows)
     result.results_csv = result.sweep_dir / "results.csv"
-    atomic_write_text(result.results_csv, df.map(round_sig).to_csv(index=False))
+    drive.write_text(result.results_csv, df.map(round_sig).to_csv(index=False))
     cols = ["run", *keys, "status"] + ([metric] if metric and metric in df.columns else [])
     view = df[cols].copy()
     if metric and metric in df.columns:
@@ -612,7 +611,7 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
     for _, r in view.iterrows():
         lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     result.results_md = result.sweep_dir / "results.md"
-    atomic_write_text(result.results_md, "\n".join(lines) + "\n")
+    drive.write_text(result.results_md, "\n".join(lines) + "\n")
     if metric and metric in df.columns and df[metric].notna().any():
         import matplotlib
 
