@@ -43,7 +43,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from . import __version__, drive
+from . import __version__, drive, env
 from .device import HOST
 from .errors import RunStateError
 from .io import mkstemp_usual_mode
@@ -601,7 +601,7 @@ def checkpoint_dirs(cfg: Any, run_dir: PathLike) -> tuple[Path, Path | None]:
     if spec in (None, "", "null", "none"):
         return home, None
     if spec == "auto":
-        if not on_drive(run_dir):
+        if not env.on_drive(run_dir):
             return home, None
         import tempfile
 
@@ -610,25 +610,6 @@ def checkpoint_dirs(cfg: Any, run_dir: PathLike) -> tuple[Path, Path | None]:
     if local.resolve() == home.resolve():
         return home, None
     return local, home
-
-
-def on_drive(path: PathLike) -> bool:
-    """Whether ``path`` lies on a mounted Google Drive (:data:`mattingkit.env.COLAB_DRIVE`).
-
-    Example:
-        >>> on_drive("/tmp")   # (no Drive mounted here)
-        False
-    """
-    from . import env
-
-    drive = Path(env.COLAB_DRIVE)
-    if not env.drive_mounted():
-        return False
-    try:
-        Path(path).resolve().relative_to(drive.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def pick_resume_state(ckpt_dir: PathLike) -> dict | None:

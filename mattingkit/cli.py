@@ -77,16 +77,11 @@ def path_problems(cfg) -> list[str]:
         ["model.weights_path='/nonexistent/w.pth': file not found"]
     """
     from .data.layouts import check_backgrounds
-    from .run import DEMO_DIR, data_path, data_root, generated_source
+    from .run import DEMO_DIR, data_path, data_root_problem, generated_source
 
-    problems = []
+    problems = [p for p in [data_root_problem(cfg)] if p]
     made = generated_source(cfg) is not None
     downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
-    if not (made or downloads or cfg.data.manifest):
-        root = data_path(cfg, cfg.data.root)
-        if root is not None and not root.is_dir():
-            problems.append(f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout "
-                            f"{cfg.data.layout!r}; relative paths are under the data root {data_root(cfg)})")
     eval_root = data_path(cfg, cfg.data.eval_root)
     if eval_root is not None and not eval_root.is_dir():
         problems.append(f"data.eval_root={cfg.data.eval_root!r}: {eval_root}: folder not found")

@@ -59,16 +59,9 @@ def _versions() -> dict[str, Any]:
     return out
 
 
-def _on_drive(path: Path) -> bool:
-    try:
-        return str(path.resolve()).startswith(str(env.COLAB_DRIVE.parent))
-    except OSError:
-        return str(path).startswith(str(env.COLAB_DRIVE.parent))
-
-
 def _root(path: Path) -> dict[str, Any]:
     """Where a root is, whether it exists, and the free space of the nearest existing folder."""
-    info: dict[str, Any] = {"path": str(path), "exists": path.exists(), "on_drive": _on_drive(path), "free_gb": None}
+    info: dict[str, Any] = {"path": str(path), "exists": path.exists(), "on_drive": env.on_drive(path), "free_gb": None}
     for p in [path, *path.parents]:
         try:
             info["free_gb"] = round(shutil.disk_usage(p).free / 1e9, 1)

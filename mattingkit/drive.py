@@ -13,7 +13,8 @@ written once here and used by the run lock (:mod:`mattingkit.runlock`), the chec
 - :func:`fsync_tolerant` is the one fsync of the kit: a mount that refuses fsync is tolerated (the
   checkpoint sidecar's SHA-256 catches a file that did not arrive whole); lost data (``ENOSPC``,
   ``EDQUOT``, ``EIO``) raises;
-- :func:`copy_file` copies a small file (the history, the lock) atomically: temp name, then rename.
+- :func:`copy_file` copies a small file (the history, the lock) atomically: temp name, then rename;
+  :func:`write_text` writes one (the run folder's ``config.yaml``, ``metrics.json``, ``DONE``), both retried.
 
 Example:
     >>> import errno, tempfile
@@ -185,6 +186,26 @@ def write_file(path: PathLike, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def write_text(path: PathLike, text: str) -> Path:
+    """Write a small text file of a run folder (``config.yaml``, ``metrics.json``, a summary) atomically,
+    retrying transient errors: :func:`write_file` (temp name, tolerant fsync, rename; the usual mode
+    0666 & ~umask) under :func:`retry`. What still fails raises.
+
+    Example:
+        >>> import tempfile
+        >>> write_text(Path(tempfile.mkdtemp()) / "run" / "metrics.json", "{}").read_text()
+        '{}'
+    """
+    path = Path(path)
+
+    def once() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_file(path, text.encode("utf-8"), mode=0o666)
+
+    retry(once)
+    return path
+
+
 def copy_file(src: PathLike, dst: PathLike) -> Path:
     """Copy a small file (the history, the lock) to ``dst`` atomically, retrying transient errors.
 
@@ -206,4 +227,4 @@ def copy_file(src: PathLike, dst: PathLike) -> Path:
 
 
 __all__ = ["DATA_LOST", "DriveWarning", "NO_SPACE", "RETRY_DELAYS_S", "TRANSIENT_ERRNOS", "Trouble", "copy_file",
-           "free_bytes", "fsync_dir", "fsync_tolerant", "is_transient", "retry", "write_file"]
+           "free_bytes", "fsync_dir", "fsync_tolerant", "is_transient", "retry", "write_file", "write_text"]

@@ -78,6 +78,23 @@ def drive_mounted() -> bool:
     return _exists(COLAB_DRIVE)
 
 
+def on_drive(path: str | os.PathLike) -> bool:
+    """Whether ``path`` lies on a mounted Google Drive (:data:`COLAB_DRIVE`): the one rule behind the
+    checkpoint mirror's ``auto`` and doctor's roots.
+
+    Example:
+        >>> on_drive("/tmp")   # (no Drive mounted here)
+        False
+    """
+    if not drive_mounted():
+        return False
+    try:
+        Path(path).resolve().relative_to(Path(COLAB_DRIVE).resolve())
+        return True
+    except (ValueError, OSError):
+        return False
+
+
 def _platform_root(kind: str, environ: Mapping[str, str] | None, platform: str | None) -> Path:
     """The one platform switch for ``kind`` (``data`` | ``runs``): ``MATTINGKIT_<KIND>_ROOT``, else the
     platform's folder (the table in the module docstring)."""

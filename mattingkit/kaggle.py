@@ -680,28 +680,42 @@ class SubmissionResult:
                 f"{self.seconds:.0f}s; see {self.url}")
 
 
+def _client_error(cls: type[DownloadError], exc: BaseException, ref: str, doing: str, what: str,
+                  info: CredentialInfo, secrets: list[str], by_status, unchanged: str) -> DownloadError:
+    """The frame of every mapping of a kaggle client exception to one of the kit's errors (``cls``): the
+    kit's own errors keep their kind (message redacted); ``by_status(status, detail, said)`` (``status``
+    None without an HTTP answer; ``said`` quotes Kaggle) gives the action's own error or None; no network
+    is ``offline`` (``unchanged`` says what was left as it was); anything else takes
+    :func:`explain_exception`'s kind. ``doing`` reads in "Could not {doing} '{ref}'"."""
+    if isinstance(exc, DownloadError):
+        return cls(exc.kind, redact(str(exc), secrets))
+    detail = redact(str(exc), secrets).strip()
+    said = f" (Kaggle said: {detail[:500]})" if detail else ""
+    mapped = by_status(_status_of(exc), detail, said)
+    if mapped is not None:
+        return mapped
+    err = explain_exception(exc, ref, what, info, secrets)
+    if err.kind == "offline":
+        return cls("offline", f"Cannot reach Kaggle to {doing} '{ref}': no network connection "
+                   f"({type(exc).__name__}). {unchanged}")
+    return cls(err.kind, f"Could not {doing} '{ref}': {type(exc).__name__}: {detail}")
+
+
 def _submit_error(exc: BaseException, slug: str, info: CredentialInfo, secrets: list[str]) -> SubmitError:
     """Map an exception from the kaggle client during a submission to a :class:`SubmitError`."""
-    if isinstance(exc, DownloadError):
-        return SubmitError(exc.kind, redact(str(exc), secrets))
-    detail = redact(str(exc), secrets)
-    status = _status_of(exc)
-    said = f" (Kaggle said: {detail.strip()[:500]})" if detail.strip() else ""
-    if status is not None:
-        if status in (401, 429) or (status in (403, 404)):
+    def by_status(status: int | None, detail: str, said: str) -> SubmitError | None:
+        if status in (401, 403, 404, 429):
             kind, msg = explain_http_error(status, slug, "competition", info.source, detail)
-            if status == 404:
-                msg += " (or it no longer accepts submissions)"
-            return SubmitError(kind, msg)
-        if 400 <= status < 500:
+            return SubmitError(kind, msg + (" (or it no longer accepts submissions)" if status == 404 else ""))
+        if status is not None and 400 <= status < 500:
             return SubmitError("rejected", f"Kaggle rejected the submission to '{slug}' (HTTP {status}){said}.")
-        return SubmitError("server", f"Kaggle server error (HTTP {status}){said} while submitting to '{slug}'; "
-                           f"retry later (check {SUBMISSIONS_URL.format(slug=slug)} first: it may have arrived).")
-    err = explain_exception(exc, slug, "competition", info, secrets)
-    if err.kind == "offline":
-        return SubmitError("offline", f"Cannot reach Kaggle to submit to '{slug}': no network connection "
-                           f"({type(exc).__name__}). The CSV is unchanged; submit it when online.")
-    return SubmitError(err.kind, f"Submitting to '{slug}' failed: {type(exc).__name__}: {detail}")
+        if status is not None:
+            return SubmitError("server", f"Kaggle server error (HTTP {status}){said} while submitting to '{slug}'; "
+                               f"retry later (check {SUBMISSIONS_URL.format(slug=slug)} first: it may have arrived).")
+        return None
+
+    return _client_error(SubmitError, exc, slug, "submit to", "competition", info, secrets, by_status,
+                         "The CSV is unchanged; submit it when online.")
 
 
 def _status_name(status) -> str:
@@ -864,31 +878,25 @@ def _redacted_api(quiet: bool = True):
 
 def _kernel_error(exc: BaseException, ref: str, action: str, info: CredentialInfo, secrets: list[str]) -> KernelError:
     """Map an exception from the kaggle client during ``action`` on kernel/dataset ``ref``."""
-    if isinstance(exc, KernelError):
-        return KernelError(exc.kind, redact(str(exc), secrets))
-    if isinstance(exc, DownloadError):
-        return KernelError(exc.kind, redact(str(exc), secrets))
-    detail = redact(str(exc), secrets).strip()
-    said = f" (Kaggle said: {detail[:300]})" if detail else ""
-    status = _status_of(exc)
-    if status == 401:
-        return KernelError("auth", explain_http_error(401, ref, source=info.source, detail=detail)[1])
-    if status == 403 or "was denied" in detail:
-        owner = ref.split("/")[0]
-        return KernelError("owner", f"Kaggle refused to {action} '{ref}' (HTTP 403){said}: the slug belongs to "
-                           f"another account than '{owner}' (or is private to it). Pick another --name or --kernel.")
-    if status == 404:
-        return KernelError("not_found", f"'{ref}' was not found on Kaggle (HTTP 404){said}.")
-    if status == 429 or "quota" in detail.lower():
-        return KernelError("quota", _quota_message(detail))
-    if status is not None and status >= 500:
-        return KernelError("server", f"Kaggle server error (HTTP {status}){said} while trying to {action} "
-                           f"'{ref}'; retry later.")
-    err = explain_exception(exc, ref, "kernel", info, secrets)
-    if err.kind == "offline":
-        return KernelError("offline", f"Cannot reach Kaggle to {action} '{ref}': no network connection "
-                           f"({type(exc).__name__}). Nothing was changed on Kaggle; run it again when online.")
-    return KernelError(err.kind, f"Could not {action} '{ref}': {type(exc).__name__}: {detail}")
+    def by_status(status: int | None, detail: str, said: str) -> KernelError | None:
+        if status == 401:
+            return KernelError("auth", explain_http_error(401, ref, source=info.source, detail=detail)[1])
+        if status == 403 or "was denied" in detail:
+            owner = ref.split("/")[0]
+            return KernelError("owner", f"Kaggle refused to {action} '{ref}' (HTTP 403){said}: the slug belongs "
+                               f"to another account than '{owner}' (or is private to it). Pick another --name or "
+                               f"--kernel.")
+        if status == 404:
+            return KernelError("not_found", f"'{ref}' was not found on Kaggle (HTTP 404){said}.")
+        if status == 429 or "quota" in detail.lower():
+            return KernelError("quota", _quota_message(detail))
+        if status is not None and status >= 500:
+            return KernelError("server", f"Kaggle server error (HTTP {status}){said} while trying to {action} "
+                               f"'{ref}'; retry later.")
+        return None
+
+    return _client_error(KernelError, exc, ref, action, "kernel", info, secrets, by_status,
+                         "Nothing was changed on Kaggle; run it again when online.")
 
 
 def _quota_message(detail: str) -> str:

@@ -38,7 +38,6 @@ from typing import Any, Iterable, Mapping
 
 from . import drive, env
 from .config import DEFAULT_CONFIG, Config, apply_overrides, load_config, to_yaml
-from .io import atomic_write_text
 
 PathLike = str | os.PathLike
 
@@ -269,8 +268,13 @@ def _append_history(run_dir: Path, event: str, changes: Mapping[str, tuple[Any, 
 
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "event": event,
               "changes": {k: [old, new] for k, (old, new) in changes.items()}, **extra}
-    with open(run_dir / CONFIG_HISTORY_FILE, "a", encoding="utf-8") as f:
-        f.write(json.dumps(jsonable(record)) + "\n")
+    line = json.dumps(jsonable(record)) + "\n"
+
+    def append() -> None:
+        with open(run_dir / CONFIG_HISTORY_FILE, "a", encoding="utf-8") as f:
+            f.write(line)
+
+    drive.retry(append)
 
 
 def save_run_config(cfg: Config, run_dir: PathLike, fresh: bool = False) -> bool:
@@ -331,7 +335,7 @@ def save_run_config(cfg: Config, run_dir: PathLike, fresh: bool = False) -> bool
         _append_history(run_dir, "created", {})
     if same:
         return False
-    atomic_write_text(path, text)
+    drive.write_text(path, text)   # the run folder may be on Drive: transient errors retried
     prune_stale_records(run_dir)
     return True
 
@@ -432,6 +436,30 @@ def generated_source(cfg: Config) -> str | None:
     if root.is_absolute() or not root.parts or root.parts[0] not in GENERATED_DATA:
         return None
     return root.parts[0]
+
+
+def data_root_problem(cfg: Config) -> str | None:
+    """The one line saying ``data.root`` is missing, or ``None`` when the folder is there or need not be
+    yet: the kit generates it (:func:`generated_source`), notebook 01 downloads it (``data.kaggle_*``) or
+    ``data.manifest`` lists the files. ``mattingkit config/run/train`` and a run started from Python ask
+    this one rule.
+
+    Example:
+        >>> from mattingkit.config import load_config
+        >>> data_root_problem(load_config("demo")) is None
+        True
+        >>> data_root_problem(load_config("demo", ["data.root=/nonexistent/set"])).split(" (")[0]
+        "data.root='/nonexistent/set': /nonexistent/set: dataset folder not found"
+    """
+    if generated_source(cfg) is not None or cfg.data.manifest or cfg.data.kaggle_competition \
+            or cfg.data.kaggle_datasets:
+        return None
+    root = data_path(cfg, cfg.data.root)
+    if root is None or root.is_dir():
+        return None
+    return (f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout {cfg.data.layout!r}); "
+            f"put the data there, point data.root at it (relative paths are under the data root "
+            f"{data_root(cfg)}), or make the demo data with `mattingkit demo-data`")
 
 
 def ensure_data(cfg: Config, download: bool = True) -> dict[str, str]:
@@ -577,8 +605,8 @@ def prune_stale_records(run_dir: PathLike, quiet: bool = False) -> list[str]:
         data.pop(section, None)
         recorded.pop(section, None)
         _remove(_present(run_dir, SECTION_FILES.get(_section_notebook(section) or "", ())))
-    atomic_write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
-    atomic_write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
+    drive.write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
+    drive.write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
     if not quiet:
         print(f"{run_dir.name}: removed the records of {', '.join(stale)} from metrics.json (made from an "
               f"earlier checkpoint or settings); run those notebooks again to redo them", flush=True)
@@ -586,7 +614,7 @@ def prune_stale_records(run_dir: PathLike, quiet: bool = False) -> list[str]:
 
 
 def update_metrics(run_dir: PathLike, section: str, values: Mapping[str, Any]) -> Path:
-    """Merge ``values`` into ``run_dir/metrics.json`` under ``section`` (atomic write).
+    """Merge ``values`` into ``run_dir/metrics.json`` under ``section`` (atomic write, retried on a Drive hiccup).
 
     A notebook section (``NN_name``) records its inputs (:func:`section_inputs`, in
     ``metrics_inputs.json``): values written under other inputs are replaced, not merged, and every
@@ -605,10 +633,10 @@ def update_metrics(run_dir: PathLike, section: str, values: Mapping[str, Any]) -
     if inputs is not None and recorded.get(section) != inputs:
         data.pop(section, None)   # made from other inputs: redone, not merged
     data.setdefault(section, {}).update(jsonable(values))
-    out = atomic_write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
+    out = drive.write_text(run_dir / METRICS_FILE, json.dumps(data, indent=2, sort_keys=True))
     if inputs is not None:
         recorded[section] = inputs
-        atomic_write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
+        drive.write_text(run_dir / RECORD_INPUTS_FILE, json.dumps(recorded, indent=1, sort_keys=True))
     prune_stale_records(run_dir)
     return out
 

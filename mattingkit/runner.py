@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import env
+from . import drive, env
 from .choices import validate_grid
 from .config import DEFAULT_CONFIG, Config
 from .errors import InputNotFoundError, Interrupted, UsageError
-from .io import atomic_write_text
 from .progress import LineRelay
 from .run import (
     CONFIG_FILE,
@@ -297,9 +296,9 @@ def run_pipeline(config: str | os.PathLike | Config = DEFAULT_CONFIG, overrides:
                 break
     result.seconds = time.monotonic() - t0
     if result.ok:
-        atomic_write_text(ctx.run_dir / DONE_MARKER, json.dumps({"notebooks": result.executed,
-                                                                 "seconds": round(result.seconds, 1),
-                                                                 "timings": result.timings}))
+        drive.write_text(ctx.run_dir / DONE_MARKER, json.dumps({"notebooks": result.executed,
+                                                               "seconds": round(result.seconds, 1),
+                                                               "timings": result.timings}))
         if not quiet:
             print(result.summary(), flush=True)
     return result
@@ -358,7 +357,7 @@ def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
     background pool (``data.backgrounds``). The demo data, backgrounds included, is made first when the
     config uses it and it is missing."""
     from .data.layouts import check_backgrounds
-    from .run import DEMO_DIR, data_path, data_root, ensure_data
+    from .run import DEMO_DIR, data_root, data_root_problem, ensure_data
 
     if generated_source(cfg) is not None:
         ensure_data(cfg, download=False)
@@ -366,14 +365,9 @@ def check_run_inputs(cfg: Config, quiet: bool = False) -> None:
         from .data.synthetic import make_demo_data
 
         make_demo_data(data_root(cfg) / DEMO_DIR, seed=0)
-    downloads = cfg.data.kaggle_competition or cfg.data.kaggle_datasets
-    if not cfg.data.manifest and not downloads and generated_source(cfg) is None:
-        root = data_path(cfg, cfg.data.root)
-        if root is not None and not root.is_dir():
-            raise InputNotFoundError(
-                f"data.root={cfg.data.root!r}: {root}: dataset folder not found (layout {cfg.data.layout!r}); "
-                f"put the data there, point data.root at it (relative paths are under the data root "
-                f"{data_root(cfg)}), or make the demo data with `mattingkit demo-data`")
+    problem = data_root_problem(cfg)
+    if problem:
+        raise InputNotFoundError(problem)
     check_backgrounds(cfg)
 
 
@@ -398,7 +392,7 @@ def _save_doctor(cfg: Config, run_dir: Path, quiet: bool) -> Path | None:
     try:
         from .doctor import doctor, to_json
 
-        return atomic_write_text(run_dir / DOCTOR_FILE, to_json(doctor(cfg, timeout=2.0)))
+        return drive.write_text(run_dir / DOCTOR_FILE, to_json(doctor(cfg, timeout=2.0)))
     except Exception as e:  # noqa: BLE001 - a report, not a precondition
         if not quiet:
             print(f"[{run_dir.name}] doctor report not saved: {type(e).__name__}: {e}", flush=True)
@@ -524,21 +518,13 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
           train.lr_g: [1.0e-4, 5.0e-4]
           model.norm: [bn, gn]
     """
-    spec = load_sweep(grid_yaml)
-    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
-    metric = spec.get("metric")
-    config = spec.get("config", "demo")
-    cfg_path = Path(grid_yaml).parent / str(config)
-    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
-        config = str(cfg_path.resolve())  # a config file named relative to the sweep file
-    validate_grid(spec["grid"], metric=metric, config=config, overrides=list(spec.get("overrides") or []))
+    spec, name, config = _read_sweep(grid_yaml)
     base = resolve_config(config, list(spec.get("overrides") or []), bool(spec.get("smoke", False)))
     check_run_inputs(base, quiet=quiet)
     params = sweep_parameters(spec)
     sweep_dir = resolve_runs_root(base, runs_root) / name   # honours the base config's run.runs_root
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    rows = []
-    all_ok = True
+    statuses = {}
     for i, point in enumerate(sweep_points(spec["grid"])):
         run_name = point_name(i, point)
         run_dir = sweep_dir / run_name
@@ -557,15 +543,41 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
                 status = f"failed: {type(e).__name__}: {e}"
                 if not quiet:
                     traceback.print_exc()
-            all_ok &= status == "ok"
-        row = {"run": run_name, **point, "status": status}
-        row.update({k: v for k, v in flatten(read_metrics(run_dir)).items() if isinstance(v, (int, float, str))})
+        statuses[run_name] = status
+    return _sweep_result(spec, sweep_dir, statuses, f"sweep {name}", quiet)
+
+
+def _read_sweep(grid_yaml: str | os.PathLike) -> tuple[dict[str, Any], str, str]:
+    """A sweep file read and checked for both sweeps (local and Kaggle): its spec (:func:`load_sweep`, the
+    grid validated against the base config), the sweep folder's name and the base config (a config file
+    named relative to the sweep file resolved against it)."""
+    spec = load_sweep(grid_yaml)
+    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
+    config = spec.get("config", DEFAULT_CONFIG)
+    cfg_path = Path(grid_yaml).parent / str(config)
+    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
+        config = str(cfg_path.resolve())  # a config file named relative to the sweep file
+    validate_grid(spec["grid"], metric=spec.get("metric"), config=config, overrides=list(spec.get("overrides") or []))
+    return spec, name, config
+
+
+def _sweep_result(spec: Mapping[str, Any], sweep_dir: Path, statuses: Mapping[str, str], label: str,
+                  quiet: bool) -> SweepResult:
+    """Both sweeps' table: a row per grid point (its status, ``failed: not run`` when it has none, then the
+    numbers of its ``metrics.json``), ``results.csv/.md/.png`` written, one summary line."""
+    rows = []
+    for i, point in enumerate(sweep_points(spec["grid"])):
+        run_name = point_name(i, point)
+        row = {"run": run_name, **point, "status": statuses.get(run_name, "failed: not run")}
+        row.update({k: v for k, v in flatten(read_metrics(sweep_dir / run_name)).items()
+                    if isinstance(v, (int, float, str))})
         rows.append(row)
-    result = SweepResult(ok=all_ok, sweep_dir=sweep_dir, rows=rows)
-    _write_sweep_tables(result, metric, spec.get("mode", "min"), list(spec["grid"]))
+    result = SweepResult(ok=all(r["status"] == "ok" or r["status"].startswith("skipped") for r in rows),
+                         sweep_dir=sweep_dir, rows=rows)
+    _write_sweep_tables(result, spec.get("metric"), spec.get("mode", "min"), list(spec["grid"]))
     if not quiet:
-        print(f"sweep {name}: {sum(r['status'] != 'ok' and not r['status'].startswith('skipped') for r in rows)} "
-              f"failed of {len(rows)}; results: {result.results_csv}")
+        print(f"{label}: {sum(r['status'].startswith('failed') for r in rows)} failed of {len(rows)}; "
+              f"results: {result.results_csv}", flush=True)
     return result
 
 
@@ -586,7 +598,7 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
 
     df = pd.DataFrame(result.rows)
     result.results_csv = result.sweep_dir / "results.csv"
-    atomic_write_text(result.results_csv, df.map(round_sig).to_csv(index=False))
+    drive.write_text(result.results_csv, df.map(round_sig).to_csv(index=False))
     cols = ["run", *keys, "status"] + ([metric] if metric and metric in df.columns else [])
     view = df[cols].copy()
     if metric and metric in df.columns:
@@ -599,7 +611,7 @@ def _write_sweep_tables(result: SweepResult, metric: str | None, mode: str, keys
     for _, r in view.iterrows():
         lines.append("| " + " | ".join(_fmt(r[c]) for c in cols) + " |")
     result.results_md = result.sweep_dir / "results.md"
-    atomic_write_text(result.results_md, "\n".join(lines) + "\n")
+    drive.write_text(result.results_md, "\n".join(lines) + "\n")
     if metric and metric in df.columns and df[metric].notna().any():
         import matplotlib
 
@@ -654,16 +666,9 @@ def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLi
 
     if int(max_parallel) < 1:
         raise UsageError(f"--max-parallel must be at least 1, got {max_parallel}")
-    spec = load_sweep(grid_yaml)
-    name = safe_name(spec.get("name") or Path(grid_yaml).stem)
-    metric = spec.get("metric")
-    config = spec.get("config", "demo")
-    cfg_path = Path(grid_yaml).parent / str(config)
-    if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
-        config = str(cfg_path.resolve())
+    spec, name, config = _read_sweep(grid_yaml)
     base_overrides = list(spec.get("overrides") or [])
     smoke = bool(spec.get("smoke", False))
-    validate_grid(spec["grid"], metric=metric, config=config, overrides=base_overrides)
     base = resolve_config(config, base_overrides, smoke)
     params = [f"{k}={json.dumps(v)}" for k, v in sweep_parameters(spec).items()]
     sweep_dir = resolve_runs_root(base, runs_root) / name
@@ -729,16 +734,4 @@ def run_sweep_on_kaggle(grid_yaml: str | os.PathLike, runs_root: str | os.PathLi
                 continue
             active.discard(run_name)
             say(f"[{run_name}] {status[run_name]}")
-    rows = []
-    for i, point in enumerate(points):
-        run_name = point_name(i, point)
-        row = {"run": run_name, **point, "status": status.get(run_name, "failed: not run")}
-        row.update({k: v for k, v in flatten(read_metrics(sweep_dir / run_name)).items()
-                    if isinstance(v, (int, float, str))})
-        rows.append(row)
-    result = SweepResult(ok=all(r["status"] == "ok" or r["status"].startswith("skipped") for r in rows),
-                         sweep_dir=sweep_dir, rows=rows)
-    _write_sweep_tables(result, metric, spec.get("mode", "min"), list(spec["grid"]))
-    say(f"sweep {name} on Kaggle: {sum(r['status'].startswith('failed') for r in rows)} failed of {len(rows)}; "
-        f"results: {result.results_csv}")
-    return result
+    return _sweep_result(spec, sweep_dir, status, f"sweep {name} on Kaggle", quiet)

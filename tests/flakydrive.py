@@ -5,7 +5,8 @@
 an operation on a path under ``root`` raises ``OSError(ENOTCONN)`` ("Transport endpoint is not connected",
 what a dropped Drive mount gives):
 
-- ``fail_next(n)``: the next ``n`` operations under ``root`` fail, then it works again;
+- ``fail_next(n)``: the next ``n`` operations under ``root`` fail, then it works again; ``fail_next(n, only=f)``
+  counts only the operations on a path ``p`` with ``f(p)`` (e.g. the temp files of atomic writes);
 - ``down_when = callable``: every operation fails while ``callable()`` is true (a mount that is gone for a
   while, e.g. ``lambda: 2 <= trainer.step < 6``), ``down()`` / ``up()`` for a plain switch;
 - ``corrupt_reads(path, after=k)``: from the ``k+1``-th opening of ``path`` for reading on, the bytes read
@@ -49,6 +50,7 @@ class FlakyDrive:
         Path(root).mkdir(parents=True, exist_ok=True)
         self.root = Path(os.path.realpath(root))
         self.to_fail = 0
+        self.only = None
         self.down_when = None
         self.is_down = False
         self.failures = 0
@@ -91,8 +93,8 @@ class FlakyDrive:
         monkeypatch.setattr(os, "mkdir", guarded("mkdir", 0))
 
     # ---------------------------------------------------------------------------------------
-    def fail_next(self, n: int) -> None:
-        self.to_fail = n
+    def fail_next(self, n: int, only=None) -> None:
+        self.to_fail, self.only = n, only
 
     def down(self) -> None:
         self.is_down = True
@@ -120,10 +122,11 @@ class FlakyDrive:
         return Path(a) if a == root or a.startswith(root + os.sep) else None
 
     def _check(self, path) -> None:
-        if self._under(path) is None:
+        p = self._under(path)
+        if p is None:
             return
         failing = self.is_down or (self.down_when is not None and self.down_when())
-        if not failing and self.to_fail > 0:
+        if not failing and self.to_fail > 0 and (self.only is None or self.only(p)):
             self.to_fail -= 1
             failing = True
         if failing:

@@ -40,12 +40,23 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import quote, unquote, urlsplit
 
 USER = "tester"
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: a proxy ``http://127.0.0.1:<port>`` there is Kaggle offline (a real
+    refused connection, nothing patched)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 @dataclass

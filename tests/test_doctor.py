@@ -91,6 +91,26 @@ def test_roots_free_space_and_checkpoint_room(monkeypatch, tmp_path):
     assert not rep["ok"] and any("0.1 GB free" in p and "checkpoints need" in p for p in rep["problems"])
 
 
+def test_doctor_and_the_checkpoint_mirror_agree_on_what_is_on_drive(monkeypatch, tmp_path):
+    """One on-Drive rule (env.on_drive): doctor's roots say 'on Drive' exactly where checkpoint_dirs('auto')
+    mirrors; a Drive path with no Drive mounted is not on Drive for either."""
+    from mattingkit import env
+    from mattingkit.checkpoint import checkpoint_dirs
+
+    def both(path):
+        rep = _doctor(monkeypatch, "T4", overrides=[f"run.runs_root={path}"], tmp_path=None)
+        mirrored = checkpoint_dirs(load_config("default"), path / "run")[1] is not None
+        return rep["roots"]["runs"]["on_drive"], mirrored
+
+    assert both(env.COLAB_DRIVE / "x") == (False, False)     # not mounted on this machine
+    drive = tmp_path / "content" / "drive" / "MyDrive"
+    drive.mkdir(parents=True)
+    monkeypatch.setattr(env, "COLAB_DRIVE", drive)              # a mounted Drive
+    assert both(drive / "x") == (True, True)
+    for path in (tmp_path / "content" / "x", tmp_path / "content" / "drive" / "Shared" / "x", tmp_path / "x"):
+        assert both(path) == (False, False), path
+
+
 def test_colab_without_drive(monkeypatch, tmp_path):
     monkeypatch.setattr(dr.env, "drive_mounted", lambda: False)
     rep = _doctor(monkeypatch, "T4", environ={**ENV, "COLAB_RELEASE_TAG": "release-colab_2026"}, tmp_path=tmp_path)

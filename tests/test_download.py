@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from kaggle_fake_server import closed_port
 
 from mattingkit import kaggle as kg
 from mattingkit.data import download as dl
@@ -43,14 +43,6 @@ def all_files_text(root: Path, skip: set[Path] = frozenset()) -> str:
 def assert_no_secret(text: str, where: str) -> None:
     for name, value in FAKE.items():
         assert value not in text, f"credential {name} leaked into {where}"
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # ------------------------------------------------------------------------------------------

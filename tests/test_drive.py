@@ -104,6 +104,36 @@ def test_history_appends_wait_for_a_dead_mount_and_keep_their_order(tmp_path, mo
 
 
 # --------------------------------------------------------------------------------------------
+# the run folder's small files (config.yaml, metrics.json)
+# --------------------------------------------------------------------------------------------
+def _temp(path) -> bool:
+    """The temp files of the atomic writes: the writes fail, the reads before them work."""
+    return path.name.endswith(".tmp")
+
+
+def test_run_folder_records_are_written_through_a_drive_that_fails_3_times(tmp_path, monkeypatch):
+    from mattingkit.config import load_config
+    from mattingkit.run import read_metrics, save_run_config, saved_config, update_metrics
+
+    run = tmp_path / "drive" / "run"
+    flaky = FlakyDrive(tmp_path / "drive", monkeypatch)
+    run.mkdir()
+    flaky.fail_next(3, only=_temp)
+    assert save_run_config(load_config("demo"), run)
+    flaky.fail_next(3, only=_temp)
+    update_metrics(run, "04_inference", {"sad": 1.5})
+    flaky.fail_next(3, only=_temp)
+    assert save_run_config(load_config("demo", ["data.num_workers=1"]), run)   # a resume-safe change
+    assert flaky.failures == 9 and saved_config(run).data.num_workers == 1
+    assert read_metrics(run) == {"04_inference": {"sad": 1.5}}
+    flaky.fail_next(10**6, only=_temp)              # writes failing past the retries: the error, the file as it was
+    with pytest.raises(OSError, match="not connected"):
+        update_metrics(run, "04_inference", {"sad": 2.5})
+    flaky.fail_next(0)
+    assert read_metrics(run) == {"04_inference": {"sad": 1.5}} and not list(run.glob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------------------------
 # training through a Drive hiccup
 # --------------------------------------------------------------------------------------------
 def test_training_goes_on_through_a_dead_drive_and_catches_up(tmp_path, monkeypatch):

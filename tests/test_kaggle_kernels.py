@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,21 +17,13 @@ from mattingkit import kaggle
 from mattingkit.runner import point_name
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from kaggle_fake_server import USER, FakeKaggle  # noqa: E402
+from kaggle_fake_server import USER, FakeKaggle, closed_port  # noqa: E402
 
 pytest.importorskip("kaggle")
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "KTOKEN_m4n5b6v7c8x9z0"
 KEY = "KKEY_q1w2e3r4t5y6u7"
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture(scope="module")

@@ -231,6 +231,21 @@ def test_missing_dataset_folder_is_refused_before_the_run_starts(tmp_path, capsy
     assert not (tmp_path / "runs").exists()
 
 
+def test_missing_data_root_reads_the_same_from_the_cli_and_from_python(tmp_path, capsys):
+    """One rule (run.data_root_problem) behind ``mattingkit config`` and a run started from Python."""
+    from mattingkit.cli import main
+    from mattingkit.errors import InputNotFoundError
+
+    overrides = ["data.layout=folder", f"data.root={tmp_path / 'no_such_dataset'}",
+                 f"run.data_root={tmp_path / 'data'}"]
+    assert main(["config", *[w for o in overrides for w in ("--set", o)]]) == 4
+    cli_line = capsys.readouterr().err.strip().removeprefix("mattingkit config: ")
+    with pytest.raises(InputNotFoundError) as e:
+        run_pipeline("demo", overrides, name="bad", runs_root=tmp_path / "runs", notebooks=["01"])
+    assert cli_line == str(e.value) and "dataset folder not found" in cli_line
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_override_fails_in_the_notebook_with_a_clear_message(tmp_path, capsys):
     """An error only a notebook can find (here: a dataset folder without a single image pair) names the
     notebook, the cell and the error."""

@@ -5,17 +5,20 @@ GPU memory), :func:`load_model` / :func:`predictor_for` (a checkpoint or a class
 
 Settings and the device plan are normalised once at each entry (:func:`predict_folder`,
 :func:`predict_split`) and handed down settled to :func:`mattingkit.infer.core.run_passes`; the folder's
-producer rule is :mod:`mattingkit.infer.cache`'s.
+producer rule is :mod:`mattingkit.infer.cache`'s. A classical method (:func:`predictor_for`) goes through
+the same pipeline as a model; here the trimap as the alpha (a model's example: :func:`predict_folder`).
 
 Example:
-    >>> import tempfile, numpy as np, torch
-    >>> from mattingkit.io import write_png
-    >>> class Gray(torch.nn.Module):
-    ...     def forward(self, image, trimap):
-    ...         return {"alpha": image.mean(1, keepdim=True)}
-    >>> src = tempfile.mkdtemp(); _ = write_png(f"{src}/a.png", np.full((8, 8, 3), .5, np.float32))
-    >>> predict_folder(Gray(), src, tempfile.mkdtemp(), verbose=False).written
+    >>> import tempfile, numpy as np
+    >>> from mattingkit.io import read_alpha, write_png
+    >>> images, trimaps, out = tempfile.mkdtemp(), tempfile.mkdtemp(), tempfile.mkdtemp()
+    >>> _ = write_png(f"{images}/a.png", np.full((4, 4, 3), .5, np.float32))
+    >>> _ = write_png(f"{trimaps}/a.png", np.eye(4, dtype=np.float32))
+    >>> model, producer = predictor_for("trimap")
+    >>> predict_folder(model, images, out, trimaps, producer=producer, verbose=False).written
     ['a']
+    >>> bool((read_alpha(f"{out}/a.png") == np.eye(4)).all())
+    True
 """
 from __future__ import annotations
 

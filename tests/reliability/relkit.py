@@ -148,16 +148,13 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 # A tiny real Trainer (in-process, seconds): a 2-layer conv generator on synthetic 32x32 items
 # --------------------------------------------------------------------------------------------
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
 
-
-class TinyG(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(4, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 3, padding=1))
-
-    def forward(self, image, trimap):
-        return {"alpha": torch.sigmoid(self.net(torch.cat([image, trimap], 1)))}
+# The generator is the trainer tests' (tests/tinymodels.py). Only this process builds it (the children of
+# the suite run `python -m mattingkit` or their own scripts), and under pytest tests/ is on sys.path
+# already (tests/conftest.py's folder); appended here for a relkit imported some other way.
+if str(REPO / "tests") not in sys.path:
+    sys.path.append(str(REPO / "tests"))
+from tinymodels import TinyG  # noqa: E402
 
 
 class TinySet(torch.utils.data.Dataset):

@@ -37,6 +37,18 @@ def _files(root: Path, skip: set[Path] = frozenset()) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p not in skip]
 
 
+def _home_with_credential_files(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """``tmp_path/home`` holding both credential files (``~/.kaggle/kaggle.json``, ``~/.kaggle/access_token``):
+    ``(home, kaggle_json, token_file)``."""
+    home = tmp_path / "home"
+    (home / ".kaggle").mkdir(parents=True)
+    kaggle_json = home / ".kaggle" / "kaggle.json"
+    kaggle_json.write_text(json.dumps({"username": USER, "key": SECRETS["key_json"]}))
+    token_file = home / ".kaggle" / "access_token"
+    token_file.write_text(SECRETS["token_file"])
+    return home, kaggle_json, token_file
+
+
 def test_secret_forms_are_found_when_present(tmp_path):
     """The scanner itself: each encoding of a secret planted in a file is found (the guard for the
     tests below, which pass only when nothing is found)."""
@@ -89,12 +101,7 @@ def test_smoke_pipeline_with_every_credential_form_leaks_nothing(tmp_path, monke
     from mattingkit import kaggle as dl
     from mattingkit import runner
 
-    home = tmp_path / "home"
-    (home / ".kaggle").mkdir(parents=True)
-    kaggle_json = home / ".kaggle" / "kaggle.json"
-    kaggle_json.write_text(json.dumps({"username": USER, "key": SECRETS["key_json"]}))
-    token_file = home / ".kaggle" / "access_token"
-    token_file.write_text(SECRETS["token_file"])
+    home, kaggle_json, token_file = _home_with_credential_files(tmp_path)
     env = {"KAGGLE_USERNAME": USER, "KAGGLE_KEY": SECRETS["key_env"], "KAGGLE_API_TOKEN": SECRETS["token_env"]}
     # each form on its own is a credential the kit recognises
     assert dl.find_credentials(env, home=home).found
@@ -124,12 +131,7 @@ def test_kaggle_kernel_folder_pushed_notebook_and_pulled_outputs_leak_nothing(tm
     sys.path.insert(0, str(REPO / "tests"))
     from kaggle_fake_server import FakeKaggle
 
-    home = tmp_path / "home"
-    (home / ".kaggle").mkdir(parents=True)
-    kaggle_json = home / ".kaggle" / "kaggle.json"
-    kaggle_json.write_text(json.dumps({"username": USER, "key": SECRETS["key_json"]}))
-    token_file = home / ".kaggle" / "access_token"
-    token_file.write_text(SECRETS["token_file"])
+    home, kaggle_json, token_file = _home_with_credential_files(tmp_path)
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("base: demo\n")
     runs, work = tmp_path / "runs", tmp_path / "work"
