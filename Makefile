@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml constraints/ci.txt
 
 install: $(STAMP)
 
-## make demo: demo data + the whole 01 -> 05 pipeline headless on CPU -> submissions/demo.csv
+## make demo: demo data + notebooks headless on CPU: matting with trimaps (demo: 01 -> 04, runs/demo/), then
+## the competition recipe at demo size (demo_ecom, trimap-free: 01, 03, 05) -> submissions/demo_ecom.csv
 demo: $(STAMP)
-	$(BIN)/mattingkit run --config demo --name demo
+	$(BIN)/mattingkit run --config demo --name demo --notebooks 01 02 03 04
+	$(BIN)/mattingkit run --config demo_ecom --name demo_ecom --notebooks 01 03 05
 
 ## make test: lint (ruff, configured in pyproject.toml), then the test suite
 ## (exit code 5, "no tests collected", is an error here too)

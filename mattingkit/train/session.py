@@ -29,10 +29,9 @@ import weakref
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .. import __version__
+from .. import __version__, drive
 from .. import checkpoint as ckpt
 from ..config import Config
-from ..io import atomic_write_text
 from ..run import HISTORY_FILE, HistoryLog, default_run_dir, read_history, save_run_config
 from ..runlock import RunLock
 from .distributed import Dist
@@ -159,7 +158,7 @@ class Session:
         if not self.history_path.exists():
             return
         keep = [rec for rec in read_history(self.history_path) if rec.get("step", 0) <= step]
-        atomic_write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
+        drive.write_text(self.history_path, "".join(json.dumps(r) + "\n" for r in keep))
 
     def save_config(self) -> None:
         """``config.yaml`` (a no-op when the run folder already holds this config; main process)."""
@@ -169,7 +168,7 @@ class Session:
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         if self.dist.is_main:
-            atomic_write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
+            drive.write_text(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str))
             self.wrote(self.run_dir / SUMMARY_FILE)
 
     # ---------------------------------------------------------------------------------------
