@@ -449,8 +449,7 @@ class _SizeSpy(nn.Module):
 
 
 def test_max_side_predicts_on_a_downscaled_copy_and_returns_the_full_size(tmp_path):
-    from mattingkit.infer.core import upsample_alpha
-    from mattingkit.io import fit_side
+    from mattingkit.infer.core import resize_inputs, restore_alpha
 
     rng = np.random.default_rng(0)
     img = rng.random((300, 200, 3)).astype(np.float32)
@@ -461,8 +460,8 @@ def test_max_side_predicts_on_a_downscaled_copy_and_returns_the_full_size(tmp_pa
     a = predict(spy, img, tri, max_side=96, pad_margin=0)
     assert a.shape == (300, 200) and a.dtype == np.float32
     assert max(spy.sizes[0]) <= 96 + 32, spy.sizes          # the model saw ~96 px (plus the pad to 32), not 300
-    small = fit_side(img, 96)
-    expected = upsample_alpha(predict(_SizeSpy(), small, fit_side(tri, 96, nearest=True), pad_margin=0), (300, 200))
+    small, small_tri = resize_inputs(img, tri, (96, 64))
+    expected = restore_alpha(predict(_SizeSpy(), small, small_tri, pad_margin=0), (300, 200))
     unknown = tri == 0.5
     np.testing.assert_allclose(a[unknown], expected[unknown], atol=1e-6)
     assert (a[:20] == 0).all() and (a[-20:] == 1).all()     # known pixels exact at full size

@@ -34,7 +34,6 @@ from .. import device as devmod
 from ..config import InferConfig
 from ..device import HOST, DevicePlan, cudnn_benchmark, exact_numerics
 from ..errors import InputDataError
-from ..io import fit_side
 from ..models.alphagan import guides
 from ..tiling import GRID, TilingInfo, geometry_of, min_tile, tiled_predict
 from ..trimap import trimap_from_mask
@@ -320,34 +319,64 @@ def predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.n
         return _predict_batch(model, images, trimaps, s, plan, tiling_info)
 
 
-def upsample_alpha(alpha: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """An alpha bilinearly resized to ``hw`` and clipped to [0, 1] (a prediction made at a capped side, back
-    at its image's size).
+def capped_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """``(h, w)`` scaled so that the long side is ``max_side`` (never up; each side at least 1).
 
     Example:
-        >>> upsample_alpha(np.array([[0.0, 1.0]], np.float32), (2, 4)).round(2).tolist()
+        >>> capped_size(300, 200, 96), capped_size(50, 40, 96)
+        ((96, 64), (50, 40))
+    """
+    k = min(1.0, max_side / max(h, w))
+    return max(1, round(h * k)), max(1, round(w * k))
+
+
+def resize_inputs(image: np.ndarray, trimap: np.ndarray | None, size: tuple[int, int]
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """``image`` (uint8 or float) as float32 in [0, 1] resized to ``size`` (h, w; bilinear with antialiasing)
+    and ``trimap`` nearest (values kept in {0, .5, 1}): the inputs of a prediction made smaller.
+
+    Example:
+        >>> im, tri = resize_inputs(np.full((40, 60, 3), 255, np.uint8), np.full((40, 60), 128, np.uint8), (20, 30))
+        >>> im.shape, float(im.max()), tri.shape, sorted(set(tri.ravel().tolist()))
+        ((20, 30, 3), 1.0, (20, 30), [0.5])
+    """
+    f = torch.nn.functional
+    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]   # a copy: inputs may be read-only
+    x = x / 255 if image.dtype == np.uint8 else x
+    small = f.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0)
+    tri = None
+    if trimap is not None:
+        t = _trimap_to_device(np.asarray(trimap), HOST)[None, None]
+        tri = f.interpolate(t, size=size, mode="nearest-exact")[0, 0].numpy()
+    return small.clamp(0, 1).contiguous().numpy(), tri
+
+
+def restore_alpha(alpha: np.ndarray, hw: tuple[int, int], trimap: np.ndarray | None = None) -> np.ndarray:
+    """A prediction made at a smaller size, back at its image's size ``hw``: bilinear, clipped to [0, 1],
+    and the full-size ``trimap``'s known pixels exact (when given).
+
+    Example:
+        >>> restore_alpha(np.array([[0.0, 1.0]], np.float32), (2, 4)).round(2).tolist()
         [[0.0, 0.25, 0.75, 1.0], [0.0, 0.25, 0.75, 1.0]]
     """
     t = torch.from_numpy(np.ascontiguousarray(alpha, dtype=np.float32))[None, None]
-    t = torch.nn.functional.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False)
-    return t[0, 0].clamp(0, 1).numpy()
+    up = torch.nn.functional.interpolate(t, size=tuple(hw), mode="bilinear", align_corners=False)[0, 0]
+    up = up.clamp(0, 1).numpy()
+    if trimap is not None:   # the known-region clamp at full size (values checked as every trimap is)
+        known = _trimap_to_device(np.asarray(trimap), HOST).numpy()
+        up = np.where(known == 0.5, up, known).astype(np.float32)
+    return up
 
 
 def _at_max_side(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig,
                  plan: DevicePlan, tiling_info: TilingInfo | None) -> list[np.ndarray]:
-    """``infer.max_side``: predict on area-downscaled copies (trimaps nearest), the alphas resized back and
-    the given trimaps' known pixels kept exactly at full size."""
-    small = [fit_side(im, s.max_side) for im in images]
-    tris = [None if t is None else fit_side(t, s.max_side, nearest=True) for t in trimaps]
-    alphas = predict_batch(model, small, tris, dataclasses.replace(s, max_side=None), plan, tiling_info)
-    out = []
-    for a, im, t in zip(alphas, images, trimaps):
-        a = upsample_alpha(a, im.shape[:2])
-        if t is not None:   # the known-region clamp at full size (values checked as every trimap is)
-            known = _trimap_to_device(np.asarray(t), HOST).numpy()
-            a = np.where(known == 0.5, a, known).astype(np.float32)
-        out.append(a)
-    return out
+    """``infer.max_side``: predict on downscaled copies (:func:`resize_inputs`), the alphas brought back by
+    :func:`restore_alpha`."""
+    h, w = images[0].shape[:2]
+    small = [resize_inputs(im, t, capped_size(h, w, int(s.max_side))) for im, t in zip(images, trimaps)]
+    alphas = predict_batch(model, [im for im, _ in small], [t for _, t in small],
+                           dataclasses.replace(s, max_side=None), plan, tiling_info)
+    return [restore_alpha(a, (h, w), t) for a, t in zip(alphas, trimaps)]
 
 
 def _predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig,
@@ -527,5 +556,5 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
 __all__ = [
     "InferenceInputError", "PAD_MULTIPLE", "check_image", "check_trimap", "eval_mode", "infer_settings",
     "inference_plan", "padding", "predict", "predict_batch", "predict_passes", "resolve_context", "run_passes",
-    "upsample_alpha",
+    "capped_size", "resize_inputs", "restore_alpha",
 ]

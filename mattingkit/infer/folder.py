@@ -51,12 +51,13 @@ from ..tiling import geometry_of, oom_ladder
 from .cache import add_notes, baseline_producer, claim_prediction_dir, model_producer, module_producer, producer_record
 from .core import (
     InferenceInputError,
-    check_trimap,
     infer_settings,
     inference_plan,
     padding,
     predict_batch,
+    resize_inputs,
     resolve_context,
+    restore_alpha,
     run_passes,
 )
 
@@ -203,26 +204,12 @@ def _attempt(fn, *args: Any, **kwargs: Any) -> Any:
 
 def _downscaled(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig, plan: DevicePlan,
                 trimap_cfg: Any, size: tuple[int, int]) -> np.ndarray:
-    """The alpha of ``image`` predicted untiled at ``size`` (h, w; image bilinear with antialiasing, trimap
-    nearest), upsampled back bilinearly; the known-region clamp uses the full-size trimap."""
-    f = torch.nn.functional
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    x = x / 255 if image.dtype == np.uint8 else x
-    small = f.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0)
-    tri = None
-    if trimap is not None:
-        t = torch.from_numpy(np.asarray(trimap, np.float32) / (255 if trimap.dtype == np.uint8 else 1))[None, None]
-        tri = (f.interpolate(t, size=size, mode="nearest-exact")[0, 0] * 2).round() / 2
+    """The alpha of ``image`` predicted untiled at ``size`` (h, w; :func:`~mattingkit.infer.core.resize_inputs`),
+    brought back by :func:`~mattingkit.infer.core.restore_alpha` (the full-size trimap's known pixels exact)."""
+    small, tri = resize_inputs(image, trimap, size)
     s_small = dataclasses.replace(s, pixel_budget=max(int(s.pixel_budget), size[0] * size[1]))
-    alpha = run_passes(model, small.clamp(0, 1).numpy(), None if tri is None else tri.numpy(), s_small, plan,
-                       trimap_cfg=trimap_cfg)["alpha"]
-    up = f.interpolate(torch.from_numpy(alpha)[None, None], size=image.shape[:2], mode="bilinear",
-                       align_corners=False)[0, 0].clamp(0, 1).numpy()
-    if trimap is not None:
-        known = check_trimap(trimap, image.shape[:2]).astype(np.float32) / (255 if trimap.dtype == np.uint8 else 1)
-        known = np.round(known * 2) / 2
-        up = np.where(known == 0.5, up, known).astype(np.float32)
-    return up
+    alpha = run_passes(model, small, tri, s_small, plan, trimap_cfg=trimap_cfg)["alpha"]
+    return restore_alpha(alpha, image.shape[:2], trimap)
 
 
 def _predict_with_oom_retry(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig,

@@ -41,7 +41,7 @@ def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device,
     ``[n, sad, mse, grad, conn, competition_mse]`` (float64), and up to :data:`GRID_ITEMS`
     ``(image, trimap, gt, prediction)`` tensors for a picture."""
     from ..infer import predict
-    from ..infer.core import upsample_alpha
+    from ..infer.core import restore_alpha
     from ..metrics import EmptyUnknownWarning, competition_mse, compute_metrics
 
     sums = torch.zeros(6, dtype=torch.float64)
@@ -56,7 +56,7 @@ def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device,
         if full:  # capped: measure at full resolution (the definition notebook 04 uses)
             gt = full["alpha_full"].reshape(full["alpha_full"].shape[-2:]).float().numpy()
             trimap = full["trimap_full"].reshape(full["trimap_full"].shape[-2:]).float().numpy()
-            pred = upsample_alpha(pred, gt.shape)
+            pred = restore_alpha(pred, gt.shape)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmptyUnknownWarning)  # an all-known trimap counts 0, as in 04
             m = compute_metrics(pred, gt, trimap)
