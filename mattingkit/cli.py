@@ -389,9 +389,10 @@ def _kernel_settings(args) -> dict:
 def _kaggle_push(args) -> int:
     from . import kaggle
     from .run import resolve_run, runs_root
+    from .runner import check_notebook_parameters
 
-    parse_params(args.params)   # NAME=VALUE syntax, checked here as `mattingkit run` would
     cfg, run_dir = resolve_run(args.config, args.overrides, args.name, None, args.smoke)   # config errors: no push
+    check_notebook_parameters(parse_params(args.params), args.notebooks)   # as `mattingkit run` checks them
     kr = kaggle.kernel_run_from_config(cfg, args.config, run_dir.name, overrides=list(args.overrides),
                                        params=list(args.params), smoke=args.smoke, notebooks=args.notebooks,
                                        **_kernel_settings(args))
@@ -462,7 +463,8 @@ def _add_kaggle_parsers(sub) -> None:
     p = ks.add_parser("push", help="push a run as a Kaggle kernel (validated here first; prints its URL)")
     _add_config_args(p)
     p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                   help="a notebook parameter passed to `mattingkit run --param`, repeatable")
+                   help="a notebook parameter passed to `mattingkit run --param`, repeatable; checked here "
+                        "(an unknown name: nothing is pushed)")
     p.add_argument("--name", required=True, help="run name: runs/NAME/ in the kernel's output and here")
     p.add_argument("--smoke", action="store_true", help="tiny budgets everywhere")
     p.add_argument("--notebooks", nargs="*", default=None, help="subset, e.g. 01 02 (default: all five)")

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import run
-from .io import atomic_write_text
+from . import drive, run
 from .run import NB_INFER, RunContext, round4, update_metrics
 
 #: The classical rows of the real-set table (:mod:`mattingkit.baselines` methods) and their labels.
@@ -148,7 +147,7 @@ def evaluate_real_set(ctx: RunContext, checkpoint: str = "best", limit: int | No
         notes += [f"{METHOD_LABELS.get(m, m)}: {t}" for t in n]
     tables, csv, score_notes = _score(rows, dirs)
     notes += score_notes
-    atomic_write_text(ctx.path("metrics_real.csv"), csv.to_csv(index=False))
+    drive.write_text(ctx.path("metrics_real.csv"), csv.to_csv(index=False))
     print(f"real set: {len(rows)} photos from {ctx.cfg.data.eval_root} (official metrics on the trimaps' "
           f"unknown region; lower is better)\n{real_set_table({'table': tables}).to_string()}")
     for n in notes:

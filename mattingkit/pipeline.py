@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from . import env, evaluation, run
+from . import drive, env, evaluation, run
 from .evaluation import evaluate_real_set, real_set_rows, real_set_table  # notebook 04 (real photos)
-from .io import atomic_write_bytes, atomic_write_text, png_bytes
+from .io import atomic_write_bytes, png_bytes
 from .run import NB_DATA, NB_INFER, NB_SUBMIT, NB_TRAIN, NB_TRIMAP, RunContext, update_metrics
 from .viz import show
 
@@ -119,7 +119,7 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
                           "item (training synthesises trimaps)")
     save_figure(fig, ctx.path("data_samples.png"))
     values["seconds"] = _seconds(t0)
-    atomic_write_text(ctx.path("data_report.md"), data_report_md(values, report))
+    drive.write_text(ctx.path("data_report.md"), data_report_md(values, report))
     update_metrics(ctx.run_dir, NB_DATA, values)
     return values
 
@@ -348,7 +348,7 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     built = build_submission(res.out_dir, run_csv, sample_csv=sample, test_dir=test_dir, size=cfg.submission.size)
     check = validate_submission(run_csv, test_dir=test_dir, sample_csv=sample, size=cfg.submission.size)
     print(check.summary())
-    atomic_write_text(ctx.path("submission_validation.txt"), check.summary() + "\n")
+    drive.write_text(ctx.path("submission_validation.txt"), check.summary() + "\n")
     final = publish(run_csv, submission_destination(ctx, submission_dir)) if copy else None
     if final:
         print(f"submission: {final}")

@@ -18,7 +18,9 @@ predictions. Everything that decides *where* something is lives here:
   :func:`ensure_manifest` / :func:`load_manifest` (``data.manifest``, else ``manifest.csv`` scanned into
   the run folder when missing);
 - :func:`read_metrics` / :func:`update_metrics` (``metrics.json``), :func:`read_history` and
-  :class:`HistoryLog` (``metrics.jsonl``: appends that survive a Google Drive hiccup).
+  :class:`HistoryLog` (``metrics.jsonl``: appends that survive a Google Drive hiccup). The folder's records
+  are read and written through :mod:`mattingkit.drive`'s retries; a read that keeps failing raises, naming
+  the file, and is never taken for a missing file (which would make valid records look stale).
 
 Example:
     >>> import tempfile
@@ -34,7 +36,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import drive, env
 from .config import DEFAULT_CONFIG, Config, apply_overrides, load_config, to_yaml
@@ -223,10 +225,32 @@ def config_changes(old: Config, new: Config) -> dict[str, tuple[Any, Any]]:
     return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
+def _read_record(path: Path, read: Callable[[Path], Any] | None = None) -> Any:
+    """``read(path)`` (default: the file's text) of a record of the run folder, or None when the file does
+    not exist. The folder may be on Google Drive: a transient error is retried (:func:`mattingkit.drive.retry`)
+    and a read that keeps failing raises a :class:`~mattingkit.errors.RunStateError` naming the file, never
+    taken for a missing file (that would drop valid records: :func:`prune_stale_records`)."""
+    def once(p: Path) -> Any:
+        if read is None:
+            return p.read_text(encoding="utf-8")
+        return read(p) if p.is_file() else None
+
+    try:
+        return drive.retry(once, path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as e:
+        from .errors import RunStateError
+
+        why = (f", also after {len(drive.RETRY_DELAYS_S)} retries (a Google Drive hiccup? Run the same command "
+               "again when the mount answers)" if drive.is_transient(e) else "")
+        raise RunStateError(f"{path}: could not be read ({type(e).__name__}: {e.strerror or e}){why}; not taken "
+                            "for a missing file, so no record was removed") from e
+
+
 def saved_config(run_dir: PathLike) -> Config | None:
-    """The run folder's ``config.yaml`` (None when there is none)."""
-    path = Path(run_dir) / CONFIG_FILE
-    return load_config(path) if path.is_file() else None
+    """The run folder's ``config.yaml`` (None when there is none; a read that keeps failing raises)."""
+    return _read_record(Path(run_dir) / CONFIG_FILE, load_config)
 
 
 def _present(run_dir: Path, patterns: Iterable[str]) -> list[Path]:
@@ -309,11 +333,9 @@ def save_run_config(cfg: Config, run_dir: PathLike, fresh: bool = False) -> bool
     run_dir = Path(run_dir)
     path = run_dir / CONFIG_FILE
     text = to_yaml(cfg)
-    try:
-        same = path.read_text(encoding="utf-8") == text
-    except OSError:
-        same = False
-    old = saved_config(run_dir) if path.is_file() else None
+    on_disk = _read_record(path)
+    same = on_disk == text
+    old = saved_config(run_dir) if on_disk is not None else None
     changes = config_changes(old, cfg) if old is not None else {}
     if fresh:
         removed = clear_run_outputs(run_dir)
@@ -549,9 +571,9 @@ def count_backgrounds(cfg: Config) -> int | None:
 # Records: metrics.json (one section per notebook) and metrics.jsonl (the training history)
 # --------------------------------------------------------------------------------------------
 def read_metrics(run_dir: PathLike) -> dict[str, Any]:
-    """``run_dir/metrics.json`` as a dict (empty when absent)."""
-    p = Path(run_dir) / METRICS_FILE
-    return json.loads(p.read_text(encoding="utf-8")) if p.exists() else {}
+    """``run_dir/metrics.json`` as a dict (empty when absent; a read that keeps failing raises)."""
+    text = _read_record(Path(run_dir) / METRICS_FILE)
+    return json.loads(text) if text is not None else {}
 
 
 def _section_notebook(section: str) -> str | None:
@@ -562,8 +584,9 @@ def _section_notebook(section: str) -> str | None:
 def section_inputs(run_dir: PathLike, section: str) -> dict[str, Any] | None:
     """What a notebook section of ``metrics.json`` is computed from, beyond the keys a run folder never
     changes: the values of the :data:`RESUME_SAFE` keys up to its notebook, and from notebook 03 on the
-    SHA-256 of ``checkpoints/{last,best}.pt`` (their sidecars). None for a section that is not a
-    notebook's (``NN_...``) or a folder without ``config.yaml``."""
+    SHA-256 of ``checkpoints/{last,best}.pt`` (their sidecars; None for a missing or unparsable one). None
+    for a section that is not a notebook's (``NN_...``) or a folder without ``config.yaml``. A file that
+    cannot be read (after the Drive retries) raises: an unknown input is not a changed one."""
     nb = _section_notebook(section)
     cfg = saved_config(run_dir) if nb else None
     if cfg is None:
@@ -575,18 +598,20 @@ def section_inputs(run_dir: PathLike, section: str) -> dict[str, Any] | None:
             inputs[key] = value
     if nb >= "03":
         for name in ("last.pt", "best.pt"):
-            side = Path(run_dir) / "checkpoints" / f"{name}.json"
+            text = _read_record(Path(run_dir) / "checkpoints" / f"{name}.json")
             try:
-                inputs[f"checkpoints/{name}"] = json.loads(side.read_text(encoding="utf-8")).get("sha256")
-            except (OSError, ValueError):
+                inputs[f"checkpoints/{name}"] = json.loads(text).get("sha256") if text is not None else None
+            except (ValueError, AttributeError):   # a sidecar that does not verify: no checkpoint to tie to
                 inputs[f"checkpoints/{name}"] = None
     return jsonable(inputs)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON record of the run folder; {} when missing or unparsable (a read that keeps failing raises)."""
+    text = _read_record(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return json.loads(text) if text is not None else {}
+    except ValueError:
         return {}
 
 

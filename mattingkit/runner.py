@@ -178,6 +178,39 @@ def notebook_parameters(path: str | os.PathLike) -> list[str]:
     return list(pm.inspect_notebook(str(path)))
 
 
+def check_notebook_parameters(names: Iterable[str], notebooks: Iterable[str] | None = None,
+                              notebooks_dir: str | os.PathLike | None = None) -> dict[str, set[str]]:
+    """The names each selected notebook declares (``{notebook: names}``, from this checkout's notebooks),
+    once every one of ``names`` is declared by one of them. The one check of notebook parameters, made
+    before anything is written or pushed by ``mattingkit run --param``, ``kaggle push --param`` and a sweep
+    file's ``parameters`` (local or ``--on kaggle``): the names none declares are one
+    :class:`~mattingkit.errors.UsageError` listing them all, each with its closest declared name.
+
+    Example:
+        >>> sorted(check_notebook_parameters(["n_preview"], ["01"])["01_data_download"])[:3]
+        ['check_network', 'config', 'download']
+        >>> check_notebook_parameters(["n_previe", "n_show"], ["01"])
+        Traceback (most recent call last):
+        ...
+        mattingkit.errors.UsageError: parameter(s) n_previe (did you mean n_preview?), n_show are declared by none of the notebooks 01_data_download (theirs: check_network, download, n_preview)
+    """
+    import difflib
+
+    src_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
+    selected = select_notebooks(notebooks)
+    declared = {nb: set(notebook_parameters(src_dir / f"{nb}.ipynb")) for nb in selected}
+    unknown = sorted({k for k in names if not any(k in d for d in declared.values())})
+    if unknown:
+        theirs = sorted(set().union(*declared.values()) - set(COMMON_PARAMETERS))
+        said = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, theirs, n=1, cutoff=0.6)
+            said.append(f"{k} (did you mean {close[0]}?)" if close else k)
+        raise UsageError(f"parameter(s) {', '.join(said)} are declared by none of the notebooks "
+                         f"{', '.join(selected)} (theirs: {', '.join(theirs) or 'none'})")
+    return declared
+
+
 @contextlib.contextmanager
 def _environ(**values: str):
     """Set environment variables for the kernels papermill starts (they inherit ``os.environ``)."""
@@ -210,7 +243,7 @@ def run_pipeline(config: str | os.PathLike | Config = DEFAULT_CONFIG, overrides:
     so credentials come from environment variables, never from parameters.
 
     Nothing is written before the arguments are checked: the config and overrides (``load_config``),
-    the notebook parameters (names no notebook declares), the background folder
+    the notebook parameters (names no notebook declares: :func:`check_notebook_parameters`), the background folder
     (:func:`mattingkit.data.layouts.check_backgrounds`) and the run lock (another live process on this
     run folder -> :class:`~mattingkit.errors.RunStateError`; ``force`` takes the lock over, and is
     passed on as the ``force`` parameter to the notebooks that declare it). The run folder then gets
@@ -231,11 +264,8 @@ def run_pipeline(config: str | os.PathLike | Config = DEFAULT_CONFIG, overrides:
     cfg, run_dir = resolve_run(config, overrides, name, runs_root, smoke)   # raises before any write
     src_dir = (Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()).resolve()
     selected = select_notebooks(notebooks)
-    declared = {nb: set(notebook_parameters(src_dir / f"{nb}.ipynb")) for nb in selected}
     extra = dict(parameters or {})
-    unknown = sorted(k for k in extra if not any(k in d for d in declared.values()))
-    if unknown:
-        raise UsageError(f"parameter(s) {unknown} are declared by none of the notebooks {selected}")
+    declared = check_notebook_parameters(extra, selected, src_dir)
     if force:
         extra.setdefault("force", True)
     if fresh:
@@ -549,7 +579,8 @@ def run_sweep(grid_yaml: str | os.PathLike, runs_root: str | os.PathLike | None 
 
 def _read_sweep(grid_yaml: str | os.PathLike) -> tuple[dict[str, Any], str, str]:
     """A sweep file read and checked for both sweeps (local and Kaggle): its spec (:func:`load_sweep`, the
-    grid validated against the base config), the sweep folder's name and the base config (a config file
+    grid validated against the base config, the ``parameters`` against the notebooks:
+    :func:`check_notebook_parameters`), the sweep folder's name and the base config (a config file
     named relative to the sweep file resolved against it)."""
     spec = load_sweep(grid_yaml)
     name = safe_name(spec.get("name") or Path(grid_yaml).stem)
@@ -558,6 +589,7 @@ def _read_sweep(grid_yaml: str | os.PathLike) -> tuple[dict[str, Any], str, str]
     if Path(str(config)).suffix and not Path(str(config)).is_absolute() and cfg_path.exists():
         config = str(cfg_path.resolve())  # a config file named relative to the sweep file
     validate_grid(spec["grid"], metric=spec.get("metric"), config=config, overrides=list(spec.get("overrides") or []))
+    check_notebook_parameters(sweep_parameters(spec), spec.get("notebooks"))
     return spec, name, config
 
 

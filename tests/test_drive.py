@@ -133,6 +133,84 @@ def test_run_folder_records_are_written_through_a_drive_that_fails_3_times(tmp_p
     assert read_metrics(run) == {"04_inference": {"sad": 1.5}} and not list(run.glob(".*.tmp"))
 
 
+def _trained_run(run, flaky):
+    """A run folder as notebooks 01, 03 and 04 leave it: config, checkpoints, three sections, their files."""
+    from mattingkit.config import load_config
+    from mattingkit.run import save_run_config, update_metrics
+
+    flaky.fail_next(0)
+    save_run_config(load_config("demo"), run)
+    for name in ("last.pt", "best.pt"):
+        ckpt.save_checkpoint({"step": 5}, run / "checkpoints" / name)
+    update_metrics(run, "01_data_download", {"images": 6})
+    update_metrics(run, "03_train_gan", {"steps": 5})
+    update_metrics(run, "04_inference", {"sad": 1.5})
+    for name in ("curves.png", "metrics_val.csv", "comparison.png"):
+        (run / name).write_bytes(b"x")
+    return {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def _named(*names):
+    return lambda path: path.name in names
+
+
+def test_run_folder_records_are_read_through_a_drive_that_fails_3_times(tmp_path, monkeypatch):
+    """A read that fails a few times (ENOTCONN) is tried again: no valid section of metrics.json nor its
+    files is taken for stale, and save_run_config sees the saved config (refuses a change to training)."""
+    from mattingkit.config import load_config
+    from mattingkit.run import prune_stale_records, read_metrics, save_run_config, update_metrics
+
+    run = tmp_path / "drive" / "run"
+    flaky = FlakyDrive(tmp_path / "drive", monkeypatch)
+    run.mkdir()
+    files = _trained_run(run, flaky)
+    sections = read_metrics(run)
+    for name in ("last.pt.json", "best.pt.json", "metrics_inputs.json", "metrics.json", "config.yaml"):
+        flaky.failures = 0
+        flaky.fail_next(3, only=_named(name))
+        assert prune_stale_records(run) == [] and flaky.failures == 3, name
+        assert read_metrics(run) == sections, name
+    flaky.fail_next(3, only=_named("metrics_inputs.json"))     # an update reads the inputs of every section
+    update_metrics(run, "04_inference", {"mse": 0.01})
+    assert read_metrics(run)["04_inference"] == {"sad": 1.5, "mse": 0.01}
+    assert read_metrics(run)["03_train_gan"] == {"steps": 5}
+    flaky.fail_next(3, only=_named("config.yaml"))
+    assert save_run_config(load_config("demo"), run) is False   # the same config: nothing to write
+    flaky.fail_next(3, only=_named("config.yaml"))
+    with pytest.raises(RunStateError, match=r"train.lr_g: 0.001 -> 0.0005"):
+        save_run_config(load_config("demo", ["train.lr_g=5e-4"]), run)
+    flaky.fail_next(0)
+    now = {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    assert {k: v for k, v in now.items() if k.name not in ("metrics.json", "metrics_inputs.json")} == \
+        {k: v for k, v in files.items() if k.name not in ("metrics.json", "metrics_inputs.json")}
+
+
+def test_run_folder_records_unreadable_past_the_retries_raise_and_nothing_is_deleted(tmp_path, monkeypatch):
+    """A read that keeps failing is not a missing file: one line naming the file (a RunStateError, exit 6),
+    and the run folder exactly as it was."""
+    from mattingkit.config import load_config
+    from mattingkit.run import prune_stale_records, save_run_config, update_metrics
+
+    run = tmp_path / "drive" / "run"
+    flaky = FlakyDrive(tmp_path / "drive", monkeypatch)
+    run.mkdir()
+    files = _trained_run(run, flaky)
+    for name in ("last.pt.json", "metrics_inputs.json", "metrics.json", "config.yaml"):
+        flaky.fail_next(10**6, only=_named(name))
+        with pytest.raises(RunStateError, match=rf"{name}: could not be read .*not connected") as err:
+            prune_stale_records(run)
+        assert "\n" not in str(err.value)
+        flaky.fail_next(10**6, only=_named(name))
+        with pytest.raises(RunStateError, match=rf"{name}: could not be read"):
+            update_metrics(run, "04_inference", {"sad": 9.5})
+        flaky.fail_next(0)
+    flaky.fail_next(10**6, only=_named("config.yaml"))
+    with pytest.raises(RunStateError, match=r"config.yaml: could not be read"):
+        save_run_config(load_config("demo", ["train.steps=99"]), run, fresh=True)
+    flaky.fail_next(0)
+    assert {p.relative_to(run): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == files
+
+
 # --------------------------------------------------------------------------------------------
 # training through a Drive hiccup
 # --------------------------------------------------------------------------------------------

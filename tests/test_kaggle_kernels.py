@@ -112,6 +112,29 @@ def test_config_errors_and_the_p100_caveat_stop_before_any_push(no_network, monk
     assert not (tmp_path / "r").exists()
 
 
+def test_unknown_notebook_parameters_are_refused_before_any_push(world, tmp_path):
+    """`kaggle push --param` and a sweep file's `parameters` are checked here against the notebooks the run
+    selects, as `mattingkit run` checks them: every unknown name in one line, exit 2, no request to Kaggle
+    (the fake server sees none) and nothing written."""
+    fk = world["fk"]
+    runs = tmp_path / "runs"
+    push = ["kaggle", "push", "--config", "demo", "--smoke", "--repo", "https://example.org/mk.git",
+            "--runs-root", runs, "--name", "badparam"]
+    start = len(fk.requests)
+    err = one_line_error(mk(world, *push, "--param", "n_previe=1", "--param", "n_preview=2", "--param", "n_shw=3"),
+                         2, "n_previe", "did you mean n_preview?", "n_shw", "declared by none")
+    assert "'n_preview'" not in err.split("declared")[0]             # a known name is not reported
+    # n_show is notebook 05's: with --notebooks 01 04 it is declared by none of the selected ones
+    one_line_error(mk(world, *push, "--notebooks", "01", "04", "--param", "n_show=2"), 2, "n_show", "04_inference")
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: badsweep\nconfig: demo\nsmoke: true\nnotebooks: ['01', '04']\n"
+                    "parameters: {n_preview: 1, real_limt: 2, n_show: 1}\ngrid:\n  train.lr_g: [1.0e-4, 2.0e-4]\n")
+    sweep = mk(world, "sweep", grid, "--on", "kaggle", "--poll", "0.05", "--repo", "https://example.org/mk.git",
+               "--runs-root", runs)
+    one_line_error(sweep, 2, "real_limt", "did you mean real_limit?", "n_show")
+    assert fk.requests[start:] == [] and not runs.exists()
+
+
 # ------------------------------------------------------------------------------------------------
 # errors: one line, non-zero exit
 # ------------------------------------------------------------------------------------------------

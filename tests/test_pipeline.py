@@ -200,3 +200,26 @@ def test_summary_table_headlines(trained):
     assert f"SAD={float(m[pipeline.NB_INFER]['sad']):.4g}," in lines[pipeline.NB_INFER]
     assert lines[pipeline.NB_DATA].startswith("items=")
     assert "lower is better" in text
+
+
+def test_run_folder_reports_are_written_through_a_drive_that_fails_3_times(trained, monkeypatch, tmp_path):
+    """data_report.md (01), metrics_real.csv (04) and submission_validation.txt (05) are run-folder files
+    too: their writes go through the Drive retry (drive.write_text), so a mount that fails 3 times (the
+    stand-in Drive of tests/flakydrive.py, here the run folder) does not stop the notebook."""
+    from flakydrive import FlakyDrive
+
+    from mattingkit import drive
+
+    monkeypatch.setattr(drive, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    real = run.prepare_run(trained.cfg, [f"data.eval_root={_demo_alphamatting(trained, tmp_path / 'am', n=1)}"],
+                           "pipe", trained.run_dir.parent, save=False)
+    flaky = FlakyDrive(trained.run_dir, monkeypatch)
+    steps = {"data_report.md": lambda: pipeline.prepare_data(trained, n_preview=1, download=False),
+             "metrics_real.csv": lambda: pipeline.evaluate_real_set(real, limit=1, n_preview=1),
+             "submission_validation.txt": lambda: pipeline.make_submission(trained, n_show=1, copy=False)}
+    for name, step in steps.items():
+        trained.path(name).unlink(missing_ok=True)
+        flaky.failures = 0
+        flaky.fail_next(3, only=lambda p, name=name: p.name.startswith(f".{name}.") and p.name.endswith(".tmp"))
+        step()
+        assert flaky.failures == 3 and trained.path(name).read_text().strip(), name

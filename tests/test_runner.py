@@ -135,6 +135,10 @@ def test_sweep_grid_is_checked_before_anything_runs_or_is_written(tmp_path, monk
     grid.write_text("name: bad\ngrid: {train.steps: [1]}\nmode: best\nmetrc: x\n")
     with pytest.raises(ValueError, match="metrc.*mode 'best'"):
         run_sweep(grid, runs_root=tmp_path / "runs")
+    grid.write_text("name: bad\nnotebooks: ['01']\nparameters: {n_previe: 1, n_show: 2}\ngrid: {train.steps: [1]}\n")
+    with pytest.raises(ValueError, match=r"n_previe \(did you mean n_preview\?\), n_show are declared by none"):
+        run_sweep(grid, runs_root=tmp_path / "runs")    # every unknown name at once, no point run
+    assert not (tmp_path / "runs").exists()
 
 
 def test_refused_run_writes_nothing(tmp_path, capsys):
