@@ -94,7 +94,7 @@ def ensure_data(ctx: RunContext, download: bool = True) -> dict[str, str]:
 def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> dict[str, Any]:
     """Notebook 01: data available -> ``manifest.csv`` (validated, split by foreground identity),
     ``manifest_test.csv`` (competition test images, when configured), ``data_report.md`` and
-    ``data_samples.png`` in the run folder. Returns (and records) counts, sizes and problems.
+    ``data_samples.png`` (``n_preview`` samples; none for 0) in the run folder. Returns (and records) counts, sizes and problems.
     """
     from .data.manifest import pick_rows, write_manifest
     from .data.report import data_report_md, data_summary
@@ -114,10 +114,11 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
         "backgrounds": run.count_backgrounds(cfg), "test_images": None if test is None else int(len(test)),
         "made_available": made,
     }
-    fig = manifest_figure(pick_rows(df, n_preview, prefer="train"), f"Data samples ({cfg.data.layout} layout)",
-                          max_side=PREVIEW_SIDE, footnote="a plain mid-gray trimap: the dataset has none for that "
-                          "item (training synthesises trimaps)")
-    save_figure(fig, ctx.path("data_samples.png"))
+    if n_preview > 0:   # n_preview=0: no figure
+        fig = manifest_figure(pick_rows(df, n_preview, prefer="train"), f"Data samples ({cfg.data.layout} layout)",
+                              max_side=PREVIEW_SIDE, footnote="a plain mid-gray trimap: the dataset has none for "
+                              "that item (training synthesises trimaps)")
+        save_figure(fig, ctx.path("data_samples.png"))
     values["seconds"] = _seconds(t0)
     drive.write_text(ctx.path("data_report.md"), data_report_md(values, report))
     update_metrics(ctx.run_dir, NB_DATA, values)
