@@ -169,6 +169,10 @@ def select_notebooks(notebooks: Iterable[str] | None) -> list[str]:
 
 #: Parameters every notebook declares (the rest are notebook-specific, see each ``parameters`` cell).
 COMMON_PARAMETERS = ("config", "overrides", "run_name", "runs_root", "smoke")
+#: The option (CLI; a sweep file's key) that sets each common parameter: never a ``--param``, which would
+#: override the run's own value behind its config.
+COMMON_SET_BY = {"config": "--config", "overrides": "--set", "run_name": "--name", "runs_root": "--runs-root",
+                 "smoke": "--smoke"}
 
 
 def notebook_parameters(path: str | os.PathLike) -> list[str]:
@@ -193,21 +197,30 @@ def check_notebook_parameters(names: Iterable[str], notebooks: Iterable[str] | N
         Traceback (most recent call last):
         ...
         mattingkit.errors.UsageError: parameter(s) n_previe (did you mean n_preview?), n_show are declared by none of the notebooks 01_data_download (theirs: check_network, download, n_preview)
+        >>> check_notebook_parameters(["config"], ["01"])
+        Traceback (most recent call last):
+        ...
+        mattingkit.errors.UsageError: parameter config is set by --config, not as a notebook parameter
     """
     import difflib
 
     src_dir = Path(notebooks_dir) if notebooks_dir else repo_notebooks_dir()
     selected = select_notebooks(notebooks)
     declared = {nb: set(notebook_parameters(src_dir / f"{nb}.ipynb")) for nb in selected}
-    unknown = sorted({k for k in names if not any(k in d for d in declared.values())})
+    names = set(names)
+    common = sorted(names & set(COMMON_PARAMETERS))
+    unknown = sorted(k for k in names - set(common) if not any(k in d for d in declared.values()))
+    problems = [f"parameter {k} is set by {COMMON_SET_BY[k]}, not as a notebook parameter" for k in common]
     if unknown:
         theirs = sorted(set().union(*declared.values()) - set(COMMON_PARAMETERS))
         said = []
         for k in unknown:
             close = difflib.get_close_matches(k, theirs, n=1, cutoff=0.6)
             said.append(f"{k} (did you mean {close[0]}?)" if close else k)
-        raise UsageError(f"parameter(s) {', '.join(said)} are declared by none of the notebooks "
-                         f"{', '.join(selected)} (theirs: {', '.join(theirs) or 'none'})")
+        problems.append(f"parameter(s) {', '.join(said)} are declared by none of the notebooks "
+                        f"{', '.join(selected)} (theirs: {', '.join(theirs) or 'none'})")
+    if problems:
+        raise UsageError("; ".join(problems))
     return declared
 
 

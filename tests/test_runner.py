@@ -139,6 +139,14 @@ def test_sweep_grid_is_checked_before_anything_runs_or_is_written(tmp_path, monk
     with pytest.raises(ValueError, match=r"n_previe \(did you mean n_preview\?\), n_show are declared by none"):
         run_sweep(grid, runs_root=tmp_path / "runs")    # every unknown name at once, no point run
     assert not (tmp_path / "runs").exists()
+    # a common parameter through `parameters` would override the run's own value behind its config
+    grid.write_text("name: bad\nnotebooks: ['01']\nparameters: {config: ecom, smoke: true, n_previe: 1}\n"
+                    "grid: {train.steps: [1]}\n")
+    with pytest.raises(ValueError) as ei:
+        run_sweep(grid, runs_root=tmp_path / "runs")
+    assert "parameter config is set by --config" in str(ei.value) and "parameter smoke is set by --smoke" in \
+        str(ei.value) and "n_previe (did you mean n_preview?)" in str(ei.value)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_refused_run_writes_nothing(tmp_path, capsys):
