@@ -468,6 +468,8 @@ def test_max_side_predicts_on_a_downscaled_copy_and_returns_the_full_size(tmp_pa
     # an image already within max_side is predicted as it is; the uint8 trimap takes the same clamp
     np.testing.assert_array_equal(predict(spy, small, max_side=96), predict(spy, small))
     np.testing.assert_array_equal(predict(spy, img, (tri * 255).round().astype(np.uint8), max_side=96, pad_margin=0), a)
+    with pytest.raises(InferenceInputError, match="max_side"):
+        predict(spy, img, max_side=0)
     # the folder path and the producer record carry it
     write_png(tmp_path / "in" / "0001.png", img)
     rep = predict_folder(spy, tmp_path / "in", tmp_path / "out", max_side=96, verbose=False)

@@ -85,6 +85,8 @@ def _check_settings(s: InferConfig) -> None:
             or (not isinstance(s.tile_overlap, str) and s.tile_overlap < 0)):
         raise InferenceInputError("pixel_budget, tile_size and batch_size must be >= 1, tile_overlap, tile_stats_passes and "
                                   "pad_margin >= 0")
+    if s.max_side is not None and (isinstance(s.max_side, bool) or int(s.max_side) < 1):
+        raise InferenceInputError(f"max_side must be a side >= 1 px or None (full size), got {s.max_side!r}")
 
 
 def check_image(image: Any) -> np.ndarray:
