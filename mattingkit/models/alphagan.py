@@ -68,7 +68,7 @@ Example:
     >>> cf = AlphaGANGenerator.from_config(ModelConfig(backbone="resnet18", pretrained=False, guide="closed_form"))
     >>> img, tri = torch.rand(1, 3, 64, 64), torch.full((1, 1, 64, 64), 0.5)
     >>> out = cf(img, tri, guide=guides(cf, img, tri))   # untrained: the solver's alpha (all unknown: 0.5)
-    >>> float(out["alpha"].mean()), guide_method(cf)
+    >>> float(out["alpha"].mean().detach()), guide_method(cf)
     (0.5, 'closed_form')
 """
 from __future__ import annotations
