@@ -611,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - one argparse t
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  mattingkit submit preds submissions/mine.csv --test-dir data/ecom/test_dataset/orig_1024\n"
                "  mattingkit submit preds submissions/mine.csv --kaggle my-competition -m \"resnet50, 20k steps\"\n"
-               "  mattingkit submit --csv submissions/demo.csv --kaggle my-competition -m \"demo run\"")
+               "  mattingkit submit --csv submissions/demo_ecom.csv --kaggle my-competition -m \"demo\"")
     p.add_argument("alpha_dir", type=Path, nargs="?", default=None)
     p.add_argument("out", type=Path, nargs="?", default=None)
     p.add_argument("--csv", type=Path, default=None, help="an existing submission CSV to upload (with --kaggle)")

@@ -208,7 +208,7 @@ class InferConfig:
     amp: str | bool = "auto"          # as train.amp
     write_rgba: bool = False          # also write RGBA cut-outs with estimated foreground colours
     batch_size: int = 1               # predict_folder: consecutive same-size images per forward
-    max_side: int | None = None       # the long side the model sees (area-downscaled, alpha resized back); null: full size
+    max_side: int | None = None       # the long side the model sees (downscaled, antialiased; alpha resized back); null: full size
 
 
 @dataclass

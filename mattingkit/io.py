@@ -499,6 +499,19 @@ def fit_side(array: np.ndarray, max_side: int | None, nearest: bool = False) -> 
         return a
     import cv2
 
-    scale = max_side / max(a.shape[:2])
-    w, h = max(1, round(a.shape[1] * scale)), max(1, round(a.shape[0] * scale))
+    h, w = capped_size(a.shape[0], a.shape[1], max_side)
     return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
+
+
+def capped_size(h: int, w: int, max_side: int | None) -> tuple[int, int]:
+    """``(h, w)`` scaled so that the long side is at most ``max_side`` (aspect kept, never up, each side >= 1;
+    ``None``: as it is). The one rule for every capped side (pictures, capped datasets, ``infer.max_side``).
+
+    Example:
+        >>> capped_size(300, 200, 96), capped_size(50, 40, 96), capped_size(50, 40, None)
+        ((96, 64), (50, 40), (50, 40))
+    """
+    if not max_side or max(h, w) <= max_side:
+        return h, w
+    k = max_side / max(h, w)
+    return max(1, round(h * k)), max(1, round(w * k))

@@ -231,9 +231,8 @@ def _read_record(path: Path, read: Callable[[Path], Any] | None = None) -> Any:
     and a read that keeps failing raises a :class:`~mattingkit.errors.RunStateError` naming the file, never
     taken for a missing file (that would drop valid records: :func:`prune_stale_records`)."""
     def once(p: Path) -> Any:
-        if read is None:
-            return p.read_text(encoding="utf-8")
-        return read(p) if p.is_file() else None
+        text = p.read_text(encoding="utf-8")   # missing or failing raises here: no is_file() probe (newer
+        return text if read is None else read(p)   # Pythons answer False for any OSError)
 
     try:
         return drive.retry(once, path)

@@ -171,8 +171,9 @@ def select_notebooks(notebooks: Iterable[str] | None) -> list[str]:
 COMMON_PARAMETERS = ("config", "overrides", "run_name", "runs_root", "smoke")
 #: The option (CLI; a sweep file's key) that sets each common parameter: never a ``--param``, which would
 #: override the run's own value behind its config.
-COMMON_SET_BY = {"config": "--config", "overrides": "--set", "run_name": "--name", "runs_root": "--runs-root",
-                 "smoke": "--smoke"}
+COMMON_SET_BY = {"config": "--config (a sweep file: config:)", "overrides": "--set (a sweep file: overrides:)",
+                 "run_name": "--name (a sweep file: name:)", "runs_root": "--runs-root",
+                 "smoke": "--smoke (a sweep file: smoke:)"}
 
 
 def notebook_parameters(path: str | os.PathLike) -> list[str]:
@@ -200,7 +201,7 @@ def check_notebook_parameters(names: Iterable[str], notebooks: Iterable[str] | N
         >>> check_notebook_parameters(["config"], ["01"])
         Traceback (most recent call last):
         ...
-        mattingkit.errors.UsageError: parameter config is set by --config, not as a notebook parameter
+        mattingkit.errors.UsageError: parameter config is set by --config (a sweep file: config:), not as a notebook parameter
     """
     import difflib
 

@@ -2,7 +2,7 @@
 
 Pure functions: arrays and history records in, a figure or an array out (matplotlib with the Agg
 backend when no display is available; nothing is shown unless you ask). The montage helpers
-(:func:`fit_side`, :func:`hstack`, :func:`vstack`) are the ones every picture of the kit is built with:
+(:func:`hstack`, :func:`vstack`, with :func:`mattingkit.io.fit_side`) are the ones every picture of the kit is built with:
 notebook previews, the inspectors' views and the TensorBoard grids (:func:`make_grid`).
 
 Example:

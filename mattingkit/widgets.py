@@ -37,10 +37,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from .data.manifest import load_row
-from .io import png_bytes
+from .io import fit_side, png_bytes
 from .metrics import METRICS, compute_metrics
 from .trimap import TRIMAP_BUILDERS, make_trimap, unknown_share
-from .viz import GAP, fit_side, hstack, vstack
+from .viz import GAP, hstack, vstack
 from .viz import as_map as _as_map
 from .viz import as_rgb as _as_rgb
 from .viz import fit_nearest as _fit_nearest

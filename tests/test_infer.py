@@ -449,8 +449,6 @@ class _SizeSpy(nn.Module):
 
 
 def test_max_side_predicts_on_a_downscaled_copy_and_returns_the_full_size(tmp_path):
-    from mattingkit.infer.core import resize_inputs, restore_alpha
-
     rng = np.random.default_rng(0)
     img = rng.random((300, 200, 3)).astype(np.float32)
     tri = np.full((300, 200), 0.5, np.float32)
@@ -459,17 +457,28 @@ def test_max_side_predicts_on_a_downscaled_copy_and_returns_the_full_size(tmp_pa
     spy = _SizeSpy()
     a = predict(spy, img, tri, max_side=96, pad_margin=0)
     assert a.shape == (300, 200) and a.dtype == np.float32
-    assert max(spy.sizes[0]) <= 96 + 32, spy.sizes          # the model saw ~96 px (plus the pad to 32), not 300
-    small, small_tri = resize_inputs(img, tri, (96, 64))
-    expected = restore_alpha(predict(_SizeSpy(), small, small_tri, pad_margin=0), (300, 200))
-    unknown = tri == 0.5
-    np.testing.assert_allclose(a[unknown], expected[unknown], atol=1e-6)
+    assert spy.sizes == [(96, 64)]                         # the model saw the capped copy, not 300 x 200
+    # against an independent resize (PIL: antialiased bilinear down, bilinear up)
+    small = np.stack([np.asarray(Image.fromarray(img[..., c]).resize((64, 96), Image.BILINEAR)) for c in range(3)], 2)
+    ref = np.asarray(Image.fromarray(small.mean(2)).resize((200, 300), Image.BILINEAR))
+    inner = (slice(30, -30), slice(10, -10))                # away from the borders and the known bands
+    assert np.abs(a[inner] - ref[inner]).max() < 0.02, np.abs(a[inner] - ref[inner]).max()
     assert (a[:20] == 0).all() and (a[-20:] == 1).all()     # known pixels exact at full size
-    # an image already within max_side is predicted as it is; the uint8 trimap takes the same clamp
-    np.testing.assert_array_equal(predict(spy, small, max_side=96), predict(spy, small))
+    # an image already within max_side is predicted as it is; a uint8 trimap takes the same clamp
+    img_small = img[:90, :60]
+    np.testing.assert_array_equal(predict(spy, img_small, max_side=96), predict(spy, img_small))
     np.testing.assert_array_equal(predict(spy, img, (tri * 255).round().astype(np.uint8), max_side=96, pad_margin=0), a)
-    with pytest.raises(InferenceInputError, match="max_side"):
-        predict(spy, img, max_side=0)
+    # two passes at max_side: both passes capped, the stages at full size
+    spy.sizes.clear()
+    out = predict_passes(spy, img, two_pass=True, max_side=96, pad_margin=0)
+    assert spy.sizes == [(96, 64), (96, 64)] and {k: v.shape for k, v in out.items()} == \
+        {"alpha": (300, 200), "coarse": (300, 200), "trimap": (300, 200)}
+    # bad input is refused as without max_side: 0..255 floats, a side that is not a positive integer
+    with pytest.raises(InferenceInputError, match=r"\[0, 1\]"):
+        predict(spy, img * 255, max_side=96)
+    for bad in (0, -5, "96", 96.5, True):
+        with pytest.raises(InferenceInputError, match="max_side"):
+            predict(spy, img, max_side=bad)
     # the folder path and the producer record carry it
     write_png(tmp_path / "in" / "0001.png", img)
     rep = predict_folder(spy, tmp_path / "in", tmp_path / "out", max_side=96, verbose=False)

@@ -375,7 +375,7 @@ def test_submission_destination_follows_the_run_name(tmp_path, monkeypatch):
     smoke = prepare_run("demo", run_name="ux_smoke", runs_root=runs, smoke=True)
     smoke_demo = prepare_run("demo", run_name="demo", runs_root=tmp_path / "other", smoke=True)
     dest = {c.name + str(c.cfg.run.smoke): submission_destination(c.cfg, c.run_dir) for c in (full, smoke, smoke_demo)}
-    assert dest["demoFalse"] == tmp_path / "submissions" / "demo.csv"          # make demo (--name demo)
+    assert dest["demoFalse"] == tmp_path / "submissions" / "demo.csv"          # a run named demo
     assert dest["ux_smokeTrue"] == tmp_path / "submissions" / "ux_smoke.smoke.csv"
     assert dest["demoTrue"] == tmp_path / "submissions" / "demo.smoke.csv"     # never demo.csv
     assert len(set(dest.values())) == 3

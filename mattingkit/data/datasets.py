@@ -62,7 +62,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..io import ImageReadError, list_images, read_alpha, read_alpha_uint8, read_image, read_image_uint8, read_trimap
+from ..io import (
+    ImageReadError,
+    capped_size,
+    list_images,
+    read_alpha,
+    read_alpha_uint8,
+    read_image,
+    read_image_uint8,
+    read_trimap,
+)
 from ..models import alphagan
 from ..names import CACHE_MODES, FOREGROUND_MODES  # the choices, torch-free for the config check
 from ..trimap import random_trimap
@@ -230,13 +239,6 @@ def _same_size(a: np.ndarray, b: np.ndarray, path_a: str, path_b: str) -> None:
     if a.shape[:2] != b.shape[:2]:
         raise ImageReadError(path_b, f"is {b.shape[1]}x{b.shape[0]} but {path_a} is {a.shape[1]}x{a.shape[0]} "
                              "(width x height); they must match")
-
-
-def _cap_hw(h: int, w: int, max_side: int | None) -> tuple[int, int]:
-    if not max_side or max(h, w) <= max_side:
-        return h, w
-    k = max_side / max(h, w)
-    return max(1, round(h * k)), max(1, round(w * k))
 
 
 # --------------------------------------------------------------------------------------------
@@ -602,7 +604,7 @@ class EvalDataset(torch.utils.data.Dataset):
         alpha_path = _cell(r, "alpha")
         alpha = read_alpha(alpha_path)
         h, w = alpha.shape
-        out_hw = _cap_hw(h, w, self.max_side)
+        out_hw = capped_size(h, w, self.max_side)
         s: dict[str, Any] = {"id": r["id"], "alpha": alpha, "orig_size": (h, w)}
         if _cell(r, "trimap") and not self.trimap_free:
             s["trimap"] = read_trimap(_cell(r, "trimap"))
@@ -680,7 +682,7 @@ class TestDataset(torch.utils.data.Dataset):
         sid, path = self.items[index]
         image = read_image(path)
         h, w = image.shape[:2]
-        out_hw = _cap_hw(h, w, self.max_side)
+        out_hw = capped_size(h, w, self.max_side)
         if out_hw != (h, w):
             image = resize_image(image, out_hw)
         return {"image": _chw(image), "id": str(sid), "orig_size": (h, w)}

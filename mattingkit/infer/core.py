@@ -34,6 +34,7 @@ from .. import device as devmod
 from ..config import InferConfig
 from ..device import HOST, DevicePlan, cudnn_benchmark, exact_numerics
 from ..errors import InputDataError
+from ..io import capped_size
 from ..models.alphagan import guides
 from ..tiling import GRID, TilingInfo, geometry_of, min_tile, tiled_predict
 from ..trimap import trimap_from_mask
@@ -85,7 +86,8 @@ def _check_settings(s: InferConfig) -> None:
             or (not isinstance(s.tile_overlap, str) and s.tile_overlap < 0)):
         raise InferenceInputError("pixel_budget, tile_size and batch_size must be >= 1, tile_overlap, tile_stats_passes and "
                                   "pad_margin >= 0")
-    if s.max_side is not None and (isinstance(s.max_side, bool) or int(s.max_side) < 1):
+    if s.max_side is not None and (not isinstance(s.max_side, (int, np.integer)) or isinstance(s.max_side, bool)
+                                   or s.max_side < 1):
         raise InferenceInputError(f"max_side must be a side >= 1 px or None (full size), got {s.max_side!r}")
 
 
@@ -321,17 +323,6 @@ def predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.n
         return _predict_batch(model, images, trimaps, s, plan, tiling_info)
 
 
-def capped_size(h: int, w: int, max_side: int) -> tuple[int, int]:
-    """``(h, w)`` scaled so that the long side is ``max_side`` (never up; each side at least 1).
-
-    Example:
-        >>> capped_size(300, 200, 96), capped_size(50, 40, 96)
-        ((96, 64), (50, 40))
-    """
-    k = min(1.0, max_side / max(h, w))
-    return max(1, round(h * k)), max(1, round(w * k))
-
-
 def resize_inputs(image: np.ndarray, trimap: np.ndarray | None, size: tuple[int, int]
                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """``image`` (uint8 or float) as float32 in [0, 1] resized to ``size`` (h, w; bilinear with antialiasing)
@@ -343,8 +334,8 @@ def resize_inputs(image: np.ndarray, trimap: np.ndarray | None, size: tuple[int,
         ((20, 30, 3), 1.0, (20, 30), [0.5])
     """
     f = torch.nn.functional
-    x = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]   # a copy: inputs may be read-only
-    x = x / 255 if image.dtype == np.uint8 else x
+    x = _image_to_device(np.asarray(image), HOST)   # float values checked as every image is
+    x = (x.float() / 255 if x.dtype == torch.uint8 else x.float())[None]
     small = f.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)[0].permute(1, 2, 0)
     tri = None
     if trimap is not None:
@@ -529,7 +520,7 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
     ``infer_cfg``: an :class:`~mattingkit.config.InferConfig` or a whole ``Config`` (then its ``trimap``
     section is the default ``trimap_cfg``); ``None`` = the defaults. Keyword ``settings`` (InferConfig
     field names: ``tta_flip``, ``amp``, ``pixel_budget``, ``tile_size``, ``tile_overlap``,
-    ``tile_stats_passes``, ``pad_margin``, ``two_pass``) replace single fields. ``trimap_cfg`` (a
+    ``tile_stats_passes``, ``pad_margin``, ``two_pass``, ``max_side``) replace single fields. ``trimap_cfg`` (a
     ``TrimapConfig``) sets the pass-2 trimap thresholds and band for ``two_pass``. ``device``: default
     where the model is; with a whole ``Config`` its ``run.device`` and GPU rule (:func:`inference_plan`).
     The model must already be on ``device``; it is run in eval mode and its mode is restored after. ``tiling_info``
@@ -558,5 +549,5 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
 __all__ = [
     "InferenceInputError", "PAD_MULTIPLE", "check_image", "check_trimap", "eval_mode", "infer_settings",
     "inference_plan", "padding", "predict", "predict_batch", "predict_passes", "resolve_context", "run_passes",
-    "capped_size", "resize_inputs", "restore_alpha",
+    "resize_inputs", "restore_alpha",
 ]

@@ -56,7 +56,7 @@ def validate_model(model: nn.Module, dataset, cfg: Config, device: torch.device,
         if full:  # capped: measure at full resolution (the definition notebook 04 uses)
             gt = full["alpha_full"].reshape(full["alpha_full"].shape[-2:]).float().numpy()
             trimap = full["trimap_full"].reshape(full["trimap_full"].shape[-2:]).float().numpy()
-            pred = restore_alpha(pred, gt.shape)
+            pred = restore_alpha(pred, gt.shape, trimap)   # as notebook 04: known pixels exact at full size
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", EmptyUnknownWarning)  # an all-known trimap counts 0, as in 04
             m = compute_metrics(pred, gt, trimap)
