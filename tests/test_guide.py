@@ -165,3 +165,43 @@ def test_a_guide_needs_a_trimap():
 
     with pytest.raises(UsageError, match="needs a trimap.*constant 0.5"):
         build_model(ModelConfig(pretrained=False, backbone="resnet18", guide="closed_form", use_trimap=False))
+
+
+def test_out_of_memory_retries_reuse_the_first_tries_guide(tmp_path, solves, monkeypatch):
+    """A batch of two guided predictions runs out of memory, then each image untiled too (a GPU's limit,
+    simulated): the tiled retries reuse the guide solved by the first (batched) try, so each image is
+    solved once, and the mattes are those of a run whose tiled first try fitted. A downscaled last rung
+    solves once more, at its own smaller size."""
+    from mattingkit.infer import predict_folder
+    from mattingkit.io import read_alpha, write_png
+
+    model = _guided_demo()
+    forward = model.forward
+    limit = {"px": 10_000}
+
+    def limited(image, trimap=None, guide=None):   # as a GPU would: the full untiled image does not fit
+        if image.shape[0] * image.shape[-2] * image.shape[-1] > limit["px"]:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return forward(image, trimap, guide)
+
+    monkeypatch.setattr(model, "forward", limited)
+    src, tris = tmp_path / "images", tmp_path / "trimaps"
+    for i, shift in enumerate((-10, 10)):
+        img, tri = _soft_edge(64, 200, shift=shift, seed=i)
+        write_png(src / f"{i}.png", img)
+        write_png(tris / f"{i}.png", tri)
+    kw = dict(tile_overlap=32, tta_flip=True, pad_margin=0, headless=True, verbose=False)
+    rep = predict_folder(model, src, tmp_path / "retried", tris, batch_size=2, **kw)
+    assert rep.ok and rep.notes[0] == "batch of 2 ran out of memory; predicted one by one"
+    assert [n.split(":")[0] for n in rep.notes[1:]] == ["0", "1"] and all("tile_size=128" in n for n in rep.notes[1:])
+    assert solves == [(64, 224, 3)] * 2          # the batched try solved both; no retry solved again
+    fitted = predict_folder(model, src, tmp_path / "fitted", tris, pixel_budget=1, tile_size=128, **kw)
+    assert fitted.ok and not fitted.notes and len(solves) == 4
+    for stem in ("0", "1"):
+        a, b = read_alpha(tmp_path / "retried" / f"{stem}.png"), read_alpha(tmp_path / "fitted" / f"{stem}.png")
+        assert np.abs(a - b).max() <= 1e-6 and a[:, 90:110].std() > 0.1   # the same real matte
+    solves.clear()
+    limit["px"] = 5_000                            # no tile fits either: the downscaled last rung
+    rep = predict_folder(model, [src / "0.png"], tmp_path / "small", tris, **kw)
+    assert rep.ok and "DOWNSCALED" in rep.notes[0]
+    assert solves[0] == (64, 224, 3) and len(solves) == 2 and solves[1][1] < 224   # full size once, then its own

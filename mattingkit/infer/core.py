@@ -35,7 +35,7 @@ from ..config import InferConfig
 from ..device import HOST, DevicePlan, cudnn_benchmark, exact_numerics
 from ..errors import InputDataError
 from ..io import capped_size
-from ..models.alphagan import guides
+from ..models.alphagan import guide_method, guides
 from ..tiling import GRID, TilingInfo, geometry_of, min_tile, tiled_predict
 from ..trimap import trimap_from_mask
 
@@ -310,17 +310,77 @@ def _prepare(images: list[np.ndarray], trimaps: list[np.ndarray | None], s: Infe
     return img_t, tri_t, known, pads
 
 
+class GuideMemo:
+    """The guides a guided model's predictions solved (:func:`~mattingkit.models.alphagan.guides`, seconds
+    per image), kept on the host for the retries of the same images: :mod:`mattingkit.infer.folder` holds
+    one for a batch and its out-of-memory retries (tiled, one by one), so every try of an image reuses the
+    first try's solve. A guide is reused only for the same method and padding and an image and trimap of
+    the same values, exactly the inputs it was solved from, so a retry's alpha is unchanged; other inputs
+    (a downscaled retry's smaller image, two-pass's coarse and refining trimaps) are solved and kept too.
+    Nothing global: it lives as long as its holder (one batch of the folder).
+
+    Example:
+        >>> memo, im = GuideMemo(), np.zeros((4, 4, 3), np.uint8)
+        >>> memo.put("closed_form", im, None, (0, 0, 0, 0), torch.zeros(1, 4, 4))
+        >>> memo.get("closed_form", im.copy(), None, (0, 0, 0, 0)).shape   # the same values: reused
+        torch.Size([1, 4, 4])
+        >>> memo.get("closed_form", im, None, (2, 2, 2, 2)) is None         # another padding: solve it
+        True
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[str, tuple[int, ...], np.ndarray, np.ndarray | None, torch.Tensor]] = []
+
+    @staticmethod
+    def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+        if a is None or b is None:
+            return a is b
+        return a is b or (a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b))
+
+    def get(self, method: str, image: np.ndarray, trimap: np.ndarray | None,
+            pads: tuple[int, int, int, int]) -> torch.Tensor | None:
+        """The ``(1, Hp, Wp)`` host guide kept for these inputs, or ``None``."""
+        for m, p, im, tri, guide in self._entries:
+            if m == method and p == tuple(pads) and self._same(im, image) and self._same(tri, trimap):
+                return guide
+        return None
+
+    def put(self, method: str, image: np.ndarray, trimap: np.ndarray | None, pads: tuple[int, int, int, int],
+            guide: torch.Tensor) -> None:
+        """Keep ``guide`` (``(1, Hp, Wp)``, on the host) for these inputs (held by reference, not copied)."""
+        self._entries.append((method, tuple(pads), image, trimap, guide))
+
+
+def _guides(model: nn.Module, img_t: torch.Tensor, tri_t: torch.Tensor, images: list[np.ndarray],
+            trimaps: list[np.ndarray | None], pads: tuple[int, int, int, int],
+            memo: GuideMemo | None) -> torch.Tensor | None:
+    """A guided model's guides for the padded batch on its device: one host solve per image
+    (:func:`~mattingkit.models.alphagan.guides`), or the one ``memo`` kept from an earlier try."""
+    method = guide_method(model)
+    if method is None or memo is None:
+        return guides(model, img_t, tri_t)
+    out = []
+    for i, (im, tri) in enumerate(zip(images, trimaps)):
+        g = memo.get(method, im, tri, pads)
+        if g is None:
+            g = guides(model, img_t[i:i + 1], tri_t[i:i + 1])[0]
+            memo.put(method, im, tri, pads, g.cpu())   # on the host: the retries need the device's memory
+        out.append(g.to(img_t.device))
+    return torch.stack(out)
+
+
 def predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig,
-                  plan: DevicePlan, tiling_info: TilingInfo | None = None) -> list[np.ndarray]:
+                  plan: DevicePlan, tiling_info: TilingInfo | None = None, *,
+                  guide_memo: GuideMemo | None = None) -> list[np.ndarray]:
     """One pass over same-size checked images (+ trimaps or ``None``) with settled settings ``s`` and
     ``plan``: pad, normalise, forward (tiled above the pixel budget, one image at a time), crop and clamp
     on the plan's device, the model in eval mode under ``inference_mode``; one float32 ``HxW`` copy per
-    image comes back to the host."""
+    image comes back to the host. ``guide_memo``: a guided model's solves kept for retries (:class:`GuideMemo`)."""
     h, w = images[0].shape[:2]
     if s.max_side and max(h, w) > s.max_side:   # the model sees the long side at max_side
-        return _at_max_side(model, images, trimaps, s, plan, tiling_info)
+        return _at_max_side(model, images, trimaps, s, plan, tiling_info, guide_memo)
     with torch.inference_mode(), cudnn_benchmark(False), eval_mode(model):   # full-res shapes: no autotune
-        return _predict_batch(model, images, trimaps, s, plan, tiling_info)
+        return _predict_batch(model, images, trimaps, s, plan, tiling_info, guide_memo)
 
 
 def resize_inputs(image: np.ndarray, trimap: np.ndarray | None, size: tuple[int, int]
@@ -362,23 +422,25 @@ def restore_alpha(alpha: np.ndarray, hw: tuple[int, int], trimap: np.ndarray | N
 
 
 def _at_max_side(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig,
-                 plan: DevicePlan, tiling_info: TilingInfo | None) -> list[np.ndarray]:
+                 plan: DevicePlan, tiling_info: TilingInfo | None, guide_memo: GuideMemo | None) -> list[np.ndarray]:
     """``infer.max_side``: predict on downscaled copies (:func:`resize_inputs`), the alphas brought back by
     :func:`restore_alpha`."""
     h, w = images[0].shape[:2]
     small = [resize_inputs(im, t, capped_size(h, w, int(s.max_side))) for im, t in zip(images, trimaps)]
     alphas = predict_batch(model, [im for im, _ in small], [t for _, t in small],
-                           dataclasses.replace(s, max_side=None), plan, tiling_info)
+                           dataclasses.replace(s, max_side=None), plan, tiling_info, guide_memo=guide_memo)
     return [restore_alpha(a, (h, w), t) for a, t in zip(alphas, trimaps)]
 
 
 def _predict_batch(model: nn.Module, images: list[np.ndarray], trimaps: list[np.ndarray | None], s: InferConfig,
-                   plan: DevicePlan, tiling_info: TilingInfo | None) -> list[np.ndarray]:
+                   plan: DevicePlan, tiling_info: TilingInfo | None, guide_memo: GuideMemo | None) -> list[np.ndarray]:
     h, w = images[0].shape[:2]
     device = plan.device
     geom = geometry_of(model)
-    img_t, tri_t, known, (top, _, left, _) = _prepare(images, trimaps, s, device, geom.pad_multiple)
-    guide_t = guides(model, img_t, tri_t)   # a guided model's input: one host solve per padded image, reused
+    img_t, tri_t, known, pads = _prepare(images, trimaps, s, device, geom.pad_multiple)
+    top, left = pads[0], pads[2]
+    # a guided model's input: one host solve per padded image, reused by the flip, every tile and retry
+    guide_t = _guides(model, img_t, tri_t, images, trimaps, pads, guide_memo)
     if h * w <= s.pixel_budget:
         alpha_p = _forward(model, img_t, tri_t, plan, s.tta_flip, guide_t)[:, 0]
     else:
@@ -427,13 +489,15 @@ def _tiled(model: nn.Module, img_t: torch.Tensor, tri_t: torch.Tensor, s: InferC
 
 def run_passes(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig, plan: DevicePlan, *,
                trimap_cfg: Any = None, coarse_model: nn.Module | None = None,
-               tiling_info: TilingInfo | None = None) -> dict[str, np.ndarray]:
+               tiling_info: TilingInfo | None = None, guide_memo: GuideMemo | None = None) -> dict[str, np.ndarray]:
     """:func:`predict_passes` with settled settings ``s`` (:func:`infer_settings`) and ``plan`` (the model
-    already on its device): the path every prediction takes once its entry has normalised them."""
+    already on its device): the path every prediction takes once its entry has normalised them.
+    ``guide_memo`` (:class:`GuideMemo`): a guided model's solves kept across the tries of one image; each
+    of two passes has its own trimap, so its own solve (pass 1's all-unknown trimap: the solver's constant)."""
     img = check_image(image)
     h, w = img.shape[:2]
     tri = None if trimap is None else check_trimap(trimap, (h, w))
-    kw = dict(s=s, plan=plan, tiling_info=tiling_info)
+    kw = dict(s=s, plan=plan, tiling_info=tiling_info, guide_memo=guide_memo)
     if not s.two_pass:
         return {"alpha": predict_batch(model, [img], [tri], **kw)[0]}
     if tri is not None:
@@ -547,7 +611,7 @@ def predict(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None = Non
 
 
 __all__ = [
-    "InferenceInputError", "PAD_MULTIPLE", "check_image", "check_trimap", "eval_mode", "infer_settings",
+    "GuideMemo", "InferenceInputError", "PAD_MULTIPLE", "check_image", "check_trimap", "eval_mode", "infer_settings",
     "inference_plan", "padding", "predict", "predict_batch", "predict_passes", "resolve_context", "run_passes",
     "resize_inputs", "restore_alpha",
 ]

@@ -50,6 +50,7 @@ from ..io import (
 from ..tiling import geometry_of, oom_ladder
 from .cache import add_notes, baseline_producer, claim_prediction_dir, model_producer, module_producer, producer_record
 from .core import (
+    GuideMemo,
     InferenceInputError,
     infer_settings,
     inference_plan,
@@ -205,7 +206,10 @@ def _attempt(fn, *args: Any, **kwargs: Any) -> Any:
 def _downscaled(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig, plan: DevicePlan,
                 trimap_cfg: Any, size: tuple[int, int]) -> np.ndarray:
     """The alpha of ``image`` predicted untiled at ``size`` (h, w; :func:`~mattingkit.infer.core.resize_inputs`),
-    brought back by :func:`~mattingkit.infer.core.restore_alpha` (the full-size trimap's known pixels exact)."""
+    brought back by :func:`~mattingkit.infer.core.restore_alpha` (the full-size trimap's known pixels exact).
+    A guided model's guide is solved here at ``size``, once per try: the guide of the smaller image, as a
+    prediction at that size has always had (a resized full-size solve is a different input, so a different
+    alpha), and each try halves the pixels, so all of them together cost about one full-size solve."""
     small, tri = resize_inputs(image, trimap, size)
     s_small = dataclasses.replace(s, pixel_budget=max(int(s.pixel_budget), size[0] * size[1]))
     alpha = run_passes(model, small, tri, s_small, plan, trimap_cfg=trimap_cfg)["alpha"]
@@ -213,13 +217,15 @@ def _downscaled(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, 
 
 
 def _predict_with_oom_retry(model: nn.Module, image: np.ndarray, trimap: np.ndarray | None, s: InferConfig,
-                            plan: DevicePlan, trimap_cfg: Any, notes: list[str], name: str) -> np.ndarray:
+                            plan: DevicePlan, trimap_cfg: Any, notes: list[str], name: str,
+                            guide_memo: GuideMemo) -> np.ndarray:
     """:func:`~mattingkit.infer.core.run_passes`; after an out-of-memory error, again tiled down the
     :func:`mattingkit.tiling.oom_ladder` (at least half of each tile usable, at most
     :data:`~mattingkit.tiling.MAX_TILED_WORK` times the untiled work), then downscaled (half the pixels
-    each try) and upsampled back. What it took is noted in ``notes``."""
+    each try) and upsampled back. What it took is noted in ``notes``. A guided model's full-size tries
+    share one solve through ``guide_memo`` (the same padded image and trimap each time)."""
     try:
-        return run_passes(model, image, trimap, s, plan, trimap_cfg=trimap_cfg)["alpha"]
+        return run_passes(model, image, trimap, s, plan, trimap_cfg=trimap_cfg, guide_memo=guide_memo)["alpha"]
     except Exception as e:  # noqa: BLE001
         if not is_oom(e):
             raise
@@ -232,7 +238,7 @@ def _predict_with_oom_retry(model: nn.Module, image: np.ndarray, trimap: np.ndar
     tile = min(int(s.tile_size), max(hp, wp)) if h * w > s.pixel_budget else max(hp, wp)
     for t in oom_ladder(hp, wp, tile, context, grid):
         tiled = dataclasses.replace(s, pixel_budget=1, tile_size=t)
-        out = _attempt(run_passes, model, image, trimap, tiled, plan, trimap_cfg=trimap_cfg)
+        out = _attempt(run_passes, model, image, trimap, tiled, plan, trimap_cfg=trimap_cfg, guide_memo=guide_memo)
         if out is not None:
             notes.append(f"{name}: out of memory ({first}); predicted tiled at tile_size={t}")
             return out["alpha"]
@@ -265,10 +271,13 @@ def _fit_area(h: int, w: int, area: int, pads: tuple[int, int, int, int], grid: 
 def _predict_jobs(model: nn.Module, jobs: list[_Job], s: InferConfig, plan: DevicePlan, trimap_cfg: Any,
                   report: PredictReport) -> list[_Job]:
     """Alphas for loaded jobs of one size: one batched forward when it fits, else one by one (with the
-    out-of-memory retry). Returns the jobs that got an alpha; failures go into ``report``."""
+    out-of-memory retry). Returns the jobs that got an alpha; failures go into ``report``. A guided model
+    solves each image's guide once for all these tries (:class:`~mattingkit.infer.core.GuideMemo`, kept
+    for this batch only)."""
+    memo = GuideMemo()
     if len(jobs) > 1:
         try:
-            alphas = predict_batch(model, [j.image for j in jobs], [j.trimap for j in jobs], s, plan)
+            alphas = predict_batch(model, [j.image for j in jobs], [j.trimap for j in jobs], s, plan, guide_memo=memo)
             for j, a in zip(jobs, alphas):
                 j.alpha = a
             return jobs
@@ -279,7 +288,8 @@ def _predict_jobs(model: nn.Module, jobs: list[_Job], s: InferConfig, plan: Devi
     done = []
     for j in jobs:
         try:
-            j.alpha = _predict_with_oom_retry(model, j.image, j.trimap, s, plan, trimap_cfg, report.notes, j.stem)
+            j.alpha = _predict_with_oom_retry(model, j.image, j.trimap, s, plan, trimap_cfg, report.notes, j.stem,
+                                              memo)
         except (ImageReadError, InferenceInputError) as e:
             report.failed.append((str(j.img_path), str(e)))
             continue
