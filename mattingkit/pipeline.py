@@ -329,7 +329,8 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     ``n_show`` rows.
 
     ``max_side``: predict on copies downscaled to this long side; the alphas are resized back to the
-    test size when the CSV is built (quick CPU previews). Smoke runs use :data:`SMOKE_MAX_SIDE` unless given.
+    test size when the CSV is built (quick CPU previews). The model's own ``infer.max_side`` applies on top
+    (recorded as ``infer_max_side``). Smoke runs use :data:`SMOKE_MAX_SIDE` unless given.
     """
     from .infer import downscaled_copy, predict_split
     from .infer.cache import publish, split_dir
@@ -360,6 +361,7 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     values = {"test_dir": str(test_dir), "rows": built.rows, "file_size": built.file_size, "order": built.order,
               "resized": len(built.resized), "valid": bool(check.ok), "problems": list(check.problems),
               "warnings": list(check.warnings), "two_pass": res.settings.two_pass, "max_side": max_side,
+              "infer_max_side": res.settings.max_side,
               "made_by": res.describe(),
               "checkpoint": str(res.checkpoint), "run_csv": str(run_csv), "csv": str(final) if final else None,
               "predict_seconds": round(res.report.seconds, 2), "seconds": _seconds(t0)}

@@ -91,7 +91,8 @@ def test_a_table_that_drifts_from_the_names_stops_the_import(drift, module, key)
 
 
 def test_each_name_reaches_its_own_branch_of_the_owner():
-    """The owners that dispatch with if/elif on a name: every name runs, and each reaches a different branch."""
+    """The owners that dispatch with if/elif on a name: every name runs; the GAN kinds and loss regions each reach a
+    different branch, AMP and augment_on names resolve as their tables say on a CPU (auto = off / cpu here)."""
     from mattingkit import device, losses
     from mattingkit.config import AugmentConfig, TrimapConfig
     from mattingkit.data.device_augment import resolve_augment_on
