@@ -191,12 +191,12 @@ def trimap_inspector(ctx: RunContext, limit: int = 50, **kwargs):
 # --------------------------------------------------------------------------------------------
 def drive_space(ctx: RunContext) -> dict[str, Any]:
     """Notebook 03, before training: what the run writes to Google Drive, trash included, beside its free
-    space (:func:`mattingkit.checkpoint.drive_space_needed`; on Colab with Drive), else the local peak."""
+    space (:func:`mattingkit.checkpoint.drive_space_needed`; a run folder on Drive: :func:`mattingkit.env.on_drive`),
+    else the local peak."""
     from .checkpoint import drive_space_needed
 
     need = drive_space_needed(ctx.cfg, ctx.run_dir)
-    on_drive = env.detect_platform() == "colab" and env.drive_mounted()   # Drive's quota and trash: only there
-    print(need["message"] if on_drive else
+    print(need["message"] if env.on_drive(ctx.run_dir) else   # Drive's quota and trash: only there
           f"Checkpoints need about {need['peak_bytes'] / 1e9:.2f} GB in {ctx.run_dir} while one is replaced.")
     return need
 

@@ -318,8 +318,9 @@ def test_notebook_03_prints_the_drive_bytes_beside_the_free_space(tmp_path, caps
     need = pipeline.drive_space(ctx)          # a local run: the local peak only, no Drive words
     out = capsys.readouterr().out
     assert "Checkpoints need about 1.54 GB" in out and "Drive" not in out
-    monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "colab")   # Colab with Drive mounted
-    monkeypatch.setattr(env, "drive_mounted", lambda: True)
+    monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "colab")   # Colab with Drive mounted,
+    monkeypatch.setattr(env, "drive_mounted", lambda: True)                 # the run folder on it
+    monkeypatch.setattr(env, "COLAB_DRIVE", tmp_path)
     need = pipeline.drive_space(ctx)
     out = capsys.readouterr().out
     assert need["message"] in out and "A 12 h session writes at most 4.1" in out and "Free there now" in out

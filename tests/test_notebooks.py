@@ -242,7 +242,7 @@ def test_no_credential_in_any_output(smoke_run):
     assert checked > 20
 
 
-def test_notebook_03_prints_the_drive_trash_warning_only_on_colab_with_drive(monkeypatch, tmp_path, capsys):
+def test_notebook_03_prints_the_drive_trash_warning_only_for_a_run_folder_on_drive(monkeypatch, tmp_path, capsys):
     import types
 
     from mattingkit import env, pipeline
@@ -254,7 +254,11 @@ def test_notebook_03_prints_the_drive_trash_warning_only_on_colab_with_drive(mon
     assert "trash" not in local and "Drive" not in local and str(ctx.run_dir) in local
     monkeypatch.setattr(env, "detect_platform", lambda *a, **k: "colab")
     monkeypatch.setattr(env, "drive_mounted", lambda: True)
-    pipeline.drive_space(ctx)
+    monkeypatch.setattr(env, "COLAB_DRIVE", tmp_path / "drive" / "MyDrive")
+    pipeline.drive_space(ctx)                      # Drive mounted, the run folder on the local disk: no Drive words
+    assert "trash" not in capsys.readouterr().out
+    on_drive = types.SimpleNamespace(cfg=ctx.cfg, run_dir=tmp_path / "drive" / "MyDrive" / "mattingkit" / "runs" / "demo")
+    pipeline.drive_space(on_drive)
     assert "Drive's trash" in capsys.readouterr().out
 
 
