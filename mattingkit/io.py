@@ -495,11 +495,11 @@ def fit_side(array: np.ndarray, max_side: int | None, nearest: bool = False) -> 
         (20, 10)
     """
     a = np.asarray(array)
-    if not max_side or max(a.shape[:2]) <= max_side:
+    h, w = capped_size(a.shape[0], a.shape[1], max_side)
+    if (h, w) == a.shape[:2]:
         return a
     import cv2
 
-    h, w = capped_size(a.shape[0], a.shape[1], max_side)
     return cv2.resize(a, (w, h), interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_AREA)
 
 

@@ -115,10 +115,9 @@ def prepare_data(ctx: RunContext, n_preview: int = 4, download: bool = True) -> 
         "made_available": made,
     }
     if n_preview > 0:   # n_preview=0: no figure
-        fig = manifest_figure(pick_rows(df, n_preview, prefer="train"), f"Data samples ({cfg.data.layout} layout)",
-                              max_side=PREVIEW_SIDE, footnote="a plain mid-gray trimap: the dataset has none for "
-                              "that item (training synthesises trimaps)")
-        save_figure(fig, ctx.path("data_samples.png"))
+        note = "a plain mid-gray trimap: the dataset has none for that item (training synthesises trimaps)"
+        save_figure(manifest_figure(pick_rows(df, n_preview, prefer="train"), f"Data samples ({cfg.data.layout} "
+                                    "layout)", max_side=PREVIEW_SIDE, footnote=note), ctx.path("data_samples.png"))
     values["seconds"] = _seconds(t0)
     drive.write_text(ctx.path("data_report.md"), data_report_md(values, report))
     update_metrics(ctx.run_dir, NB_DATA, values)
@@ -190,9 +189,8 @@ def trimap_inspector(ctx: RunContext, limit: int = 50, **kwargs):
 # 03: training
 # --------------------------------------------------------------------------------------------
 def drive_space(ctx: RunContext) -> dict[str, Any]:
-    """Notebook 03, before training: what the run writes to Google Drive, trash included, beside its free
-    space (:func:`mattingkit.checkpoint.drive_space_needed`; a run folder on Drive: :func:`mattingkit.env.on_drive`),
-    else the local peak."""
+    """Notebook 03, before training: what a run folder on Drive (:func:`mattingkit.env.on_drive`) writes there,
+    trash included, beside its free space (:func:`mattingkit.checkpoint.drive_space_needed`), else the local peak."""
     from .checkpoint import drive_space_needed
 
     need = drive_space_needed(ctx.cfg, ctx.run_dir)
@@ -329,8 +327,8 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     ``n_show`` rows.
 
     ``max_side``: predict on copies downscaled to this long side; the alphas are resized back to the
-    test size when the CSV is built (quick CPU previews). The model's own ``infer.max_side`` applies on top
-    (recorded as ``infer_max_side``). Smoke runs use :data:`SMOKE_MAX_SIDE` unless given.
+    test size when the CSV is built (quick CPU previews; smoke runs: :data:`SMOKE_MAX_SIDE`). The model's own
+    ``infer.max_side`` applies on top (recorded as ``infer_max_side``).
     """
     from .infer import downscaled_copy, predict_split
     from .infer.cache import publish, split_dir
@@ -361,8 +359,7 @@ def make_submission(ctx: RunContext, checkpoint: str = "best", n_show: int = 3,
     values = {"test_dir": str(test_dir), "rows": built.rows, "file_size": built.file_size, "order": built.order,
               "resized": len(built.resized), "valid": bool(check.ok), "problems": list(check.problems),
               "warnings": list(check.warnings), "two_pass": res.settings.two_pass, "max_side": max_side,
-              "infer_max_side": res.settings.max_side,
-              "made_by": res.describe(),
+              "infer_max_side": res.settings.max_side, "made_by": res.describe(),
               "checkpoint": str(res.checkpoint), "run_csv": str(run_csv), "csv": str(final) if final else None,
               "predict_seconds": round(res.report.seconds, 2), "seconds": _seconds(t0)}
     update_metrics(ctx.run_dir, NB_SUBMIT, values)

@@ -159,12 +159,9 @@ def batch_to_float(batch: dict[str, Any]) -> dict[str, Any]:
     by :func:`~mattingkit.data.device_augment.augment_batch` on its device. Float batches pass through.
 
     Example:
-        >>> b = {"image": torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8),
-        ...      "trimap": torch.tensor([[[[0, 128, 255]]]], dtype=torch.uint8), "id": ["a"]}
-        >>> f = batch_to_float(b)
-        >>> f["image"].dtype, f["trimap"].flatten().tolist(), f["unknown"].flatten().tolist()
-        (torch.float32, [0.0, 0.5, 1.0], [0.0, 1.0, 0.0])
-        >>> batch_to_float(f)["image"] is f["image"]
+        >>> from mattingkit.data.compact import compact_to_float
+        >>> b = {"alpha": torch.tensor([[[[0, 65535]]]], dtype=torch.uint16), "id": ["a"]}
+        >>> batch_to_float(b)["alpha"].equal(compact_to_float(b)["alpha"])   # a host batch: compact rules
         True
     """
     if is_device_batch(batch):  # data.augment_on=device: render on the batch's device
