@@ -167,13 +167,13 @@ def select_notebooks(notebooks: Iterable[str] | None) -> list[str]:
     return [n for n in NOTEBOOKS if n in chosen]
 
 
-#: Parameters every notebook declares (the rest are notebook-specific, see each ``parameters`` cell).
-COMMON_PARAMETERS = ("config", "overrides", "run_name", "runs_root", "smoke")
-#: The option (CLI; a sweep file's key) that sets each common parameter: never a ``--param``, which would
-#: override the run's own value behind its config.
+#: Parameters every notebook declares (the rest are notebook-specific, see each ``parameters`` cell), each
+#: with the option (CLI; a sweep file's key) that sets it: never a ``--param``, which would override the
+#: run's own value behind its config.
 COMMON_SET_BY = {"config": "--config (a sweep file: config:)", "overrides": "--set (a sweep file: overrides:)",
                  "run_name": "--name (a sweep file: name:)", "runs_root": "--runs-root",
                  "smoke": "--smoke (a sweep file: smoke:)"}
+COMMON_PARAMETERS = tuple(COMMON_SET_BY)
 
 
 def notebook_parameters(path: str | os.PathLike) -> list[str]:
